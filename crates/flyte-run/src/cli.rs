@@ -1,0 +1,131 @@
+//! The command line: `flyte-run PLAYBOOK.rhai`, `flyte-run -e SCRIPT` and the subcommands.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::script::{self, Host, ScriptSource};
+
+/// Get a shell inside a running Flyte task, and script the operator chores around it.
+///
+/// flyte-run runs Rhai playbooks: short scripts that launch tasks, wait for them, connect over
+/// SSH and run kubectl or curl where the cluster network is. The main job:
+///
+///     flyte-run playbooks/debug.rhai
+///
+/// A script sees the modules `keys::` and `kservice::` (more as they land), the map `args` built
+/// from `--set`, and `env(name)`.
+#[derive(Debug, Parser)]
+#[command(name = "flyte-run", version, verbatim_doc_comment)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct Cli {
+    /// The playbook to run (a `.rhai` file).
+    #[arg(
+        value_name = "PLAYBOOK",
+        conflicts_with = "eval",
+        required_unless_present = "eval"
+    )]
+    playbook: Option<PathBuf>,
+
+    /// Run SCRIPT instead of a playbook file; a non-unit result is printed (strings as they are,
+    /// anything else as JSON).
+    #[arg(short = 'e', long = "eval", value_name = "SCRIPT")]
+    eval: Option<String>,
+
+    /// Set `args.KEY` for the script. VALUE is typed: integers, floats, `true`/`false`, else a
+    /// string. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+    set: Vec<(String, rhai::Dynamic)>,
+
+    /// The Flyte control-plane endpoint (default: the configured one, else the local sandbox).
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+
+    /// Print each external action (commands, requests) instead of performing it, where the script
+    /// can go on without a real answer.
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Stop the script after this many seconds of wall-clock time.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    timeout: Option<Duration>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a shell completion script, e.g. `flyte-run completions bash > /etc/bash_completion.d/flyte-run`.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+}
+
+fn parse_set(raw: &str) -> Result<(String, rhai::Dynamic), String> {
+    let (key, value) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {raw:?}"))?;
+    let key = key.trim();
+    if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "invalid key {key:?}: use letters, digits and '_' so scripts can write args.{key}"
+        ));
+    }
+    Ok((key.to_owned(), script::typed_value(value)))
+}
+
+fn parse_seconds(raw: &str) -> Result<Duration, String> {
+    let secs: f64 = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a number of seconds"))?;
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("{raw:?}: give a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(command) = cli.command {
+        return match command {
+            Command::Completions { shell } => {
+                let mut cmd = Cli::command();
+                clap_complete::generate(shell, &mut cmd, "flyte-run", &mut std::io::stdout());
+                Ok(ExitCode::SUCCESS)
+            }
+        };
+    }
+    let source = match (cli.playbook, cli.eval) {
+        (Some(path), None) => ScriptSource::File(path),
+        (None, Some(text)) => ScriptSource::Inline(text),
+        // clap's `conflicts_with` and `required_unless_present` rule out the other cases.
+        _ => bail!("give either a PLAYBOOK or -e SCRIPT"),
+    };
+    let host = Host {
+        home: crate::paths::home_dir()?,
+        args: cli.set.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+        endpoint: cli.endpoint,
+        dry_run: cli.dry_run,
+        timeout: cli.timeout,
+    };
+    let print_result = matches!(source, ScriptSource::Inline(_));
+    match script::run(&host, &source) {
+        Ok(value) => {
+            if print_result && !value.is_unit() {
+                let text = script::display_value(&value).context("cannot print the result")?;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{text}").context("cannot write to stdout")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

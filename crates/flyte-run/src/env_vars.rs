@@ -1,0 +1,7 @@
+//! Every environment variable flyte-run reads, in one place, with what it means.
+
+/// The home directory; `~/.flyte` and `~/.ssh` are found under it (falls back to the passwd
+/// entry when unset).
+pub(crate) const HOME: &str = "HOME";
+/// A `tracing` filter for log lines on stderr, e.g. `info` or `flyte_keys=debug`. Default `warn`.
+pub(crate) const FLYTE_RUN_LOG: &str = "FLYTE_RUN_LOG";

@@ -1,0 +1,34 @@
+//! `flyte-run`: the command line and the Rhai host. See `flyte-run --help`.
+
+mod cli;
+mod env_vars;
+mod paths;
+mod script;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_logging();
+    match cli::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            // One clear line (plus causes), never a backtrace dump.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr (stdout is for results), filtered by `FLYTE_RUN_LOG` (default: warnings).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(env_vars::FLYTE_RUN_LOG)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

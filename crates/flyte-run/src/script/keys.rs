@@ -1,0 +1,43 @@
+//! `keys::` — the client key pair (flyte-keys).
+
+use std::sync::Arc;
+
+use rhai::{Dynamic, Map, Module, NativeCallContext};
+
+use super::Host;
+use super::opts::{ScriptResult, script_err};
+
+fn keypair_map(pair: flyte_keys::KeyPair) -> Map {
+    let mut map = Map::new();
+    map.insert(
+        "private_key_path".into(),
+        Dynamic::from(pair.private_key_path.display().to_string()),
+    );
+    map.insert("public_key".into(), Dynamic::from(pair.public_key));
+    map.insert("fingerprint".into(), Dynamic::from(pair.fingerprint));
+    map
+}
+
+pub(super) fn module(host: &Arc<Host>) -> Module {
+    let mut module = Module::new();
+    let home = host.home.clone();
+    // keys::ensure_keypair() -> #{ private_key_path, public_key, fingerprint }
+    module.set_native_fn(
+        "ensure_keypair",
+        move |ctx: NativeCallContext<'_>| -> ScriptResult<Map> {
+            flyte_keys::ensure_keypair(&flyte_keys::default_dir(&home))
+                .map(keypair_map)
+                .map_err(|e| script_err(&ctx, e))
+        },
+    );
+    // keys::ensure_keypair(dir): the same, in another directory.
+    module.set_native_fn(
+        "ensure_keypair",
+        |ctx: NativeCallContext<'_>, dir: &str| -> ScriptResult<Map> {
+            flyte_keys::ensure_keypair(std::path::Path::new(dir))
+                .map(keypair_map)
+                .map_err(|e| script_err(&ctx, e))
+        },
+    );
+    module
+}

@@ -1,0 +1,56 @@
+//! `kservice::` — Knative service names and URLs (flyte-kservice-naming).
+
+use rhai::{Dynamic, Map, Module, NativeCallContext};
+
+use super::opts::{Opts, ScriptResult, script_err};
+
+fn public_ingress(
+    ctx: &NativeCallContext<'_>,
+    (project, domain, name): (&str, &str, &str),
+    opts: &Map,
+) -> ScriptResult<Dynamic> {
+    let opts = Opts::new(
+        ctx,
+        "kservice::public_ingress",
+        opts,
+        &["base_domain", "scheme", "port"],
+    )?;
+    let config = flyte_kservice_naming::IngressConfig {
+        base_domain: opts.string("base_domain")?,
+        scheme: opts.string("scheme")?,
+        port: opts.int_as::<u16>("port", "a port number (1-65535)")?,
+    };
+    let url = flyte_kservice_naming::public_ingress(project, domain, name, &config)
+        .map_err(|e| script_err(ctx, e))?;
+    Ok(url.map_or(Dynamic::UNIT, Dynamic::from))
+}
+
+pub(super) fn module() -> Module {
+    let mut module = Module::new();
+    // kservice::name(project, domain, name) -> string
+    module.set_native_fn(
+        "name",
+        |ctx: NativeCallContext<'_>,
+         project: &str,
+         domain: &str,
+         name: &str|
+         -> ScriptResult<String> {
+            flyte_kservice_naming::kservice_name(project, domain, name)
+                .map_err(|e| script_err(&ctx, e))
+        },
+    );
+    // kservice::public_ingress(project, domain, name[, opts]) -> string or ()
+    module.set_native_fn(
+        "public_ingress",
+        |ctx: NativeCallContext<'_>, p: &str, d: &str, n: &str| {
+            public_ingress(&ctx, (p, d, n), &Map::new())
+        },
+    );
+    module.set_native_fn(
+        "public_ingress",
+        |ctx: NativeCallContext<'_>, p: &str, d: &str, n: &str, opts: Map| {
+            public_ingress(&ctx, (p, d, n), &opts)
+        },
+    );
+    module
+}

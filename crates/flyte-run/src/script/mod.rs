@@ -1,0 +1,231 @@
+//! The Rhai host: one engine factory, one file per script module, and the one place where Rust
+//! errors become script errors (see [`ScriptError`] and [`opts`]).
+//!
+//! Library crates know nothing of Rhai; each module here adapts one crate to the script contract
+//! in DESIGN.md ("The Rhai surface").
+
+mod keys;
+mod kservice;
+mod opts;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rhai::module_resolvers::{FileModuleResolver, ModuleResolversCollection};
+use rhai::{Dynamic, Engine, EvalAltResult, Map, Position, Scope};
+
+/// What scripts may reach of the outside world, captured by the module functions.
+#[derive(Debug)]
+pub(crate) struct Host {
+    pub(crate) home: PathBuf,
+    /// `--set KEY=VALUE` pairs, typed.
+    pub(crate) args: Map,
+    /// `--endpoint`, for the modules that talk to a control plane (later issues).
+    #[allow(dead_code)]
+    pub(crate) endpoint: Option<String>,
+    #[allow(dead_code)]
+    pub(crate) dry_run: bool,
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// Where a script comes from; it decides the name in error messages and where `import` looks.
+#[derive(Debug, Clone)]
+pub(crate) enum ScriptSource {
+    File(PathBuf),
+    Inline(String),
+}
+
+impl ScriptSource {
+    fn label(&self) -> String {
+        match self {
+            ScriptSource::File(path) => path.display().to_string(),
+            ScriptSource::Inline(_) => "<-e>".to_owned(),
+        }
+    }
+}
+
+/// Limits set explicitly so debug and release builds behave the same (Rhai's defaults differ
+/// between them). Sized for playbooks, which are short and spend their time waiting on I/O.
+mod limits {
+    pub(super) const MAX_OPERATIONS: u64 = 50_000_000;
+    pub(super) const MAX_CALL_LEVELS: usize = 64;
+    pub(super) const MAX_EXPR_DEPTH: usize = 64;
+    pub(super) const MAX_FUNCTION_EXPR_DEPTH: usize = 32;
+    /// Command output (kubectl -o json) can be large; 16 MiB is plenty and still bounded.
+    pub(super) const MAX_STRING_SIZE: usize = 16 * 1024 * 1024;
+    pub(super) const MAX_ARRAY_SIZE: usize = 1_000_000;
+    pub(super) const MAX_MAP_SIZE: usize = 100_000;
+    pub(super) const MAX_MODULES: usize = 64;
+}
+
+/// A script failed: where, and why.
+#[derive(Debug)]
+pub(crate) struct ScriptError {
+    source: String,
+    position: Position,
+    message: String,
+}
+
+impl fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.position.line(), self.position.position()) {
+            (Some(line), Some(col)) => write!(f, "{}:{line}:{col}: {}", self.source, self.message),
+            (Some(line), None) => write!(f, "{}:{line}: {}", self.source, self.message),
+            _ => write!(f, "{}: {}", self.source, self.message),
+        }
+    }
+}
+
+impl ScriptError {
+    fn new(source: &ScriptSource, mut err: EvalAltResult, timeout: Option<Duration>) -> Self {
+        let position = err.take_position();
+        let message = match &err {
+            EvalAltResult::ErrorTerminated(..) => format!(
+                "the script ran longer than --timeout {:.0}s and was stopped",
+                timeout.unwrap_or_default().as_secs_f64()
+            ),
+            EvalAltResult::ErrorTooManyOperations(..) => format!(
+                "the script ran more than {} operations (an endless loop?) and was stopped",
+                limits::MAX_OPERATIONS
+            ),
+            // A Rust error raised by a module function: its message is the whole story.
+            EvalAltResult::ErrorRuntime(value, ..) if value.is_string() => value.to_string(),
+            other => other.to_string(),
+        };
+        Self {
+            source: source.label(),
+            position,
+            message,
+        }
+    }
+}
+
+/// The engine every script runs in, with the contract's modules registered.
+pub(crate) fn new_engine(host: &Arc<Host>, source: &ScriptSource) -> Engine {
+    let mut engine = Engine::new();
+    engine
+        .set_max_operations(limits::MAX_OPERATIONS)
+        .set_max_call_levels(limits::MAX_CALL_LEVELS)
+        .set_max_expr_depths(limits::MAX_EXPR_DEPTH, limits::MAX_FUNCTION_EXPR_DEPTH)
+        .set_max_string_size(limits::MAX_STRING_SIZE)
+        .set_max_array_size(limits::MAX_ARRAY_SIZE)
+        .set_max_map_size(limits::MAX_MAP_SIZE)
+        .set_max_modules(limits::MAX_MODULES)
+        .set_strict_variables(true)
+        // `eval` would run text the playbook author never saw with the playbook's powers.
+        .disable_symbol("eval");
+
+    if let Some(timeout) = host.timeout {
+        let started = Instant::now();
+        engine
+            .on_progress(move |_| (started.elapsed() > timeout).then(|| Dynamic::from("timeout")));
+    }
+
+    engine.set_module_resolver(module_resolver(source));
+    engine.register_static_module("keys", keys::module(host).into());
+    engine.register_static_module("kservice", kservice::module().into());
+    engine.register_fn("env", |name: &str| -> Dynamic {
+        std::env::var(name).map_or(Dynamic::UNIT, Dynamic::from)
+    });
+    engine
+}
+
+/// `import "name"` looks beside the playbook, then in `scripts/` next to the playbook's folder,
+/// then in `./scripts`.
+fn module_resolver(source: &ScriptSource) -> ModuleResolversCollection {
+    let mut resolvers = ModuleResolversCollection::new();
+    let mut dirs = Vec::new();
+    if let ScriptSource::File(path) = source {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        dirs.push(dir.to_owned());
+        dirs.push(dir.join("..").join("scripts"));
+    }
+    dirs.push(PathBuf::from("scripts"));
+    for dir in dirs {
+        resolvers.push(FileModuleResolver::new_with_path(dir));
+    }
+    resolvers
+}
+
+/// Run a script to completion and return its value.
+pub(crate) fn run(host: &Host, source: &ScriptSource) -> Result<Dynamic, ScriptError> {
+    let host = Arc::new(Host {
+        home: host.home.clone(),
+        args: host.args.clone(),
+        endpoint: host.endpoint.clone(),
+        dry_run: host.dry_run,
+        timeout: host.timeout,
+    });
+    let text = match source {
+        ScriptSource::File(path) => std::fs::read_to_string(path).map_err(|e| ScriptError {
+            source: source.label(),
+            position: Position::NONE,
+            message: format!("cannot read the playbook: {e}"),
+        })?,
+        ScriptSource::Inline(text) => text.clone(),
+    };
+    let engine = new_engine(&host, source);
+    let mut scope = Scope::new();
+    scope.push_constant("args", host.args.clone());
+    let wrap = |e: Box<EvalAltResult>| ScriptError::new(source, *e, host.timeout);
+    let ast = engine
+        .compile_with_scope(&scope, &text)
+        .map_err(|e| wrap(e.into()))?;
+    engine
+        .eval_ast_with_scope::<Dynamic>(&mut scope, &ast)
+        .map_err(wrap)
+}
+
+/// Parse a `--set` value: integer, float, boolean, else the string itself.
+pub(crate) fn typed_value(raw: &str) -> Dynamic {
+    if let Ok(i) = raw.parse::<rhai::INT>() {
+        return Dynamic::from(i);
+    }
+    if let Ok(f) = raw.parse::<rhai::FLOAT>()
+        && f.is_finite()
+        && raw.bytes().any(|b| b.is_ascii_digit())
+    {
+        return Dynamic::from(f);
+    }
+    match raw {
+        "true" => Dynamic::TRUE,
+        "false" => Dynamic::FALSE,
+        _ => Dynamic::from(raw.to_owned()),
+    }
+}
+
+/// How `-e` prints a result: strings as they are, everything else as JSON.
+pub(crate) fn display_value(value: &Dynamic) -> Result<String, serde_json::Error> {
+    if value.is_string() {
+        return Ok(value.to_string());
+    }
+    serde_json::to_string_pretty(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_values_are_typed() {
+        for (raw, want) in [
+            ("42", "i64:42"),
+            ("-7", "i64:-7"),
+            ("1.5", "f64:1.5"),
+            ("true", "bool:true"),
+            ("false", "bool:false"),
+            ("nan", "string:nan"),
+            ("inf", "string:inf"),
+            ("", "string:"),
+            ("hello world", "string:hello world"),
+        ] {
+            let v = typed_value(raw);
+            assert_eq!(format!("{}:{v}", v.type_name()), want, "{raw:?}");
+        }
+    }
+}

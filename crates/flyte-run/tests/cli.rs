@@ -1,0 +1,274 @@
+//! The `flyte-run` binary as users run it: scripts, errors, and the keys/kservice modules.
+
+// Helpers outside #[test] functions may unwrap too: this whole file is test code.
+#![allow(clippy::unwrap_used)]
+
+use std::fmt::Write as _;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::process::{Output, Stdio};
+
+use flyte_testkit::TempHome;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flyte-run");
+
+fn flyte_run(home: &TempHome, args: &[&str]) -> Output {
+    home.command(BIN)
+        .args(args)
+        .env_remove("FLYTE_RUN_LOG")
+        .output()
+        .unwrap()
+}
+
+/// `code`, stdout and stderr of a run, with the temporary home replaced by `$HOME`.
+fn transcript(home: &TempHome, args: &[&str]) -> String {
+    let out = flyte_run(home, args);
+    let text = format!(
+        "code: {}\n--- stdout\n{}--- stderr\n{}",
+        out.status
+            .code()
+            .map_or("signal".to_owned(), |c| c.to_string()),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    text.replace(&home.path().display().to_string(), "$HOME")
+}
+
+#[test]
+fn help_and_version() {
+    let home = TempHome::new();
+    insta::assert_snapshot!(transcript(&home, &["--help"]));
+    let out = flyte_run(&home, &["--version"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("flyte-run {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn kservice_module() {
+    let home = TempHome::new();
+    let cases = [
+        r#"kservice::name("proj", "dev", "MyApp")"#,
+        r#"kservice::public_ingress("proj", "dev", "MyApp")"#,
+        r#"kservice::public_ingress("proj", "dev", "MyApp", #{ base_domain: "apps.example.com" })"#,
+        r#"kservice::public_ingress("proj", "dev", "MyApp", #{ base_domain: "apps.example.com", scheme: "http", port: 8080 })"#,
+        // Bad input: each a script error with the library's message, exit 1.
+        r#"kservice::name("", "dev", "MyApp")"#,
+        r#"kservice::name("proj", "dev", "my_app")"#,
+        r#"kservice::public_ingress("proj", "dev", "MyApp", #{ base_domian: "typo.example.com" })"#,
+        r#"kservice::public_ingress("proj", "dev", "MyApp", #{ base_domain: "x.com", port: 70000 })"#,
+        r#"kservice::public_ingress("proj", "dev", "MyApp", #{ base_domain: 5 })"#,
+    ];
+    let mut out = String::new();
+    for script in cases {
+        writeln!(
+            out,
+            "$ flyte-run -e '{script}'\n{}",
+            transcript(&home, &["-e", script])
+        )
+        .unwrap();
+    }
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn keys_module_creates_the_pair_under_home() {
+    let home = TempHome::new();
+    let out = flyte_run(&home, &["-e", "keys::ensure_keypair()"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = home.ssh_debug_dir().join("id_ed25519");
+    assert_eq!(value["private_key_path"], key.display().to_string());
+    assert_eq!(
+        value["public_key"].as_str().unwrap(),
+        fs::read_to_string(key.with_extension("pub"))
+            .unwrap()
+            .trim()
+    );
+    assert!(
+        value["fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("SHA256:")
+    );
+}
+
+#[test]
+fn sixteen_processes_at_once_make_one_key_pair() {
+    let home = TempHome::new();
+    let children: Vec<_> = (0..16)
+        .map(|_| {
+            home.command(BIN)
+                .args(["-e", "keys::ensure_keypair().public_key"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let keys: Vec<String> = children
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        })
+        .collect();
+    assert!(
+        keys.iter().all(|k| *k == keys[0]),
+        "processes disagree: {keys:#?}"
+    );
+    let mut names: Vec<_> = fs::read_dir(home.ssh_debug_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["id_ed25519", "id_ed25519.pub"]);
+    assert_eq!(
+        fs::read_to_string(home.ssh_debug_dir().join("id_ed25519.pub")).unwrap(),
+        keys[0]
+    );
+}
+
+#[test]
+fn the_private_key_is_0600_whatever_the_umask() {
+    let home = TempHome::new();
+    let status = home
+        .command("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 000 && exec '{BIN}' -e 'keys::ensure_keypair()'"
+        ))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mode = |p: &std::path::Path| fs::metadata(p).unwrap().mode() & 0o777;
+    let dir = home.ssh_debug_dir();
+    assert_eq!(mode(&dir.join("id_ed25519")), 0o600);
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("id_ed25519.pub")), 0o644);
+}
+
+#[test]
+fn script_errors_name_file_line_and_column() {
+    let home = TempHome::new();
+    let dir = home.path().join("playbooks");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("syntax.rhai"), "let x = 1;\nlet y = ;\n").unwrap();
+    fs::write(
+        dir.join("runtime.rhai"),
+        "let a = 1;\n\nkservice::name(\"proj\", \"dev\", \"bad name\")\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("thrown.rhai"),
+        "// a playbook\nthrow \"not built yet\";\n",
+    )
+    .unwrap();
+    fs::write(dir.join("undefined.rhai"), "print(nope);\n").unwrap();
+    let mut out = String::new();
+    for args in [
+        vec!["playbooks/missing.rhai"],
+        vec!["playbooks/syntax.rhai"],
+        vec!["playbooks/runtime.rhai"],
+        vec!["playbooks/thrown.rhai"],
+        vec!["playbooks/undefined.rhai"],
+        vec!["-e", "eval(\"1\")"],
+        vec!["-e", "loop {}"],
+    ] {
+        let mut cmd = home.command(BIN);
+        let run = cmd.current_dir(home.path()).args(&args).output().unwrap();
+        writeln!(
+            out,
+            "$ flyte-run {}\ncode: {:?}\n{}",
+            args.join(" "),
+            run.status.code(),
+            String::from_utf8_lossy(&run.stderr)
+        )
+        .unwrap();
+    }
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn wall_clock_timeout_stops_a_script() {
+    let home = TempHome::new();
+    // Without --timeout this loop would run until the operation limit; with it, the clock wins.
+    let out = flyte_run(
+        &home,
+        &[
+            "--timeout",
+            "0.2",
+            "-e",
+            "let i = 0; loop { i += 1; if i < 0 { break; } }",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ran longer than --timeout"), "{stderr}");
+}
+
+#[test]
+fn set_gives_typed_args_and_env_reads_the_environment() {
+    let home = TempHome::new();
+    let out = home
+        .command(BIN)
+        .env("FLYTE_RUN_TEST_VAR", "from-env")
+        .args(["--set", "n=41", "--set", "flag=true", "--set", "name=x y"])
+        .args(["-e", r#"`${args.n + 1} ${type_of(args.flag)} ${args.name} ${env("FLYTE_RUN_TEST_VAR")} ${env("FLYTE_RUN_UNSET_VAR") == ()}`"#])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "42 bool x y from-env true\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = flyte_run(&home, &["--set", "no-equals", "-e", "1"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected KEY=VALUE"));
+}
+
+#[test]
+fn imports_resolve_beside_the_playbook_and_in_scripts() {
+    let home = TempHome::new();
+    let root = home.path();
+    fs::create_dir_all(root.join("playbooks")).unwrap();
+    fs::create_dir_all(root.join("scripts")).unwrap();
+    fs::write(
+        root.join("scripts/greet.rhai"),
+        "fn hello(n) { `hello ${n}` }\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("playbooks/local.rhai"),
+        "export const WHO = \"world\";\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("playbooks/main.rhai"),
+        "import \"greet\" as g;\nimport \"local\" as l;\nprint(g::hello(l::WHO));\n",
+    )
+    .unwrap();
+    let out = home
+        .command(BIN)
+        .arg(root.join("playbooks/main.rhai"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello world\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,234 @@
+//! Writing files that users own, without ever exposing or half-writing them.
+//!
+//! Two operations, both built on a temporary file in the target's own directory (so the final
+//! step is a same-filesystem `link` or `rename`, which is atomic):
+//!
+//! - [`create_new`]: create a file only if none exists, for key pairs that several processes may
+//!   race to create. Exactly one writer wins; the others see [`Created::AlreadyExisted`].
+//! - [`replace`]: replace a file's contents atomically (write, fsync, rename, fsync the directory),
+//!   so a crash leaves the old file or the new one, never a mix.
+//!
+//! The temporary file is opened with its final mode, so a secret written with mode `0o600` is
+//! never readable by anyone else, whatever the umask (the umask can only remove bits).
+
+use std::fs::{File, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Mode for private keys, tokens and other secrets.
+pub const SECRET_MODE: u32 = 0o600;
+
+/// Errors name the path and the operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("{path} has no parent directory to write into")]
+    NoParent { path: PathBuf },
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl FsError {
+    /// The underlying I/O error kind, for callers that map permission problems to advice.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            FsError::Io { source, .. } => Some(source.kind()),
+            FsError::NoParent { .. } => None,
+        }
+    }
+}
+
+/// `Result` with this crate's error.
+pub type Result<T, E = FsError> = std::result::Result<T, E>;
+
+/// What [`create_new`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// This call created the file.
+    Created,
+    /// A file (or something else) was already at the path; it was left untouched.
+    AlreadyExisted,
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FsError + 'a {
+    move |source| FsError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn parent_of(path: &Path) -> Result<&Path> {
+    match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Ok(Path::new(".")),
+        Some(p) => Ok(p),
+        None => Err(FsError::NoParent {
+            path: path.to_owned(),
+        }),
+    }
+}
+
+/// A fully written, fsynced temporary file beside `path`, created with `mode` at open.
+fn staged(path: &Path, contents: &[u8], mode: u32) -> Result<tempfile::NamedTempFile> {
+    let dir = parent_of(path)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".flyte-tmp-")
+        .permissions(Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .map_err(io_err("create a temporary file in", dir))?;
+    tmp.write_all(contents)
+        .map_err(io_err("write a temporary file in", dir))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(io_err("flush a temporary file in", dir))?;
+    Ok(tmp)
+}
+
+/// fsync a directory so a rename or link in it survives a crash.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("flush directory", dir))
+}
+
+/// Create `path` with `contents` and `mode` unless something already exists there.
+///
+/// The file appears complete or not at all: it is written under a temporary name and linked into
+/// place with `link(2)`, which fails rather than replace an existing entry. A dangling symlink at
+/// `path` counts as existing (we never write through a link we did not make).
+pub fn create_new(path: &Path, contents: &[u8], mode: u32) -> Result<Created> {
+    let tmp = staged(path, contents, mode)?;
+    match tmp.persist_noclobber(path) {
+        Ok(_) => {
+            sync_dir(parent_of(path)?)?;
+            Ok(Created::Created)
+        }
+        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(Created::AlreadyExisted),
+        Err(e) => Err(FsError::Io {
+            action: "create",
+            path: path.to_owned(),
+            source: e.error,
+        }),
+    }
+}
+
+/// Replace `path` atomically with `contents`, giving the new file `mode`.
+///
+/// If `path` is a symlink, the link itself is replaced; callers that must write through a link
+/// resolve it first (see [`resolve_symlinks`]).
+pub fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let tmp = staged(path, contents, mode)?;
+    tmp.persist(path).map_err(|e| FsError::Io {
+        action: "replace",
+        path: path.to_owned(),
+        source: e.error,
+    })?;
+    sync_dir(parent_of(path)?)
+}
+
+/// Follow symlinks at `path` to the file they name (which may not exist yet). Relative link
+/// targets are taken relative to the link's directory. Gives up after 40 hops, as the kernel does.
+pub fn resolve_symlinks(path: &Path) -> Result<PathBuf> {
+    let mut current = path.to_owned();
+    for _ in 0..40 {
+        match std::fs::read_link(&current) {
+            Ok(target) => {
+                current = if target.is_absolute() {
+                    target
+                } else {
+                    parent_of(&current)?.join(target)
+                };
+            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => return Ok(current),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(current),
+            Err(e) => return Err(io_err("read the link", &current)(e)),
+        }
+    }
+    Err(FsError::Io {
+        action: "resolve",
+        path: path.to_owned(),
+        source: io::Error::other("too many levels of symbolic links"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn create_new_writes_once_and_never_clobbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        assert_eq!(
+            create_new(&path, b"one", SECRET_MODE).unwrap(),
+            Created::Created
+        );
+        assert_eq!(
+            create_new(&path, b"two", SECRET_MODE).unwrap(),
+            Created::AlreadyExisted
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"one");
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        // No temporary files are left behind by the losing call.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn create_new_treats_a_dangling_symlink_as_existing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &path).unwrap();
+        assert_eq!(
+            create_new(&path, b"x", SECRET_MODE).unwrap(),
+            Created::AlreadyExisted
+        );
+        assert!(!dir.path().join("nowhere").exists());
+    }
+
+    #[test]
+    fn replace_swaps_contents_and_sets_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(&path, b"old").unwrap();
+        replace(&path, b"new", 0o640).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o640);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn resolve_follows_relative_and_absolute_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::write(&real, b"x").unwrap();
+        std::os::unix::fs::symlink("real", dir.path().join("rel")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("rel"), dir.path().join("abs")).unwrap();
+        assert_eq!(resolve_symlinks(&dir.path().join("abs")).unwrap(), real);
+        assert_eq!(resolve_symlinks(&real).unwrap(), real);
+        let missing = dir.path().join("missing");
+        assert_eq!(resolve_symlinks(&missing).unwrap(), missing);
+    }
+
+    #[test]
+    fn resolve_gives_up_on_loops() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("b", dir.path().join("a")).unwrap();
+        std::os::unix::fs::symlink("a", dir.path().join("b")).unwrap();
+        let err = resolve_symlinks(&dir.path().join("a")).unwrap_err();
+        assert!(err.to_string().contains("too many levels"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let err = replace(Path::new("/nonexistent-dir-flyte/x"), b"x", 0o600).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent-dir-flyte"), "{err}");
+        assert_eq!(err.io_kind(), Some(io::ErrorKind::NotFound));
+    }
+}

@@ -1,0 +1,253 @@
+//! `cargo xtask ci`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+/// Debian packages the tests need, and a file each one provides.
+const PREREQUISITES: &[(&str, &str)] = &[
+    ("openssh-server", "/usr/sbin/sshd"),
+    ("openssh-client", "/usr/bin/ssh"),
+    // chattr: tests running as root make directories immutable to test read-only cases.
+    ("e2fsprogs", "/usr/bin/chattr"),
+];
+
+const CLIPPY: &[&str] = &[
+    "clippy",
+    "--workspace",
+    "--all-targets",
+    "--locked",
+    "--",
+    "-D",
+    "warnings",
+];
+const NEXTEST: &[&str] = &[
+    "nextest",
+    "run",
+    "--workspace",
+    "--locked",
+    "--no-fail-fast",
+];
+const DOCTESTS: &[&str] = &["test", "--workspace", "--locked", "--doc"];
+const CARGO_TEST: &[&str] = &["test", "--workspace", "--locked", "--no-fail-fast"];
+
+pub(crate) fn run() -> anyhow::Result<()> {
+    let root = workspace_root()?;
+    let mut timings = Vec::new();
+    let mut counts = TestCounts::default();
+    step(&mut timings, "prerequisites", ensure_prerequisites)?;
+    step(&mut timings, "fmt", || {
+        cargo(&root, &["fmt", "--all", "--check"])
+    })?;
+    step(&mut timings, "clippy", || cargo(&root, CLIPPY))?;
+    if has_nextest() {
+        step(&mut timings, "tests (nextest)", || {
+            cargo_counting(&root, NEXTEST, &mut counts)
+        })?;
+        // nextest does not run doctests.
+        step(&mut timings, "doctests", || {
+            cargo_counting(&root, DOCTESTS, &mut counts)
+        })?;
+    } else {
+        step(&mut timings, "tests (cargo test)", || {
+            cargo_counting(&root, CARGO_TEST, &mut counts)
+        })?;
+    }
+    println!("\nxtask ci: all steps passed");
+    for (name, secs) in &timings {
+        println!("  {name:<20} {secs:>7.1} s");
+    }
+    if counts.passed == 0 {
+        bail!("no test ran");
+    }
+    // The plain closing line CI reads: the total over nextest and the doctests.
+    println!("tests: {} passed, {} failed", counts.passed, counts.failed);
+    Ok(())
+}
+
+fn step(
+    timings: &mut Vec<(String, f64)>,
+    name: &str,
+    f: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    println!("==> {name}");
+    let started = Instant::now();
+    let result = f();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "<== {name}: {} in {secs:.1} s",
+        if result.is_ok() { "ok" } else { "FAILED" }
+    );
+    timings.push((name.to_owned(), secs));
+    result.with_context(|| format!("step `{name}` failed"))
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    PREREQUISITES
+        .iter()
+        .filter(|(_, file)| !Path::new(file).exists())
+        .map(|(package, _)| *package)
+        .collect()
+}
+
+fn ensure_prerequisites() -> anyhow::Result<()> {
+    let missing = missing_packages();
+    if missing.is_empty() {
+        let all: Vec<_> = PREREQUISITES.iter().map(|p| p.0).collect();
+        println!("all present: {}", all.join(", "));
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "the tests need these Debian packages, which are missing: {list}\n\
+             install them with: sudo apt-get install -y {list}\n\
+             (run as root, `cargo xtask ci` installs them itself)",
+            list = missing.join(" ")
+        );
+    }
+    println!("installing {}", missing.join(" "));
+    run_checked(Command::new("apt-get").args(["update", "-q"]))?;
+    run_checked(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+    )?;
+    let still = missing_packages();
+    if !still.is_empty() {
+        bail!(
+            "apt-get finished but these are still missing: {}",
+            still.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// Tests counted from the runners' own summary lines.
+#[derive(Debug, Default)]
+struct TestCounts {
+    passed: u64,
+    failed: u64,
+}
+
+impl TestCounts {
+    /// Read `N passed` / `N failed` from a nextest `Summary` line or a libtest `test result:` line.
+    fn add_from_line(&mut self, line: &str) {
+        let line = line.trim();
+        if !(line.starts_with("Summary") || line.starts_with("test result:")) {
+            return;
+        }
+        let words: Vec<&str> = line
+            .split(|c: char| c.is_whitespace() || c == ',' || c == ';')
+            .filter(|w| !w.is_empty())
+            .collect();
+        for pair in words.windows(2) {
+            let Ok(n) = pair[0].parse::<u64>() else {
+                continue;
+            };
+            match pair[1] {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Run cargo with its output passed through as it comes, counting tests from the summaries.
+fn cargo_counting(root: &Path, args: &[&str], counts: &mut TestCounts) -> anyhow::Result<()> {
+    let mut child = Command::new(cargo_bin())
+        .current_dir(root)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start cargo {}", args.join(" ")))?;
+    let stderr = child.stderr.take().context("stderr was piped")?;
+    // nextest reports on stderr, libtest on stdout: read both, one on a thread.
+    let stderr_lines = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            seen.push(line);
+        }
+        seen
+    });
+    let stdout = child.stdout.take().context("stdout was piped")?;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        println!("{line}");
+        counts.add_from_line(&line);
+    }
+    for line in stderr_lines.join().unwrap_or_default() {
+        counts.add_from_line(&line);
+    }
+    let status = child.wait().context("cannot wait for cargo")?;
+    if !status.success() {
+        bail!("cargo {} exited with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn has_nextest() -> bool {
+    Command::new(cargo_bin())
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn cargo_bin() -> PathBuf {
+    std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
+}
+
+fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    run_checked(Command::new(cargo_bin()).current_dir(root).args(args))
+}
+
+fn run_checked(cmd: &mut Command) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} exited with {status}");
+    }
+    Ok(())
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(Path::to_owned)
+        .context("xtask lives one level below the workspace root")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestCounts;
+
+    #[test]
+    fn counts_come_from_runner_summaries_only() {
+        let mut counts = TestCounts::default();
+        for line in [
+            "     Summary [   3.406s] 44 tests run: 44 passed, 0 skipped",
+            "     Summary [   1.000s] 10 tests run: 8 passed, 2 failed, 1 skipped",
+            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out",
+            "test result: FAILED. 3 passed; 4 failed; 0 ignored",
+            "        PASS [   0.039s] ( 1/19) some test 7 passed",
+        ] {
+            counts.add_from_line(line);
+        }
+        assert_eq!((counts.passed, counts.failed), (56, 6));
+    }
+}

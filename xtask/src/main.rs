@@ -1,0 +1,33 @@
+//! `cargo xtask <task>`: the project's automation, in Rust so it runs wherever cargo does.
+//!
+//! - `ci`: install what the tests need (when root), then fmt, clippy and the tests, timing each
+//!   step. This is the README's test command and all that `.ci/run` calls.
+#![allow(clippy::print_stdout)]
+
+mod ci;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  ci    install test prerequisites (as root), then cargo fmt --check, clippy -D warnings, tests";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci::run(),
+        Some("-h" | "--help") | None => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown task {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
