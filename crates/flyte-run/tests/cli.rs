@@ -272,3 +272,70 @@ fn imports_resolve_beside_the_playbook_and_in_scripts() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+const SSH_INFO: &str = r#"#{ host_alias: "flyte-debug", wss_url: "wss://flyte.example.com/v1/r?target_port=6060",
+    run_name: "r1", action_name: "a0", proxy_program: "/opt/flyte run/flyte-run" }"#;
+
+#[test]
+fn ssh_module_renders_installs_and_removes() {
+    let home = TempHome::new();
+    insta::assert_snapshot!(transcript(
+        &home,
+        &["-e", &format!("ssh::render({SSH_INFO})")]
+    ));
+
+    // --dry-run prints the diff and writes nothing.
+    let dry = transcript(
+        &home,
+        &[
+            "--dry-run",
+            "-e",
+            &format!("ssh::install({SSH_INFO}).changed"),
+        ],
+    );
+    insta::assert_snapshot!("ssh_install_dry_run", dry);
+    assert!(!home.ssh_dir().exists(), "a dry run created ~/.ssh");
+
+    let script = format!(
+        r#"let info = {SSH_INFO}; info.host_key = "{key}"; let r = ssh::install(info); r.changed"#,
+        key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHh2c3d5b3VsZGxpa2V0b2tub3d3aGF0dGhpc2lzZm9y pod"
+    );
+    let out = flyte_run(&home, &["-e", &script]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "true\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = fs::read_to_string(home.ssh_dir().join("config")).unwrap();
+    assert!(config.contains("Host flyte-debug\n"), "{config}");
+    assert!(config.contains("StrictHostKeyChecking yes\n"), "{config}");
+    let known = fs::read_to_string(home.ssh_debug_dir().join("known_hosts")).unwrap();
+    assert!(
+        known.starts_with("r1.a0.flyte-debug ssh-ed25519 AAAA"),
+        "{known}"
+    );
+
+    let out = flyte_run(&home, &["-e", r#"ssh::remove("flyte-debug").changed"#]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "true\n");
+    assert_eq!(
+        fs::read_to_string(home.ssh_dir().join("config")).unwrap(),
+        ""
+    );
+
+    // Bad input names the problem.
+    insta::assert_snapshot!(
+        "ssh_bad_input",
+        [
+            r#"ssh::render(#{ host_alias: "bad alias", wss_url: "wss://x" })"#,
+            r#"ssh::render(#{ host_alias: "ok" })"#,
+            r#"ssh::render(#{ wss_url: "wss://x", hostalias: "typo" })"#,
+            r#"ssh::install(#{ wss_url: "wss://x" }, #{ dry_run: "yes" })"#,
+        ]
+        .iter()
+        .map(|s| format!("$ flyte-run -e '{s}'\n{}", transcript(&home, &["-e", s])))
+        .collect::<Vec<_>>()
+        .join("\n")
+    );
+}

@@ -81,6 +81,11 @@ fn staged(path: &Path, contents: &[u8], mode: u32) -> Result<tempfile::NamedTemp
         .permissions(Permissions::from_mode(mode))
         .tempfile_in(dir)
         .map_err(io_err("create a temporary file in", dir))?;
+    // The umask may have narrowed the mode given at open; set it exactly while the file is still
+    // empty, so a replaced file keeps its mode and no data is ever under a wider one.
+    tmp.as_file()
+        .set_permissions(Permissions::from_mode(mode))
+        .map_err(io_err("set the mode of a temporary file in", dir))?;
     tmp.write_all(contents)
         .map_err(io_err("write a temporary file in", dir))?;
     tmp.as_file()
@@ -144,8 +149,14 @@ pub fn resolve_symlinks(path: &Path) -> Result<PathBuf> {
                     parent_of(&current)?.join(target)
                 };
             }
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput => return Ok(current),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(current),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::InvalidInput | io::ErrorKind::NotFound
+                ) =>
+            {
+                return Ok(tidy(current));
+            }
             Err(e) => return Err(io_err("read the link", &current)(e)),
         }
     }
@@ -154,6 +165,17 @@ pub fn resolve_symlinks(path: &Path) -> Result<PathBuf> {
         path: path.to_owned(),
         source: io::Error::other("too many levels of symbolic links"),
     })
+}
+
+/// `a/b/../c/file` as `a/c/file`: the canonical parent (when it exists) plus the file name, so
+/// messages name the real location.
+fn tidy(path: PathBuf) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => parent
+            .canonicalize()
+            .map_or_else(|_| path.clone(), |p| p.join(name)),
+        _ => path,
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +212,15 @@ mod tests {
             Created::AlreadyExisted
         );
         assert!(!dir.path().join("nowhere").exists());
+    }
+
+    #[test]
+    fn replace_keeps_the_exact_mode_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared");
+        // 0o664 would become 0o644 under the usual umask 022 if only passed to open(2).
+        replace(&path, b"x", 0o664).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o664);
     }
 
     #[test]

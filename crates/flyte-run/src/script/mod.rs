@@ -7,6 +7,7 @@
 mod keys;
 mod kservice;
 mod opts;
+mod ssh;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -25,7 +26,7 @@ pub(crate) struct Host {
     /// `--endpoint`, for the modules that talk to a control plane (later issues).
     #[allow(dead_code)]
     pub(crate) endpoint: Option<String>,
-    #[allow(dead_code)]
+    /// `--dry-run`: modules show what they would change instead of changing it.
     pub(crate) dry_run: bool,
     pub(crate) timeout: Option<Duration>,
 }
@@ -126,6 +127,7 @@ pub(crate) fn new_engine(host: &Arc<Host>, source: &ScriptSource) -> Engine {
     engine.set_module_resolver(module_resolver(source));
     engine.register_static_module("keys", keys::module(host).into());
     engine.register_static_module("kservice", kservice::module().into());
+    engine.register_static_module("ssh", ssh::module(host).into());
     engine.register_fn("env", |name: &str| -> Dynamic {
         std::env::var(name).map_or(Dynamic::UNIT, Dynamic::from)
     });

@@ -80,6 +80,15 @@ impl<'a> Opts<'a> {
             .transpose()
     }
 
+    pub(crate) fn bool(&self, key: &str) -> ScriptResult<Option<bool>> {
+        self.get(key)
+            .map(|v| {
+                v.as_bool()
+                    .map_err(|_| self.wrong_type(key, "a boolean", v))
+            })
+            .transpose()
+    }
+
     pub(crate) fn int(&self, key: &str) -> ScriptResult<Option<rhai::INT>> {
         self.get(key)
             .map(|v| {
