@@ -13,6 +13,8 @@ const PREREQUISITES: &[(&str, &str)] = &[
     ("openssh-client", "/usr/bin/ssh"),
     // chattr: tests running as root make directories immutable to test read-only cases.
     ("e2fsprogs", "/usr/bin/chattr"),
+    // curl: tests probe HTTP endpoints the way a cluster's readiness probe does.
+    ("curl", "/usr/bin/curl"),
 ];
 
 const CLIPPY: &[&str] = &[

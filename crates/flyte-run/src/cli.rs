@@ -60,6 +60,14 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Carry ssh's stdin/stdout over a WebSocket to a debug task: the `ProxyCommand` of a debug
+    /// Host block. Writes nothing but tunnel bytes to stdout.
+    ///
+    /// Exit codes: 0 connection ended, 69 route not serving yet (404, 5xx, refused, timeout),
+    /// 76 protocol error, 77 credentials refused (401/403: refresh the token), 78 a local file
+    /// (headers file, CA file) or the URL is unusable, 130 interrupted, 1 anything else.
+    #[command(verbatim_doc_comment)]
+    Tunnel(crate::tunnel::TunnelArgs),
     /// Print a shell completion script, e.g. `flyte-run completions bash > /etc/bash_completion.d/flyte-run`.
     Completions {
         /// The shell to complete for.
@@ -93,6 +101,7 @@ fn parse_seconds(raw: &str) -> Result<Duration, String> {
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(command) = cli.command {
         return match command {
+            Command::Tunnel(args) => Ok(crate::tunnel::run(&args)),
             Command::Completions { shell } => {
                 let mut cmd = Cli::command();
                 clap_complete::generate(shell, &mut cmd, "flyte-run", &mut std::io::stdout());

@@ -4,6 +4,7 @@ mod cli;
 mod env_vars;
 mod paths;
 mod script;
+mod tunnel;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,78 @@
+//! `flyte-run tunnel URL`: the ssh `ProxyCommand`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use flyte_tunnel::client::ClientOptions;
+use flyte_tunnel::{TunnelError, exit_code};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct TunnelArgs {
+    /// The debug route, `wss://...` (or `ws://` for a local sandbox).
+    url: String,
+    /// A file of `Name: value` lines to send as HTTP headers (read on every start, so a refreshed
+    /// token is picked up without changing the ssh config).
+    #[arg(long, value_name = "FILE")]
+    http_headers_file: Option<PathBuf>,
+    /// A PEM file of CA certificates to trust besides the system's.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+}
+
+async fn tunnel(args: &TunnelArgs) -> Result<(), TunnelError> {
+    let mut options = ClientOptions::new(&args.url);
+    if let Some(path) = &args.http_headers_file {
+        options.headers = flyte_tunnel::read_headers_file(path)?;
+    }
+    options.extra_ca.clone_from(&args.cacert);
+    let run = flyte_tunnel::client::run(&options, tokio::io::stdin(), tokio::io::stdout());
+    tokio::select! {
+        result = run => result,
+        () = interrupted() => Err(TunnelError::Interrupted),
+    }
+}
+
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        // Without signal handlers the default action (termination) still applies.
+        _ => std::future::pending().await,
+    }
+}
+
+/// Run the tunnel and turn its outcome into the documented exit code. Errors are one line on
+/// stderr; stdout carries only tunnel bytes.
+pub(crate) fn run(args: &TunnelArgs) -> ExitCode {
+    // One thread is plenty for two byte pumps, and starts faster than a pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("flyte-run tunnel: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(tunnel(args));
+    // Blocking stdin reads may still be parked in the runtime's pool; do not wait for them.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flyte-run tunnel: {e}");
+            let code = u8::try_from(e.exit_code()).unwrap_or(1);
+            debug_assert_ne!(e.exit_code(), exit_code::OK);
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The in-task side: WebSocket in, SSH server out.
+//!
+//! One listener answers two kinds of request on any path (the cluster ingress rewrites paths):
+//! a plain HTTP request is the readiness probe and gets `200 ok`; a WebSocket upgrade is bridged
+//! to the SSH server. The SSH server is reached over TCP, or in-process through a pipe so the
+//! debug server needs no second port.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+
+use crate::MAX_FRAME_BYTES;
+
+/// A request head must arrive completely within this time, or the connection is dropped (a
+/// slow or idle client must not hold a connection open forever).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head accepted.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// How long connecting to a TCP target may take before the client gets a 502.
+const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// After one direction ends, how long the other may take to finish.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Read size from the SSH server, and so the largest frame we send.
+const CHUNK_BYTES: usize = 256 * 1024;
+/// Buffer of the in-process pipe to the SSH server.
+const PIPE_BYTES: usize = 1024 * 1024;
+
+/// Hands one end of a fresh in-process pipe to an SSH server.
+pub type InProcessServer = Arc<dyn Fn(DuplexStream) + Send + Sync>;
+
+/// Where upgraded connections go.
+#[derive(Clone)]
+pub enum Target {
+    /// An SSH server listening on TCP.
+    Tcp(SocketAddr),
+    /// An SSH server in this process, given the server end of a pipe per connection.
+    InProcess(InProcessServer),
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Tcp(addr) => write!(f, "Tcp({addr})"),
+            Target::InProcess(_) => f.write_str("InProcess"),
+        }
+    }
+}
+
+/// How the bridge behaves.
+#[derive(Clone)]
+pub struct BridgeConfig {
+    pub target: Target,
+    /// When set, upgrades must carry `Authorization: Bearer <token>` (the bridge as an ingress).
+    pub bearer_token: Option<String>,
+    pub head_timeout: Duration,
+}
+
+impl fmt::Debug for BridgeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BridgeConfig")
+            .field("target", &self.target)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("head_timeout", &self.head_timeout)
+            .finish()
+    }
+}
+
+impl BridgeConfig {
+    pub fn new(target: Target) -> Self {
+        Self {
+            target,
+            bearer_token: None,
+            head_timeout: HEAD_TIMEOUT,
+        }
+    }
+}
+
+/// Accept connections forever, each on its own task.
+pub async fn serve(listener: TcpListener, config: Arc<BridgeConfig>) -> std::io::Result<()> {
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let config = Arc::clone(&config);
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, &config).await {
+                tracing::debug!(%peer, error = %e, "bridge connection ended with an error");
+            }
+        });
+    }
+}
+
+struct RequestHead {
+    upgrade: bool,
+    key: Option<String>,
+    authorization: Option<String>,
+    /// Bytes read past the head (a client may send its first frame right away).
+    rest: Vec<u8>,
+}
+
+/// Read and parse the request head; `Ok(None)` when the client sent garbage or too much.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<RequestHead>> {
+    let mut buffer = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&buffer) {
+            Ok(httparse::Status::Complete(len)) => {
+                let find = |name: &str| {
+                    request
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .and_then(|h| std::str::from_utf8(h.value).ok())
+                        .map(|v| v.trim().to_owned())
+                };
+                let upgrade = find("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+                return Ok(Some(RequestHead {
+                    upgrade,
+                    key: find("sec-websocket-key"),
+                    authorization: find("authorization"),
+                    rest: buffer[len..].to_vec(),
+                }));
+            }
+            Ok(httparse::Status::Partial) if buffer.len() < MAX_HEAD_BYTES => {}
+            _ => return Ok(None),
+        }
+    }
+}
+
+async fn respond(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Compare secrets in time independent of where they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Serve one connection: the readiness probe, or an upgrade bridged to the target.
+pub async fn handle(mut stream: TcpStream, config: &BridgeConfig) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let Ok(head) = tokio::time::timeout(config.head_timeout, read_head(&mut stream)).await else {
+        return Ok(()); // Too slow: drop it without a word.
+    };
+    let Some(head) = head? else {
+        return respond(&mut stream, "400 Bad Request", "bad request").await;
+    };
+    if !head.upgrade {
+        return respond(&mut stream, "200 OK", "ok").await;
+    }
+    let Some(key) = head.key else {
+        return respond(&mut stream, "400 Bad Request", "missing Sec-WebSocket-Key").await;
+    };
+    if let Some(token) = &config.bearer_token {
+        let presented = head
+            .authorization
+            .as_deref()
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|p| same_secret(p.trim(), token)) {
+            return respond(
+                &mut stream,
+                "401 Unauthorized",
+                "a valid bearer token is required",
+            )
+            .await;
+        }
+    }
+    // Reach the SSH server before agreeing to the upgrade, so a dead target is a clean 502.
+    let target: Box<dyn AsyncStream> = match &config.target {
+        Target::Tcp(addr) => {
+            match tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => {
+                    let _ = tcp.set_nodelay(true);
+                    Box::new(tcp)
+                }
+                _ => {
+                    return respond(
+                        &mut stream,
+                        "502 Bad Gateway",
+                        "the SSH server is not reachable",
+                    )
+                    .await;
+                }
+            }
+        }
+        Target::InProcess(start) => {
+            let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
+            start(theirs);
+            Box::new(ours)
+        }
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    stream.write_all(response.as_bytes()).await?;
+    let config = WebSocketConfig::default()
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .max_message_size(Some(MAX_FRAME_BYTES));
+    let socket =
+        WebSocketStream::from_partially_read(stream, head.rest, Role::Server, Some(config)).await;
+    bridge(socket, target).await;
+    Ok(())
+}
+
+trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncStream for T {}
+
+async fn bridge(socket: WebSocketStream<TcpStream>, target: Box<dyn AsyncStream>) {
+    let (mut sink, mut frames) = socket.split();
+    let (mut from_ssh, mut to_ssh) = tokio::io::split(target);
+    let inbound = async move {
+        while let Some(message) = frames.next().await {
+            let bytes = match message {
+                Ok(Message::Binary(bytes)) => bytes,
+                Ok(Message::Text(text)) => Bytes::from(text),
+                Ok(Message::Close(_)) => break,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "WebSocket read failed");
+                    break;
+                }
+            };
+            if to_ssh.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        // The client is done: tell the SSH server, which then ends the connection.
+        let _ = to_ssh.shutdown().await;
+    };
+    let outbound = async move {
+        let mut buffer = vec![0u8; CHUNK_BYTES];
+        loop {
+            match from_ssh.read(&mut buffer).await {
+                Ok(0) | Err(_) => {
+                    let close = CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "ssh server closed".into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(close))).await;
+                    return;
+                }
+                Ok(n) => {
+                    if sink
+                        .send(Message::Binary(Bytes::copy_from_slice(&buffer[..n])))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    tokio::pin!(inbound, outbound);
+    tokio::select! {
+        () = &mut inbound => { let _ = tokio::time::timeout(CLOSE_GRACE, outbound).await; }
+        () = &mut outbound => { let _ = tokio::time::timeout(CLOSE_GRACE, inbound).await; }
+    }
+}

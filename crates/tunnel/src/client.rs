@@ -1,0 +1,257 @@
+//! The stdio side: `flyte-run tunnel URL`, run by ssh as its `ProxyCommand`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Bytes, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+use crate::{Header, MAX_FRAME_BYTES, Result, TunnelError, tls};
+
+/// How long the WebSocket handshake (TCP, TLS, HTTP upgrade) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A WebSocket ping this often keeps idle routes (and their load balancers) from dropping us.
+pub const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// After our stdin ends, how long we still wait for the server's closing frame.
+const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest chunk read from stdin into one frame.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// The connection a tunnel runs over.
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `ws://` or `wss://` (`http(s)://` is accepted and means the same).
+    pub url: String,
+    /// Extra request headers, typically `Authorization: Bearer ...` from the headers file.
+    pub headers: Vec<Header>,
+    /// A PEM file of CAs to trust besides the system's.
+    pub extra_ca: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub ping_interval: Duration,
+}
+
+impl ClientOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            headers: Vec::new(),
+            extra_ca: None,
+            connect_timeout: CONNECT_TIMEOUT,
+            ping_interval: PING_INTERVAL,
+        }
+    }
+}
+
+fn normalize_url(url: &str) -> Result<String> {
+    let bad = |reason: &str| TunnelError::BadUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("it has no scheme; use wss://host/path"))?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "ws" | "http" => "ws",
+        "wss" | "https" => "wss",
+        _ => return Err(bad("the scheme must be ws, wss, http or https")),
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(bad("it has no host"));
+    }
+    Ok(format!("{scheme}://{rest}"))
+}
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .max_message_size(Some(MAX_FRAME_BYTES))
+}
+
+/// Complete the WebSocket handshake, classifying failures by what the caller should do next.
+pub async fn connect(options: &ClientOptions) -> Result<Socket> {
+    let url = normalize_url(&options.url)?;
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| TunnelError::BadUrl {
+            url: options.url.clone(),
+            reason: e.to_string(),
+        })?;
+    for header in &options.headers {
+        let invalid = || TunnelError::LocalFile {
+            what: "the headers",
+            path: PathBuf::from(&header.name),
+            reason: "this header's name or value is not valid in HTTP (a line break?)".to_owned(),
+        };
+        let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| invalid())?;
+        let value = HeaderValue::from_str(&header.value).map_err(|_| invalid())?;
+        request.headers_mut().append(name, value);
+    }
+    let connector = if url.starts_with("wss://") {
+        Connector::Rustls(tls::client_config(options.extra_ca.as_deref())?)
+    } else {
+        Connector::Plain
+    };
+    let handshake = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(ws_config()),
+        true,
+        Some(connector),
+    );
+    match tokio::time::timeout(options.connect_timeout, handshake).await {
+        Err(_) => Err(TunnelError::RouteNotServing {
+            detail: format!("no answer within {} s", options.connect_timeout.as_secs()),
+        }),
+        Ok(Ok((socket, _response))) => Ok(socket),
+        Ok(Err(e)) => Err(classify_handshake_error(e)),
+    }
+}
+
+fn classify_handshake_error(error: tungstenite::Error) -> TunnelError {
+    match error {
+        tungstenite::Error::Http(response) => {
+            let status = response.status().as_u16();
+            if matches!(status, 401 | 403) {
+                TunnelError::AuthRefused { status }
+            } else {
+                TunnelError::RouteNotServing {
+                    detail: format!("HTTP {status} instead of a WebSocket upgrade"),
+                }
+            }
+        }
+        tungstenite::Error::Io(e) => TunnelError::RouteNotServing {
+            detail: e.to_string(),
+        },
+        tungstenite::Error::Tls(e) => TunnelError::Protocol {
+            detail: format!("TLS: {e}"),
+        },
+        tungstenite::Error::Url(e) => TunnelError::BadUrl {
+            url: String::new(),
+            reason: e.to_string(),
+        },
+        other => TunnelError::Protocol {
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Carry bytes between `input`/`output` (ssh's pipes) and an open socket until the connection
+/// ends. Returns when the server closed, or when `input` ended and the server acknowledged.
+pub async fn pump<R, W>(
+    socket: Socket,
+    mut input: R,
+    mut output: W,
+    ping_interval: Duration,
+) -> Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (mut sink, mut stream) = socket.split();
+    let down = async move {
+        while let Some(message) = stream.next().await {
+            let bytes = match message {
+                Ok(Message::Binary(bytes)) => bytes,
+                // Flyte's bridge forwards the payload of every data frame; so do we.
+                Ok(Message::Text(text)) => Bytes::from(text),
+                Ok(Message::Close(_)) => break,
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    break;
+                }
+                Err(e) => {
+                    return Err(TunnelError::Protocol {
+                        detail: e.to_string(),
+                    });
+                }
+            };
+            // ssh going away mid-stream (a broken pipe) simply ends the tunnel.
+            if output.write_all(&bytes).await.is_err() {
+                return Ok(());
+            }
+            if output.flush().await.is_err() {
+                return Ok(());
+            }
+        }
+        let _ = output.shutdown().await;
+        Ok(())
+    };
+    let up = async move {
+        let mut buffer = vec![0u8; CHUNK_BYTES];
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+        loop {
+            tokio::select! {
+                read = input.read(&mut buffer) => {
+                    let n = read.unwrap_or(0);
+                    if n == 0 {
+                        let close = CloseFrame { code: CloseCode::Normal, reason: "client done".into() };
+                        let _ = sink.send(Message::Close(Some(close))).await;
+                        return Ok::<_, TunnelError>(());
+                    }
+                    sink.send(Message::Binary(Bytes::copy_from_slice(&buffer[..n])))
+                        .await
+                        .map_err(|e| TunnelError::Protocol { detail: format!("sending: {e}") })?;
+                }
+                _ = ping.tick() => {
+                    sink.send(Message::Ping(Bytes::new()))
+                        .await
+                        .map_err(|e| TunnelError::Protocol { detail: format!("sending a ping: {e}") })?;
+                }
+            }
+        }
+    };
+    tokio::pin!(down, up);
+    tokio::select! {
+        // The server side ended: everything it sent is written; stdin no longer matters.
+        result = &mut down => result,
+        result = &mut up => {
+            match result {
+                // Our side ended: give the server a moment to finish and close.
+                Ok(()) => tokio::time::timeout(CLOSE_DRAIN_TIMEOUT, down).await.unwrap_or(Ok(())),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// Connect and carry ssh's stdin/stdout until the connection ends.
+pub async fn run<R, W>(options: &ClientOptions, input: R, output: W) -> Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let socket = connect(options).await?;
+    pump(socket, input, output, options.ping_interval).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        for (url, want) in [
+            ("wss://h/p?x=1", Some("wss://h/p?x=1")),
+            ("https://h:8443/p", Some("wss://h:8443/p")),
+            ("ws://127.0.0.1:6060", Some("ws://127.0.0.1:6060")),
+            ("HTTP://h/", Some("ws://h/")),
+            ("ftp://h/", None),
+            ("h/p", None),
+            ("wss:///p", None),
+        ] {
+            assert_eq!(normalize_url(url).ok().as_deref(), want, "{url}");
+        }
+    }
+}
