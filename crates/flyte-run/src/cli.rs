@@ -60,14 +60,20 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Carry ssh's stdin/stdout over a WebSocket to a debug task: the `ProxyCommand` of a debug
-    /// Host block. Writes nothing but tunnel bytes to stdout.
+    /// Carry ssh's stdin/stdout over a WebSocket (the `ProxyCommand` of a debug Host block).
     ///
-    /// Exit codes: 0 connection ended, 69 route not serving yet (404, 5xx, refused, timeout),
-    /// 76 protocol error, 77 credentials refused (401/403: refresh the token), 78 a local file
-    /// (headers file, CA file) or the URL is unusable, 130 interrupted, 1 anything else.
-    #[command(verbatim_doc_comment)]
+    /// Writes nothing but tunnel bytes to stdout; errors are one line on stderr. Exit codes: 0
+    /// the connection ended; 69 the route is not serving yet (404, 5xx, refused, timeout); 76
+    /// protocol error; 77 credentials refused (401/403: refresh the token); 78 a local file
+    /// (headers file, CA file) or the URL is unusable; 130 interrupted; 1 anything else.
     Tunnel(crate::tunnel::TunnelArgs),
+    /// Run the SSH debug server inside a task (reads `_F_SSH_PK`, `_F_SSH_USER`,
+    /// `SSH_SERVER_MAX_UPTIME_SECONDS`).
+    ///
+    /// Listens with the WebSocket bridge; `GET` answers `200 ok` (the readiness probe); only the
+    /// key in `_F_SSH_PK` logs in. Prints `SSH debug server is ready` with the host key's
+    /// fingerprint once it accepts connections.
+    DebugServer(crate::debug_server::DebugServerArgs),
     /// Print a shell completion script, e.g. `flyte-run completions bash > /etc/bash_completion.d/flyte-run`.
     Completions {
         /// The shell to complete for.
@@ -102,6 +108,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(command) = cli.command {
         return match command {
             Command::Tunnel(args) => Ok(crate::tunnel::run(&args)),
+            Command::DebugServer(args) => crate::debug_server::run(&args),
             Command::Completions { shell } => {
                 let mut cmd = Cli::command();
                 clap_complete::generate(shell, &mut cmd, "flyte-run", &mut std::io::stdout());

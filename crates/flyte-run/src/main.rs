@@ -1,6 +1,8 @@
 //! `flyte-run`: the command line and the Rhai host. See `flyte-run --help`.
+#![allow(clippy::print_stdout)] // This binary owns stdout: results, the ready line, dry-run diffs.
 
 mod cli;
+mod debug_server;
 mod env_vars;
 mod paths;
 mod script;

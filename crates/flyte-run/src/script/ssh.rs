@@ -97,9 +97,7 @@ fn edit_options(
     })
 }
 
-/// What scripts get back from install and remove; a dry run also prints its diff (the binary owns
-/// stdout, so printing here is allowed).
-#[allow(clippy::print_stdout)]
+/// What scripts get back from install and remove; a dry run also prints its diff.
 fn outcome_map(outcome: Outcome) -> Map {
     let mut map = Map::new();
     let (path, changed, diff) = match outcome {

@@ -1,0 +1,198 @@
+//! The SSH server that runs inside a debug task.
+//!
+//! It speaks to the outside only through the WebSocket bridge of flyte-tunnel: every upgraded
+//! connection is handed to this server in-process, so the server itself has no TCP port. Only
+//! the key injected in `_F_SSH_PK` logs in (no passwords, no keyboard-interactive). Sessions get
+//! a login shell (with a pty when asked), commands, the `sftp` subsystem and `ssh -L`/`-D`
+//! forwarding, which is what `ssh`, `scp` and VS Code Remote-SSH need.
+//!
+//! The host key is generated once (0600, through flyte-keys) and published next to it as a
+//! `.pub` file and in the ready line, so a launcher can pin it in the client's known_hosts.
+
+mod handler;
+pub mod login;
+mod process;
+pub mod settings;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flyte_tunnel::bridge::{BridgeConfig, Target};
+use russh::MethodKind;
+use tokio::net::TcpListener;
+
+pub use settings::Settings;
+
+use crate::login::Login;
+
+/// The log line launchers and users wait for (Flyte's readiness message).
+pub const READY_MESSAGE: &str = "SSH debug server is ready";
+/// File name of the host key inside the state directory (`.pub` beside it).
+pub const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
+/// SSH keepalive interval, as Flyte's server sets it.
+pub const KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// Where OpenSSH's sftp server usually lives; the first one present serves the `sftp` subsystem.
+const SFTP_SERVERS: &[&str] = &[
+    "/usr/lib/openssh/sftp-server",
+    "/usr/libexec/openssh/sftp-server",
+    "/usr/lib/ssh/sftp-server",
+    "/usr/libexec/sftp-server",
+];
+
+/// Everything that can stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum DebugServerError {
+    #[error("{0}")]
+    Settings(String),
+    #[error("host key: {0}")]
+    HostKey(#[from] flyte_keys::KeyError),
+    #[error("cannot {action}: {source}")]
+    Io {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `Result` with this crate's error.
+pub type Result<T, E = DebugServerError> = std::result::Result<T, E>;
+
+/// State shared by every connection.
+pub(crate) struct Shared {
+    pub(crate) settings: Settings,
+    pub(crate) login: Arc<Login>,
+    pub(crate) sftp_server: Option<PathBuf>,
+}
+
+/// A debug server ready to accept connections.
+pub struct DebugServer {
+    shared: Arc<Shared>,
+    config: Arc<russh::server::Config>,
+    host_key: flyte_keys::HostKey,
+}
+
+impl std::fmt::Debug for DebugServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DebugServer")
+            .field("host_key", &self.host_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DebugServer {
+    /// Load (or create) the host key in `state_dir` and prepare the server. Sessions start in
+    /// `workdir` (the task's working directory).
+    pub fn new(settings: Settings, state_dir: &Path, workdir: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(state_dir).map_err(|source| DebugServerError::Io {
+            action: format!("create the state directory {}", state_dir.display()),
+            source,
+        })?;
+        let key_path = state_dir.join(HOST_KEY_FILE);
+        let host_key = flyte_keys::HostKey::load_or_generate(&key_path)?;
+        let public = format!("{}\n", host_key.public_key_line()?);
+        flyte_fs_write(&key_path.with_extension("pub"), public.as_bytes())?;
+        let config = russh::server::Config {
+            keys: vec![host_key.private_key().clone()],
+            methods: (&[MethodKind::PublicKey][..]).into(),
+            // Constant-time rejections, but no delay for OpenSSH's initial "none" probe.
+            auth_rejection_time: Duration::from_millis(300),
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            keepalive_interval: Some(KEEPALIVE),
+            // A debug shell may sit idle for hours; the max uptime bounds the server instead.
+            inactivity_timeout: None,
+            // Big windows and packets keep bulk transfers (scp, VS Code's server upload) fast.
+            window_size: 16 * 1024 * 1024,
+            maximum_packet_size: 65_535,
+            nodelay: true,
+            ..Default::default()
+        };
+        let sftp_server = SFTP_SERVERS.iter().map(PathBuf::from).find(|p| p.exists());
+        if sftp_server.is_none() {
+            tracing::warn!("no sftp-server found: scp, sftp and VS Code Remote-SSH will not work");
+        }
+        Ok(Self {
+            shared: Arc::new(Shared {
+                login: Arc::new(Login::current(workdir)),
+                settings,
+                sftp_server,
+            }),
+            config: Arc::new(config),
+            host_key,
+        })
+    }
+
+    /// `SHA256:...` of the host key.
+    pub fn host_key_fingerprint(&self) -> String {
+        self.host_key.fingerprint()
+    }
+
+    /// The host key as an OpenSSH public key line.
+    pub fn host_public_key(&self) -> Result<String> {
+        Ok(self.host_key.public_key_line()?)
+    }
+
+    /// The bridge target that hands each WebSocket connection to this server in-process.
+    pub fn target(&self) -> Target {
+        let shared = Arc::clone(&self.shared);
+        let config = Arc::clone(&self.config);
+        Target::InProcess(Arc::new(move |stream| {
+            let handler = handler::ConnectionHandler {
+                shared: Arc::clone(&shared),
+            };
+            let config = Arc::clone(&config);
+            tokio::spawn(async move {
+                match russh::server::run_stream(config, stream, handler).await {
+                    Ok(session) => {
+                        if let Err(e) = session.await {
+                            tracing::debug!(error = %e, "SSH session ended with an error");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "SSH handshake failed"),
+                }
+            });
+        }))
+    }
+
+    /// Serve on `listener` until the max uptime passes.
+    pub async fn serve(&self, listener: TcpListener) -> Result<()> {
+        let bridge = Arc::new(BridgeConfig::new(self.target()));
+        let max_uptime = self.shared.settings.max_uptime;
+        tokio::select! {
+            result = flyte_tunnel::bridge::serve(listener, bridge) => result.map_err(|source| DebugServerError::Io {
+                action: "accept connections".to_owned(),
+                source,
+            }),
+            () = tokio::time::sleep(max_uptime) => {
+                tracing::info!(seconds = max_uptime.as_secs(), "max uptime reached; stopping");
+                Ok(())
+            }
+        }
+    }
+
+    /// Bind `addr` and return the listener and its actual address (port 0 picks one).
+    pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| DebugServerError::Io {
+                action: format!("listen on {addr}"),
+                source,
+            })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| DebugServerError::Io {
+                action: "read the listening address".to_owned(),
+                source,
+            })?;
+        Ok((listener, local))
+    }
+}
+
+fn flyte_fs_write(path: &Path, contents: &[u8]) -> Result<()> {
+    std::fs::write(path, contents).map_err(|source| DebugServerError::Io {
+        action: format!("write {}", path.display()),
+        source,
+    })
+}
