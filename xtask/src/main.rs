@@ -2,8 +2,11 @@
 //!
 //! - `ci`: install what the tests need (when root), then fmt, clippy and the tests, timing each
 //!   step. This is the README's test command and all that `.ci/run` calls.
+//! - `bench [reconciler|tunnel]`: performance figures, measured side by side with a reference
+//!   in the same run (never asserted in tests).
 #![allow(clippy::print_stdout)]
 
+mod bench;
 mod ci;
 
 use std::process::ExitCode;
@@ -11,12 +14,16 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  ci    install test prerequisites (as root), then cargo fmt --check, clippy -D warnings, tests";
+  ci                         install test prerequisites (as root), then cargo fmt --check,
+                             clippy -D warnings, and the tests
+  bench [reconciler|tunnel]  decisions per second of the reconciler core; the SSH tunnel
+                             against direct OpenSSH (download, upload, connect, start-up)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run(),
+        Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -25,7 +25,11 @@ async fn tunnel(args: &TunnelArgs) -> Result<(), TunnelError> {
         options.headers = flyte_tunnel::read_headers_file(path)?;
     }
     options.extra_ca.clone_from(&args.cacert);
-    let run = flyte_tunnel::client::run(&options, tokio::io::stdin(), tokio::io::stdout());
+    let run = flyte_tunnel::client::run(
+        &options,
+        flyte_tunnel::client::stdin_chunks(),
+        tokio::io::stdout(),
+    );
     tokio::select! {
         result = run => result,
         () = interrupted() => Err(TunnelError::Interrupted),

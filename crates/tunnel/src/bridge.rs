@@ -31,8 +31,9 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// After one direction ends, how long the other may take to finish.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// Read size from the SSH server, and so the largest frame we send.
-const CHUNK_BYTES: usize = 256 * 1024;
+/// Read size from the SSH server, and so the largest frame we send (below glibc's mmap
+/// threshold, so frame buffers are reused rather than mapped afresh).
+const CHUNK_BYTES: usize = 64 * 1024;
 /// Buffer of the in-process pipe to the SSH server.
 const PIPE_BYTES: usize = 1024 * 1024;
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -22,8 +23,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// After our stdin ends, how long we still wait for the server's closing frame.
 const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest chunk read from stdin into one frame.
-const CHUNK_BYTES: usize = 256 * 1024;
+/// Largest chunk read from stdin into one frame. A pipe delivers at most 64 KiB per read, and
+/// staying below glibc's 128 KiB mmap threshold lets chunk buffers be reused instead of mapped
+/// and zeroed afresh each time.
+const CHUNK_BYTES: usize = 64 * 1024;
 
 /// The connection a tunnel runs over.
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -148,14 +151,13 @@ fn classify_handshake_error(error: tungstenite::Error) -> TunnelError {
 
 /// Carry bytes between `input`/`output` (ssh's pipes) and an open socket until the connection
 /// ends. Returns when the server closed, or when `input` ended and the server acknowledged.
-pub async fn pump<R, W>(
+pub async fn pump<W>(
     socket: Socket,
-    mut input: R,
+    mut input: mpsc::Receiver<Bytes>,
     mut output: W,
     ping_interval: Duration,
 ) -> Result<()>
 where
-    R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let (mut sink, mut stream) = socket.split();
@@ -188,26 +190,28 @@ where
         Ok(())
     };
     let up = async move {
-        let mut buffer = vec![0u8; CHUNK_BYTES];
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+        let sending = |e: tungstenite::Error| TunnelError::Protocol {
+            detail: format!("sending: {e}"),
+        };
         loop {
             tokio::select! {
-                read = input.read(&mut buffer) => {
-                    let n = read.unwrap_or(0);
-                    if n == 0 {
+                chunk = input.recv() => {
+                    let Some(chunk) = chunk else {
                         let close = CloseFrame { code: CloseCode::Normal, reason: "client done".into() };
                         let _ = sink.send(Message::Close(Some(close))).await;
                         return Ok::<_, TunnelError>(());
+                    };
+                    // Queue everything already read, then flush once: fewer, fuller writes.
+                    sink.feed(Message::Binary(chunk)).await.map_err(sending)?;
+                    while let Ok(more) = input.try_recv() {
+                        sink.feed(Message::Binary(more)).await.map_err(sending)?;
                     }
-                    sink.send(Message::Binary(Bytes::copy_from_slice(&buffer[..n])))
-                        .await
-                        .map_err(|e| TunnelError::Protocol { detail: format!("sending: {e}") })?;
+                    sink.flush().await.map_err(sending)?;
                 }
                 _ = ping.tick() => {
-                    sink.send(Message::Ping(Bytes::new()))
-                        .await
-                        .map_err(|e| TunnelError::Protocol { detail: format!("sending a ping: {e}") })?;
+                    sink.send(Message::Ping(Bytes::new())).await.map_err(sending)?;
                 }
             }
         }
@@ -226,10 +230,53 @@ where
     }
 }
 
-/// Connect and carry ssh's stdin/stdout until the connection ends.
-pub async fn run<R, W>(options: &ClientOptions, input: R, output: W) -> Result<()>
+/// How many chunks of input may wait for the socket before reading pauses.
+const INPUT_QUEUE: usize = 16;
+
+/// The process's stdin as chunks, read on a thread of its own: one blocking `read` per chunk,
+/// with no round trip through the async runtime's blocking pool (which halves upload speed).
+pub fn stdin_chunks() -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buffer = vec![0u8; CHUNK_BYTES];
+        loop {
+            match std::io::Read::read(&mut stdin, &mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx
+                        .blocking_send(Bytes::copy_from_slice(&buffer[..n]))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Any async reader as chunks (for tests and embedders).
+pub fn reader_chunks<R: AsyncRead + Unpin + Send + 'static>(
+    mut reader: R,
+) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; CHUNK_BYTES];
+        while let Ok(n) = reader.read(&mut buffer).await {
+            if n == 0 || tx.send(Bytes::copy_from_slice(&buffer[..n])).await.is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Connect and carry `input` to the server and its answers to `output` until the connection
+/// ends.
+pub async fn run<W>(options: &ClientOptions, input: mpsc::Receiver<Bytes>, output: W) -> Result<()>
 where
-    R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let socket = connect(options).await?;

@@ -1,0 +1,275 @@
+//! `cargo xtask bench`: figures measured against a reference in the same run, on this machine.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use flyte_testkit::{Sshd, TempHome, ssh_keygen};
+
+const TRANSFER_BYTES: u64 = 256 * 1024 * 1024;
+const TRANSFER_RUNS: usize = 5;
+const CONNECT_RUNS: usize = 10;
+const STARTUP_RUNS: usize = 20;
+
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    match args.first().map(String::as_str) {
+        None => {
+            reconciler()?;
+            tunnel()
+        }
+        Some("reconciler") => reconciler(),
+        Some("tunnel") => tunnel(),
+        Some(other) => bail!("unknown benchmark {other:?}; known: reconciler, tunnel"),
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_default()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn reconciler() -> anyhow::Result<()> {
+    println!("== reconciler core (release build, one core)");
+    let out = cargo()
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "--locked",
+            "-p",
+            "flyte-reconciler-core",
+            "--example",
+            "bench_decisions",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run the reconciler benchmark")?;
+    ensure!(out.status.success(), "the reconciler benchmark failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let figure = text
+        .lines()
+        .find_map(|l| l.strip_prefix("decisions_per_second="))
+        .context("the benchmark printed no decisions_per_second line")?;
+    println!("decisions per second: {figure} (target: over 1,000,000)\n");
+    Ok(())
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+/// Run a command once with stdout discarded and return how long it took.
+fn time_once(cmd: &mut Command, must_succeed: bool) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
+    let elapsed = started.elapsed();
+    ensure!(
+        out.status.success() || !must_succeed,
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(elapsed)
+}
+
+/// The release debug server, on a free port, and how to reach it with `ssh`.
+struct OurServer {
+    child: std::process::Child,
+    options: Vec<String>,
+}
+
+impl Drop for OurServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_ours(bin: &Path, home: &TempHome, key: &Path) -> anyhow::Result<OurServer> {
+    let public = std::fs::read_to_string(key.with_extension("pub"))?;
+    let mut child = home
+        .command(bin)
+        .args(["debug-server", "--port", "0"])
+        .env("_F_SSH_PK", public.trim())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start flyte-run debug-server")?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("piped stdout")?).read_line(&mut line)?;
+    let port = line
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .context("no ready line from the debug server")?
+        .to_owned();
+    let host_key = std::fs::read_to_string(
+        home.path()
+            .join(".flyte-ssh-debug/ssh_host_ed25519_key.pub"),
+    )?;
+    let known_hosts = home.path().join("known_hosts");
+    std::fs::write(&known_hosts, format!("flyte-debug {host_key}"))?;
+    let options = vec![
+        "-F".into(),
+        "none".into(),
+        "-i".into(),
+        key.display().to_string(),
+        "-o".into(),
+        "IdentitiesOnly=yes".into(),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        "HostKeyAlias=flyte-debug".into(),
+        "-o".into(),
+        format!("UserKnownHostsFile={}", known_hosts.display()),
+        "-o".into(),
+        format!(
+            "ProxyCommand={} tunnel ws://127.0.0.1:{port}/",
+            bin.display()
+        ),
+        "root@flyte-debug".into(),
+    ];
+    Ok(OurServer { child, options })
+}
+
+fn tunnel() -> anyhow::Result<()> {
+    println!(
+        "== SSH tunnel: flyte-run tunnel + bridge + debug-server vs OpenSSH sshd, both on loopback"
+    );
+    let status = cargo()
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--locked",
+            "-p",
+            "flyte-run",
+        ])
+        .status()?;
+    ensure!(status.success(), "cannot build flyte-run in release mode");
+    let bin = root().join("target/release/flyte-run");
+    let home = TempHome::new();
+    let key = home.path().join("id_ed25519");
+    ssh_keygen(&key, "bench");
+    let public = std::fs::read_to_string(key.with_extension("pub"))?;
+    let sshd = Sshd::builder().authorize(&public).start();
+    let ours = start_ours(&bin, &home, &key)?;
+    let zeros = home.path().join("zeros");
+    File::create(&zeros)?.set_len(TRANSFER_BYTES)?;
+
+    let reference = |remote: &str| {
+        let mut cmd = sshd.ssh();
+        cmd.arg(remote);
+        cmd
+    };
+    let flyte = |remote: &str| {
+        let mut cmd = Command::new("ssh");
+        cmd.args(&ours.options).arg(remote);
+        cmd
+    };
+    let download = format!("head -c {TRANSFER_BYTES} /dev/zero");
+    let upload = "cat > /dev/null";
+    // (name, remote command, stdin from the zeros file, whether throughput (not time) is compared)
+    let workloads = [
+        (
+            "download 256 MiB (ssh host 'head -c 256M /dev/zero')",
+            download.as_str(),
+            false,
+            true,
+            TRANSFER_RUNS,
+        ),
+        (
+            "upload 256 MiB (piped into ssh host 'cat >/dev/null')",
+            upload,
+            true,
+            true,
+            TRANSFER_RUNS,
+        ),
+        (
+            "connect (ssh host true)",
+            "true",
+            false,
+            false,
+            CONNECT_RUNS,
+        ),
+    ];
+    let mut rows: Vec<Row> = Vec::new();
+    for (name, remote, stdin_file, throughput, runs) in workloads {
+        let (mut ref_samples, mut our_samples) = (Vec::new(), Vec::new());
+        // Interleave reference and ours run by run, so drift on the machine hits both alike.
+        for _ in 0..runs {
+            for (samples, mut cmd) in [
+                (&mut ref_samples, reference(remote)),
+                (&mut our_samples, flyte(remote)),
+            ] {
+                cmd.stdin(if stdin_file {
+                    Stdio::from(File::open(&zeros)?)
+                } else {
+                    Stdio::null()
+                });
+                samples.push(time_once(&mut cmd, true)?);
+            }
+        }
+        let (r, o) = (median(ref_samples), median(our_samples));
+        let ratio = if throughput {
+            r.as_secs_f64() / o.as_secs_f64()
+        } else {
+            o.as_secs_f64() / r.as_secs_f64()
+        };
+        rows.push((name, r, o, ratio, throughput));
+    }
+    // Port 9 on loopback refuses at once: this times start-up, argument parsing, one connect
+    // attempt and exit (non-zero by design).
+    let mut startup_samples = Vec::new();
+    for _ in 0..STARTUP_RUNS {
+        startup_samples.push(time_once(
+            Command::new(&bin).args(["tunnel", "ws://127.0.0.1:9/"]),
+            false,
+        )?);
+    }
+    let startup = median(startup_samples);
+
+    print_table(&rows, startup);
+    Ok(())
+}
+
+/// One measured workload: name, reference median, our median, ratio, and whether the ratio
+/// compares throughput (else time).
+type Row = (&'static str, Duration, Duration, f64, bool);
+
+fn print_table(rows: &[Row], startup: Duration) {
+    println!("\n| work | OpenSSH sshd (median) | flyte-run (median) | ratio | target |");
+    println!("|---|---|---|---|---|");
+    for (name, r, o, ratio, higher_is_better) in rows {
+        let target = if *higher_is_better {
+            ">= 0.80x throughput"
+        } else {
+            "<= 1.20x time"
+        };
+        let what = if *higher_is_better {
+            "throughput"
+        } else {
+            "time"
+        };
+        println!(
+            "| {name} | {:.3} s | {:.3} s | {ratio:.2}x {what} | {target} |",
+            r.as_secs_f64(),
+            o.as_secs_f64()
+        );
+    }
+    println!(
+        "| tunnel process start to exit (refused connection) | - | {:.1} ms | - | < 5 ms |",
+        startup.as_secs_f64() * 1000.0
+    );
+}
