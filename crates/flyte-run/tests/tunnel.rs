@@ -86,3 +86,114 @@ fn the_bridge_answers_plain_requests_with_200_ok() {
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     assert!(text.ends_with("\r\n\r\nok"), "{text}");
 }
+
+/// Run `flyte-run tunnel` with empty stdin: (exit code, stdout, stderr).
+fn tunnel(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .arg("tunnel")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn failures_exit_with_their_documented_codes_and_one_line() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dead_target = Bridge::start(BridgeConfig::new(Target::Tcp(closed)));
+    let mut guarded = BridgeConfig::new(Target::Tcp(closed));
+    guarded.bearer_token = Some("the-token".to_owned());
+    let guarded = Bridge::start(guarded);
+    let home = flyte_testkit::TempHome::new();
+    let missing = home.path().join("no-such.headers");
+    let cases: Vec<(Vec<String>, i32, &str)> = vec![
+        (vec![dead_target.url()], 69, "HTTP 502"),
+        (vec![format!("ws://{closed}/")], 69, "not serving"),
+        (
+            vec![guarded.url()],
+            77,
+            "refused our credentials (HTTP 401)",
+        ),
+        (
+            vec![
+                guarded.url(),
+                "--http-headers-file".into(),
+                missing.display().to_string(),
+            ],
+            78,
+            "no-such.headers",
+        ),
+        (vec!["ftp://example.com/".into()], 78, "scheme"),
+        (
+            vec![
+                format!("wss://{closed}/"),
+                "--cacert".into(),
+                missing.display().to_string(),
+            ],
+            78,
+            "the CA file",
+        ),
+    ];
+    for (args, code, message) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (got, stdout, stderr) = tunnel(&args);
+        assert_eq!(got, Some(code), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?} wrote to stdout: {stdout:?}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("flyte-run tunnel: ") && stderr.contains(message),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_headers_file_carries_the_token_to_a_guarded_bridge() {
+    let sshd = Sshd::start();
+    let mut config = BridgeConfig::new(Target::Tcp(([127, 0, 0, 1], sshd.port()).into()));
+    config.bearer_token = Some("s3cret".to_owned());
+    let bridge = Bridge::start(config);
+    let home = flyte_testkit::TempHome::new();
+    let headers = home.path().join("flyte-debug.headers");
+    std::fs::write(&headers, "Authorization: Bearer s3cret\n").unwrap();
+    let out = ssh_via(
+        &sshd,
+        &format!(
+            "{BIN} tunnel {} --http-headers-file {}",
+            bridge.url(),
+            headers.display()
+        ),
+        &["echo", "authorized"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "authorized\n");
+    // A refreshed token is read on the next start; the ssh config does not change.
+    std::fs::write(&headers, "Authorization: Bearer stale\n").unwrap();
+    let out = ssh_via(
+        &sshd,
+        &format!(
+            "{BIN} tunnel {} --http-headers-file {}",
+            bridge.url(),
+            headers.display()
+        ),
+        &["true"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused our credentials"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

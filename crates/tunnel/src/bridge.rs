@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 
 use crate::MAX_FRAME_BYTES;
 
@@ -235,9 +235,31 @@ pub async fn handle(mut stream: TcpStream, config: &BridgeConfig) -> std::io::Re
 trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncStream for T {}
 
+/// The close frame that tells the peer why its frames were refused.
+fn close_for(error: &tungstenite::Error) -> CloseFrame {
+    let code = match error {
+        tungstenite::Error::Capacity(_) => CloseCode::Size,
+        tungstenite::Error::Utf8(_) => CloseCode::Invalid,
+        tungstenite::Error::Protocol(_) => CloseCode::Protocol,
+        _ => CloseCode::Error,
+    };
+    // A close reason must fit in a control frame (123 bytes).
+    let mut reason = error.to_string();
+    while reason.len() > 120 {
+        reason.pop();
+    }
+    CloseFrame {
+        code,
+        reason: reason.into(),
+    }
+}
+
 async fn bridge(socket: WebSocketStream<TcpStream>, target: Box<dyn AsyncStream>) {
     let (mut sink, mut frames) = socket.split();
     let (mut from_ssh, mut to_ssh) = tokio::io::split(target);
+    // Why the client's side ended, when it was an error: sent in our close frame.
+    let refused: Arc<std::sync::Mutex<Option<CloseFrame>>> = Arc::default();
+    let refused_in = Arc::clone(&refused);
     let inbound = async move {
         while let Some(message) = frames.next().await {
             let bytes = match message {
@@ -246,7 +268,10 @@ async fn bridge(socket: WebSocketStream<TcpStream>, target: Box<dyn AsyncStream>
                 Ok(Message::Close(_)) => break,
                 Ok(_) => continue,
                 Err(e) => {
-                    tracing::debug!(error = %e, "WebSocket read failed");
+                    tracing::debug!(error = %e, "refusing the client's frames");
+                    *refused_in
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(close_for(&e));
                     break;
                 }
             };
@@ -262,10 +287,14 @@ async fn bridge(socket: WebSocketStream<TcpStream>, target: Box<dyn AsyncStream>
         loop {
             match from_ssh.read(&mut buffer).await {
                 Ok(0) | Err(_) => {
-                    let close = CloseFrame {
+                    let reason = refused
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take();
+                    let close = reason.unwrap_or(CloseFrame {
                         code: CloseCode::Normal,
                         reason: "ssh server closed".into(),
-                    };
+                    });
                     let _ = sink.send(Message::Close(Some(close))).await;
                     return;
                 }
