@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 
 /// Debian packages the tests need, and a file each one provides.
 const PREREQUISITES: &[(&str, &str)] = &[
@@ -41,6 +41,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     let mut timings = Vec::new();
     let mut counts = TestCounts::default();
     step(&mut timings, "prerequisites", ensure_prerequisites)?;
+    step(&mut timings, "interop venv", || ensure_interop_venv(&root))?;
     step(&mut timings, "fmt", || {
         cargo(&root, &["fmt", "--all", "--check"])
     })?;
@@ -125,6 +126,41 @@ fn ensure_prerequisites() -> anyhow::Result<()> {
             still.join(" ")
         );
     }
+    Ok(())
+}
+
+/// Python packages the interop tests run: Flyte's own pod-side SSH debug server and a standard
+/// WebSocket client.
+const INTEROP_PACKAGES: &[&str] = &["flyte==2.12.1", "websockets"];
+
+/// Create `target/interop-venv` with the interop packages unless it already imports them.
+fn ensure_interop_venv(root: &Path) -> anyhow::Result<()> {
+    let venv = root.join("target/interop-venv");
+    let python = venv.join("bin/python");
+    let ready = || {
+        Command::new(&python)
+            .args(["-c", "import flyte._debug.ssh, websockets.sync.client"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if ready() {
+        println!("{} is ready", venv.display());
+        return Ok(());
+    }
+    run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv)).context(
+        "cannot create a Python venv: install python3 and python3-venv (as root: apt-get install -y python3-venv)",
+    )?;
+    run_checked(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet"])
+            .args(INTEROP_PACKAGES),
+    )
+    .with_context(|| format!("cannot pip install {}", INTEROP_PACKAGES.join(" ")))?;
+    ensure!(
+        ready(),
+        "the venv at {} still cannot import flyte._debug.ssh and websockets",
+        venv.display()
+    );
     Ok(())
 }
 
