@@ -300,7 +300,7 @@ fn http_server(body: &'static str) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
-        for stream in listener.incoming().take(4) {
+        for stream in listener.incoming().take(8) {
             let mut stream = stream.unwrap();
             let mut buf = [0u8; 1024];
             let _ = stream.read(&mut buf);
@@ -350,7 +350,44 @@ fn local_forwarding_reaches_a_server_on_the_task_side() {
     drop(ssh.stdin.take());
     assert!(ssh.wait().unwrap().success());
 
-    // `ssh -W` (and so `-D`) use the same direct-tcpip channels.
+    // A SOCKS proxy (`ssh -D`) opens direct-tcpip channels to wherever the client asks.
+    let socks = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut dynamic = server
+        .ssh()
+        .args([
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-D",
+            &format!("127.0.0.1:{socks}"),
+            "echo forwarding; cat",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(dynamic.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "forwarding\n");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--socks5-hostname",
+            &format!("127.0.0.1:{socks}"),
+            &format!("http://127.0.0.1:{http}/"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "from-the-task");
+    drop(dynamic.stdin.take());
+    assert!(dynamic.wait().unwrap().success());
+
+    // `ssh -W` uses the same direct-tcpip channels.
     let mut w = server
         .ssh()
         .args(["-W", &format!("127.0.0.1:{http}")])
@@ -535,6 +572,16 @@ fn a_bad_public_key_setting_is_a_clear_error_at_start() {
             text(&out.stderr)
         );
     }
+}
+
+#[test]
+fn the_server_exits_after_its_max_uptime() {
+    let mut server = DebugServer::start_with(|cmd| {
+        cmd.env("SSH_SERVER_MAX_UPTIME_SECONDS", "1");
+    });
+    // It stops by itself (the test's only bound is the runner's timeout) and exits cleanly.
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
 }
 
 #[test]

@@ -197,3 +197,34 @@ fn the_headers_file_carries_the_token_to_a_guarded_bridge() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn an_interrupted_tunnel_exits_130() {
+    let sshd = Sshd::start();
+    let bridge = Bridge::start(BridgeConfig::new(Target::Tcp(
+        ([127, 0, 0, 1], sshd.port()).into(),
+    )));
+    let mut child = Command::new(BIN)
+        .args(["tunnel", &bridge.url()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The server's banner on stdout proves the tunnel is up (and its signal handlers are set).
+    let mut banner = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut banner,
+    )
+    .unwrap();
+    assert!(banner.starts_with("SSH-2.0-"), "{banner:?}");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "flyte-run tunnel: interrupted\n"
+    );
+}
