@@ -1,6 +1,7 @@
 use std::fs::{File, OpenOptions};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 /// Ports are taken from below Linux's ephemeral range (32768-60999), so the kernel never hands one
 /// of them out as the source port of an outgoing connection while a server is about to bind it.
@@ -27,7 +28,7 @@ impl PortReservation {
 /// process dies. The port is checked free by binding it once; the caller's server binds it next.
 pub fn reserve_port() -> PortReservation {
     let dir = lock_dir();
-    std::fs::create_dir_all(&dir).expect("the port lock directory can be created");
+    ensure_shared_dir(&dir);
     // Spread processes over the range so they rarely contend for the same candidates.
     let seed = std::process::id().wrapping_mul(2_654_435_761)
         ^ std::time::SystemTime::now()
@@ -37,12 +38,7 @@ pub fn reserve_port() -> PortReservation {
         let offset = u16::try_from((seed.wrapping_add(i.wrapping_mul(7919))) % u32::from(COUNT))
             .expect("remainder of a u16 range fits u16");
         let port = FIRST + offset;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(format!("{port}.lock")))
-            .expect("a port lock file can be opened");
+        let lock = open_lock(&dir.join(format!("{port}.lock")));
         if lock.try_lock().is_err() {
             continue;
         }
@@ -54,6 +50,37 @@ pub fn reserve_port() -> PortReservation {
         "no free loopback port between {FIRST} and {}",
         FIRST + COUNT
     );
+}
+
+/// The lock directory is shared by every user running tests on the machine: world-writable with
+/// the sticky bit, like /tmp itself.
+fn ensure_shared_dir(dir: &Path) {
+    if std::fs::create_dir(dir).is_ok() {
+        // Mode bits at creation are narrowed by the umask; this directory must be 1777.
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777));
+    }
+    assert!(dir.is_dir(), "{} cannot be created", dir.display());
+}
+
+/// A lock file another user may have created: `flock` works on a read-only descriptor, so open
+/// it read-only when it exists and create it otherwise.
+fn open_lock(path: &Path) -> File {
+    OpenOptions::new()
+        .read(true)
+        .open(path)
+        .unwrap_or_else(|_| {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "the port lock file {} cannot be opened: {e}",
+                        path.display()
+                    )
+                })
+        })
 }
 
 fn lock_dir() -> PathBuf {
