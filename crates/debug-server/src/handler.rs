@@ -63,8 +63,7 @@ impl russh::server::Handler for ConnectionHandler {
         reply.accept().await;
         let handle = session.handle();
         let login = Arc::clone(&self.shared.login);
-        let sftp = self.shared.sftp_server.clone();
-        tokio::spawn(crate::process::run(channel, handle, login, sftp));
+        tokio::spawn(crate::process::run(channel, handle, login));
         Ok(())
     }
 
@@ -115,7 +114,7 @@ impl russh::server::Handler for ConnectionHandler {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if name == "sftp" && self.shared.sftp_server.is_some() {
+        if name == "sftp" {
             session.channel_success(channel)
         } else {
             tracing::info!(subsystem = %name, "refused an unavailable subsystem");

@@ -4,7 +4,8 @@
 //! connection is handed to this server in-process, so the server itself has no TCP port. Only
 //! the key injected in `_F_SSH_PK` logs in (no passwords, no keyboard-interactive). Sessions get
 //! a login shell (with a pty when asked), commands, the `sftp` subsystem and `ssh -L`/`-D`
-//! forwarding, which is what `ssh`, `scp` and VS Code Remote-SSH need.
+//! forwarding, which is what `ssh`, `scp` and VS Code Remote-SSH need. SFTP is served in-process, so
+//! it works in images without OpenSSH.
 //!
 //! The host key is generated once (0600, through flyte-keys) and published next to it as a
 //! `.pub` file and in the ready line, so a launcher can pin it in the client's known_hosts.
@@ -13,6 +14,7 @@ mod handler;
 pub mod login;
 mod process;
 pub mod settings;
+mod sftp;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,14 +35,6 @@ pub const READY_MESSAGE: &str = "SSH debug server is ready";
 pub const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
 /// SSH keepalive interval, as Flyte's server sets it.
 pub const KEEPALIVE: Duration = Duration::from_secs(30);
-
-/// Where OpenSSH's sftp server usually lives; the first one present serves the `sftp` subsystem.
-const SFTP_SERVERS: &[&str] = &[
-    "/usr/lib/openssh/sftp-server",
-    "/usr/libexec/openssh/sftp-server",
-    "/usr/lib/ssh/sftp-server",
-    "/usr/libexec/sftp-server",
-];
 
 /// Everything that can stop the server from starting.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +58,6 @@ pub type Result<T, E = DebugServerError> = std::result::Result<T, E>;
 pub(crate) struct Shared {
     pub(crate) settings: Settings,
     pub(crate) login: Arc<Login>,
-    pub(crate) sftp_server: Option<PathBuf>,
 }
 
 /// A debug server ready to accept connections.
@@ -111,15 +104,10 @@ impl DebugServer {
             nodelay: true,
             ..Default::default()
         };
-        let sftp_server = SFTP_SERVERS.iter().map(PathBuf::from).find(|p| p.exists());
-        if sftp_server.is_none() {
-            tracing::warn!("no sftp-server found: scp, sftp and VS Code Remote-SSH will not work");
-        }
         Ok(Self {
             shared: Arc::new(Shared {
                 login: Arc::new(Login::current(workdir)),
                 settings,
-                sftp_server,
             }),
             config: Arc::new(config),
             host_key,

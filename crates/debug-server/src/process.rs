@@ -34,7 +34,7 @@ struct PtyRequest {
 enum Start {
     Shell,
     Exec(String),
-    Subsystem(PathBuf),
+    Sftp,
 }
 
 /// Terminal dimensions from the client, clamped to what a pty can hold. A client without a
@@ -56,12 +56,7 @@ fn size(cols: u32, rows: u32) -> pty_process::Size {
 }
 
 /// Drive a session channel to its end.
-pub(crate) async fn run(
-    mut channel: Channel<Msg>,
-    handle: Handle,
-    login: Arc<Login>,
-    sftp_server: Option<PathBuf>,
-) {
+pub(crate) async fn run(mut channel: Channel<Msg>, handle: Handle, login: Arc<Login>) {
     let mut pty: Option<PtyRequest> = None;
     let mut client_env: Vec<(String, String)> = Vec::new();
     let start = loop {
@@ -95,23 +90,19 @@ pub(crate) async fn run(
             Some(ChannelMsg::Exec { command, .. }) => {
                 break Start::Exec(String::from_utf8_lossy(&command).into_owned());
             }
-            Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => match &sftp_server
-            {
-                Some(program) => break Start::Subsystem(program.clone()),
-                None => return,
-            },
+            Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => break Start::Sftp,
             None | Some(ChannelMsg::Close) => return,
             Some(_) => {}
         }
     };
     let env = login.environment(&client_env, pty.as_ref().map(|p| p.term.as_str()));
     let (program, args): (PathBuf, Vec<String>) = match &start {
-        Start::Shell => (login.shell.clone(), vec!["-l".to_owned()]),
         Start::Exec(command) => (login.shell.clone(), vec!["-c".to_owned(), command.clone()]),
-        Start::Subsystem(program) => (program.clone(), Vec::new()),
+        Start::Shell | Start::Sftp => (login.shell.clone(), vec!["-l".to_owned()]),
     };
-    let outcome = match (&start, pty) {
-        (Start::Subsystem(_), _) | (_, None) => {
+    let outcome = match pty {
+        _ if matches!(start, Start::Sftp) => Ok(run_sftp(&mut channel, &login).await),
+        None => {
             let mut command = tokio::process::Command::new(&program);
             command
                 .args(&args)
@@ -129,7 +120,7 @@ pub(crate) async fn run(
                 Err(e) => Err(format!("cannot start {}: {e}", program.display())),
             }
         }
-        (_, Some(request)) => run_pty(&mut channel, &program, &args, env, &login, &request).await,
+        Some(request) => run_pty(&mut channel, &program, &args, env, &login, &request).await,
     };
     let id = channel.id();
     match outcome {
@@ -242,6 +233,8 @@ trait InputSink: AsyncWrite + Unpin + Send + 'static {
 }
 
 impl InputSink for tokio::process::ChildStdin {}
+
+impl InputSink for tokio::io::WriteHalf<tokio::io::DuplexStream> {}
 
 impl InputSink for pty_process::OwnedWritePty {
     fn resize(&self, size: pty_process::Size) {
@@ -360,6 +353,24 @@ async fn run_piped(
     // Whether the process ended or the client left: nothing it started outlives the channel.
     hang_up(pgid);
     Ok(result)
+}
+
+/// The SFTP server runs in-process on a pipe, driven like a process: its "exit" is the end of
+/// its loop (when the client's input ends), reported as status 0 as OpenSSH's sftp-server does.
+async fn run_sftp(channel: &mut Channel<Msg>, login: &Login) -> Option<ExitStatus> {
+    const PIPE_BYTES: usize = 512 * 1024;
+    let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
+    // russh-sftp runs its loop on a task of its own; the pipe end drops when the loop ends.
+    let (ended, theirs) = crate::sftp::watched(theirs);
+    russh_sftp::server::run(theirs, crate::sftp::FsSftp::new(login.workdir.clone())).await;
+    let (from_sftp, to_sftp) = tokio::io::split(ours);
+    let output = copy_out(from_sftp, channel.make_writer());
+    let input = input_forwarder(to_sftp);
+    let exit = async {
+        let _ = ended.await;
+        Ok(std::os::unix::process::ExitStatusExt::from_raw(0))
+    };
+    pump(channel, None, input, exit, output, None).await
 }
 
 async fn run_pty(

@@ -243,14 +243,35 @@ fn a_wrong_key_is_refused() {
     );
 }
 
-#[test]
-fn scp_and_sftp_work_both_ways() {
-    let server = DebugServer::start();
-    let local = server.home.path().join("upload.bin");
+/// Three megabytes that compress badly, written to `name` under the server's home.
+fn test_file(server: &DebugServer, name: &str) -> (PathBuf, Vec<u8>) {
     let data: Vec<u8> = (0..3_000_000u32)
         .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[1])
         .collect();
-    std::fs::write(&local, &data).unwrap();
+    let path = server.home.path().join(name);
+    std::fs::write(&path, &data).unwrap();
+    (path, data)
+}
+
+/// Run `sftp -b` with `script` (commands run in the task directory).
+fn sftp_batch(server: &DebugServer, script: &str) -> Output {
+    let batch = server.home.path().join("batch");
+    std::fs::write(
+        &batch,
+        format!("cd \"{}\"\n{script}", server.workdir().display()),
+    )
+    .unwrap();
+    run(Command::new("sftp")
+        .args(["-q", "-b"])
+        .arg(&batch)
+        .args(server.ssh_options())
+        .arg("root@flyte-debug"))
+}
+
+#[test]
+fn scp_works_both_ways() {
+    let server = DebugServer::start();
+    let (local, data) = test_file(&server, "upload.bin");
     let remote = server.workdir().join("uploaded.bin");
     let scp = |from: String, to: String| {
         let out = run(Command::new("scp")
@@ -271,27 +292,67 @@ fn scp_and_sftp_work_both_ways() {
         back.display().to_string(),
     );
     assert_eq!(std::fs::read(&back).unwrap(), data);
+}
 
-    let batch = server.home.path().join("batch");
-    std::fs::write(
-        &batch,
-        format!(
-            "cd \"{}\"\nls\nget uploaded.bin \"{}\"\n",
-            server.workdir().display(),
-            server.home.path().join("via-sftp").display()
+/// The in-process SFTP server, operation by operation, checked on the filesystem.
+#[test]
+fn sftp_operations_work() {
+    let server = DebugServer::start();
+    let (local, data) = test_file(&server, "upload.bin");
+    std::fs::write(server.workdir().join("uploaded.bin"), &data).unwrap();
+    let via_sftp = server.home.path().join("via-sftp");
+    let out = sftp_batch(
+        &server,
+        &format!(
+            "mkdir sub\nput \"{local}\" sub/put.bin\nrename sub/put.bin sub/moved.bin\nsymlink uploaded.bin link.bin\n\
+             ls -l\nget uploaded.bin \"{back}\"\nrm sub/moved.bin\nrmdir sub\n",
+            local = local.display(),
+            back = via_sftp.display()
         ),
-    )
-    .unwrap();
-    let out = run(Command::new("sftp")
-        .args(["-q", "-b"])
-        .arg(&batch)
-        .args(server.ssh_options())
-        .arg("root@flyte-debug"));
-    assert!(out.status.success(), "sftp: {}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("uploaded.bin"));
+    );
+    assert!(
+        out.status.success(),
+        "sftp: {}\n{}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    let listing = text(&out.stdout);
+    assert!(
+        listing.contains("uploaded.bin") && listing.contains("sub"),
+        "{listing}"
+    );
+    assert_eq!(std::fs::read(&via_sftp).unwrap(), data);
     assert_eq!(
-        std::fs::read(server.home.path().join("via-sftp")).unwrap(),
-        data
+        std::fs::read_link(server.workdir().join("link.bin")).unwrap(),
+        Path::new("uploaded.bin")
+    );
+    assert!(
+        !server.workdir().join("sub").exists(),
+        "rm and rmdir did not happen"
+    );
+
+    let out = sftp_batch(
+        &server,
+        &format!(
+            "put \"{}\" kept.bin\nchmod 640 kept.bin\nrename kept.bin renamed.bin\n",
+            local.display()
+        ),
+    );
+    assert!(out.status.success(), "sftp: {}", text(&out.stderr));
+    let renamed = server.workdir().join("renamed.bin");
+    assert_eq!(std::fs::read(&renamed).unwrap(), data);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&renamed).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o640);
+
+    // Errors come back as SFTP errors, not a dead session.
+    let out = sftp_batch(&server, "get /no/such/file\n");
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("not found") || stderr.contains("No such file"),
+        "{stderr}"
     );
 }
 
