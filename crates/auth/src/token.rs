@@ -1,0 +1,175 @@
+//! Bearer tokens, their expiry, and the cache at `~/.flyte/ssh-debug/bearer.json`.
+
+use std::path::Path;
+
+use base64ct::{Base64UrlUnpadded, Encoding};
+use flyte_api::Secret;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+
+/// A token is reused only while more than this many seconds remain.
+pub const MIN_REMAINING_SECS: i64 = 120;
+
+/// A bearer token and, for JWTs, when it expires (Unix seconds). `Debug` hides the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub value: Secret,
+    pub exp: Option<i64>,
+}
+
+/// The `exp` claim of a JWT, read without verifying the signature (the server verifies; we only
+/// want to know when to stop reusing it). `None` for opaque tokens.
+pub fn jwt_exp(token: &str) -> Option<i64> {
+    let mut parts = token.split('.');
+    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
+    let bytes = Base64UrlUnpadded::decode_vec(payload.trim_end_matches('=')).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    // `exp` is a NumericDate: seconds, usually an integer, sometimes with a fraction.
+    let exp = claims.get("exp")?.as_number()?.to_string();
+    exp.split('.').next()?.parse().ok()
+}
+
+impl Token {
+    pub fn new(value: Secret) -> Self {
+        let exp = jwt_exp(value.expose());
+        Self { value, exp }
+    }
+
+    /// Whether the token may still be sent at `now` (Unix seconds). Opaque tokens are used until
+    /// the server refuses them.
+    pub fn usable_at(&self, now: i64) -> bool {
+        self.exp.is_none_or(|exp| exp - now > MIN_REMAINING_SECS)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    endpoint: String,
+    token: String,
+    #[serde(default)]
+    exp: Option<i64>,
+}
+
+/// Flyte's `{endpoint, token, exp}` for the newest entry at the top level, so Flyte's reader keeps
+/// working, and the other endpoints' entries under `others`, which Flyte ignores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CacheFile {
+    #[serde(flatten)]
+    newest: Entry,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    others: Vec<Entry>,
+}
+
+fn read_entries(path: &Path) -> Vec<Entry> {
+    // A missing or corrupt cache is an empty one: it is rewritten on the next mint.
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    match serde_json::from_str::<CacheFile>(&text) {
+        Ok(file) => std::iter::once(file.newest).chain(file.others).collect(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable token cache");
+            Vec::new()
+        }
+    }
+}
+
+/// The cached token for `endpoint` (scheme-less form), if any.
+pub fn cached(path: &Path, endpoint: &str) -> Option<Token> {
+    read_entries(path)
+        .into_iter()
+        .find(|e| e.endpoint == endpoint)
+        .map(|e| Token {
+            exp: e.exp.or_else(|| jwt_exp(&e.token)),
+            value: Secret::new(e.token),
+        })
+}
+
+/// Store `token` for `endpoint`, keeping other endpoints' entries. Written 0600 at open and
+/// replaced atomically, so concurrent writers never leave a torn file (the last one wins).
+pub fn store(path: &Path, endpoint: &str, token: &Token) -> Result<()> {
+    let others = read_entries(path)
+        .into_iter()
+        .filter(|e| e.endpoint != endpoint)
+        .collect();
+    let file = CacheFile {
+        newest: Entry {
+            endpoint: endpoint.to_owned(),
+            token: token.value.expose().to_owned(),
+            exp: token.exp,
+        },
+        others,
+    };
+    let json =
+        serde_json::to_vec_pretty(&file).map_err(|e| crate::AuthError::Cache(e.to_string()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| crate::AuthError::Cache(format!("{}: {e}", dir.display())))?;
+    }
+    flyte_fs::replace(path, &json, flyte_fs::SECRET_MODE)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(exp: i64) -> String {
+        let part =
+            |v: serde_json::Value| Base64UrlUnpadded::encode_string(v.to_string().as_bytes());
+        format!(
+            "{}.{}.sig",
+            part(serde_json::json!({"alg": "none"})),
+            part(serde_json::json!({"exp": exp, "sub": "x"}))
+        )
+    }
+
+    #[test]
+    fn expiry_of_jwts_and_opaque_tokens() {
+        assert_eq!(jwt_exp(&jwt(1_700_000_000)), Some(1_700_000_000));
+        for opaque in ["opaque-token", "a.b", "a.!!!.c", ""] {
+            assert_eq!(jwt_exp(opaque), None, "{opaque}");
+        }
+        let t = Token::new(Secret::new(jwt(1000)));
+        assert!(t.usable_at(879));
+        assert!(!t.usable_at(880), "120 s or less left: mint a new one");
+        assert!(Token::new(Secret::new("opaque")).usable_at(i64::MAX));
+    }
+
+    #[test]
+    fn cache_keeps_several_endpoints_and_stays_readable_by_flyte() {
+        let dir = std::env::temp_dir().join(format!("flyte-bearer-{}", std::process::id()));
+        let path = dir.join("bearer.json");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(cached(&path, "a"), None);
+        store(&path, "a", &Token::new(Secret::new(jwt(10)))).unwrap();
+        store(&path, "b", &Token::new(Secret::new("opaque-b"))).unwrap();
+        assert_eq!(cached(&path, "a").unwrap().exp, Some(10));
+        assert_eq!(cached(&path, "b").unwrap().value.expose(), "opaque-b");
+        // Flyte's reader looks at the top-level fields: they hold the newest entry.
+        let top: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(
+            (top["endpoint"].as_str(), top["token"].as_str()),
+            (Some("b"), Some("opaque-b"))
+        );
+        // Flyte's own file (one entry, no `others`) reads back.
+        std::fs::write(
+            &path,
+            format!(r#"{{"endpoint": "c", "token": "{}", "exp": 99}}"#, jwt(99)),
+        )
+        .unwrap();
+        assert_eq!(cached(&path, "c").unwrap().exp, Some(99));
+        // A corrupt file is ignored, then rewritten.
+        std::fs::write(&path, "{ not json").unwrap();
+        assert_eq!(cached(&path, "c"), None);
+        store(&path, "c", &Token::new(Secret::new("t"))).unwrap();
+        assert_eq!(cached(&path, "c").unwrap().value.expose(), "t");
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&path).unwrap()) & 0o777,
+            0o600
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
