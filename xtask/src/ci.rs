@@ -41,7 +41,21 @@ pub(crate) fn run() -> anyhow::Result<()> {
     let mut timings = Vec::new();
     let mut counts = TestCounts::default();
     step(&mut timings, "prerequisites", ensure_prerequisites)?;
-    step(&mut timings, "interop venv", || ensure_interop_venv(&root))?;
+    step(&mut timings, "interop venvs", || {
+        ensure_venv(
+            &root,
+            "interop-venv",
+            INTEROP_PACKAGES,
+            "import flyte._debug.ssh, websockets.sync.client",
+        )?;
+        // flyte==2.12.1 pins an older flyteidl2, so the conformance check gets its own venv.
+        ensure_venv(
+            &root,
+            "idl-venv",
+            IDL_PACKAGES,
+            "import flyteidl2.workflow.run_service_pb2",
+        )
+    })?;
     step(&mut timings, "fmt", || {
         cargo(&root, &["fmt", "--all", "--check"])
     })?;
@@ -132,14 +146,16 @@ fn ensure_prerequisites() -> anyhow::Result<()> {
 /// Python packages the interop tests run: Flyte's own pod-side SSH debug server and a standard
 /// WebSocket client.
 const INTEROP_PACKAGES: &[&str] = &["flyte==2.12.1", "websockets"];
+/// The official flyteidl2 message classes our JSON is checked against.
+const IDL_PACKAGES: &[&str] = &["flyteidl2==2.0.53"];
 
-/// Create `target/interop-venv` with the interop packages unless it already imports them.
-fn ensure_interop_venv(root: &Path) -> anyhow::Result<()> {
-    let venv = root.join("target/interop-venv");
+/// Create `target/<name>` with `packages` unless it can already run `probe`.
+fn ensure_venv(root: &Path, name: &str, packages: &[&str], probe: &str) -> anyhow::Result<()> {
+    let venv = root.join("target").join(name);
     let python = venv.join("bin/python");
     let ready = || {
         Command::new(&python)
-            .args(["-c", "import flyte._debug.ssh, websockets.sync.client"])
+            .args(["-c", probe])
             .output()
             .is_ok_and(|o| o.status.success())
     };
@@ -153,12 +169,12 @@ fn ensure_interop_venv(root: &Path) -> anyhow::Result<()> {
     run_checked(
         Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet"])
-            .args(INTEROP_PACKAGES),
+            .args(packages),
     )
-    .with_context(|| format!("cannot pip install {}", INTEROP_PACKAGES.join(" ")))?;
+    .with_context(|| format!("cannot pip install {}", packages.join(" ")))?;
     ensure!(
         ready(),
-        "the venv at {} still cannot import flyte._debug.ssh and websockets",
+        "the venv at {} still cannot run `{probe}`",
         venv.display()
     );
     Ok(())

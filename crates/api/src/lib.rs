@@ -12,6 +12,7 @@ mod client;
 mod code;
 mod endpoint;
 pub mod envelope;
+pub mod types;
 
 use std::fmt;
 

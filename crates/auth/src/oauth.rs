@@ -1,6 +1,8 @@
 //! OAuth2 for machines: discover the token endpoint, then the client-credentials grant.
 
 use base64ct::{Base64, Encoding};
+use flyte_api::types::services::AUTH_METADATA_SERVICE;
+use flyte_api::types::{GetOAuth2MetadataResponse, GetPublicClientConfigResponse};
 use flyte_api::{Client, Code, Secret};
 use serde::Deserialize;
 
@@ -18,37 +20,17 @@ pub struct AuthConfig {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OAuth2Metadata {
-    #[serde(default)]
-    token_endpoint: String,
-}
-
-#[derive(Debug, Deserialize)]
 struct WellKnown {
     #[serde(default)]
     token_endpoint: String,
 }
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PublicClientConfig {
-    #[serde(default)]
-    scopes: Vec<String>,
-    #[serde(default)]
-    audience: String,
-    #[serde(default)]
-    authorization_metadata_key: String,
-}
-
-const AUTH_SERVICE: &str = "flyteidl2.auth.AuthMetadataService";
 
 /// Ask the deployment how to get tokens: `AuthMetadataService` first, then the standard
 /// `/.well-known/oauth-authorization-server` document.
 pub async fn discover(client: &Client) -> Result<AuthConfig> {
     let empty = serde_json::json!({});
     let token_endpoint = match client
-        .unary::<_, OAuth2Metadata>(AUTH_SERVICE, "GetOAuth2Metadata", &empty)
+        .unary::<_, GetOAuth2MetadataResponse>(AUTH_METADATA_SERVICE, "GetOAuth2Metadata", &empty)
         .await
     {
         Ok(meta) if !meta.token_endpoint.is_empty() => meta.token_endpoint,
@@ -82,12 +64,16 @@ pub async fn discover(client: &Client) -> Result<AuthConfig> {
         }
     };
     let public = match client
-        .unary::<_, PublicClientConfig>(AUTH_SERVICE, "GetPublicClientConfig", &empty)
+        .unary::<_, GetPublicClientConfigResponse>(
+            AUTH_METADATA_SERVICE,
+            "GetPublicClientConfig",
+            &empty,
+        )
         .await
     {
         Ok(config) => config,
         Err(e) if matches!(e.code, Code::Unimplemented | Code::NotFound) => {
-            PublicClientConfig::default()
+            GetPublicClientConfigResponse::default()
         }
         Err(e) => return Err(e.into()),
     };

@@ -1,0 +1,272 @@
+//! Our flyteidl2 JSON against the official message classes (`PyPI` package `flyteidl2==2.0.53`, in the
+//! venv `cargo xtask ci` creates at `target/idl-venv`; `FLYTEIDL2_PYTHON` points elsewhere):
+//! what we send parses strictly, and what the classes write, our types read.
+
+// Helpers outside #[test] functions may unwrap too: this whole file is test code.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use flyte_api::types::AbortRunRequest;
+use flyte_api::types::{
+    ActionIdentifier, ActionPhase, Container, CreateRunRequest, CreateRunResponse, Envs, ErrorKind,
+    GetActionDetailsRequest, GetActionDetailsResponse, GetOAuth2MetadataResponse,
+    GetPublicClientConfigResponse, GetRunDetailsRequest, GetRunDetailsResponse, KeyValuePair,
+    LinkType, ListRequest, ListRunsRequest, ListRunsResponse, ProjectIdentifier, RunIdentifier,
+    RunSpec, TaskSpec, TaskTemplate,
+};
+use serde_json::Value;
+
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/flyteidl2_conformance.py"
+);
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("FLYTEIDL2_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/idl-venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the flyteidl2 venv is missing: run `cargo xtask ci` (it creates target/idl-venv) or set FLYTEIDL2_PYTHON"
+    );
+    venv
+}
+
+fn run_id() -> RunIdentifier {
+    RunIdentifier {
+        org: "o".into(),
+        project: "flytesnacks".into(),
+        domain: "development".into(),
+        name: "r1".into(),
+    }
+}
+
+/// A debug run's `CreateRunRequest`: a container task with env vars, the debug env on the run.
+fn create_run_request() -> CreateRunRequest {
+    let kv = |k: &str, v: &str| KeyValuePair {
+        key: k.into(),
+        value: v.into(),
+    };
+    CreateRunRequest {
+        run_id: Some(run_id()),
+        task_spec: Some(TaskSpec {
+            task_template: TaskTemplate {
+                task_type: "container".into(),
+                container: Some(Container {
+                    image: "python:3.12".into(),
+                    command: vec!["python".into(), "-m".into(), "train".into()],
+                    args: vec!["--epochs".into(), "1".into()],
+                    env: vec![kv("LOG_LEVEL", "debug")],
+                }),
+                ..TaskTemplate::default()
+            },
+            short_name: "train".into(),
+        }),
+        run_spec: Some(RunSpec {
+            envs: Some(Envs {
+                values: vec![
+                    kv("_F_E_SSH", "1"),
+                    kv("_F_SSH_PK", "ssh-ed25519 AAAA x"),
+                    kv("_F_E_VS", "True"),
+                ],
+            }),
+            ..RunSpec::default()
+        }),
+        ..CreateRunRequest::default()
+    }
+}
+
+/// Every request shape the client sends, as (message name, JSON).
+fn requests_we_send() -> Vec<(&'static str, Value)> {
+    let create = create_run_request();
+    let by_project = CreateRunRequest {
+        project_id: Some(ProjectIdentifier {
+            organization: "o".into(),
+            domain: "development".into(),
+            name: "flytesnacks".into(),
+        }),
+        ..create.clone()
+    };
+    let action = ActionIdentifier {
+        run: run_id(),
+        name: "a0".into(),
+    };
+    let documents: Vec<(&'static str, Value)> = vec![
+        (
+            "flyteidl2.workflow.CreateRunRequest",
+            serde_json::to_value(&create).unwrap(),
+        ),
+        (
+            "flyteidl2.workflow.CreateRunRequest",
+            serde_json::to_value(CreateRunRequest {
+                run_id: None,
+                ..by_project
+            })
+            .unwrap(),
+        ),
+        (
+            "flyteidl2.workflow.GetActionDetailsRequest",
+            serde_json::to_value(GetActionDetailsRequest {
+                action_id: action.clone(),
+            })
+            .unwrap(),
+        ),
+        (
+            "flyteidl2.workflow.WatchActionDetailsRequest",
+            serde_json::to_value(GetActionDetailsRequest { action_id: action }).unwrap(),
+        ),
+        (
+            "flyteidl2.workflow.GetRunDetailsRequest",
+            serde_json::to_value(GetRunDetailsRequest { run_id: run_id() }).unwrap(),
+        ),
+        (
+            "flyteidl2.workflow.AbortRunRequest",
+            serde_json::to_value(AbortRunRequest {
+                run_id: run_id(),
+                reason: Some("done debugging".into()),
+            })
+            .unwrap(),
+        ),
+        (
+            "flyteidl2.workflow.ListRunsRequest",
+            serde_json::to_value(ListRunsRequest {
+                request: Some(ListRequest {
+                    limit: 50,
+                    token: "page-2".into(),
+                }),
+                project_id: Some(ProjectIdentifier {
+                    organization: "o".into(),
+                    domain: "development".into(),
+                    name: "flytesnacks".into(),
+                }),
+                org: None,
+            })
+            .unwrap(),
+        ),
+        (
+            "flyteidl2.auth.GetOAuth2MetadataRequest",
+            serde_json::json!({}),
+        ),
+        (
+            "flyteidl2.auth.GetPublicClientConfigRequest",
+            serde_json::json!({}),
+        ),
+    ];
+    documents
+}
+
+/// Parse each document strictly with the official classes: one "ok" or "error: ..." per item.
+fn check(documents: &[(&str, Value)]) -> Vec<String> {
+    let mut child = Command::new(python())
+        .arg(SCRIPT)
+        .arg("check")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(documents).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn requests_we_send_parse_strictly_with_the_official_classes() {
+    let documents = requests_we_send();
+    let results = check(&documents);
+    assert_eq!(results.len(), documents.len(), "{results:?}");
+    for (line, (name, document)) in results.iter().zip(&documents) {
+        assert_eq!(line, "ok", "{name} {document}");
+    }
+    // The checker is strict: a misspelled field is refused (so "ok" above means something).
+    let typo = [(
+        "flyteidl2.workflow.GetRunDetailsRequest",
+        serde_json::json!({"run_id_typo": {}}),
+    )];
+    assert!(check(&typo)[0].starts_with("error:"));
+}
+
+#[test]
+fn responses_the_official_classes_write_are_read_by_our_types() {
+    let out = Command::new(python())
+        .arg(SCRIPT)
+        .arg("responses")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: serde_json::Map<String, Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let get = |name: &str| docs[name].clone();
+
+    let details: GetActionDetailsResponse =
+        serde_json::from_value(get("flyteidl2.workflow.GetActionDetailsResponse")).unwrap();
+    let d = &details.details;
+    assert_eq!(
+        (d.id.name.as_str(), d.id.run.project.as_str()),
+        ("a0", "flytesnacks")
+    );
+    assert_eq!(
+        (
+            d.status.phase.clone(),
+            d.status.attempts,
+            d.status.duration_ms
+        ),
+        (ActionPhase::Failed, 2, Some(12345))
+    );
+    let error = d.error_info.as_ref().unwrap();
+    assert_eq!(
+        (error.kind.clone(), error.code.as_str()),
+        (ErrorKind::User, "MaxRetriesExceeded")
+    );
+    let ide = d.ide_link().unwrap();
+    assert_eq!(
+        (ide.uri.as_str(), ide.link_type.clone(), ide.ready),
+        ("/v1/ssh/r1/a0?target_port=6060", LinkType::Ide, true)
+    );
+    // The EXTERNAL link's linkType was omitted by the official writer (zero value).
+    assert_eq!(d.attempts[0].log_info[0].link_type, LinkType::External);
+
+    let created: CreateRunResponse =
+        serde_json::from_value(get("flyteidl2.workflow.CreateRunResponse")).unwrap();
+    assert_eq!(
+        (
+            created.run.action.status.phase,
+            created.run.labels["team"].as_str()
+        ),
+        (ActionPhase::Queued, "ml")
+    );
+    let listed: ListRunsResponse =
+        serde_json::from_value(get("flyteidl2.workflow.ListRunsResponse")).unwrap();
+    assert_eq!((listed.runs.len(), listed.token.as_str()), (1, "next-page"));
+    let run: GetRunDetailsResponse =
+        serde_json::from_value(get("flyteidl2.workflow.GetRunDetailsResponse")).unwrap();
+    assert_eq!(
+        run.details.run_spec.unwrap().envs.unwrap().values[0].key,
+        "_F_E_SSH"
+    );
+    let meta: GetOAuth2MetadataResponse =
+        serde_json::from_value(get("flyteidl2.auth.GetOAuth2MetadataResponse")).unwrap();
+    assert_eq!(
+        meta.token_endpoint,
+        "https://flyte.example.com/oauth2/token"
+    );
+    let public: GetPublicClientConfigResponse =
+        serde_json::from_value(get("flyteidl2.auth.GetPublicClientConfigResponse")).unwrap();
+    assert_eq!(public.authorization_metadata_key, "flyte-authorization");
+}
