@@ -1,280 +1,56 @@
-//! flyte-api and flyte-auth against a real HTTP server on 127.0.0.1: a small axum stand-in for
-//! the parts of a Flyte control plane they talk to (until the embedded sandbox serves them).
+//! flyte-api and flyte-auth against a real HTTP server on 127.0.0.1 (flyte-testkit's axum
+//! stand-in for a control plane, until the embedded sandbox serves these).
 
 // Helpers outside #[test] functions may unwrap too: this whole file is test code.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use base64ct::{Base64, Base64UrlUnpadded, Encoding};
-use flyte_api::{Client, Code, Endpoint, Secret, envelope};
-use flyte_auth::{AuthConfig, ClientCredentials, oauth};
+use flyte_api::{Client, Code, Endpoint, HttpClient, Secret};
+use flyte_auth::{AuthConfig, ClientCredentials, ConnectApiKeyService, oauth};
+use flyte_testkit::TempHome;
+use flyte_testkit::control_plane::{CLIENT_ID, CLIENT_SECRET, ControlPlane};
 use serde_json::{Value, json};
 
-const CLIENT_ID: &str = "debug-client";
-/// Contains characters that must be form-encoded inside HTTP Basic auth.
-const CLIENT_SECRET: &str = "s3cret/+ &=%";
-
-#[derive(Default)]
-struct Plane {
-    /// How the token endpoint misbehaves: "", "400", "401", "500-html", "no-token".
-    token_mode: Mutex<String>,
-    /// Answer `AuthMetadataService` with `unimplemented`, so clients fall back to the well-known doc.
-    no_metadata_service: Mutex<bool>,
-    valid_tokens: Mutex<HashSet<String>>,
-    mints: AtomicUsize,
-    base: Mutex<String>,
-}
-
-fn jwt(exp: u64, nonce: usize) -> String {
-    let part = |v: Value| Base64UrlUnpadded::encode_string(v.to_string().as_bytes());
-    format!(
-        "{}.{}.sig",
-        part(json!({"alg": "none"})),
-        part(json!({"exp": exp, "n": nonce}))
-    )
-}
-
-fn connect_error(code: Code, message: &str) -> Response {
-    let status = StatusCode::from_u16(code.http_status()).unwrap();
-    (
-        status,
-        axum::Json(json!({"code": code.as_str(), "message": message})),
-    )
-        .into_response()
-}
-
-fn form_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).unwrap()
-}
-
-async fn token(State(plane): State<Arc<Plane>>, headers: HeaderMap, body: String) -> Response {
-    let mode = plane.token_mode.lock().unwrap().clone();
-    match mode.as_str() {
-        "400" => {
-            return (
-                StatusCode::BAD_REQUEST,
-                axum::Json(json!({"error": "invalid_request"})),
-            )
-                .into_response();
-        }
-        "500-html" => {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "<html><body>oops</body></html>",
-            )
-                .into_response();
-        }
-        "no-token" => return axum::Json(json!({"token_type": "Bearer"})).into_response(),
-        _ => {}
-    }
-    let basic = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .unwrap_or("");
-    let decoded =
-        String::from_utf8(Base64::decode_vec(basic).unwrap_or_default()).unwrap_or_default();
-    let (id, secret) = decoded.split_once(':').unwrap_or(("", ""));
-    let form: Vec<(String, String)> = body
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (form_decode(k), form_decode(v)))
-        .collect();
-    let has = |k: &str, v: &str| form.iter().any(|(fk, fv)| fk == k && fv == v);
-    if mode == "401"
-        || id != CLIENT_ID
-        || form_decode(secret) != CLIENT_SECRET
-        || !has("grant_type", "client_credentials")
-    {
-        return (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"error": "invalid_client", "error_description": "bad credentials"})),
-        )
-            .into_response();
-    }
-    assert!(has("scope", "all offline"), "scopes sent: {form:?}");
-    assert!(has("audience", "flyte-aud"), "audience sent: {form:?}");
-    let n = plane.mints.fetch_add(1, Ordering::SeqCst);
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    let token = jwt(exp, n);
-    plane.valid_tokens.lock().unwrap().insert(token.clone());
-    axum::Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600}))
-        .into_response()
-}
-
-async fn oauth2_metadata(State(plane): State<Arc<Plane>>) -> Response {
-    if *plane.no_metadata_service.lock().unwrap() {
-        return connect_error(Code::Unimplemented, "no AuthMetadataService here");
-    }
-    let base = plane.base.lock().unwrap().clone();
-    axum::Json(json!({"issuer": base, "tokenEndpoint": format!("{base}/oauth2/token"), "grantTypesSupported": ["client_credentials"]})).into_response()
-}
-
-async fn public_client_config(State(plane): State<Arc<Plane>>) -> Response {
-    if *plane.no_metadata_service.lock().unwrap() {
-        return connect_error(Code::Unimplemented, "no AuthMetadataService here");
-    }
-    axum::Json(json!({"clientId": "flytectl", "scopes": ["all", "offline"], "audience": "flyte-aud", "authorizationMetadataKey": "flyte-authorization"})).into_response()
-}
-
-async fn well_known(State(plane): State<Arc<Plane>>) -> Response {
-    let base = plane.base.lock().unwrap().clone();
-    axum::Json(json!({"issuer": base, "token_endpoint": format!("{base}/oauth2/token")}))
-        .into_response()
-}
-
-/// A protected unary method: echoes `{"said": <request>}` for a valid token in
-/// `flyte-authorization`.
-async fn protected(State(plane): State<Arc<Plane>>, headers: HeaderMap, body: Bytes) -> Response {
-    let presented = headers
-        .get("flyte-authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !plane.valid_tokens.lock().unwrap().contains(presented) {
-        return connect_error(Code::Unauthenticated, "token missing, expired or revoked");
-    }
-    let request: Value = serde_json::from_slice(&body).unwrap();
-    axum::Json(json!({"said": request})).into_response()
-}
-
-async fn fail(body: Bytes) -> Response {
-    let request: Value = serde_json::from_slice(&body).unwrap();
-    match request["how"].as_str().unwrap() {
-        "not_found" => connect_error(Code::NotFound, "run r-1 not found"),
-        "already_exists" => connect_error(Code::AlreadyExists, "run r-1 already exists"),
-        "proxy" => (StatusCode::BAD_GATEWAY, "<html>bad gateway</html>").into_response(),
-        _ => (StatusCode::OK, "not json").into_response(),
-    }
-}
-
-/// A server stream of `{"n": i}` messages; `end` chooses how it ends.
-async fn stream(body: Bytes) -> Response {
-    let request: Value = serde_json::from_slice(&body[5..]).unwrap();
-    let mut out = Vec::new();
-    for n in 0..3 {
-        out.extend(envelope::encode(0, json!({"n": n}).to_string().as_bytes()));
-    }
-    match request["end"].as_str().unwrap() {
-        "ok" => out.extend(envelope::encode(envelope::END_STREAM, b"{}")),
-        "error" => out.extend(envelope::encode(
-            envelope::END_STREAM,
-            json!({"error": {"code": "aborted", "message": "run aborted"}})
-                .to_string()
-                .as_bytes(),
-        )),
-        _ => {} // cut short
-    }
-    ([("content-type", "application/connect+json")], out).into_response()
-}
-
-struct Server {
-    plane: Arc<Plane>,
-    endpoint: Endpoint,
-    runtime: tokio::runtime::Runtime,
-}
-
-fn server() -> Server {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let plane = Arc::new(Plane::default());
-    let app = axum::Router::new()
-        .route("/oauth2/token", post(token))
-        .route(
-            "/flyteidl2.auth.AuthMetadataService/GetOAuth2Metadata",
-            post(oauth2_metadata),
-        )
-        .route(
-            "/flyteidl2.auth.AuthMetadataService/GetPublicClientConfig",
-            post(public_client_config),
-        )
-        .route("/.well-known/oauth-authorization-server", get(well_known))
-        .route("/test.Echo/Protected", post(protected))
-        .route("/test.Echo/Fail", post(fail))
-        .route("/test.Echo/Stream", post(stream))
-        .with_state(Arc::clone(&plane));
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    *plane.base.lock().unwrap() = format!("http://{addr}");
-    runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let endpoint = Endpoint::parse(&format!("http://{addr}"), false).unwrap();
-    Server {
-        plane,
-        endpoint,
-        runtime,
-    }
+fn endpoint(plane: &ControlPlane) -> Endpoint {
+    Endpoint::parse(plane.base_url(), false).unwrap()
 }
 
 fn credentials(
-    server: &Server,
+    plane: &ControlPlane,
     config: AuthConfig,
     cache: std::path::PathBuf,
 ) -> ClientCredentials {
     ClientCredentials::new(
-        reqwest_client(),
+        HttpClient::default(),
         config,
         CLIENT_ID.to_owned(),
         Secret::new(CLIENT_SECRET),
-        server.endpoint.authority(),
+        endpoint(plane).authority(),
         cache,
     )
 }
 
-fn reqwest_client() -> flyte_api::HttpClient {
-    flyte_api::HttpClient::default()
-}
-
 #[test]
 fn discovery_then_client_credentials_then_authenticated_calls_with_one_refresh() {
-    let server = server();
-    let home = flyte_testkit::TempHome::new();
+    let plane = ControlPlane::start();
+    let home = TempHome::new();
     let cache = home.ssh_debug_dir().join("bearer.json");
-    server.runtime.block_on(async {
-        let client = Client::new(&server.endpoint).unwrap();
+    plane.block_on(async {
+        let client = Client::new(&endpoint(&plane)).unwrap();
         let config = oauth::discover(&client).await.unwrap();
         assert_eq!(
             config.token_endpoint,
-            format!("{}/oauth2/token", server.endpoint.base_url())
+            format!("{}/oauth2/token", plane.base_url())
         );
         assert_eq!(
             (config.header_name.as_str(), config.audience.as_deref()),
             ("flyte-authorization", Some("flyte-aud"))
         );
-        let tokens = Arc::new(credentials(&server, config.clone(), cache.clone()));
+        let tokens = Arc::new(credentials(&plane, config.clone(), cache.clone()));
         let authed = client
             .clone()
-            .with_tokens(tokens.clone())
+            .with_tokens(tokens)
             .with_auth_header(&config.header_name)
             .unwrap();
         let said: Value = authed
@@ -282,22 +58,22 @@ fn discovery_then_client_credentials_then_authenticated_calls_with_one_refresh()
             .await
             .unwrap();
         assert_eq!(said, json!({"said": {"hello": 1}}));
-        assert_eq!(server.plane.mints.load(Ordering::SeqCst), 1);
+        assert_eq!(plane.mints(), 1);
         // Cached: a second call mints nothing.
         let _: Value = authed
             .unary("test.Echo", "Protected", &json!({}))
             .await
             .unwrap();
-        assert_eq!(server.plane.mints.load(Ordering::SeqCst), 1);
+        assert_eq!(plane.mints(), 1);
         // The server forgets the token: one refresh, one retry, success.
-        server.plane.valid_tokens.lock().unwrap().clear();
+        plane.revoke_tokens();
         let _: Value = authed
             .unary("test.Echo", "Protected", &json!({}))
             .await
             .unwrap();
-        assert_eq!(server.plane.mints.load(Ordering::SeqCst), 2);
+        assert_eq!(plane.mints(), 2);
         // A fresh process reuses the cached token from bearer.json.
-        let again = Arc::new(credentials(&server, config.clone(), cache.clone()));
+        let again = Arc::new(credentials(&plane, config.clone(), cache.clone()));
         let authed = client
             .clone()
             .with_tokens(again)
@@ -307,7 +83,7 @@ fn discovery_then_client_credentials_then_authenticated_calls_with_one_refresh()
             .unary("test.Echo", "Protected", &json!({}))
             .await
             .unwrap();
-        assert_eq!(server.plane.mints.load(Ordering::SeqCst), 2);
+        assert_eq!(plane.mints(), 2);
         // Without any token source the call is unauthenticated, and not retried.
         let err = client
             .unary::<_, Value>("test.Echo", "Protected", &json!({}))
@@ -319,15 +95,15 @@ fn discovery_then_client_credentials_then_authenticated_calls_with_one_refresh()
 
 #[test]
 fn discovery_falls_back_to_the_well_known_document() {
-    let server = server();
-    *server.plane.no_metadata_service.lock().unwrap() = true;
-    server.runtime.block_on(async {
-        let config = oauth::discover(&Client::new(&server.endpoint).unwrap())
+    let plane = ControlPlane::start();
+    plane.set_metadata_service(false);
+    plane.block_on(async {
+        let config = oauth::discover(&Client::new(&endpoint(&plane)).unwrap())
             .await
             .unwrap();
         assert_eq!(
             config.token_endpoint,
-            format!("{}/oauth2/token", server.endpoint.base_url())
+            format!("{}/oauth2/token", plane.base_url())
         );
         assert_eq!(config.header_name, "authorization");
     });
@@ -335,10 +111,10 @@ fn discovery_falls_back_to_the_well_known_document() {
 
 #[test]
 fn token_endpoint_failures_are_clear_and_secret_free() {
-    let server = server();
-    let home = flyte_testkit::TempHome::new();
-    server.runtime.block_on(async {
-        let config = oauth::discover(&Client::new(&server.endpoint).unwrap())
+    let plane = ControlPlane::start();
+    let home = TempHome::new();
+    plane.block_on(async {
+        let config = oauth::discover(&Client::new(&endpoint(&plane)).unwrap())
             .await
             .unwrap();
         for (mode, want) in [
@@ -347,8 +123,8 @@ fn token_endpoint_failures_are_clear_and_secret_free() {
             ("500-html", "HTTP 500 with a body that is not OAuth2 JSON"),
             ("no-token", "no access_token"),
         ] {
-            *server.plane.token_mode.lock().unwrap() = mode.to_owned();
-            let source = credentials(&server, config.clone(), home.path().join("bearer.json"));
+            plane.set_token_mode(mode);
+            let source = credentials(&plane, config.clone(), home.path().join("bearer.json"));
             let err = source.get(false).await.unwrap_err().to_string();
             assert!(err.contains(want), "{mode}: {err}");
             assert!(!err.contains(CLIENT_SECRET), "{err}");
@@ -358,9 +134,9 @@ fn token_endpoint_failures_are_clear_and_secret_free() {
 
 #[test]
 fn connect_errors_and_streams() {
-    let server = server();
-    server.runtime.block_on(async {
-        let client = Client::new(&server.endpoint).unwrap();
+    let plane = ControlPlane::start();
+    plane.block_on(async {
+        let client = Client::new(&endpoint(&plane)).unwrap();
         for (how, code) in [
             ("not_found", Code::NotFound),
             ("already_exists", Code::AlreadyExists),
@@ -396,7 +172,7 @@ fn connect_errors_and_streams() {
             collect("cut").await,
             [Ok(0), Ok(1), Ok(2), Err(Code::Unavailable)]
         );
-        // Nothing listens here: unavailable, with the address in the message.
+        // Nothing listens here: unavailable.
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -408,6 +184,52 @@ fn connect_errors_and_streams() {
             .await
             .unwrap_err();
         assert_eq!(err.code, Code::Unavailable, "{err}");
+    });
+}
+
+#[test]
+fn ensure_api_key_creates_once_reuses_and_replaces_a_deleted_or_corrupt_key() {
+    use std::os::unix::fs::MetadataExt;
+    let plane = ControlPlane::start();
+    let home = TempHome::new();
+    let dir = home.ssh_debug_dir();
+    plane.block_on(async {
+        let service = ConnectApiKeyService::new(Client::new(&endpoint(&plane)).unwrap());
+        let ensure =
+            || flyte_auth::ensure_api_key(&service, &dir, plane.base_url(), "", "flyte-ssh-debug");
+        let first = ensure().await.unwrap();
+        assert_eq!(plane.api_keys_created(), 1);
+        let file = dir.join(flyte_auth::API_KEY_FILE);
+        assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(
+            flyte_auth::ApiKey::decode(&std::fs::read_to_string(&file).unwrap()).unwrap(),
+            first
+        );
+        // Still known server-side: reused.
+        assert_eq!(ensure().await.unwrap(), first);
+        assert_eq!(plane.api_keys_created(), 1);
+        // Deleted server-side: a new one replaces it.
+        plane.delete_api_key(&first.client_id);
+        let second = ensure().await.unwrap();
+        assert_ne!(second.client_id, first.client_id);
+        assert_eq!(plane.api_keys_created(), 2);
+        // A corrupt file is replaced, not a crash.
+        std::fs::write(&file, "garbage").unwrap();
+        let third = ensure().await.unwrap();
+        assert_eq!(plane.api_keys_created(), 3);
+        // The key works as client credentials at the token endpoint.
+        let config = oauth::discover(&Client::new(&endpoint(&plane)).unwrap())
+            .await
+            .unwrap();
+        let source = ClientCredentials::new(
+            HttpClient::default(),
+            config,
+            third.client_id.clone(),
+            third.client_secret.clone(),
+            &third.endpoint,
+            home.path().join("bearer.json"),
+        );
+        source.get(false).await.unwrap();
     });
 }
 
@@ -427,8 +249,8 @@ impl std::io::Write for Capture {
 
 #[test]
 fn no_secret_reaches_a_log_line_an_error_or_debug_output() {
-    let server = server();
-    let home = flyte_testkit::TempHome::new();
+    let plane = ControlPlane::start();
+    let home = TempHome::new();
     let capture = Capture::default();
     let writer = capture.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -436,11 +258,11 @@ fn no_secret_reaches_a_log_line_an_error_or_debug_output() {
         .with_writer(move || writer.clone())
         .finish();
     let (token, debug) = tracing::subscriber::with_default(subscriber, || {
-        server.runtime.block_on(async {
-            let client = Client::new(&server.endpoint).unwrap();
+        plane.block_on(async {
+            let client = Client::new(&endpoint(&plane)).unwrap();
             let config = oauth::discover(&client).await.unwrap();
             let source = Arc::new(credentials(
-                &server,
+                &plane,
                 config.clone(),
                 home.path().join("bearer.json"),
             ));
@@ -452,7 +274,7 @@ fn no_secret_reaches_a_log_line_an_error_or_debug_output() {
                 .unary("test.Echo", "Protected", &json!({}))
                 .await
                 .unwrap();
-            server.plane.valid_tokens.lock().unwrap().clear();
+            plane.revoke_tokens();
             let _: Value = authed
                 .unary("test.Echo", "Protected", &json!({}))
                 .await
@@ -479,7 +301,7 @@ fn no_secret_reaches_a_log_line_an_error_or_debug_output() {
 #[test]
 fn the_headers_file_is_0600_and_read_back_by_the_tunnel() {
     use std::os::unix::fs::MetadataExt;
-    let home = flyte_testkit::TempHome::new();
+    let home = TempHome::new();
     let path = flyte_auth::default_headers_file(&home.ssh_debug_dir(), "my host/alias");
     assert!(
         path.ends_with("my_host_alias.headers"),

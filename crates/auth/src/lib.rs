@@ -12,6 +12,7 @@
 //! Secrets travel as [`flyte_api::Secret`]; no error, log line or `Debug` output contains one.
 
 mod api_key;
+mod connect_service;
 mod headers;
 pub mod oauth;
 mod service;
@@ -19,6 +20,7 @@ mod source;
 pub mod token;
 
 pub use api_key::{ApiKey, strip_scheme};
+pub use connect_service::{API_KEY_SERVICE, ConnectApiKeyService};
 pub use headers::{default_headers_file, write_headers_file};
 pub use oauth::AuthConfig;
 pub use service::{API_KEY_FILE, ApiKeyService, ServiceFuture, ensure_api_key};

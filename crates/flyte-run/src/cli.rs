@@ -17,7 +17,7 @@ use crate::script::{self, Host, ScriptSource};
 ///
 ///     flyte-run playbooks/debug.rhai
 ///
-/// A script sees the modules `keys::`, `kservice::` and `ssh::` (more as they land),
+/// A script sees the modules `keys::`, `kservice::`, `ssh::` and `auth::` (more as they land),
 /// the map `args` built from `--set`, and `env(name)`.
 #[derive(Debug, Parser)]
 #[command(name = "flyte-run", version, verbatim_doc_comment)]
@@ -128,6 +128,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         endpoint: cli.endpoint,
         dry_run: cli.dry_run,
         timeout: cli.timeout,
+        runtime: std::sync::OnceLock::new(),
     };
     let print_result = matches!(source, ScriptSource::Inline(_));
     match script::run(&host, &source) {

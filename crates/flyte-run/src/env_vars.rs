@@ -5,3 +5,6 @@
 pub(crate) const HOME: &str = "HOME";
 /// A `tracing` filter for log lines on stderr, e.g. `info` or `flyte_keys=debug`. Default `warn`.
 pub(crate) const FLYTE_RUN_LOG: &str = "FLYTE_RUN_LOG";
+/// The control plane (`https://host`, `dns:///host:port`, `http://127.0.0.1:port`) when
+/// `--endpoint` is not given.
+pub(crate) const FLYTE_ENDPOINT: &str = flyte_api::ENV_ENDPOINT;

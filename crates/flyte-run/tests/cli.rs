@@ -339,3 +339,118 @@ fn ssh_module_renders_installs_and_removes() {
         .join("\n")
     );
 }
+
+#[test]
+fn auth_module_keys_and_tokens_never_print_secrets() {
+    use flyte_testkit::control_plane::ControlPlane;
+    let plane = ControlPlane::start();
+    let home = TempHome::new();
+    let script = r#"
+        let key = auth::ensure_api_key("flyte-ssh-debug");
+        print(key);
+        print(`client id: ${key.client_id}`);
+        let token = auth::bearer_token();
+        print(token);
+        debug(token);
+        print(`expires later: ${token.expires_at > 0}`);
+        print(`header ok: ${token.authorization().starts_with("Bearer ey")}`);
+        let again = auth::bearer_token(#{ refresh: false });
+        "done"
+    "#;
+    let run = || {
+        home.command(BIN)
+            .args(["--endpoint", plane.base_url(), "-e", script])
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("ApiKey(client_id=key-0, secret=<redacted>)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("client id: key-0\n")
+            && stdout.contains("expires later: true\n")
+            && stdout.contains("header ok: true\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Token(<redacted>, expires at Some("),
+        "{stdout}"
+    );
+    // Neither the API key's secret nor any JWT reaches stdout or stderr.
+    for text in [&stdout, &stderr] {
+        assert!(
+            !text.contains("key-secret") && !text.contains("eyJ"),
+            "{text}"
+        );
+    }
+    assert_eq!((plane.api_keys_created(), plane.mints()), (1, 1));
+    let key_mode = fs::metadata(home.ssh_debug_dir().join("api-key"))
+        .unwrap()
+        .mode()
+        & 0o777;
+    assert_eq!(key_mode, 0o600);
+    // A second process reuses the key and the cached token.
+    assert!(run().status.success());
+    assert_eq!((plane.api_keys_created(), plane.mints()), (1, 1));
+}
+
+#[test]
+fn auth_module_bad_input() {
+    let plane = flyte_testkit::control_plane::ControlPlane::start();
+    let home = TempHome::new();
+    // No endpoint, an unknown option, interactive login, plain http to a remote host.
+    let errors = [
+        (
+            vec!["-e", "auth::ensure_api_key(\"x\")"],
+            "no control plane endpoint",
+        ),
+        (
+            vec![
+                "--endpoint",
+                plane.base_url(),
+                "-e",
+                "auth::bearer_token(#{ refesh: true })",
+            ],
+            "unknown option `refesh`",
+        ),
+        (
+            vec![
+                "--endpoint",
+                plane.base_url(),
+                "-e",
+                "auth::bearer_token(#{ use_api_key: false })",
+            ],
+            "interactive login is not supported",
+        ),
+        (
+            vec![
+                "--endpoint",
+                "http://flyte.example.com",
+                "-e",
+                "auth::bearer_token()",
+            ],
+            "plain http sends tokens unencrypted",
+        ),
+    ];
+    for (args, want) in errors {
+        let out = home
+            .command(BIN)
+            .env_remove("FLYTE_ENDPOINT")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(want),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -4,6 +4,7 @@
 //! Library crates know nothing of Rhai; each module here adapts one crate to the script contract
 //! in DESIGN.md ("The Rhai surface").
 
+mod auth;
 mod keys;
 mod kservice;
 mod opts;
@@ -23,12 +24,29 @@ pub(crate) struct Host {
     pub(crate) home: PathBuf,
     /// `--set KEY=VALUE` pairs, typed.
     pub(crate) args: Map,
-    /// `--endpoint`, for the modules that talk to a control plane (later issues).
-    #[allow(dead_code)]
+    /// `--endpoint`, for the modules that talk to a control plane.
     pub(crate) endpoint: Option<String>,
     /// `--dry-run`: modules show what they would change instead of changing it.
     pub(crate) dry_run: bool,
     pub(crate) timeout: Option<Duration>,
+    /// The async runtime library calls run on, created on first use; the engine itself runs on
+    /// the main thread and blocks on it.
+    pub(crate) runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
+}
+
+impl Host {
+    /// Run an async library call to completion.
+    pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime
+            .get_or_init(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("the OS can start two threads")
+            })
+            .block_on(future)
+    }
 }
 
 /// Where a script comes from; it decides the name in error messages and where `import` looks.
@@ -128,6 +146,8 @@ pub(crate) fn new_engine(host: &Arc<Host>, source: &ScriptSource) -> Engine {
     engine.register_static_module("keys", keys::module(host).into());
     engine.register_static_module("kservice", kservice::module().into());
     engine.register_static_module("ssh", ssh::module(host).into());
+    auth::register_types(&mut engine);
+    engine.register_static_module("auth", auth::module(host).into());
     engine.register_fn("env", |name: &str| -> Dynamic {
         std::env::var(name).map_or(Dynamic::UNIT, Dynamic::from)
     });
@@ -162,6 +182,7 @@ pub(crate) fn run(host: &Host, source: &ScriptSource) -> Result<Dynamic, ScriptE
         endpoint: host.endpoint.clone(),
         dry_run: host.dry_run,
         timeout: host.timeout,
+        runtime: std::sync::OnceLock::new(),
     });
     let text = match source {
         ScriptSource::File(path) => std::fs::read_to_string(path).map_err(|e| ScriptError {
