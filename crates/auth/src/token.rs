@@ -138,6 +138,39 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_writers_never_leave_a_torn_cache() {
+        let dir = std::env::temp_dir().join(format!("flyte-bearer-race-{}", std::process::id()));
+        let path = dir.join("bearer.json");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::thread::scope(|scope| {
+            for writer in 0..8 {
+                let path = &path;
+                scope.spawn(move || {
+                    for round in 0..40 {
+                        let endpoint = format!("endpoint-{writer}");
+                        store(
+                            path,
+                            &endpoint,
+                            &Token::new(Secret::new(format!("t-{writer}-{round}"))),
+                        )
+                        .unwrap();
+                        // Whatever is on disk right now is whole JSON with an entry we can read.
+                        let text = std::fs::read_to_string(path).unwrap();
+                        assert!(
+                            serde_json::from_str::<CacheFile>(&text).is_ok(),
+                            "torn cache: {text}"
+                        );
+                    }
+                });
+            }
+        });
+        // The last writer's entry is there; earlier endpoints may have been dropped by a race
+        // (last writer wins), which only costs a re-mint, never a broken file.
+        assert!(!read_entries(&path).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn cache_keeps_several_endpoints_and_stays_readable_by_flyte() {
         let dir = std::env::temp_dir().join(format!("flyte-bearer-{}", std::process::id()));
         let path = dir.join("bearer.json");

@@ -8,3 +8,6 @@ pub(crate) const FLYTE_RUN_LOG: &str = "FLYTE_RUN_LOG";
 /// The control plane (`https://host`, `dns:///host:port`, `http://127.0.0.1:port`) when
 /// `--endpoint` is not given.
 pub(crate) const FLYTE_ENDPOINT: &str = flyte_api::ENV_ENDPOINT;
+/// `1`/`true` lets `--endpoint http://...` name a host other than this machine (tokens then
+/// travel unencrypted). Loopback endpoints never need it.
+pub(crate) const FLYTE_INSECURE: &str = "FLYTE_INSECURE";

@@ -403,6 +403,25 @@ fn auth_module_keys_and_tokens_never_print_secrets() {
 
 #[test]
 fn auth_module_bad_input() {
+    // Opting in to plain http for a remote host gets past the endpoint check (and then fails to
+    // connect: 0.0.0.0 is not loopback by name, yet nothing leaves this machine).
+    let home_in = TempHome::new();
+    let out = home_in
+        .command(BIN)
+        .env("FLYTE_INSECURE", "1")
+        .args([
+            "--endpoint",
+            "http://0.0.0.0:1",
+            "-e",
+            "auth::ensure_api_key(\"x\")",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("unencrypted") && stderr.contains("unavailable"),
+        "{stderr}"
+    );
     let plane = flyte_testkit::control_plane::ControlPlane::start();
     let home = TempHome::new();
     // No endpoint, an unknown option, interactive login, plain http to a remote host.

@@ -40,7 +40,14 @@ pub(crate) fn endpoint(host: &Host) -> Result<Endpoint, String> {
             crate::env_vars::FLYTE_ENDPOINT
         )
     })?;
-    Endpoint::parse(raw, false).map_err(|e| e.to_string())
+    let insecure = std::env::var(crate::env_vars::FLYTE_INSECURE)
+        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+    Endpoint::parse(raw, insecure).map_err(|e| {
+        format!(
+            "{e} (set {}=1 to allow plain http to this host)",
+            crate::env_vars::FLYTE_INSECURE
+        )
+    })
 }
 
 fn debug_dir(host: &Host) -> PathBuf {
