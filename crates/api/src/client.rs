@@ -75,6 +75,15 @@ fn error_from(status: u16, body: &[u8]) -> ApiError {
     }
 }
 
+fn encode_request<Req: Serialize>(method: &str, request: &Req) -> Result<Vec<u8>> {
+    serde_json::to_vec(request).map_err(|e| {
+        ApiError::new(
+            Code::Internal,
+            format!("cannot encode the {method} request: {e}"),
+        )
+    })
+}
+
 fn decode<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
@@ -187,12 +196,7 @@ impl Client {
         method: &str,
         request: &Req,
     ) -> Result<Resp> {
-        let body = serde_json::to_vec(request).map_err(|e| {
-            ApiError::new(
-                Code::Internal,
-                format!("cannot encode the {method} request: {e}"),
-            )
-        })?;
+        let body = encode_request(method, request)?;
         let response = self
             .send(
                 &format!("{service}/{method}"),
@@ -219,12 +223,7 @@ impl Client {
         method: &str,
         request: &Req,
     ) -> Result<ServerStream<Resp>> {
-        let json = serde_json::to_vec(request).map_err(|e| {
-            ApiError::new(
-                Code::Internal,
-                format!("cannot encode the {method} request: {e}"),
-            )
-        })?;
+        let json = encode_request(method, request)?;
         let response = self
             .send(
                 &format!("{service}/{method}"),

@@ -122,14 +122,14 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // clap's `conflicts_with` and `required_unless_present` rule out the other cases.
         _ => bail!("give either a PLAYBOOK or -e SCRIPT"),
     };
-    let host = Host {
+    let host = std::sync::Arc::new(Host {
         home: crate::paths::home_dir()?,
         args: cli.set.into_iter().map(|(k, v)| (k.into(), v)).collect(),
         endpoint: cli.endpoint,
         dry_run: cli.dry_run,
         timeout: cli.timeout,
         runtime: std::sync::OnceLock::new(),
-    };
+    });
     let print_result = matches!(source, ScriptSource::Inline(_));
     match script::run(&host, &source) {
         Ok(value) => {

@@ -375,6 +375,32 @@ fn http_server(body: &'static str) -> u16 {
     port
 }
 
+/// `ssh <forward flags> host`, returned once its forwards listen: ssh opens them before the
+/// session starts, so the remote command's first line proves it.
+fn forwarding(server: &DebugServer, flags: &[&str]) -> std::process::Child {
+    let mut ssh = server
+        .ssh()
+        .args(["-o", "ExitOnForwardFailure=yes"])
+        .args(flags)
+        .arg("echo forwarding; cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(ssh.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "forwarding\n");
+    ssh
+}
+
+/// End a `forwarding` session by closing its input; it must exit cleanly.
+fn stop_forwarding(mut ssh: std::process::Child) {
+    drop(ssh.stdin.take());
+    assert!(ssh.wait().unwrap().success());
+}
+
 #[test]
 fn local_forwarding_reaches_a_server_on_the_task_side() {
     let server = DebugServer::start();
@@ -384,32 +410,14 @@ fn local_forwarding_reaches_a_server_on_the_task_side() {
         .local_addr()
         .unwrap()
         .port();
-    let mut ssh = server
-        .ssh()
-        .args([
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-L",
-            &format!("{local}:127.0.0.1:{http}"),
-            "echo forwarding; cat",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // ssh opens -L listeners before the session starts, so once the command prints, it listens.
-    let mut line = String::new();
-    BufReader::new(ssh.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "forwarding\n");
+    let local_forward = format!("{local}:127.0.0.1:{http}");
+    let ssh = forwarding(&server, &["-L", &local_forward]);
     let out = Command::new("curl")
         .args(["-s", &format!("http://127.0.0.1:{local}/")])
         .output()
         .unwrap();
     assert_eq!(text(&out.stdout), "from-the-task");
-    drop(ssh.stdin.take());
-    assert!(ssh.wait().unwrap().success());
+    stop_forwarding(ssh);
 
     // A SOCKS proxy (`ssh -D`) opens direct-tcpip channels to wherever the client asks.
     let socks = std::net::TcpListener::bind("127.0.0.1:0")
@@ -417,24 +425,7 @@ fn local_forwarding_reaches_a_server_on_the_task_side() {
         .local_addr()
         .unwrap()
         .port();
-    let mut dynamic = server
-        .ssh()
-        .args([
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-D",
-            &format!("127.0.0.1:{socks}"),
-            "echo forwarding; cat",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(dynamic.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "forwarding\n");
+    let dynamic = forwarding(&server, &["-D", &format!("127.0.0.1:{socks}")]);
     let out = Command::new("curl")
         .args([
             "-s",
@@ -445,8 +436,7 @@ fn local_forwarding_reaches_a_server_on_the_task_side() {
         .output()
         .unwrap();
     assert_eq!(text(&out.stdout), "from-the-task");
-    drop(dynamic.stdin.take());
-    assert!(dynamic.wait().unwrap().success());
+    stop_forwarding(dynamic);
 
     // `ssh -W` uses the same direct-tcpip channels.
     let mut w = server

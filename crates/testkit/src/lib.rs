@@ -12,7 +12,7 @@
 //!
 //! This crate panics instead of returning errors: it is only used by tests, and a panic with a
 //! clear message is the most useful failure there.
-#![allow(clippy::missing_panics_doc, clippy::print_stdout)]
+#![allow(clippy::missing_panics_doc)]
 
 pub mod control_plane;
 mod ports;

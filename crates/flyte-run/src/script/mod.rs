@@ -175,15 +175,7 @@ fn module_resolver(source: &ScriptSource) -> ModuleResolversCollection {
 }
 
 /// Run a script to completion and return its value.
-pub(crate) fn run(host: &Host, source: &ScriptSource) -> Result<Dynamic, ScriptError> {
-    let host = Arc::new(Host {
-        home: host.home.clone(),
-        args: host.args.clone(),
-        endpoint: host.endpoint.clone(),
-        dry_run: host.dry_run,
-        timeout: host.timeout,
-        runtime: std::sync::OnceLock::new(),
-    });
+pub(crate) fn run(host: &Arc<Host>, source: &ScriptSource) -> Result<Dynamic, ScriptError> {
     let text = match source {
         ScriptSource::File(path) => std::fs::read_to_string(path).map_err(|e| ScriptError {
             source: source.label(),
@@ -192,7 +184,7 @@ pub(crate) fn run(host: &Host, source: &ScriptSource) -> Result<Dynamic, ScriptE
         })?,
         ScriptSource::Inline(text) => text.clone(),
     };
-    let engine = new_engine(&host, source);
+    let engine = new_engine(host, source);
     let mut scope = Scope::new();
     scope.push_constant("args", host.args.clone());
     let wrap = |e: Box<EvalAltResult>| ScriptError::new(source, *e, host.timeout);
