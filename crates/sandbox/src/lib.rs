@@ -1,0 +1,153 @@
+//! The embedded control plane: what a Flyte 2 deployment serves for SSH debugging, on one
+//! machine, over the same Connect-JSON API, so the same client and playbooks work against both.
+//!
+//! Served today: `AuthMetadataService`, `/.well-known/oauth-authorization-server`, an OAuth2 token
+//! endpoint (client credentials; HS256 JWTs that expire), and an API-key service of our own
+//! (`flyterun.sandbox.v1.ApiKeyService`: create, get, delete, list; secrets stored as SHA-256).
+//! Every call but metadata, token and health needs a valid bearer token. The first start creates
+//! a bootstrap credential (an API key, encoded as Flyte encodes them, 0600) so the local user can
+//! authenticate with no configuration. State is SQLite in the state directory.
+//!
+//! Files in the state directory (`~/.flyte/sandbox` by default):
+//! `sandbox.db`, `signing.key` (0600), `credential` (0600; the bootstrap API key).
+
+mod server;
+pub mod store;
+pub mod tokens;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::store::Store;
+use crate::tokens::Signer;
+
+/// The `iss` of every token; constant, so tokens survive a restart on another port.
+pub const ISSUER: &str = "flyte-sandbox";
+/// Lifetime of issued tokens.
+pub const TOKEN_TTL_SECS: i64 = 3600;
+/// The bootstrap credential's file name in the state directory.
+pub const CREDENTIAL_FILE: &str = "credential";
+/// The name of the bootstrap API key.
+pub const ADMIN_KEY_NAME: &str = "sandbox-admin";
+
+/// Everything that can go wrong starting or running the sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("sandbox database: {0}")]
+    Store(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Fs(#[from] flyte_fs::FsError),
+    #[error("{0}")]
+    Auth(#[from] flyte_auth::AuthError),
+}
+
+/// `Result` with this crate's error.
+pub type Result<T, E = SandboxError> = std::result::Result<T, E>;
+
+/// State shared by the handlers.
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) signer: Signer,
+    pub(crate) base_url: String,
+    pub(crate) token_ttl_secs: i64,
+}
+
+/// Create an API key: a random client id and secret; only the secret's hash is stored.
+pub(crate) fn create_api_key(store: &Store, name: &str) -> Result<(String, String)> {
+    let mut id = [0u8; 6];
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut id).map_err(|e| SandboxError::Io(format!("randomness: {e}")))?;
+    getrandom::fill(&mut secret).map_err(|e| SandboxError::Io(format!("randomness: {e}")))?;
+    let client_id = format!("sbx-{}", hex::encode(id));
+    let secret = <base64ct::Base64UrlUnpadded as base64ct::Encoding>::encode_string(&secret);
+    store.insert_api_key(&client_id, name, &secret, server::now())?;
+    Ok((client_id, secret))
+}
+
+/// A sandbox ready to serve.
+pub struct Sandbox {
+    shared: Arc<Shared>,
+    state_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("state_dir", &self.state_dir)
+            .field("base_url", &self.shared.base_url)
+            .finish()
+    }
+}
+
+impl Sandbox {
+    /// Open the state in `state_dir` (created 0700) for a server reachable at `base_url`, and
+    /// make sure the bootstrap credential exists and is known.
+    pub fn open(state_dir: &Path, base_url: &str) -> Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|e| SandboxError::Io(format!("cannot create {}: {e}", state_dir.display())))?;
+        let store = Store::open(&state_dir.join("sandbox.db"))?;
+        let signer = Signer::load_or_create(&state_dir.join("signing.key"), ISSUER)?;
+        let sandbox = Self {
+            shared: Arc::new(Shared {
+                store,
+                signer,
+                base_url: base_url.trim_end_matches('/').to_owned(),
+                token_ttl_secs: TOKEN_TTL_SECS,
+            }),
+            state_dir: state_dir.to_owned(),
+        };
+        sandbox.ensure_credential()?;
+        Ok(sandbox)
+    }
+
+    /// Where the bootstrap credential is kept.
+    pub fn credential_path(state_dir: &Path) -> PathBuf {
+        state_dir.join(CREDENTIAL_FILE)
+    }
+
+    fn ensure_credential(&self) -> Result<()> {
+        let path = Self::credential_path(&self.state_dir);
+        let known = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| flyte_auth::ApiKey::decode(&text).ok())
+            .map(|key| self.shared.store.api_key(&key.client_id))
+            .transpose()?
+            .flatten()
+            .is_some();
+        if known {
+            return Ok(());
+        }
+        let (client_id, secret) = create_api_key(&self.shared.store, ADMIN_KEY_NAME)?;
+        let key = flyte_auth::ApiKey {
+            endpoint: flyte_auth::strip_scheme(&self.shared.base_url).to_owned(),
+            client_id,
+            client_secret: flyte_api::Secret::new(secret),
+            org: String::new(),
+        };
+        flyte_fs::replace(
+            &path,
+            format!("{}\n", key.encode()?).as_bytes(),
+            flyte_fs::SECRET_MODE,
+        )?;
+        tracing::info!(path = %path.display(), "created the bootstrap credential");
+        Ok(())
+    }
+
+    /// The HTTP router (for embedding in a larger server or a test).
+    pub fn router(&self) -> axum::Router {
+        server::router(Arc::clone(&self.shared))
+    }
+
+    /// Serve on `listener` until the task is dropped.
+    pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).await
+    }
+}

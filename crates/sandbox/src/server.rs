@@ -1,0 +1,297 @@
+//! The HTTP side: Connect-JSON handlers, the OAuth2 token endpoint and the metadata documents.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64ct::{Base64, Encoding};
+use flyte_api::Code;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::Shared;
+use crate::tokens::Refused;
+
+pub(crate) fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A Connect error response.
+fn connect_error(code: Code, message: impl Into<String>) -> Response {
+    let status =
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        axum::Json(json!({"code": code.as_str(), "message": message.into()})),
+    )
+        .into_response()
+}
+
+/// A refused request: answered with Connect error JSON. Handlers return `Result<_, Rejection>`.
+struct Rejection {
+    code: Code,
+    message: String,
+}
+
+impl Rejection {
+    fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        connect_error(self.code, self.message)
+    }
+}
+
+impl From<crate::SandboxError> for Rejection {
+    fn from(error: crate::SandboxError) -> Self {
+        // The details go to the sandbox's log, not to the client.
+        tracing::error!(%error, "sandbox request failed");
+        Rejection::new(Code::Internal, "the sandbox failed; see its log")
+    }
+}
+
+/// The request message, or `invalid_argument`.
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Rejection> {
+    serde_json::from_slice(body)
+        .map_err(|e| Rejection::new(Code::InvalidArgument, format!("malformed request: {e}")))
+}
+
+/// The caller's identity from a valid bearer token, or `unauthenticated`.
+fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<String, Rejection> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| Rejection::new(Code::Unauthenticated, "a bearer token is required"))?;
+    match shared.signer.verify(token.trim(), now()) {
+        Ok(claims) => Ok(claims.sub),
+        Err(Refused::Expired) => Err(Rejection::new(
+            Code::Unauthenticated,
+            "the token has expired; mint a new one",
+        )),
+        Err(Refused::Invalid(_)) => Err(Rejection::new(
+            Code::Unauthenticated,
+            "the token is not valid for this sandbox",
+        )),
+    }
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn oauth2_metadata(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(json!({
+        "issuer": crate::ISSUER,
+        "tokenEndpoint": format!("{}/oauth2/token", shared.base_url),
+        "grantTypesSupported": ["client_credentials"],
+        "tokenEndpointAuthMethodsSupported": ["client_secret_basic"],
+    }))
+    .into_response()
+}
+
+async fn public_client_config() -> Response {
+    axum::Json(json!({"clientId": "flyte-run", "authorizationMetadataKey": "authorization"}))
+        .into_response()
+}
+
+async fn well_known(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(json!({
+        "issuer": crate::ISSUER,
+        "token_endpoint": format!("{}/oauth2/token", shared.base_url),
+        "grant_types_supported": ["client_credentials"],
+    }))
+    .into_response()
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+fn form_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = value.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `POST /oauth2/token`: the client-credentials grant with HTTP Basic client authentication.
+async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let form: Vec<(String, String)> = String::from_utf8_lossy(&body)
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((form_decode(k)?, form_decode(v)?)))
+        .collect();
+    if !form
+        .iter()
+        .any(|(k, v)| k == "grant_type" && v == "client_credentials")
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "only client_credentials is supported",
+        );
+    }
+    let basic = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| Base64::decode_vec(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    let Some((client_id, secret)) = basic.as_deref().and_then(|b| b.split_once(':')) else {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "HTTP Basic client authentication is required",
+        );
+    };
+    let secret = form_decode(secret).unwrap_or_default();
+    match shared.store.check_secret(client_id, &secret) {
+        Ok(true) => {}
+        Ok(false) => {
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "unknown client or wrong secret",
+            );
+        }
+        Err(e) => return Rejection::from(e).into_response(),
+    }
+    match shared.signer.mint(client_id, now(), shared.token_ttl_secs) {
+        Ok(token) => axum::Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": shared.token_ttl_secs}))
+            .into_response(),
+        Err(e) => Rejection::from(e).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NameRequest {
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClientIdRequest {
+    #[serde(default)]
+    client_id: String,
+}
+
+async fn create_api_key(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Rejection> {
+    authenticate(&shared, &headers)?;
+    let request: NameRequest = parse(&body)?;
+    if request.name.trim().is_empty() || request.name.len() > 100 {
+        return Err(Rejection::new(
+            Code::InvalidArgument,
+            "name must be 1 to 100 characters",
+        ));
+    }
+    let (client_id, secret) = crate::create_api_key(&shared.store, &request.name)?;
+    Ok(axum::Json(json!({"clientId": client_id, "clientSecret": secret})).into_response())
+}
+
+fn key_json(key: &crate::store::ApiKeyRecord) -> serde_json::Value {
+    json!({"clientId": key.client_id, "name": key.name, "createdAt": key.created_at})
+}
+
+fn no_such_key(client_id: &str) -> Rejection {
+    Rejection::new(
+        Code::NotFound,
+        format!("no API key with client id {client_id:?}"),
+    )
+}
+
+async fn get_api_key(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Rejection> {
+    authenticate(&shared, &headers)?;
+    let request: ClientIdRequest = parse(&body)?;
+    let key = shared
+        .store
+        .api_key(&request.client_id)?
+        .ok_or_else(|| no_such_key(&request.client_id))?;
+    Ok(axum::Json(key_json(&key)).into_response())
+}
+
+async fn delete_api_key(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Rejection> {
+    authenticate(&shared, &headers)?;
+    let request: ClientIdRequest = parse(&body)?;
+    if !shared.store.delete_api_key(&request.client_id)? {
+        return Err(no_such_key(&request.client_id));
+    }
+    Ok(axum::Json(json!({})).into_response())
+}
+
+async fn list_api_keys(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    authenticate(&shared, &headers)?;
+    let keys = shared.store.api_keys()?;
+    Ok(axum::Json(json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()})).into_response())
+}
+
+/// Largest request body accepted; bigger ones are refused before they are read into memory.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
+    let keys = flyte_auth::API_KEY_SERVICE;
+    axum::Router::new()
+        .route("/healthz", get(health))
+        .route(
+            "/flyteidl2.auth.AuthMetadataService/GetOAuth2Metadata",
+            post(oauth2_metadata),
+        )
+        .route(
+            "/flyteidl2.auth.AuthMetadataService/GetPublicClientConfig",
+            post(public_client_config),
+        )
+        .route("/.well-known/oauth-authorization-server", get(well_known))
+        .route("/oauth2/token", post(token))
+        .route(&format!("/{keys}/CreateApiKey"), post(create_api_key))
+        .route(&format!("/{keys}/GetApiKey"), post(get_api_key))
+        .route(&format!("/{keys}/DeleteApiKey"), post(delete_api_key))
+        .route(&format!("/{keys}/ListApiKeys"), post(list_api_keys))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(shared)
+}

@@ -1,0 +1,175 @@
+//! The sandbox's state in SQLite. Schema changes are numbered migrations recorded in
+//! `PRAGMA user_version`, so a newer sandbox opens an older database and upgrades it.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+
+use crate::{Result, SandboxError};
+
+/// Migrations, in order; the database's `user_version` is how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: API keys. Only the SHA-256 of each secret is kept: secrets are 32 random bytes, so a
+    // fast hash is enough (there is nothing to guess).
+    "CREATE TABLE api_keys (
+        client_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        secret_sha256 TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );",
+];
+
+/// A stored API key, without its secret (which is not stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub client_id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// The database. SQLite calls are short; the sandbox serves one machine, so a mutex around one
+/// connection is simpler than a pool and fast enough.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn db_err(e: &rusqlite::Error) -> SandboxError {
+    SandboxError::Store(e.to_string())
+}
+
+pub(crate) fn sha256_hex(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+impl Store {
+    /// Open (creating and migrating) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path).map_err(|e| db_err(&e))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(|e| db_err(&e))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|e| db_err(&e))?;
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
+        if version > MIGRATIONS.len() {
+            return Err(SandboxError::Store(format!(
+                "{} was written by a newer sandbox (schema {version}, this one knows {}); upgrade flyte-run",
+                path.display(),
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+            conn.execute_batch(&format!(
+                "BEGIN; {migration} PRAGMA user_version = {}; COMMIT;",
+                i + 1
+            ))
+            .map_err(|e| db_err(&e))?;
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (statements are atomic).
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn insert_api_key(
+        &self,
+        client_id: &str,
+        name: &str,
+        secret: &str,
+        now: i64,
+    ) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO api_keys (client_id, name, secret_sha256, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![client_id, name, sha256_hex(secret), now],
+            )
+            .map_err(|e| db_err(&e))?;
+        Ok(())
+    }
+
+    pub fn api_key(&self, client_id: &str) -> Result<Option<ApiKeyRecord>> {
+        self.conn()
+            .query_row(
+                "SELECT client_id, name, created_at FROM api_keys WHERE client_id = ?1",
+                params![client_id],
+                |row| {
+                    Ok(ApiKeyRecord {
+                        client_id: row.get(0)?,
+                        name: row.get(1)?,
+                        created_at: row.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| db_err(&e))
+    }
+
+    pub fn api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare(
+                "SELECT client_id, name, created_at FROM api_keys ORDER BY created_at, client_id",
+            )
+            .map_err(|e| db_err(&e))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(ApiKeyRecord {
+                    client_id: row.get(0)?,
+                    name: row.get(1)?,
+                    created_at: row.get(2)?,
+                })
+            })
+            .map_err(|e| db_err(&e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| db_err(&e))
+    }
+
+    /// Whether a key was deleted (false when there was none).
+    pub fn delete_api_key(&self, client_id: &str) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM api_keys WHERE client_id = ?1",
+                params![client_id],
+            )
+            .map_err(|e| db_err(&e))?;
+        Ok(n > 0)
+    }
+
+    /// Whether `secret` is the secret of `client_id` (hashes compared in constant time).
+    pub fn check_secret(&self, client_id: &str, secret: &str) -> Result<bool> {
+        let stored: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT secret_sha256 FROM api_keys WHERE client_id = ?1",
+                params![client_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| db_err(&e))?;
+        let presented = sha256_hex(secret);
+        Ok(stored.is_some_and(|s| {
+            s.len() == presented.len()
+                && s.bytes()
+                    .zip(presented.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        }))
+    }
+}
