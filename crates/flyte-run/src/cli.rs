@@ -74,6 +74,9 @@ enum Command {
     /// key in `_F_SSH_PK` logs in. Prints `SSH debug server is ready` with the host key's
     /// fingerprint once it accepts connections.
     DebugServer(crate::debug_server::DebugServerArgs),
+    /// The embedded control plane on this machine: start, stop, status, serve.
+    #[command(subcommand)]
+    Sandbox(crate::sandbox::SandboxCommand),
     /// Print a shell completion script, e.g. `flyte-run completions bash > /etc/bash_completion.d/flyte-run`.
     Completions {
         /// The shell to complete for.
@@ -109,6 +112,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return match command {
             Command::Tunnel(args) => Ok(crate::tunnel::run(&args)),
             Command::DebugServer(args) => crate::debug_server::run(&args),
+            Command::Sandbox(command) => crate::sandbox::run(&command),
             Command::Completions { shell } => {
                 let mut cmd = Cli::command();
                 clap_complete::generate(shell, &mut cmd, "flyte-run", &mut std::io::stdout());

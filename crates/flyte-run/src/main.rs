@@ -5,6 +5,7 @@ mod cli;
 mod debug_server;
 mod env_vars;
 mod paths;
+mod sandbox;
 mod script;
 mod tunnel;
 

@@ -36,7 +36,7 @@ async fn tunnel(args: &TunnelArgs) -> Result<(), TunnelError> {
     }
 }
 
-async fn interrupted() {
+pub(crate) async fn interrupted() {
     use tokio::signal::unix::{SignalKind, signal};
     match (
         signal(SignalKind::interrupt()),

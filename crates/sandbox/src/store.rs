@@ -123,9 +123,7 @@ impl Store {
     pub fn api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
         let conn = self.conn();
         let mut statement = conn
-            .prepare(
-                "SELECT client_id, name, created_at FROM api_keys ORDER BY created_at, client_id",
-            )
+            .prepare("SELECT client_id, name, created_at FROM api_keys ORDER BY rowid")
             .map_err(|e| db_err(&e))?;
         let rows = statement
             .query_map([], |row| {

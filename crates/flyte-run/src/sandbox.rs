@@ -1,0 +1,219 @@
+//! `flyte-run sandbox start|stop|status|serve`: the embedded control plane as a local service.
+//!
+//! Files under `~/.flyte/sandbox/`: `sandbox.pid` and `endpoint` (written by the serving process
+//! once it listens, removed when it stops), `sandbox.log` (its output when started in the
+//! background), and the sandbox's own state (`sandbox.db`, `signing.key`, `credential`).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// How long `start` waits for the background sandbox to listen, and `stop` for it to exit.
+const WAIT_LIMIT: Duration = Duration::from_secs(15);
+/// Poll interval for those waits: a process we do not control has no readiness callback.
+const POLL: Duration = Duration::from_millis(50);
+/// `status` exit code when no sandbox runs (as `systemctl status` and LSB init scripts say).
+const NOT_RUNNING: u8 = 3;
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum SandboxCommand {
+    /// Start the sandbox in the background (does nothing if it already runs) and print its endpoint.
+    Start(ServeArgs),
+    /// Stop the background sandbox (by its pid; does nothing if none runs).
+    Stop,
+    /// Say whether the sandbox runs: endpoint, pid, state directory. Exit 3 when it does not.
+    Status,
+    /// Run the sandbox in the foreground until interrupted.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// The port to listen on (0 picks a free one; clients find it in the endpoint file).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// The address to listen on. Anything but loopback exposes the sandbox to the network.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    bind: IpAddr,
+}
+
+/// `~/.flyte/sandbox`.
+pub(crate) fn state_dir(home: &Path) -> PathBuf {
+    home.join(".flyte").join("sandbox")
+}
+
+fn pid_file(dir: &Path) -> PathBuf {
+    dir.join("sandbox.pid")
+}
+
+fn endpoint_file(dir: &Path) -> PathBuf {
+    dir.join("endpoint")
+}
+
+/// The running sandbox, if any: its pid and endpoint, from files whose process is alive.
+pub(crate) fn running(dir: &Path) -> Option<(i32, String)> {
+    let pid: i32 = std::fs::read_to_string(pid_file(dir))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let endpoint = std::fs::read_to_string(endpoint_file(dir))
+        .ok()?
+        .trim()
+        .to_owned();
+    // Signal 0 checks that the process exists without touching it.
+    kill(Pid::from_raw(pid), None).ok()?;
+    Some((pid, endpoint))
+}
+
+pub(crate) fn run(command: &SandboxCommand) -> anyhow::Result<ExitCode> {
+    let home = crate::paths::home_dir()?;
+    let dir = state_dir(&home);
+    match command {
+        SandboxCommand::Serve(args) => serve(&dir, args),
+        SandboxCommand::Start(args) => start(&dir, args),
+        SandboxCommand::Stop => stop(&dir),
+        SandboxCommand::Status => Ok(status(&dir)),
+    }
+}
+
+fn serve(dir: &Path, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.bind, args.port))?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let sandbox = flyte_sandbox::Sandbox::open(dir, &endpoint)?;
+        // Announce only once listening, so a client that reads the endpoint can connect.
+        let pid = std::process::id().to_string();
+        flyte_fs::replace(&pid_file(dir), pid.as_bytes(), 0o644)?;
+        flyte_fs::replace(&endpoint_file(dir), endpoint.as_bytes(), 0o644)?;
+        println!(
+            "flyte sandbox serving on {endpoint} (state in {})",
+            dir.display()
+        );
+        tokio::select! {
+            result = sandbox.serve(listener) => result.context("the sandbox server failed")?,
+            () = crate::tunnel::interrupted() => {}
+        }
+        // Withdraw the announcement, unless another sandbox has replaced it meanwhile.
+        if std::fs::read_to_string(pid_file(dir)).is_ok_and(|p| p.trim() == pid) {
+            let _ = std::fs::remove_file(endpoint_file(dir));
+            let _ = std::fs::remove_file(pid_file(dir));
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn start(dir: &Path, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    if let Some((pid, endpoint)) = running(dir) {
+        println!("the sandbox already runs at {endpoint} (pid {pid})");
+        return Ok(ExitCode::SUCCESS);
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    // Forget a stale announcement from a sandbox that died without cleaning up.
+    let _ = std::fs::remove_file(endpoint_file(dir));
+    let log_path = dir.join("sandbox.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the flyte-run binary")?;
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "sandbox",
+            "serve",
+            "--port",
+            &args.port.to_string(),
+            "--bind",
+            &args.bind.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own process group: a Ctrl-C in this terminal does not reach it.
+        .process_group(0)
+        .spawn()
+        .context("cannot start the sandbox")?;
+    let started = Instant::now();
+    loop {
+        if let Some((pid, endpoint)) =
+            running(dir).filter(|(pid, _)| i64::from(*pid) == i64::from(child.id()))
+        {
+            println!(
+                "the sandbox runs at {endpoint} (pid {pid}); log: {}",
+                log_path.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the sandbox exited at start ({status}); see {}",
+                log_path.display()
+            );
+        }
+        if started.elapsed() > WAIT_LIMIT {
+            let _ = child.kill();
+            bail!(
+                "the sandbox did not start within {} s; see {}",
+                WAIT_LIMIT.as_secs(),
+                log_path.display()
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn stop(dir: &Path) -> anyhow::Result<ExitCode> {
+    let Some((pid, _)) = running(dir) else {
+        println!("the sandbox is not running");
+        let _ = std::fs::remove_file(endpoint_file(dir));
+        let _ = std::fs::remove_file(pid_file(dir));
+        return Ok(ExitCode::SUCCESS);
+    };
+    let target = Pid::from_raw(pid);
+    kill(target, Signal::SIGTERM)
+        .with_context(|| format!("cannot signal the sandbox (pid {pid})"))?;
+    let started = Instant::now();
+    while kill(target, None).is_ok() {
+        if started.elapsed() > WAIT_LIMIT {
+            let _ = kill(target, Signal::SIGKILL);
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    let _ = std::fs::remove_file(endpoint_file(dir));
+    let _ = std::fs::remove_file(pid_file(dir));
+    println!("stopped the sandbox (pid {pid})");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(dir: &Path) -> ExitCode {
+    if let Some((pid, endpoint)) = running(dir) {
+        println!(
+            "the sandbox runs at {endpoint} (pid {pid}); state in {}",
+            dir.display()
+        );
+        ExitCode::SUCCESS
+    } else {
+        println!("the sandbox is not running (start it with `flyte-run sandbox start`)");
+        ExitCode::from(NOT_RUNNING)
+    }
+}

@@ -1,0 +1,152 @@
+//! `flyte-run sandbox start|stop|status` as a user runs them, and scripts that need no
+//! configuration because the sandbox is running.
+
+// Helpers outside #[test] functions may unwrap too: this whole file is test code.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::MetadataExt;
+use std::process::Output;
+
+use flyte_testkit::TempHome;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flyte-run");
+
+/// A home whose background sandbox is stopped (by its pid) when the test ends, also on panic.
+struct Home(TempHome);
+
+impl Home {
+    fn run(&self, args: &[&str]) -> Output {
+        self.0
+            .command(BIN)
+            .env_remove("FLYTE_ENDPOINT")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn sandbox_dir(&self) -> std::path::PathBuf {
+        self.0.path().join(".flyte/sandbox")
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = self.run(&["sandbox", "stop"]);
+        // If stop could not do it, kill the sandbox by its pid.
+        let pid = std::fs::read_to_string(self.sandbox_dir().join("sandbox.pid"));
+        if let Some(pid) = pid.ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn alive(pid: &str) -> bool {
+    std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()
+}
+
+#[test]
+fn start_status_stop_and_zero_configuration_scripts() {
+    let home = Home(TempHome::new());
+    let status = home.run(&["sandbox", "status"]);
+    assert_eq!(status.status.code(), Some(3), "{}", stdout(&status));
+    assert!(stdout(&status).contains("not running"));
+
+    let started = home.run(&["sandbox", "start"]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let endpoint = std::fs::read_to_string(home.sandbox_dir().join("endpoint")).unwrap();
+    assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
+    assert!(stdout(&started).contains(&endpoint), "{}", stdout(&started));
+    let pid = std::fs::read_to_string(home.sandbox_dir().join("sandbox.pid")).unwrap();
+    assert!(alive(&pid));
+    assert_eq!(
+        std::fs::metadata(home.sandbox_dir().join("credential"))
+            .unwrap()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(home.sandbox_dir()).unwrap().mode() & 0o777,
+        0o700
+    );
+
+    // Idempotent: a second start finds it running.
+    let again = home.run(&["sandbox", "start"]);
+    assert!(
+        stdout(&again).contains("already runs"),
+        "{}",
+        stdout(&again)
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.sandbox_dir().join("sandbox.pid")).unwrap(),
+        pid
+    );
+    let status = home.run(&["sandbox", "status"]);
+    assert_eq!(status.status.code(), Some(0));
+    assert!(stdout(&status).contains(&endpoint));
+
+    // No --endpoint, no FLYTE_ENDPOINT: scripts use the sandbox and its bootstrap credential.
+    let script = r#"let key = auth::ensure_api_key("flyte-ssh-debug"); let t = auth::bearer_token(); `${key.client_id} ${t.expires_at > 0}`"#;
+    let out = home.run(&["-e", script]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).starts_with("sbx-") && stdout(&out).ends_with(" true\n"),
+        "{}",
+        stdout(&out)
+    );
+
+    let stopped = home.run(&["sandbox", "stop"]);
+    assert!(stopped.status.success());
+    assert!(!alive(&pid), "the sandbox outlived stop");
+    assert!(
+        !home.sandbox_dir().join("endpoint").exists()
+            && !home.sandbox_dir().join("sandbox.pid").exists()
+    );
+    let stopped = home.run(&["sandbox", "stop"]);
+    assert!(stopped.status.success() && stdout(&stopped).contains("not running"));
+    // And without a sandbox, scripts say what to do.
+    let out = home.run(&["-e", r#"auth::ensure_api_key("x")"#]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("flyte-run sandbox start"));
+}
+
+#[test]
+fn a_stale_pid_file_does_not_block_a_start() {
+    let home = Home(TempHome::new());
+    std::fs::create_dir_all(home.sandbox_dir()).unwrap();
+    // A pid that is certainly not running: the largest pid the kernel could hand out, plus one.
+    let max: i64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::write(
+        home.sandbox_dir().join("sandbox.pid"),
+        (max + 1).to_string(),
+    )
+    .unwrap();
+    std::fs::write(home.sandbox_dir().join("endpoint"), "http://127.0.0.1:9").unwrap();
+    assert_eq!(home.run(&["sandbox", "status"]).status.code(), Some(3));
+    let started = home.run(&["sandbox", "start"]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let endpoint = std::fs::read_to_string(home.sandbox_dir().join("endpoint")).unwrap();
+    assert_ne!(endpoint, "http://127.0.0.1:9");
+}
