@@ -11,6 +11,7 @@
 //! Files in the state directory (`~/.flyte/sandbox` by default):
 //! `sandbox.db`, `signing.key` (0600), `credential` (0600; the bootstrap API key).
 
+mod runs;
 mod server;
 pub mod store;
 pub mod tokens;
@@ -54,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) signer: Signer,
     pub(crate) base_url: String,
     pub(crate) token_ttl_secs: i64,
+    pub(crate) runs: Arc<runs::Runs>,
+    pub(crate) state_dir: PathBuf,
 }
 
 /// Create an API key: a random client id and secret; only the secret's hash is stored.
@@ -101,6 +104,8 @@ impl Sandbox {
                 signer,
                 base_url: base_url.trim_end_matches('/').to_owned(),
                 token_ttl_secs: TOKEN_TTL_SECS,
+                runs: Arc::default(),
+                state_dir: state_dir.to_owned(),
             }),
             state_dir: state_dir.to_owned(),
         };

@@ -271,6 +271,209 @@ async fn list_api_keys(
     Ok(axum::Json(json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()})).into_response())
 }
 
+const RUN_SERVICE: &str = flyte_api::types::services::RUN_SERVICE;
+
+fn run_not_found(id: &flyte_api::types::RunIdentifier) -> Rejection {
+    Rejection::new(
+        Code::NotFound,
+        format!("no run {:?} in {}/{}", id.name, id.project, id.domain),
+    )
+}
+
+fn json_response<T: serde::Serialize>(value: &T) -> Response {
+    axum::Json(value).into_response()
+}
+
+async fn create_run(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Rejection> {
+    use flyte_api::types::{
+        Action, ActionIdentifier, ActionStatus, CreateRunRequest, CreateRunResponse, Run,
+    };
+    authenticate(&shared, &headers)?;
+    let request: CreateRunRequest = parse(&body)?;
+    let id = request.run_id.clone().ok_or_else(|| {
+        Rejection::new(
+            Code::InvalidArgument,
+            "give runId: the sandbox does not generate run names",
+        )
+    })?;
+    let container = request
+        .task_spec
+        .as_ref()
+        .and_then(|spec| spec.task_template.container.clone())
+        .ok_or_else(|| {
+            Rejection::new(
+                Code::InvalidArgument,
+                "give taskSpec.taskTemplate.container with the command to run",
+            )
+        })?;
+    let mut env: std::collections::BTreeMap<String, String> = container
+        .env
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
+    if let Some(envs) = request
+        .run_spec
+        .as_ref()
+        .and_then(|spec| spec.envs.as_ref())
+    {
+        env.extend(
+            envs.values
+                .iter()
+                .map(|kv| (kv.key.clone(), kv.value.clone())),
+        );
+    }
+    let argv: Vec<String> = container
+        .command
+        .iter()
+        .chain(&container.args)
+        .cloned()
+        .collect();
+    let logs = shared.state_dir.join("logs");
+    std::fs::create_dir_all(&logs)
+        .map_err(|e| crate::SandboxError::Io(format!("{}: {e}", logs.display())))?;
+    let log = logs.join(format!("{}-{}-{}.log", id.project, id.domain, id.name));
+    let slot = shared
+        .runs
+        .create(&id, &crate::runs::LocalTask { argv, env }, 0, log)
+        .map_err(|e| match e {
+            crate::runs::CreateError::AlreadyExists => Rejection::new(
+                Code::AlreadyExists,
+                format!(
+                    "run {:?} already exists in {}/{}",
+                    id.name, id.project, id.domain
+                ),
+            ),
+            crate::runs::CreateError::Invalid(message) => {
+                Rejection::new(Code::InvalidArgument, message)
+            }
+        })?;
+    let phase = slot.lock().phase.clone();
+    Ok(json_response(&CreateRunResponse {
+        run: Run {
+            action: Action {
+                id: ActionIdentifier {
+                    run: id,
+                    name: crate::runs::ACTION_NAME.to_owned(),
+                },
+                metadata: None,
+                status: ActionStatus {
+                    phase,
+                    attempts: 1,
+                    ..ActionStatus::default()
+                },
+            },
+            labels: std::collections::BTreeMap::new(),
+        },
+    }))
+}
+
+async fn get_action_details(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Rejection> {
+    use flyte_api::types::{GetActionDetailsRequest, GetActionDetailsResponse};
+    authenticate(&shared, &headers)?;
+    let request: GetActionDetailsRequest = parse(&body)?;
+    let slot = shared
+        .runs
+        .get(&request.action_id.run)
+        .ok_or_else(|| run_not_found(&request.action_id.run))?;
+    if request.action_id.name != crate::runs::ACTION_NAME {
+        return Err(Rejection::new(
+            Code::NotFound,
+            format!("no action {:?} in that run", request.action_id.name),
+        ));
+    }
+    let details = slot.lock().details();
+    Ok(json_response(&GetActionDetailsResponse { details }))
+}
+
+async fn get_run_details(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Rejection> {
+    use flyte_api::types::{GetRunDetailsRequest, GetRunDetailsResponse, RunDetails};
+    authenticate(&shared, &headers)?;
+    let request: GetRunDetailsRequest = parse(&body)?;
+    let slot = shared
+        .runs
+        .get(&request.run_id)
+        .ok_or_else(|| run_not_found(&request.run_id))?;
+    let action = slot.lock().details();
+    Ok(json_response(&GetRunDetailsResponse {
+        details: RunDetails {
+            run_spec: None,
+            action,
+        },
+    }))
+}
+
+async fn abort_run(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Rejection> {
+    use flyte_api::types::{AbortRunRequest, AbortRunResponse};
+    authenticate(&shared, &headers)?;
+    let request: AbortRunRequest = parse(&body)?;
+    let slot = shared
+        .runs
+        .get(&request.run_id)
+        .ok_or_else(|| run_not_found(&request.run_id))?;
+    crate::runs::abort(
+        &slot,
+        request
+            .reason
+            .unwrap_or_else(|| "aborted by request".to_owned()),
+    );
+    Ok(json_response(&AbortRunResponse {}))
+}
+
+async fn list_runs(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Rejection> {
+    use flyte_api::types::{Action, ActionIdentifier, ListRunsRequest, ListRunsResponse, Run};
+    authenticate(&shared, &headers)?;
+    let request: ListRunsRequest = parse(&body)?;
+    let project = request.project_id.ok_or_else(|| {
+        Rejection::new(
+            Code::InvalidArgument,
+            "give projectId (name and domain) to list runs",
+        )
+    })?;
+    let runs = shared
+        .runs
+        .list(&project.name, &project.domain)
+        .iter()
+        .map(|slot| {
+            let details = slot.lock().details();
+            Run {
+                action: Action {
+                    id: ActionIdentifier {
+                        run: details.id.run.clone(),
+                        name: details.id.name.clone(),
+                    },
+                    metadata: None,
+                    status: details.status,
+                },
+                labels: std::collections::BTreeMap::new(),
+            }
+        })
+        .collect();
+    Ok(json_response(&ListRunsResponse {
+        runs,
+        token: String::new(),
+    }))
+}
+
 /// Largest request body accepted; bigger ones are refused before they are read into memory.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
@@ -292,6 +495,17 @@ pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
         .route(&format!("/{keys}/GetApiKey"), post(get_api_key))
         .route(&format!("/{keys}/DeleteApiKey"), post(delete_api_key))
         .route(&format!("/{keys}/ListApiKeys"), post(list_api_keys))
+        .route(&format!("/{RUN_SERVICE}/CreateRun"), post(create_run))
+        .route(
+            &format!("/{RUN_SERVICE}/GetRunDetails"),
+            post(get_run_details),
+        )
+        .route(
+            &format!("/{RUN_SERVICE}/GetActionDetails"),
+            post(get_action_details),
+        )
+        .route(&format!("/{RUN_SERVICE}/AbortRun"), post(abort_run))
+        .route(&format!("/{RUN_SERVICE}/ListRuns"), post(list_runs))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
 }

@@ -1,0 +1,460 @@
+//! Runs, each with one action (`a0`), executed as local processes. The TaskAction state machine
+//! of flyte-reconciler-core decides; this module is its driver: it keeps the object, runs the
+//! effects (the "local-process" plugin starts, watches and kills process groups) and feeds the
+//! results back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use flyte_api::types::{self as api, ActionIdentifier, RunIdentifier};
+use flyte_reconciler_core::{
+    self as rc, CallResult, Config, Effect, EffectResult, ErrorKind, ExecutionError, PhaseInfo,
+    PluginPhase, PluginResult, PluginTransition, TaskAction, TaskActionSpec, Timestamp,
+    WriteResult,
+};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::Notify;
+
+/// The only plugin the sandbox has: run the task's command as a local process.
+pub(crate) const TASK_TYPE: &str = "local-process";
+/// The name of a run's (only) action.
+pub(crate) const ACTION_NAME: &str = "a0";
+/// Longest wait between passes while an action runs (a process exit wakes the driver sooner).
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// What the task runs: the command and its environment (the serialized "task template").
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct LocalTask {
+    pub(crate) argv: Vec<String>,
+    pub(crate) env: BTreeMap<String, String>,
+}
+
+#[derive(Debug)]
+struct Process {
+    pid: u32,
+    attempt: u32,
+    exit: Option<std::process::ExitStatus>,
+}
+
+/// A run and everything the API shows of it.
+#[derive(Debug)]
+pub(crate) struct RunEntry {
+    pub(crate) id: RunIdentifier,
+    object: TaskAction,
+    /// The last phase announced by an action event.
+    pub(crate) phase: api::ActionPhase,
+    pub(crate) error: Option<api::ErrorInfo>,
+    pub(crate) abort_reason: Option<String>,
+    process: Option<Process>,
+    /// The object's finalizer was removed after deletion: the reconciler is done with it.
+    gone: bool,
+}
+
+impl RunEntry {
+    pub(crate) fn details(&self) -> api::ActionDetails {
+        let attempts = self.object.status.attempts.max(1);
+        api::ActionDetails {
+            id: ActionIdentifier {
+                run: self.id.clone(),
+                name: ACTION_NAME.to_owned(),
+            },
+            metadata: None,
+            status: api::ActionStatus {
+                phase: self.phase.clone(),
+                attempts,
+                ..api::ActionStatus::default()
+            },
+            error_info: self.error.clone(),
+            abort_info: self
+                .abort_reason
+                .clone()
+                .map(|reason| api::AbortInfo { reason }),
+            attempts: vec![api::ActionAttempt {
+                phase: self.phase.clone(),
+                attempt: attempts,
+                error_info: self.error.clone(),
+                ..api::ActionAttempt::default()
+            }],
+        }
+    }
+}
+
+/// One run's shared state: the entry, and a bell that wakes its driver.
+#[derive(Debug)]
+pub(crate) struct RunSlot {
+    entry: Mutex<RunEntry>,
+    wake: Notify,
+}
+
+impl RunSlot {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, RunEntry> {
+        self.entry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// All runs of this sandbox.
+#[derive(Debug, Default)]
+pub(crate) struct Runs {
+    slots: Mutex<HashMap<String, Arc<RunSlot>>>,
+}
+
+/// Why a run could not be created.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CreateError {
+    AlreadyExists,
+    Invalid(String),
+}
+
+fn key(id: &RunIdentifier) -> String {
+    format!("{}/{}/{}", id.project, id.domain, id.name)
+}
+
+/// Run names as Kubernetes and Flyte accept them: lower-case letters, digits and '-', 1 to 30
+/// characters, starting with a letter.
+pub(crate) fn check_run_name(name: &str) -> Result<(), String> {
+    let valid = (1..=30).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid run name {name:?}: use 1 to 30 lower-case letters, digits and '-', starting with a letter"
+        ))
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+    )
+}
+
+fn to_api_phase(phase: rc::ActionPhase) -> api::ActionPhase {
+    match phase {
+        rc::ActionPhase::Queued => api::ActionPhase::Queued,
+        rc::ActionPhase::WaitingForResources => api::ActionPhase::WaitingForResources,
+        rc::ActionPhase::Initializing => api::ActionPhase::Initializing,
+        rc::ActionPhase::Running => api::ActionPhase::Running,
+        rc::ActionPhase::Succeeded => api::ActionPhase::Succeeded,
+        rc::ActionPhase::Failed => api::ActionPhase::Failed,
+        rc::ActionPhase::Aborted => api::ActionPhase::Aborted,
+        rc::ActionPhase::TimedOut => api::ActionPhase::TimedOut,
+    }
+}
+
+fn to_api_error(error: &ExecutionError) -> api::ErrorInfo {
+    api::ErrorInfo {
+        message: error.message.clone(),
+        kind: match error.kind {
+            ErrorKind::User => api::ErrorKind::User,
+            ErrorKind::System => api::ErrorKind::System,
+        },
+        code: error.code.clone(),
+    }
+}
+
+impl Runs {
+    pub(crate) fn get(&self, id: &RunIdentifier) -> Option<Arc<RunSlot>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key(id))
+            .cloned()
+    }
+
+    pub(crate) fn list(&self, project: &str, domain: &str) -> Vec<Arc<RunSlot>> {
+        let slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut found: Vec<_> = slots
+            .values()
+            .filter(|s| {
+                let e = s.lock();
+                e.id.project == project && e.id.domain == domain
+            })
+            .cloned()
+            .collect();
+        found.sort_by_key(|s| s.lock().id.name.clone());
+        found
+    }
+
+    /// Register a run and start driving it.
+    pub(crate) fn create(
+        &self,
+        id: &RunIdentifier,
+        task: &LocalTask,
+        retries: u32,
+        logs: std::path::PathBuf,
+    ) -> Result<Arc<RunSlot>, CreateError> {
+        check_run_name(&id.name).map_err(CreateError::Invalid)?;
+        if task.argv.is_empty() {
+            return Err(CreateError::Invalid("the task has no command".to_owned()));
+        }
+        let template =
+            serde_json::to_vec(&task).map_err(|e| CreateError::Invalid(e.to_string()))?;
+        let spec = TaskActionSpec {
+            run_name: id.name.clone(),
+            project: id.project.clone(),
+            domain: id.domain.clone(),
+            action_name: ACTION_NAME.to_owned(),
+            task_type: TASK_TYPE.to_owned(),
+            short_name: task.argv[0].clone(),
+            task_template: template,
+            env_vars: task.env.clone(),
+            input_uri: format!("sandbox://{}/inputs", key(id)),
+            run_output_base: format!("sandbox://{}/outputs", key(id)),
+            retries,
+            ..TaskActionSpec::default()
+        };
+        let object = TaskAction::new(
+            id.project.clone(),
+            format!("{}-{ACTION_NAME}", id.name),
+            spec,
+        );
+        let slot = Arc::new(RunSlot {
+            entry: Mutex::new(RunEntry {
+                id: id.clone(),
+                object,
+                phase: api::ActionPhase::Queued,
+                error: None,
+                abort_reason: None,
+                process: None,
+                gone: false,
+            }),
+            wake: Notify::new(),
+        });
+        {
+            let mut slots = self
+                .slots
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if slots.contains_key(&key(id)) {
+                return Err(CreateError::AlreadyExists);
+            }
+            slots.insert(key(id), Arc::clone(&slot));
+        }
+        tokio::spawn(drive(Arc::clone(&slot), logs));
+        Ok(slot)
+    }
+}
+
+/// Ask the run's action to stop: the reconciler's deletion path aborts and finalizes it.
+pub(crate) fn abort(slot: &RunSlot, reason: String) {
+    let mut entry = slot.lock();
+    if entry.object.metadata.deletion_timestamp.is_none() && !entry.phase.is_terminal() {
+        entry.object.metadata.deletion_timestamp = Some(now());
+        entry.abort_reason = Some(reason);
+    }
+    drop(entry);
+    slot.wake.notify_one();
+}
+
+fn config() -> Config {
+    let mut config = Config::with_task_types([TASK_TYPE]);
+    // Locally there is no API server to spare: check often, so a finished process shows quickly.
+    config.requeue_interval = MAX_WAIT;
+    config
+}
+
+/// The driver loop: one reconciler pass after another until the action is done.
+async fn drive(slot: Arc<RunSlot>, logs: std::path::PathBuf) {
+    let config = config();
+    loop {
+        let outcome = {
+            let mut entry = slot.lock();
+            if entry.gone
+                || (entry.object.status.is_terminal()
+                    && entry.object.metadata.deletion_timestamp.is_none())
+            {
+                return;
+            }
+            let observed = entry.object.clone();
+            rc::drive(Some(&observed), now(), &config, |effect| {
+                apply(&mut entry, &slot, effect, &logs)
+            })
+        };
+        let wait = match outcome {
+            Ok(outcome) => outcome.requeue_after().unwrap_or(MAX_WAIT),
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciler pass failed");
+                MAX_WAIT
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait.min(MAX_WAIT)) => {}
+            () = slot.wake.notified() => {}
+        }
+    }
+}
+
+fn write_ok() -> EffectResult {
+    WriteResult::Ok.into()
+}
+
+fn call_ok() -> EffectResult {
+    CallResult::Ok.into()
+}
+
+/// Carry out one effect against this run's state and the local processes.
+fn apply(
+    entry: &mut RunEntry,
+    slot: &Arc<RunSlot>,
+    effect: Effect,
+    logs: &std::path::Path,
+) -> EffectResult {
+    match effect {
+        Effect::AddFinalizer => {
+            entry
+                .object
+                .metadata
+                .finalizers
+                .push(rc::FINALIZER.to_owned());
+            write_ok()
+        }
+        Effect::RemoveFinalizer => {
+            entry
+                .object
+                .metadata
+                .finalizers
+                .retain(|f| f != rc::FINALIZER);
+            entry.gone = entry.object.metadata.deletion_timestamp.is_some();
+            write_ok()
+        }
+        Effect::PluginHandle(call) => handle(entry, slot, call.attempt, logs).into(),
+        Effect::PluginAbort(_) => {
+            if let Some(process) = &entry.process
+                && process.exit.is_none()
+            {
+                hang_up(process.pid);
+            }
+            call_ok()
+        }
+        Effect::RecordEvent(event) => {
+            entry.phase = to_api_phase(event.phase);
+            entry.error = event.error.as_ref().map(to_api_error);
+            call_ok()
+        }
+        Effect::WriteStatus { status, .. } => {
+            entry.object.status = (*status).clone();
+            entry.object.metadata.resource_version += 1;
+            write_ok()
+        }
+        Effect::ApplyLabels(labels) => {
+            entry.object.metadata.labels.extend(labels);
+            write_ok()
+        }
+        // Nothing is cacheable here and garbage collection keeps the record; answer what the
+        // machine expects so a pass completes.
+        Effect::CacheGet { .. } => rc::CacheLookup::NotFound.into(),
+        Effect::CacheReserve { .. } => rc::Reservation::Owned.into(),
+        Effect::CachePut { .. } => rc::CachePutResult::Stored.into(),
+        Effect::PluginFinalize(_) | Effect::CacheRelease { .. } | Effect::ObjectEvent(_) => {
+            call_ok()
+        }
+        Effect::Delete => write_ok(),
+    }
+}
+
+/// The local-process plugin's Handle: start the attempt's process, or report on it.
+fn handle(
+    entry: &mut RunEntry,
+    slot: &Arc<RunSlot>,
+    attempt: u32,
+    logs: &std::path::Path,
+) -> PluginResult {
+    let transition =
+        |info: PhaseInfo| PluginResult::Transition(PluginTransition { info, state: None });
+    match &entry.process {
+        Some(process) if process.attempt == attempt => match process.exit {
+            None => transition(PhaseInfo::new(PluginPhase::Running, "running")),
+            Some(status) if status.success() => {
+                transition(PhaseInfo::new(PluginPhase::Success, "exited 0"))
+            }
+            Some(status) => {
+                let message = status.code().map_or_else(
+                    || format!("killed by signal {}", status.signal().unwrap_or(0)),
+                    |code| format!("the command exited with status {code}"),
+                );
+                let error = ExecutionError::new(ErrorKind::User, "NonZeroExit", message);
+                transition(PhaseInfo::failure(PluginPhase::RetryableFailure, error))
+            }
+        },
+        _ => match start(entry, slot, attempt, logs) {
+            Ok(()) => transition(PhaseInfo::new(PluginPhase::Running, "started")),
+            Err(message) => {
+                let error = ExecutionError::new(ErrorKind::User, "CommandFailedToStart", message);
+                transition(PhaseInfo::failure(PluginPhase::PermanentFailure, error))
+            }
+        },
+    }
+}
+
+fn start(
+    entry: &mut RunEntry,
+    slot: &Arc<RunSlot>,
+    attempt: u32,
+    logs: &std::path::Path,
+) -> Result<(), String> {
+    let task: LocalTask =
+        serde_json::from_slice(&entry.object.spec.task_template).map_err(|e| e.to_string())?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(logs)
+        .map_err(|e| format!("cannot open the log {}: {e}", logs.display()))?;
+    let mut child = tokio::process::Command::new(&task.argv[0])
+        .args(&task.argv[1..])
+        .envs(&task.env)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        // Its own process group, so an abort reaches everything the task started.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", task.argv[0]))?;
+    let pid = child
+        .id()
+        .ok_or("the process exited before it could be watched")?;
+    entry.process = Some(Process {
+        pid,
+        attempt,
+        exit: None,
+    });
+    let slot = Arc::clone(slot);
+    tokio::spawn(async move {
+        let status = child.wait().await;
+        let mut entry = slot.lock();
+        if let (Some(process), Ok(status)) = (entry.process.as_mut(), status)
+            && process.pid == pid
+        {
+            process.exit = Some(status);
+        }
+        drop(entry);
+        slot.wake.notify_one();
+    });
+    Ok(())
+}
+
+/// Stop a task's process group: SIGTERM now, SIGKILL if it is still there a few seconds later.
+fn hang_up(pid: u32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    let group = Pid::from_raw(pid);
+    let _ = killpg(group, Signal::SIGTERM);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let _ = killpg(group, Signal::SIGKILL);
+    });
+}

@@ -1,0 +1,289 @@
+//! Runs executed as local processes through the reconciler, driven over the real API.
+
+// Helpers outside #[test] functions may unwrap too: this whole file is test code.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use flyte_api::types::{
+    AbortRunRequest, ActionDetails, ActionIdentifier, ActionPhase, Container, CreateRunRequest,
+    CreateRunResponse, Envs, ErrorKind, GetActionDetailsRequest, GetActionDetailsResponse,
+    KeyValuePair, ListRunsRequest, ListRunsResponse, ProjectIdentifier, RunIdentifier, RunSpec,
+    TaskSpec, TaskTemplate, services::RUN_SERVICE,
+};
+use flyte_api::{ApiError, Client, Code, Endpoint, HttpClient};
+use flyte_auth::{ApiKey, ClientCredentials, oauth};
+use flyte_sandbox::Sandbox;
+use flyte_testkit::TempHome;
+
+struct Running {
+    client: Client,
+    runtime: tokio::runtime::Runtime,
+    home: TempHome,
+}
+
+fn start() -> Running {
+    let home = TempHome::new();
+    let state = home.path().join("sandbox");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    runtime.spawn(Sandbox::open(&state, &base).unwrap().serve(listener));
+    let endpoint = Endpoint::parse(&base, false).unwrap();
+    let client = runtime.block_on(admin(&endpoint, &state, &home.path().join("bearer.json")));
+    Running {
+        client,
+        runtime,
+        home,
+    }
+}
+
+async fn admin(endpoint: &Endpoint, state: &Path, cache: &Path) -> Client {
+    let key =
+        ApiKey::decode(&std::fs::read_to_string(Sandbox::credential_path(state)).unwrap()).unwrap();
+    let client = Client::new(endpoint).unwrap();
+    let config = oauth::discover(&client).await.unwrap();
+    let tokens = ClientCredentials::new(
+        HttpClient::default(),
+        config.clone(),
+        key.client_id,
+        key.client_secret,
+        endpoint.authority(),
+        cache.to_owned(),
+    );
+    client
+        .with_tokens(Arc::new(tokens))
+        .with_auth_header(&config.header_name)
+        .unwrap()
+}
+
+fn run_id(name: &str) -> RunIdentifier {
+    RunIdentifier {
+        org: String::new(),
+        project: "flytesnacks".into(),
+        domain: "development".into(),
+        name: name.into(),
+    }
+}
+
+fn request(name: &str, argv: &[&str], env: &[(&str, &str)]) -> CreateRunRequest {
+    CreateRunRequest {
+        run_id: Some(run_id(name)),
+        task_spec: Some(TaskSpec {
+            task_template: TaskTemplate {
+                task_type: "container".into(),
+                container: Some(Container {
+                    command: argv.iter().map(|s| (*s).to_owned()).collect(),
+                    ..Container::default()
+                }),
+                ..TaskTemplate::default()
+            },
+            short_name: String::new(),
+        }),
+        run_spec: Some(RunSpec {
+            envs: Some(Envs {
+                values: env
+                    .iter()
+                    .map(|(k, v)| KeyValuePair {
+                        key: (*k).into(),
+                        value: (*v).into(),
+                    })
+                    .collect(),
+            }),
+            ..RunSpec::default()
+        }),
+        ..CreateRunRequest::default()
+    }
+}
+
+impl Running {
+    fn create(&self, request: &CreateRunRequest) -> Result<CreateRunResponse, ApiError> {
+        self.runtime
+            .block_on(self.client.unary(RUN_SERVICE, "CreateRun", request))
+    }
+
+    fn details(&self, name: &str) -> Result<ActionDetails, ApiError> {
+        let request = GetActionDetailsRequest {
+            action_id: ActionIdentifier {
+                run: run_id(name),
+                name: "a0".into(),
+            },
+        };
+        self.runtime
+            .block_on(self.client.unary::<_, GetActionDetailsResponse>(
+                RUN_SERVICE,
+                "GetActionDetails",
+                &request,
+            ))
+            .map(|r| r.details)
+    }
+
+    /// Poll until the action's phase satisfies `done` (bounded: the sandbox has no push yet).
+    fn wait_for(&self, name: &str, done: impl Fn(&ActionPhase) -> bool) -> ActionDetails {
+        for _ in 0..400 {
+            let details = self.details(name).unwrap();
+            if done(&details.status.phase) {
+                return details;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!(
+            "run {name} never reached the expected phase: {:?}",
+            self.details(name)
+        );
+    }
+}
+
+#[test]
+fn commands_run_to_success_or_failure_with_their_environment() {
+    let sandbox = start();
+    let created = sandbox
+        .create(&request(
+            "ok-run",
+            &["sh", "-c", "test \"$GREETING\" = hello"],
+            &[("GREETING", "hello")],
+        ))
+        .unwrap();
+    assert_eq!(created.run.action.id.run.name, "ok-run");
+    let done = sandbox.wait_for("ok-run", ActionPhase::is_terminal);
+    assert_eq!(done.status.phase, ActionPhase::Succeeded, "{done:?}");
+
+    sandbox
+        .create(&request("bad-exit", &["sh", "-c", "exit 3"], &[]))
+        .unwrap();
+    let failed = sandbox.wait_for("bad-exit", ActionPhase::is_terminal);
+    assert_eq!(failed.status.phase, ActionPhase::Failed);
+    let error = failed.error_info.unwrap();
+    assert_eq!(error.kind, ErrorKind::User);
+    assert!(error.message.contains("attempt"), "{error:?}");
+
+    sandbox
+        .create(&request("no-such-cmd", &["/no/such/command"], &[]))
+        .unwrap();
+    let failed = sandbox.wait_for("no-such-cmd", ActionPhase::is_terminal);
+    assert_eq!(failed.status.phase, ActionPhase::Failed);
+    assert!(
+        failed
+            .error_info
+            .unwrap()
+            .message
+            .contains("cannot start \"/no/such/command\"")
+    );
+
+    let listed: ListRunsResponse = sandbox
+        .runtime
+        .block_on(sandbox.client.unary(
+            RUN_SERVICE,
+            "ListRuns",
+            &ListRunsRequest {
+                project_id: Some(ProjectIdentifier {
+                    organization: String::new(),
+                    domain: "development".into(),
+                    name: "flytesnacks".into(),
+                }),
+                ..ListRunsRequest::default()
+            },
+        ))
+        .unwrap();
+    let names: Vec<_> = listed
+        .runs
+        .iter()
+        .map(|r| r.action.id.run.name.as_str())
+        .collect();
+    assert_eq!(names, ["bad-exit", "no-such-cmd", "ok-run"]);
+}
+
+#[test]
+fn bad_requests_get_the_right_codes() {
+    let sandbox = start();
+    sandbox.create(&request("taken", &["true"], &[])).unwrap();
+    let cases = [
+        (request("taken", &["true"], &[]), Code::AlreadyExists),
+        (request("Has_Caps", &["true"], &[]), Code::InvalidArgument),
+        (
+            request("this-name-is-far-too-long-for-a-run", &["true"], &[]),
+            Code::InvalidArgument,
+        ),
+        (request("no-command", &[], &[]), Code::InvalidArgument),
+        (
+            CreateRunRequest {
+                run_id: None,
+                ..request("x", &["true"], &[])
+            },
+            Code::InvalidArgument,
+        ),
+    ];
+    for (request, code) in cases {
+        assert_eq!(
+            sandbox.create(&request).unwrap_err().code,
+            code,
+            "{request:?}"
+        );
+    }
+    assert_eq!(
+        sandbox.details("never-created").unwrap_err().code,
+        Code::NotFound
+    );
+    // Without a token: unauthenticated.
+    let anonymous =
+        Client::new(&Endpoint::parse(sandbox.client.base_url(), false).unwrap()).unwrap();
+    let err = sandbox
+        .runtime
+        .block_on(anonymous.unary::<_, CreateRunResponse>(
+            RUN_SERVICE,
+            "CreateRun",
+            &request("anon", &["true"], &[]),
+        ))
+        .unwrap_err();
+    assert_eq!(err.code, Code::Unauthenticated);
+}
+
+#[test]
+fn abort_kills_the_process_group_and_the_action_ends_aborted() {
+    let sandbox = start();
+    let pid_file = sandbox.home.path().join("task.pid");
+    let script = format!("echo $$ > '{}'; sleep 30 & wait", pid_file.display());
+    sandbox
+        .create(&request("long-run", &["sh", "-c", &script], &[]))
+        .unwrap();
+    sandbox.wait_for("long-run", |p| *p == ActionPhase::Running);
+    // The shell writes its pid as its first act; wait for that too (bounded).
+    let mut pid = String::new();
+    for _ in 0..400 {
+        pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        if !pid.trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let proc_dir = format!("/proc/{}", pid.trim());
+    assert!(Path::new(&proc_dir).exists());
+    let _: flyte_api::types::AbortRunResponse = sandbox
+        .runtime
+        .block_on(sandbox.client.unary(
+            RUN_SERVICE,
+            "AbortRun",
+            &AbortRunRequest {
+                run_id: run_id("long-run"),
+                reason: Some("done debugging".into()),
+            },
+        ))
+        .unwrap();
+    let aborted = sandbox.wait_for("long-run", ActionPhase::is_terminal);
+    assert_eq!(aborted.status.phase, ActionPhase::Aborted, "{aborted:?}");
+    assert_eq!(aborted.abort_info.unwrap().reason, "done debugging");
+    for _ in 0..400 {
+        if !Path::new(&proc_dir).exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("the task's process {pid} survived the abort");
+}
