@@ -17,8 +17,8 @@ use crate::script::{self, Host, ScriptSource};
 ///
 ///     flyte-run playbooks/debug.rhai
 ///
-/// A script sees the modules `keys::`, `kservice::`, `ssh::` and `auth::` (more as they land),
-/// the map `args` built from `--set`, and `env(name)`.
+/// A script sees the modules `keys::`, `kservice::`, `ssh::`, `auth::` and `runs::` (more as
+/// they land), the map `args` built from `--set`, and `env(name)`.
 #[derive(Debug, Parser)]
 #[command(name = "flyte-run", version, verbatim_doc_comment)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]

@@ -44,6 +44,16 @@ pub(crate) struct ServeArgs {
     bind: IpAddr,
 }
 
+impl Default for ServeArgs {
+    /// What `flyte-run sandbox start` does without options: a free port on loopback.
+    fn default() -> Self {
+        Self {
+            port: 0,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+}
+
 /// `~/.flyte/sandbox`.
 pub(crate) fn state_dir(home: &Path) -> PathBuf {
     home.join(".flyte").join("sandbox")
@@ -78,7 +88,18 @@ pub(crate) fn run(command: &SandboxCommand) -> anyhow::Result<ExitCode> {
     let dir = state_dir(&home);
     match command {
         SandboxCommand::Serve(args) => serve(&dir, args),
-        SandboxCommand::Start(args) => start(&dir, args),
+        SandboxCommand::Start(args) => {
+            let (pid, endpoint, fresh) = start(&dir, args)?;
+            if fresh {
+                println!(
+                    "the sandbox runs at {endpoint} (pid {pid}); log: {}",
+                    dir.join("sandbox.log").display()
+                );
+            } else {
+                println!("the sandbox already runs at {endpoint} (pid {pid})");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         SandboxCommand::Stop => stop(&dir),
         SandboxCommand::Status => Ok(status(&dir)),
     }
@@ -117,10 +138,11 @@ fn serve(dir: &Path, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn start(dir: &Path, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+/// The running sandbox, started in the background first if none runs: (pid, endpoint, whether
+/// this call started it).
+pub(crate) fn start(dir: &Path, args: &ServeArgs) -> anyhow::Result<(i32, String, bool)> {
     if let Some((pid, endpoint)) = running(dir) {
-        println!("the sandbox already runs at {endpoint} (pid {pid})");
-        return Ok(ExitCode::SUCCESS);
+        return Ok((pid, endpoint, false));
     }
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -157,11 +179,7 @@ fn start(dir: &Path, args: &ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some((pid, endpoint)) =
             running(dir).filter(|(pid, _)| i64::from(*pid) == i64::from(child.id()))
         {
-            println!(
-                "the sandbox runs at {endpoint} (pid {pid}); log: {}",
-                log_path.display()
-            );
-            return Ok(ExitCode::SUCCESS);
+            return Ok((pid, endpoint, true));
         }
         if let Some(status) = child.try_wait()? {
             bail!(

@@ -150,3 +150,64 @@ fn a_stale_pid_file_does_not_block_a_start() {
     let endpoint = std::fs::read_to_string(home.sandbox_dir().join("endpoint")).unwrap();
     assert_ne!(endpoint, "http://127.0.0.1:9");
 }
+
+#[test]
+fn runs_module_launches_waits_inspects_and_aborts_on_an_auto_started_sandbox() {
+    let home = Home(TempHome::new());
+    let script = r#"
+        let run = runs::launch(#{ name: "hello", command: ["sh", "-c", "test \"$WHO\" = world"], env: #{ WHO: "world" } });
+        let done = runs::wait(run.name, #{ phase: "SUCCEEDED", timeout: 60, poll_interval: 0 });
+        let failing = runs::launch(#{ name: "failing", command: ["sh", "-c", "exit 7"] });
+        let failed = runs::wait("failing", #{ phase: "SUCCEEDED", timeout: 60, poll_interval: 0 });
+        let why = runs::details("failing").error;
+        runs::launch(#{ name: "sleeper", command: ["sleep", "60"] });
+        let running = runs::wait("sleeper", #{ timeout: 60, poll_interval: 0 });
+        runs::abort("sleeper");
+        let aborted = runs::wait("sleeper", #{ phase: "ABORTED", timeout: 60, poll_interval: 0 });
+        `${run.action} ${done} ${failed} ${why.kind} ${running} ${aborted} ${runs::details("sleeper", "a0").abort_reason}`
+    "#;
+    let out = home.run(&["-e", script]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stdout(&out),
+        "a0 SUCCEEDED FAILED KIND_USER RUNNING ABORTED aborted by a flyte-run playbook\n"
+    );
+    assert!(
+        stderr.contains("started the local sandbox at http://127.0.0.1:"),
+        "{stderr}"
+    );
+
+    // Bad input names the problem.
+    for (script, want) in [
+        (
+            r#"runs::launch(#{ command: ["true"] })"#,
+            "the spec needs `name`",
+        ),
+        (
+            r#"runs::launch(#{ name: "x" })"#,
+            "the spec needs `command`",
+        ),
+        (
+            r#"runs::launch(#{ name: "Bad_Name", command: ["true"] })"#,
+            "invalid run name",
+        ),
+        (
+            r#"runs::launch(#{ name: "hello", command: ["true"] })"#,
+            "already exists",
+        ),
+        (
+            r#"runs::wait("hello", #{ phase: "DONE" })"#,
+            "unknown phase \"DONE\"",
+        ),
+        (r#"runs::details("nope")"#, "not_found"),
+    ] {
+        let out = home.run(&["-e", script]);
+        assert_eq!(out.status.code(), Some(1), "{script}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(want),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use flyte_api::{Client, Endpoint, HttpClient};
+use flyte_api::{Client, HttpClient};
 use flyte_auth::{ApiKey, ClientCredentials, ConnectApiKeyService};
 use rhai::{Dynamic, Engine, Map, Module, NativeCallContext};
 
 use super::Host;
+use super::control_plane::{WhenNone, client_for, endpoint};
 use super::opts::{Opts, ScriptResult, script_err};
 
 /// What `auth::ensure_api_key` returns: the key's public parts (the secret stays in its file).
@@ -31,67 +32,12 @@ impl std::fmt::Debug for ScriptToken {
     }
 }
 
-/// The control plane: `--endpoint`, else `FLYTE_ENDPOINT`, else the sandbox running on this
-/// machine.
-pub(crate) fn endpoint(host: &Host) -> Result<Endpoint, String> {
-    let env = std::env::var(crate::env_vars::FLYTE_ENDPOINT).ok();
-    let sandbox = crate::sandbox::running(&crate::sandbox::state_dir(&host.home))
-        .map(|(_, endpoint)| endpoint);
-    let raw = flyte_api::resolve(host.endpoint.as_deref(), env.as_deref())
-        .or(sandbox.as_deref())
-        .ok_or_else(|| {
-            format!(
-                "no control plane endpoint: pass --endpoint URL, set {}, or start the local sandbox with `flyte-run sandbox start`",
-                crate::env_vars::FLYTE_ENDPOINT
-            )
-        })?;
-    let insecure = std::env::var(crate::env_vars::FLYTE_INSECURE)
-        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
-    Endpoint::parse(raw, insecure).map_err(|e| {
-        format!(
-            "{e} (set {}=1 to allow plain http to this host)",
-            crate::env_vars::FLYTE_INSECURE
-        )
-    })
-}
-
-/// A client for `endpoint`. When it is this machine's sandbox, calls carry tokens minted from
-/// the sandbox's bootstrap credential (cached beside it, apart from the user's own tokens).
-async fn client_for(host: &Host, endpoint: &Endpoint) -> Result<Client, String> {
-    let client = Client::new(endpoint).map_err(|e| e.to_string())?;
-    let dir = crate::sandbox::state_dir(&host.home);
-    let is_sandbox = crate::sandbox::running(&dir)
-        .is_some_and(|(_, e)| Endpoint::parse(&e, false).is_ok_and(|e| &e == endpoint));
-    if !is_sandbox {
-        return Ok(client);
-    }
-    let credential = dir.join(flyte_sandbox::CREDENTIAL_FILE);
-    let text = std::fs::read_to_string(&credential)
-        .map_err(|e| format!("{}: {e}", credential.display()))?;
-    let key = ApiKey::decode(&text).map_err(|e| format!("{}: {e}", credential.display()))?;
-    let config = flyte_auth::oauth::discover(&client)
-        .await
-        .map_err(|e| e.to_string())?;
-    let tokens = ClientCredentials::new(
-        HttpClient::default(),
-        config.clone(),
-        key.client_id,
-        key.client_secret,
-        endpoint.authority(),
-        dir.join("bearer.json"),
-    );
-    client
-        .with_tokens(Arc::new(tokens))
-        .with_auth_header(&config.header_name)
-        .map_err(|e| e.to_string())
-}
-
 fn debug_dir(host: &Host) -> PathBuf {
     flyte_keys::default_dir(&host.home)
 }
 
 fn ensure_api_key(host: &Host, name: &str) -> Result<ScriptApiKey, String> {
-    let endpoint = endpoint(host)?;
+    let endpoint = endpoint(host, WhenNone::Fail)?;
     let key = host.block_on(async {
         let service = ConnectApiKeyService::new(client_for(host, &endpoint).await?);
         flyte_auth::ensure_api_key(&service, &debug_dir(host), &endpoint.base_url(), "", name)
@@ -112,7 +58,7 @@ fn bearer_token(host: &Host, use_api_key: bool, refresh: bool) -> Result<ScriptT
                 .to_owned(),
         );
     }
-    let endpoint = endpoint(host)?;
+    let endpoint = endpoint(host, WhenNone::Fail)?;
     let key_file = debug_dir(host).join(flyte_auth::API_KEY_FILE);
     let text = std::fs::read_to_string(&key_file).map_err(|e| {
         format!(

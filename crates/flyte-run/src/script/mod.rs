@@ -5,9 +5,11 @@
 //! in DESIGN.md ("The Rhai surface").
 
 mod auth;
+mod control_plane;
 mod keys;
 mod kservice;
 mod opts;
+mod runs;
 mod ssh;
 
 use std::fmt;
@@ -148,6 +150,7 @@ pub(crate) fn new_engine(host: &Arc<Host>, source: &ScriptSource) -> Engine {
     engine.register_static_module("ssh", ssh::module(host).into());
     auth::register_types(&mut engine);
     engine.register_static_module("auth", auth::module(host).into());
+    engine.register_static_module("runs", runs::module(host).into());
     engine.register_fn("env", |name: &str| -> Dynamic {
         std::env::var(name).map_or(Dynamic::UNIT, Dynamic::from)
     });

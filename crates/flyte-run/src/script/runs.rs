@@ -1,0 +1,319 @@
+//! `runs::` — launch, wait for, inspect and abort runs (flyte-api's `RunService`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flyte_api::types::{
+    AbortRunRequest, AbortRunResponse, ActionDetails, ActionIdentifier, ActionPhase, Container,
+    CreateRunRequest, CreateRunResponse, Envs, GetActionDetailsRequest, GetActionDetailsResponse,
+    KeyValuePair, RunIdentifier, RunSpec, TaskSpec, TaskTemplate, services::RUN_SERVICE,
+};
+use flyte_api::{Client, Endpoint};
+use rhai::{Array, Dynamic, Map, Module, NativeCallContext};
+
+use super::Host;
+use super::control_plane::{WhenNone, client_for, endpoint};
+use super::opts::{Opts, ScriptResult, script_err};
+
+/// Flyte's default project and domain, used when a spec names none.
+const DEFAULT_PROJECT: &str = "flytesnacks";
+const DEFAULT_DOMAIN: &str = "development";
+const DEFAULT_ACTION: &str = "a0";
+const DEFAULT_TIMEOUT: Duration = Duration::from_mins(5);
+const DEFAULT_POLL: Duration = Duration::from_secs(1);
+
+/// The control plane and an authenticated client for it (`runs::` starts the sandbox when
+/// nothing is configured).
+fn connect(host: &Host) -> Result<(Endpoint, Client), String> {
+    let endpoint = endpoint(host, WhenNone::StartSandbox)?;
+    let client = host.block_on(client_for(host, &endpoint))?;
+    Ok((endpoint, client))
+}
+
+fn run_id(name: &str, project: Option<String>, domain: Option<String>) -> RunIdentifier {
+    RunIdentifier {
+        org: String::new(),
+        project: project.unwrap_or_else(|| DEFAULT_PROJECT.to_owned()),
+        domain: domain.unwrap_or_else(|| DEFAULT_DOMAIN.to_owned()),
+        name: name.to_owned(),
+    }
+}
+
+fn strings(ctx: &NativeCallContext<'_>, what: &str, array: Array) -> ScriptResult<Vec<String>> {
+    array
+        .into_iter()
+        .map(|v| {
+            v.into_string().map_err(|t| {
+                script_err(
+                    ctx,
+                    format!("runs::launch: `{what}` must hold strings, not {t}"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// `runs::launch(spec) -> #{ name, action, url }`
+fn launch(ctx: &NativeCallContext<'_>, host: &Host, spec: &Map) -> ScriptResult<Map> {
+    let opts = Opts::new(
+        ctx,
+        "runs::launch",
+        spec,
+        &["name", "command", "env", "project", "domain"],
+    )?;
+    let name = opts
+        .string("name")?
+        .ok_or_else(|| script_err(ctx, "runs::launch: the spec needs `name`"))?;
+    let command = match spec.get("command").filter(|v| !v.is_unit()) {
+        Some(v) => strings(
+            ctx,
+            "command",
+            v.clone().into_array().map_err(|t| {
+                script_err(
+                    ctx,
+                    format!("runs::launch: `command` must be an array, not {t}"),
+                )
+            })?,
+        )?,
+        None => {
+            return Err(script_err(
+                ctx,
+                "runs::launch: the spec needs `command`, an array such as [\"python\", \"train.py\"]",
+            ));
+        }
+    };
+    let mut env = Vec::new();
+    if let Some(v) = spec.get("env").filter(|v| !v.is_unit()) {
+        let map = v
+            .clone()
+            .try_cast::<Map>()
+            .ok_or_else(|| script_err(ctx, "runs::launch: `env` must be a map"))?;
+        for (key, value) in map {
+            env.push(KeyValuePair {
+                key: key.to_string(),
+                value: value.to_string(),
+            });
+        }
+    }
+    let id = run_id(&name, opts.string("project")?, opts.string("domain")?);
+    let request = CreateRunRequest {
+        run_id: Some(id.clone()),
+        task_spec: Some(TaskSpec {
+            task_template: TaskTemplate {
+                task_type: "container".to_owned(),
+                container: Some(Container {
+                    command,
+                    ..Container::default()
+                }),
+                ..TaskTemplate::default()
+            },
+            short_name: String::new(),
+        }),
+        run_spec: Some(RunSpec {
+            envs: Some(Envs { values: env }),
+            ..RunSpec::default()
+        }),
+        ..CreateRunRequest::default()
+    };
+    let (endpoint, client) = connect(host).map_err(|e| script_err(ctx, e))?;
+    let created: CreateRunResponse = host
+        .block_on(client.unary(RUN_SERVICE, "CreateRun", &request))
+        .map_err(|e| script_err(ctx, format!("runs::launch {name:?}: {e}")))?;
+    let mut run = Map::new();
+    run.insert("name".into(), created.run.action.id.run.name.clone().into());
+    run.insert("action".into(), created.run.action.id.name.clone().into());
+    run.insert(
+        "url".into(),
+        format!(
+            "{}/runs/{}/{}/{}",
+            endpoint.base_url(),
+            id.project,
+            id.domain,
+            id.name
+        )
+        .into(),
+    );
+    Ok(run)
+}
+
+fn fetch(
+    host: &Host,
+    client: &Client,
+    id: &RunIdentifier,
+    action: &str,
+) -> Result<ActionDetails, String> {
+    let request = GetActionDetailsRequest {
+        action_id: ActionIdentifier {
+            run: id.clone(),
+            name: action.to_owned(),
+        },
+    };
+    host.block_on(client.unary::<_, GetActionDetailsResponse>(
+        RUN_SERVICE,
+        "GetActionDetails",
+        &request,
+    ))
+    .map(|r| r.details)
+    .map_err(|e| format!("run {:?}: {e}", id.name))
+}
+
+/// Phases in the order a run moves through them: reaching a later one passes an earlier target.
+fn progress(phase: &ActionPhase) -> u8 {
+    match phase {
+        ActionPhase::Queued | ActionPhase::Unspecified | ActionPhase::Unknown(_) => 0,
+        ActionPhase::WaitingForResources => 1,
+        ActionPhase::Initializing => 2,
+        ActionPhase::Running | ActionPhase::Paused => 3,
+        _ => 4,
+    }
+}
+
+/// `runs::wait(run, opts) -> phase name`; opts: `phase` (default `RUNNING`), `action`, `timeout`,
+/// `poll_interval` (seconds). Ends early when the run is over.
+fn wait(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> ScriptResult<String> {
+    let opts = Opts::new(
+        ctx,
+        "runs::wait",
+        opts,
+        &[
+            "phase",
+            "action",
+            "timeout",
+            "poll_interval",
+            "project",
+            "domain",
+        ],
+    )?;
+    let target_name = opts
+        .string("phase")?
+        .unwrap_or_else(|| "RUNNING".to_owned())
+        .to_ascii_uppercase();
+    let target = serde_json::from_value::<ActionPhase>(serde_json::Value::String(format!("ACTION_PHASE_{target_name}")))
+        .ok()
+        .filter(|p| !matches!(p, ActionPhase::Unknown(_)))
+        .ok_or_else(|| script_err(ctx, format!("runs::wait: unknown phase {target_name:?}; use QUEUED, RUNNING, SUCCEEDED, FAILED, ABORTED ...")))?;
+    let seconds = |key: &str, default: Duration| -> ScriptResult<Duration> {
+        Ok(opts
+            .int_as::<u64>(key, "a number of seconds")?
+            .map_or(default, Duration::from_secs))
+    };
+    let (timeout, poll) = (
+        seconds("timeout", DEFAULT_TIMEOUT)?,
+        seconds("poll_interval", DEFAULT_POLL)?.max(Duration::from_millis(50)),
+    );
+    let action = opts
+        .string("action")?
+        .unwrap_or_else(|| DEFAULT_ACTION.to_owned());
+    let id = run_id(run, opts.string("project")?, opts.string("domain")?);
+    let (_, client) = connect(host).map_err(|e| script_err(ctx, e))?;
+    let started = Instant::now();
+    loop {
+        let details = fetch(host, &client, &id, &action).map_err(|e| script_err(ctx, e))?;
+        let phase = details.status.phase;
+        if phase == target
+            || phase.is_terminal()
+            || (!target.is_terminal() && progress(&phase) >= progress(&target))
+        {
+            return Ok(phase.short_name().to_owned());
+        }
+        if started.elapsed() >= timeout {
+            return Err(script_err(
+                ctx,
+                format!(
+                    "runs::wait: run {run:?} did not reach {target_name} within {} s (it is {})",
+                    timeout.as_secs(),
+                    phase.short_name()
+                ),
+            ));
+        }
+        tracing::info!(run, phase = phase.short_name(), waiting_for = %target_name, "waiting");
+        std::thread::sleep(poll);
+    }
+}
+
+/// `runs::details(run, action) -> #{ phase, attempts, error, abort_reason, log_links }`
+fn details(ctx: &NativeCallContext<'_>, host: &Host, run: &str, action: &str) -> ScriptResult<Map> {
+    let (_, client) = connect(host).map_err(|e| script_err(ctx, e))?;
+    let d =
+        fetch(host, &client, &run_id(run, None, None), action).map_err(|e| script_err(ctx, e))?;
+    let mut map = Map::new();
+    map.insert(
+        "phase".into(),
+        d.status.phase.short_name().to_owned().into(),
+    );
+    map.insert(
+        "attempts".into(),
+        Dynamic::from(i64::from(d.status.attempts)),
+    );
+    map.insert(
+        "error".into(),
+        d.error_info.map_or(Dynamic::UNIT, |e| {
+            let mut error = Map::new();
+            error.insert("message".into(), e.message.into());
+            error.insert("code".into(), e.code.into());
+            error.insert("kind".into(), e.kind.as_str().to_owned().into());
+            error.into()
+        }),
+    );
+    map.insert(
+        "abort_reason".into(),
+        d.abort_info.map_or(Dynamic::UNIT, |a| a.reason.into()),
+    );
+    let links: Array = d
+        .attempts
+        .iter()
+        .flat_map(|a| &a.log_info)
+        .map(|l| {
+            let mut link = Map::new();
+            link.insert("uri".into(), l.uri.clone().into());
+            link.insert("name".into(), l.name.clone().into());
+            link.insert("type".into(), l.link_type.as_str().to_owned().into());
+            link.insert("ready".into(), l.ready.into());
+            Dynamic::from(link)
+        })
+        .collect();
+    map.insert("log_links".into(), links.into());
+    Ok(map)
+}
+
+fn abort(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<()> {
+    let (_, client) = connect(host).map_err(|e| script_err(ctx, e))?;
+    let request = AbortRunRequest {
+        run_id: run_id(run, None, None),
+        reason: Some("aborted by a flyte-run playbook".to_owned()),
+    };
+    host.block_on(client.unary::<_, AbortRunResponse>(RUN_SERVICE, "AbortRun", &request))
+        .map(|_| ())
+        .map_err(|e| script_err(ctx, format!("runs::abort {run:?}: {e}")))
+}
+
+pub(super) fn module(host: &Arc<Host>) -> Module {
+    let mut module = Module::new();
+    let h = Arc::clone(host);
+    module.set_native_fn("launch", move |ctx: NativeCallContext<'_>, spec: Map| {
+        launch(&ctx, &h, &spec)
+    });
+    let h = Arc::clone(host);
+    module.set_native_fn(
+        "wait",
+        move |ctx: NativeCallContext<'_>, run: &str, opts: Map| wait(&ctx, &h, run, &opts),
+    );
+    let h = Arc::clone(host);
+    module.set_native_fn("wait", move |ctx: NativeCallContext<'_>, run: &str| {
+        wait(&ctx, &h, run, &Map::new())
+    });
+    let h = Arc::clone(host);
+    module.set_native_fn(
+        "details",
+        move |ctx: NativeCallContext<'_>, run: &str, action: &str| details(&ctx, &h, run, action),
+    );
+    let h = Arc::clone(host);
+    module.set_native_fn("details", move |ctx: NativeCallContext<'_>, run: &str| {
+        details(&ctx, &h, run, DEFAULT_ACTION)
+    });
+    let h = Arc::clone(host);
+    module.set_native_fn("abort", move |ctx: NativeCallContext<'_>, run: &str| {
+        abort(&ctx, &h, run)
+    });
+    module
+}
