@@ -309,6 +309,10 @@ pub struct TaskLog {
     pub name: String,
     pub link_type: LinkType,
     pub ready: bool,
+    /// flyte-run extension, not in flyteidl2: on an IDE link, the debug server's host public
+    /// key (one OpenSSH line), so the client can pin it. Flyte's clients ignore unknown fields.
+    #[serde(rename = "hostKey", skip_serializing_if = "String::is_empty")]
+    pub host_key: String,
 }
 
 /// `flyteidl2.workflow.ErrorInfo`.
@@ -533,9 +537,9 @@ mod tests {
     fn the_ide_link_prefers_ready_and_the_latest_attempt() {
         let link = |uri: &str, link_type: LinkType, ready: bool| TaskLog {
             uri: uri.into(),
-            name: String::new(),
             link_type,
             ready,
+            ..TaskLog::default()
         };
         let details = ActionDetails {
             attempts: vec![

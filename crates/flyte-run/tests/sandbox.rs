@@ -211,3 +211,99 @@ fn runs_module_launches_waits_inspects_and_aborts_on_an_auto_started_sandbox() {
         );
     }
 }
+
+/// The whole debug flow by hand, through the real pieces: the sandbox, an API key, a debug run,
+/// its IDE link, the system ssh client through `flyte-run tunnel` with a headers file and the
+/// published host key pinned; then abort and see it terminal.
+#[test]
+fn a_debug_run_on_the_sandbox_is_reachable_with_the_system_ssh_client() {
+    let home = Home(TempHome::new());
+    let script = r#"
+        let key = keys::ensure_keypair();
+        // runs:: starts the sandbox when nothing is configured; auth:: then finds it running.
+        runs::launch(#{ name: "dbg", command: ["sleep", "120"],
+                        env: #{ _F_E_SSH: "1", _F_SSH_PK: key.public_key, _F_E_VS: "True" } });
+        auth::ensure_api_key("flyte-ssh-debug");
+        runs::wait("dbg", #{ timeout: 60, poll_interval: 0 });
+        let link = runs::details("dbg").log_links.filter(|l| l.type == "IDE")[0];
+        print(link.uri);
+        print(link.host_key);
+        print(link.ready);
+        print(auth::bearer_token().authorization());
+    "#;
+    let out = home.run(&["-e", script]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    let (uri, host_key, ready, authorization) = (lines[0], lines[1], lines[2], lines[3]);
+    assert!(
+        uri.starts_with("ws://127.0.0.1:")
+            && uri.ends_with("/v1/debug/flytesnacks/development/dbg/a0"),
+        "{uri}"
+    );
+    assert!(host_key.starts_with("ssh-ed25519 "), "{host_key}");
+    assert_eq!(ready, "true");
+
+    let headers = home.0.path().join("dbg.headers");
+    std::fs::write(&headers, format!("Authorization: {authorization}\n")).unwrap();
+    let known_hosts = home.0.path().join("known_hosts");
+    std::fs::write(&known_hosts, format!("dbg.flyte-debug {host_key}\n")).unwrap();
+    let ssh = |headers_file: &std::path::Path| {
+        std::process::Command::new("ssh")
+            .args(["-F", "none", "-i"])
+            .arg(home.0.ssh_debug_dir().join("id_ed25519"))
+            .args([
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "HostKeyAlias=dbg.flyte-debug",
+            ])
+            .args(["-o", "StrictHostKeyChecking=yes"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .arg("-o")
+            .arg(format!(
+                "ProxyCommand={BIN} tunnel {uri} --http-headers-file {}",
+                headers_file.display()
+            ))
+            .args(["root@dbg", "echo inside-the-debug-run"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = ssh(&headers);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout(&out), "inside-the-debug-run\n");
+
+    // The ingress checks the token: a forged one is refused before any SSH happens.
+    let forged = home.0.path().join("forged.headers");
+    std::fs::write(&forged, "Authorization: Bearer not-a-token\n").unwrap();
+    let out = ssh(&forged);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused our credentials"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = home.run(&["-e", r#"runs::abort("dbg"); runs::wait("dbg", #{ phase: "ABORTED", timeout: 60, poll_interval: 0 })"#]);
+    assert_eq!(
+        stdout(&out),
+        "ABORTED\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The route is withdrawn with the run.
+    let out = ssh(&headers);
+    assert!(!out.status.success());
+}

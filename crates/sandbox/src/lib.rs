@@ -104,7 +104,7 @@ impl Sandbox {
                 signer,
                 base_url: base_url.trim_end_matches('/').to_owned(),
                 token_ttl_secs: TOKEN_TTL_SECS,
-                runs: Arc::default(),
+                runs: Arc::new(runs::Runs::new(state_dir)),
                 state_dir: state_dir.to_owned(),
             }),
             state_dir: state_dir.to_owned(),
@@ -151,8 +151,27 @@ impl Sandbox {
         server::router(Arc::clone(&self.shared))
     }
 
-    /// Serve on `listener` until the task is dropped.
+    /// Serve the API on `listener`, and debug routes on an ingress listening on the same
+    /// address (another port), until the task is dropped.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
-        axum::serve(listener, self.router()).await
+        let address = listener.local_addr()?;
+        let ingress = TcpListener::bind((address.ip(), 0)).await?;
+        let ingress_url = format!("ws://{}", ingress.local_addr()?);
+        let routes = Arc::clone(&self.shared.runs.ingress);
+        // Set once; a second `serve` of the same sandbox would keep the first URL.
+        let _ = routes.base_url.set(ingress_url);
+        let shared = Arc::clone(&self.shared);
+        let mut config = flyte_tunnel::bridge::BridgeConfig::new(
+            flyte_tunnel::bridge::Target::Route(Arc::new(move |path: &str| routes.route(path))),
+        );
+        // The ingress takes the same tokens as the API, checked the same way.
+        config.verifier = Some(Arc::new(move |token: &str| {
+            shared.signer.verify(token, server::now()).is_ok()
+        }));
+        let config = Arc::new(config);
+        tokio::select! {
+            result = axum::serve(listener, self.router()) => result,
+            result = flyte_tunnel::bridge::serve(ingress, config) => result,
+        }
     }
 }

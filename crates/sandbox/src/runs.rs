@@ -33,6 +33,14 @@ pub(crate) struct LocalTask {
     pub(crate) env: BTreeMap<String, String>,
 }
 
+/// A debug run's route on the ingress, and where its debug server keeps its key.
+#[derive(Debug, Clone)]
+struct DebugRoute {
+    ingress: Arc<Ingress>,
+    path: String,
+    state_dir: std::path::PathBuf,
+}
+
 #[derive(Debug)]
 struct Process {
     pid: u32,
@@ -50,6 +58,9 @@ pub(crate) struct RunEntry {
     pub(crate) error: Option<api::ErrorInfo>,
     pub(crate) abort_reason: Option<String>,
     process: Option<Process>,
+    /// The debug route of a debug run, once its server is up.
+    ide_link: Option<api::TaskLog>,
+    debug: Option<DebugRoute>,
     /// The object's finalizer was removed after deletion: the reconciler is done with it.
     gone: bool,
 }
@@ -77,6 +88,7 @@ impl RunEntry {
                 phase: self.phase.clone(),
                 attempt: attempts,
                 error_info: self.error.clone(),
+                log_info: self.ide_link.iter().cloned().collect(),
                 ..api::ActionAttempt::default()
             }],
         }
@@ -98,10 +110,43 @@ impl RunSlot {
     }
 }
 
+/// Where debug runs are reached: the ingress's routes (request path -> the run's in-process
+/// debug server) and its base URL, known once it listens.
+#[derive(Default)]
+pub(crate) struct Ingress {
+    pub(crate) routes: Mutex<HashMap<String, flyte_tunnel::bridge::Target>>,
+    pub(crate) base_url: std::sync::OnceLock<String>,
+}
+
+impl std::fmt::Debug for Ingress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingress")
+            .field("base_url", &self.base_url.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ingress {
+    fn routes(&self) -> MutexGuard<'_, HashMap<String, flyte_tunnel::bridge::Target>> {
+        self.routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The target serving `path`, for the ingress bridge.
+    pub(crate) fn route(&self, path: &str) -> Option<flyte_tunnel::bridge::Target> {
+        let path = path.split('?').next().unwrap_or(path);
+        self.routes().get(path).cloned()
+    }
+}
+
 /// All runs of this sandbox.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Runs {
     slots: Mutex<HashMap<String, Arc<RunSlot>>>,
+    pub(crate) ingress: Arc<Ingress>,
+    /// Where debug servers keep their host keys: `<state>/debug/<project>-<domain>-<run>`.
+    debug_dir: std::path::PathBuf,
 }
 
 /// Why a run could not be created.
@@ -166,6 +211,14 @@ fn to_api_error(error: &ExecutionError) -> api::ErrorInfo {
 }
 
 impl Runs {
+    pub(crate) fn new(state_dir: &std::path::Path) -> Self {
+        Self {
+            slots: Mutex::default(),
+            ingress: Arc::default(),
+            debug_dir: state_dir.join("debug"),
+        }
+    }
+
     pub(crate) fn get(&self, id: &RunIdentifier) -> Option<Arc<RunSlot>> {
         self.slots
             .lock()
@@ -232,6 +285,19 @@ impl Runs {
                 error: None,
                 abort_reason: None,
                 process: None,
+                ide_link: None,
+                debug: flyte_debug_server::settings::enabled(|k| task.env.get(k).cloned()).then(
+                    || DebugRoute {
+                        ingress: Arc::clone(&self.ingress),
+                        path: format!(
+                            "/v1/debug/{}/{}/{}/{ACTION_NAME}",
+                            id.project, id.domain, id.name
+                        ),
+                        state_dir: self
+                            .debug_dir
+                            .join(format!("{}-{}-{}", id.project, id.domain, id.name)),
+                    },
+                ),
                 gone: false,
             }),
             wake: Notify::new(),
@@ -345,6 +411,9 @@ fn apply(
         Effect::RecordEvent(event) => {
             entry.phase = to_api_phase(event.phase);
             entry.error = event.error.as_ref().map(to_api_error);
+            if entry.phase.is_terminal() {
+                close_debug_route(entry);
+            }
             call_ok()
         }
         Effect::WriteStatus { status, .. } => {
@@ -402,6 +471,48 @@ fn handle(
     }
 }
 
+/// Start the debug server of a debug run and publish its route, before the task body runs (as
+/// Flyte's entry point does).
+fn open_debug_route(entry: &mut RunEntry, task: &LocalTask) -> Result<(), String> {
+    let Some(route) = entry.debug.clone() else {
+        return Ok(());
+    };
+    let settings = flyte_debug_server::Settings::from_env(|k| task.env.get(k).cloned())
+        .map_err(|e| e.to_string())?;
+    let workdir = std::env::current_dir().map_err(|e| e.to_string())?;
+    let server = flyte_debug_server::DebugServer::new(settings, &route.state_dir, workdir)
+        .map_err(|e| e.to_string())?;
+    let base = route
+        .ingress
+        .base_url
+        .get()
+        .cloned()
+        .ok_or("the sandbox's ingress is not listening")?;
+    route
+        .ingress
+        .routes()
+        .insert(route.path.clone(), server.target());
+    entry.ide_link = Some(api::TaskLog {
+        uri: format!("{base}{}", route.path),
+        name: "SSH debug (flyte-run)".to_owned(),
+        link_type: api::LinkType::Ide,
+        // The server is in this process: it answers as soon as the route exists.
+        ready: true,
+        host_key: server.host_public_key().map_err(|e| e.to_string())?,
+    });
+    Ok(())
+}
+
+/// Withdraw a finished debug run's route: nothing answers there any more.
+fn close_debug_route(entry: &mut RunEntry) {
+    if let Some(route) = &entry.debug {
+        route.ingress.routes().remove(&route.path);
+    }
+    if let Some(link) = entry.ide_link.as_mut() {
+        link.ready = false;
+    }
+}
+
 fn start(
     entry: &mut RunEntry,
     slot: &Arc<RunSlot>,
@@ -410,6 +521,7 @@ fn start(
 ) -> Result<(), String> {
     let task: LocalTask =
         serde_json::from_slice(&entry.object.spec.task_template).map_err(|e| e.to_string())?;
+    open_debug_route(entry, &task)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -39,6 +39,10 @@ const PIPE_BYTES: usize = 1024 * 1024;
 
 /// Hands one end of a fresh in-process pipe to an SSH server.
 pub type InProcessServer = Arc<dyn Fn(DuplexStream) + Send + Sync>;
+/// Chooses the target for a request path (`None`: nothing serves that path, a 404).
+pub type Router = Arc<dyn Fn(&str) -> Option<Target> + Send + Sync>;
+/// Says whether a presented bearer token is good (for tokens that are verified, not compared).
+pub type TokenVerifier = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Where upgraded connections go.
 #[derive(Clone)]
@@ -47,6 +51,8 @@ pub enum Target {
     Tcp(SocketAddr),
     /// An SSH server in this process, given the server end of a pipe per connection.
     InProcess(InProcessServer),
+    /// One of several targets, chosen by the request path (an ingress in front of many).
+    Route(Router),
 }
 
 impl fmt::Debug for Target {
@@ -54,6 +60,7 @@ impl fmt::Debug for Target {
         match self {
             Target::Tcp(addr) => write!(f, "Tcp({addr})"),
             Target::InProcess(_) => f.write_str("InProcess"),
+            Target::Route(_) => f.write_str("Route"),
         }
     }
 }
@@ -64,6 +71,8 @@ pub struct BridgeConfig {
     pub target: Target,
     /// When set, upgrades must carry `Authorization: Bearer <token>` (the bridge as an ingress).
     pub bearer_token: Option<String>,
+    /// When set, upgrades must carry a bearer token this accepts (signed tokens, say).
+    pub verifier: Option<TokenVerifier>,
     pub head_timeout: Duration,
 }
 
@@ -75,6 +84,7 @@ impl fmt::Debug for BridgeConfig {
                 "bearer_token",
                 &self.bearer_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("verifier", &self.verifier.is_some())
             .field("head_timeout", &self.head_timeout)
             .finish()
     }
@@ -85,6 +95,7 @@ impl BridgeConfig {
         Self {
             target,
             bearer_token: None,
+            verifier: None,
             head_timeout: HEAD_TIMEOUT,
         }
     }
@@ -104,6 +115,7 @@ pub async fn serve(listener: TcpListener, config: Arc<BridgeConfig>) -> std::io:
 }
 
 struct RequestHead {
+    path: String,
     upgrade: bool,
     key: Option<String>,
     authorization: Option<String>,
@@ -135,6 +147,7 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<RequestHead
                 };
                 let upgrade = find("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
                 return Ok(Some(RequestHead {
+                    path: request.path.unwrap_or("/").to_owned(),
                     upgrade,
                     key: find("sec-websocket-key"),
                     authorization: find("authorization"),
@@ -180,22 +193,38 @@ pub async fn handle(mut stream: TcpStream, config: &BridgeConfig) -> std::io::Re
     let Some(key) = head.key else {
         return respond(&mut stream, "400 Bad Request", "missing Sec-WebSocket-Key").await;
     };
-    if let Some(token) = &config.bearer_token {
-        let presented = head
-            .authorization
-            .as_deref()
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !presented.is_some_and(|p| same_secret(p.trim(), token)) {
-            return respond(
-                &mut stream,
-                "401 Unauthorized",
-                "a valid bearer token is required",
-            )
-            .await;
-        }
+    let presented = head
+        .authorization
+        .as_deref()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let refused = config
+        .bearer_token
+        .as_ref()
+        .is_some_and(|t| !presented.is_some_and(|p| same_secret(p, t)))
+        || config
+            .verifier
+            .as_ref()
+            .is_some_and(|verify| !presented.is_some_and(|p| verify(p)));
+    if refused {
+        return respond(
+            &mut stream,
+            "401 Unauthorized",
+            "a valid bearer token is required",
+        )
+        .await;
     }
+    let target = match &config.target {
+        Target::Route(route) => match route(&head.path) {
+            Some(target) => target,
+            None => {
+                return respond(&mut stream, "404 Not Found", "no debug route at this path").await;
+            }
+        },
+        other => other.clone(),
+    };
     // Reach the SSH server before agreeing to the upgrade, so a dead target is a clean 502.
-    let target: Box<dyn AsyncStream> = match &config.target {
+    let target: Box<dyn AsyncStream> = match &target {
         Target::Tcp(addr) => {
             match tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
                 Ok(Ok(tcp)) => {
@@ -217,6 +246,9 @@ pub async fn handle(mut stream: TcpStream, config: &BridgeConfig) -> std::io::Re
             start(theirs);
             Box::new(ours)
         }
+        // A router answers with a concrete target; one that answers with another router is a
+        // configuration mistake, refused rather than followed.
+        Target::Route(_) => return respond(&mut stream, "502 Bad Gateway", "misrouted").await,
     };
     let accept = derive_accept_key(key.as_bytes());
     let response = format!(

@@ -269,6 +269,7 @@ fn details(ctx: &NativeCallContext<'_>, host: &Host, run: &str, action: &str) ->
             link.insert("name".into(), l.name.clone().into());
             link.insert("type".into(), l.link_type.as_str().to_owned().into());
             link.insert("ready".into(), l.ready.into());
+            link.insert("host_key".into(), l.host_key.clone().into());
             Dynamic::from(link)
         })
         .collect();
