@@ -307,3 +307,62 @@ fn a_debug_run_on_the_sandbox_is_reachable_with_the_system_ssh_client() {
     let out = ssh(&headers);
     assert!(!out.status.success());
 }
+
+#[test]
+fn runs_survive_a_sigkilled_sandbox_and_interrupted_actions_fail_as_system_errors() {
+    let home = Home(TempHome::new());
+    let pid_file = home.0.path().join("victim.pid");
+    let script = format!(
+        r#"runs::launch(#{{ name: "done", command: ["true"] }});
+           runs::wait("done", #{{ phase: "SUCCEEDED", timeout: 60, poll_interval: 0 }});
+           runs::launch(#{{ name: "victim", command: ["sh", "-c", "echo $$ > '{}'; exec sleep 60"] }});
+           runs::wait("victim", #{{ timeout: 60, poll_interval: 0 }})"#,
+        pid_file.display()
+    );
+    let out = home.run(&["-e", &script]);
+    assert_eq!(
+        stdout(&out),
+        "RUNNING\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sandbox_pid: i32 = std::fs::read_to_string(home.sandbox_dir().join("sandbox.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sandbox_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The task's process group outlives the killed sandbox; stop it by its pid, as we started it.
+    let mut victim = String::new();
+    for _ in 0..400 {
+        victim = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        if !victim.trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let victim: i32 = victim.trim().parse().unwrap();
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(victim),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    // Wait for the killed sandbox to be gone, so the next start sees a stale pid file.
+    for _ in 0..400 {
+        if !alive(&sandbox_pid.to_string()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+
+    let out = home.run(&["-e", r#"let d = runs::details("done"); let v = runs::details("victim"); `${d.phase} ${v.phase} ${v.error.kind} ${v.error.code}`"#]);
+    assert_eq!(
+        stdout(&out),
+        "SUCCEEDED FAILED KIND_SYSTEM SandboxRestarted\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

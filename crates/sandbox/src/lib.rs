@@ -51,7 +51,7 @@ pub type Result<T, E = SandboxError> = std::result::Result<T, E>;
 
 /// State shared by the handlers.
 pub(crate) struct Shared {
-    pub(crate) store: Store,
+    pub(crate) store: Arc<Store>,
     pub(crate) signer: Signer,
     pub(crate) base_url: String,
     pub(crate) token_ttl_secs: i64,
@@ -96,7 +96,10 @@ impl Sandbox {
             .mode(0o700)
             .create(state_dir)
             .map_err(|e| SandboxError::Io(format!("cannot create {}: {e}", state_dir.display())))?;
-        let store = Store::open(&state_dir.join("sandbox.db"))?;
+        let store = Arc::new(Store::open(&state_dir.join("sandbox.db"))?);
+        let runs = Arc::new(runs::Runs::new(state_dir, Arc::clone(&store)));
+        let loaded = runs.load()?;
+        tracing::info!(runs = loaded, "loaded the runs of earlier starts");
         let signer = Signer::load_or_create(&state_dir.join("signing.key"), ISSUER)?;
         let sandbox = Self {
             shared: Arc::new(Shared {
@@ -104,7 +107,7 @@ impl Sandbox {
                 signer,
                 base_url: base_url.trim_end_matches('/').to_owned(),
                 token_ttl_secs: TOKEN_TTL_SECS,
-                runs: Arc::new(runs::Runs::new(state_dir)),
+                runs,
                 state_dir: state_dir.to_owned(),
             }),
             state_dir: state_dir.to_owned(),

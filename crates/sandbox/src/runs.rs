@@ -61,11 +61,38 @@ pub(crate) struct RunEntry {
     /// The debug route of a debug run, once its server is up.
     ide_link: Option<api::TaskLog>,
     debug: Option<DebugRoute>,
+    store: Arc<crate::store::Store>,
+    task_json: String,
     /// The object's finalizer was removed after deletion: the reconciler is done with it.
     gone: bool,
 }
 
 impl RunEntry {
+    /// Save what the API shows of this run. A failed write is logged, not fatal: the run goes on
+    /// and the next change writes again.
+    fn persist(&self) {
+        let record = self.record();
+        if let Err(e) = self.store.update_run(&record) {
+            tracing::error!(run = %self.id.name, error = %e, "cannot save the run");
+        }
+    }
+
+    fn record(&self) -> crate::store::RunRecord {
+        crate::store::RunRecord {
+            project: self.id.project.clone(),
+            domain: self.id.domain.clone(),
+            name: self.id.name.clone(),
+            task_json: self.task_json.clone(),
+            phase: self.phase.as_str().to_owned(),
+            attempts: self.object.status.attempts.max(1),
+            error_json: self
+                .error
+                .as_ref()
+                .and_then(|e| serde_json::to_string(e).ok()),
+            abort_reason: self.abort_reason.clone(),
+        }
+    }
+
     pub(crate) fn details(&self) -> api::ActionDetails {
         let attempts = self.object.status.attempts.max(1);
         api::ActionDetails {
@@ -144,6 +171,7 @@ impl Ingress {
 #[derive(Debug)]
 pub(crate) struct Runs {
     slots: Mutex<HashMap<String, Arc<RunSlot>>>,
+    store: Arc<crate::store::Store>,
     pub(crate) ingress: Arc<Ingress>,
     /// Where debug servers keep their host keys: `<state>/debug/<project>-<domain>-<run>`.
     debug_dir: std::path::PathBuf,
@@ -154,6 +182,7 @@ pub(crate) struct Runs {
 pub(crate) enum CreateError {
     AlreadyExists,
     Invalid(String),
+    Store(String),
 }
 
 fn key(id: &RunIdentifier) -> String {
@@ -211,12 +240,78 @@ fn to_api_error(error: &ExecutionError) -> api::ErrorInfo {
 }
 
 impl Runs {
-    pub(crate) fn new(state_dir: &std::path::Path) -> Self {
+    pub(crate) fn new(state_dir: &std::path::Path, store: Arc<crate::store::Store>) -> Self {
         Self {
             slots: Mutex::default(),
+            store,
             ingress: Arc::default(),
             debug_dir: state_dir.join("debug"),
         }
+    }
+
+    /// Bring back the runs of an earlier life of this sandbox. Their processes died with it (it
+    /// does not adopt orphans), so an action that was not over is failed as a system error.
+    pub(crate) fn load(&self) -> crate::Result<usize> {
+        let records = self.store.runs()?;
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for record in &records {
+            let id = RunIdentifier {
+                org: String::new(),
+                project: record.project.clone(),
+                domain: record.domain.clone(),
+                name: record.name.clone(),
+            };
+            let mut phase = serde_json::from_value::<api::ActionPhase>(serde_json::Value::String(
+                record.phase.clone(),
+            ))
+            .unwrap_or(api::ActionPhase::Unspecified);
+            let mut error = record
+                .error_json
+                .as_deref()
+                .and_then(|e| serde_json::from_str(e).ok());
+            if !phase.is_terminal() {
+                phase = api::ActionPhase::Failed;
+                error = Some(api::ErrorInfo {
+                    message:
+                        "the sandbox stopped while this action ran; its process did not survive"
+                            .to_owned(),
+                    kind: api::ErrorKind::System,
+                    code: "SandboxRestarted".to_owned(),
+                });
+            }
+            let mut object = TaskAction::new(
+                id.project.clone(),
+                format!("{}-{ACTION_NAME}", id.name),
+                TaskActionSpec::default(),
+            );
+            object.status.attempts = record.attempts;
+            let entry = RunEntry {
+                id: id.clone(),
+                object,
+                phase,
+                error,
+                abort_reason: record.abort_reason.clone(),
+                process: None,
+                ide_link: None,
+                debug: None,
+                // Nothing drives a loaded run: it is over.
+                gone: true,
+                store: Arc::clone(&self.store),
+                task_json: record.task_json.clone(),
+            };
+            entry.persist();
+            slots.insert(
+                key(&id),
+                Arc::new(RunSlot {
+                    entry: Mutex::new(entry),
+                    wake: Notify::new(),
+                }),
+            );
+        }
+        Ok(records.len())
     }
 
     pub(crate) fn get(&self, id: &RunIdentifier) -> Option<Arc<RunSlot>> {
@@ -258,6 +353,7 @@ impl Runs {
         }
         let template =
             serde_json::to_vec(&task).map_err(|e| CreateError::Invalid(e.to_string()))?;
+        let task_json = String::from_utf8_lossy(&template).into_owned();
         let spec = TaskActionSpec {
             run_name: id.name.clone(),
             project: id.project.clone(),
@@ -299,6 +395,8 @@ impl Runs {
                     },
                 ),
                 gone: false,
+                store: Arc::clone(&self.store),
+                task_json,
             }),
             wake: Notify::new(),
         });
@@ -310,6 +408,11 @@ impl Runs {
             if slots.contains_key(&key(id)) {
                 return Err(CreateError::AlreadyExists);
             }
+            // Saved before anyone can see it, under the lock: the table and the map agree.
+            let record = slot.lock().record();
+            self.store
+                .insert_run(&record, crate::server::now())
+                .map_err(|e| CreateError::Store(e.to_string()))?;
             slots.insert(key(id), Arc::clone(&slot));
         }
         tokio::spawn(drive(Arc::clone(&slot), logs));
@@ -323,6 +426,7 @@ pub(crate) fn abort(slot: &RunSlot, reason: String) {
     if entry.object.metadata.deletion_timestamp.is_none() && !entry.phase.is_terminal() {
         entry.object.metadata.deletion_timestamp = Some(now());
         entry.abort_reason = Some(reason);
+        entry.persist();
     }
     drop(entry);
     slot.wake.notify_one();
@@ -414,6 +518,7 @@ fn apply(
             if entry.phase.is_terminal() {
                 close_debug_route(entry);
             }
+            entry.persist();
             call_ok()
         }
         Effect::WriteStatus { status, .. } => {

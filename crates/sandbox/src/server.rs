@@ -350,6 +350,9 @@ async fn create_run(
             crate::runs::CreateError::Invalid(message) => {
                 Rejection::new(Code::InvalidArgument, message)
             }
+            crate::runs::CreateError::Store(message) => {
+                Rejection::from(crate::SandboxError::Store(message))
+            }
         })?;
     let phase = slot.lock().phase.clone();
     Ok(json_response(&CreateRunResponse {

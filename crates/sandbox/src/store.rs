@@ -19,7 +19,34 @@ const MIGRATIONS: &[&str] = &[
         secret_sha256 TEXT NOT NULL,
         created_at INTEGER NOT NULL
     );",
+    // 2: runs, with what the API shows of their action. The task (command and environment) is
+    // kept so a run can be described after a restart.
+    "CREATE TABLE runs (
+        project TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        name TEXT NOT NULL,
+        task_json TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        error_json TEXT,
+        abort_reason TEXT,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (project, domain, name)
+    );",
 ];
+
+/// A stored run: what the API shows of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    pub project: String,
+    pub domain: String,
+    pub name: String,
+    pub task_json: String,
+    pub phase: String,
+    pub attempts: u32,
+    pub error_json: Option<String>,
+    pub abort_reason: Option<String>,
+}
 
 /// A stored API key, without its secret (which is not stored).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +175,62 @@ impl Store {
             )
             .map_err(|e| db_err(&e))?;
         Ok(n > 0)
+    }
+
+    pub fn insert_run(&self, run: &RunRecord, now: i64) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO runs (project, domain, name, task_json, phase, attempts, error_json, abort_reason, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![run.project, run.domain, run.name, run.task_json, run.phase, run.attempts, run.error_json, run.abort_reason, now],
+            )
+            .map_err(|e| db_err(&e))?;
+        Ok(())
+    }
+
+    /// Record where a run's action is now.
+    pub fn update_run(&self, run: &RunRecord) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE runs SET phase = ?4, attempts = ?5, error_json = ?6, abort_reason = ?7
+                 WHERE project = ?1 AND domain = ?2 AND name = ?3",
+                params![
+                    run.project,
+                    run.domain,
+                    run.name,
+                    run.phase,
+                    run.attempts,
+                    run.error_json,
+                    run.abort_reason
+                ],
+            )
+            .map_err(|e| db_err(&e))?;
+        Ok(())
+    }
+
+    pub fn runs(&self) -> Result<Vec<RunRecord>> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare(
+                "SELECT project, domain, name, task_json, phase, attempts, error_json, abort_reason FROM runs ORDER BY rowid",
+            )
+            .map_err(|e| db_err(&e))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(RunRecord {
+                    project: row.get(0)?,
+                    domain: row.get(1)?,
+                    name: row.get(2)?,
+                    task_json: row.get(3)?,
+                    phase: row.get(4)?,
+                    attempts: row.get(5)?,
+                    error_json: row.get(6)?,
+                    abort_reason: row.get(7)?,
+                })
+            })
+            .map_err(|e| db_err(&e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| db_err(&e))
     }
 
     /// Whether `secret` is the secret of `client_id` (hashes compared in constant time).
