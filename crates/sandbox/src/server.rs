@@ -271,6 +271,21 @@ async fn list_api_keys(
     Ok(axum::Json(json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()})).into_response())
 }
 
+/// axum refuses a body over the limit (without reading it into memory) with a plain-text 413;
+/// Connect clients expect error JSON.
+async fn connect_body_limit(response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return connect_error(
+            Code::InvalidArgument,
+            format!(
+                "the request body is larger than {} MiB",
+                MAX_BODY_BYTES / (1024 * 1024)
+            ),
+        );
+    }
+    response
+}
+
 const RUN_SERVICE: &str = flyte_api::types::services::RUN_SERVICE;
 
 fn run_not_found(id: &flyte_api::types::RunIdentifier) -> Rejection {
@@ -509,6 +524,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
         )
         .route(&format!("/{RUN_SERVICE}/AbortRun"), post(abort_run))
         .route(&format!("/{RUN_SERVICE}/ListRuns"), post(list_runs))
+        .layer(axum::middleware::map_response(connect_body_limit))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
 }

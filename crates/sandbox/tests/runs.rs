@@ -287,3 +287,69 @@ fn abort_kills_the_process_group_and_the_action_ends_aborted() {
     }
     panic!("the task's process {pid} survived the abort");
 }
+
+#[test]
+fn fifty_concurrent_launches_all_run() {
+    let sandbox = start();
+    let names: Vec<String> = (0..50).map(|i| format!("many-{i}")).collect();
+    sandbox.runtime.block_on(async {
+        let launches = names.iter().map(|name| {
+            let client = sandbox.client.clone();
+            let request = request(name, &["true"], &[]);
+            async move {
+                client
+                    .unary::<_, CreateRunResponse>(RUN_SERVICE, "CreateRun", &request)
+                    .await
+            }
+        });
+        for result in futures_util::future::join_all(launches).await {
+            result.unwrap();
+        }
+    });
+    for name in &names {
+        assert_eq!(
+            sandbox
+                .wait_for(name, ActionPhase::is_terminal)
+                .status
+                .phase,
+            ActionPhase::Succeeded,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn oversized_and_malformed_bodies_are_invalid_argument() {
+    let sandbox = start();
+    let http = HttpClient::default();
+    let url = format!("{}/{RUN_SERVICE}/CreateRun", sandbox.client.base_url());
+    let credential = Sandbox::credential_path(&sandbox.home.path().join("sandbox"));
+    let key = ApiKey::decode(&std::fs::read_to_string(credential).unwrap()).unwrap();
+    sandbox.runtime.block_on(async {
+        // Authenticated, so the body is what is judged.
+        let minted: serde_json::Value = http
+            .post(format!("{}/oauth2/token", sandbox.client.base_url()))
+            .basic_auth(&key.client_id, Some(key.client_secret.expose()))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let bearer = format!("Bearer {}", minted["access_token"].as_str().unwrap());
+        for body in [vec![b' '; 5 * 1024 * 1024], b"{\"runId\": ".to_vec()] {
+            let response = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("authorization", &bearer)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 400);
+            let text = response.text().await.unwrap();
+            assert!(text.contains("\"code\":\"invalid_argument\""), "{text}");
+        }
+    });
+}
