@@ -411,6 +411,68 @@ async fn get_action_details(
     Ok(json_response(&GetActionDetailsResponse { details }))
 }
 
+/// How often a watch looks for changes (the driver has no subscriber list yet).
+const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// `WatchActionDetails`: one envelope with the details each time they change, ending after the
+/// first terminal phase with the end-of-stream envelope.
+async fn watch_action_details(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Rejection> {
+    use flyte_api::envelope;
+    use flyte_api::types::{GetActionDetailsRequest, GetActionDetailsResponse};
+    authenticate(&shared, &headers)?;
+    let mut decoder = envelope::Decoder::new(MAX_BODY_BYTES);
+    decoder.push(&body);
+    let request = match decoder.next_envelope() {
+        Ok(Some(frame)) => parse::<GetActionDetailsRequest>(&Bytes::from(frame.payload))?,
+        _ => {
+            return Err(Rejection::new(
+                Code::InvalidArgument,
+                "expected one enveloped request message",
+            ));
+        }
+    };
+    let slot = shared
+        .runs
+        .get(&request.action_id.run)
+        .ok_or_else(|| run_not_found(&request.action_id.run))?;
+    let stream = futures_util::stream::unfold(
+        (slot, None::<flyte_api::types::ActionDetails>, false),
+        |(slot, last, ended)| async move {
+            if ended {
+                return None;
+            }
+            loop {
+                let details = slot.lock().details();
+                if last.as_ref() != Some(&details) {
+                    let terminal = details.status.phase.is_terminal();
+                    let json = serde_json::to_vec(&GetActionDetailsResponse {
+                        details: details.clone(),
+                    })
+                    .unwrap_or_default();
+                    let mut frames = envelope::encode(0, &json);
+                    if terminal {
+                        frames.extend(envelope::encode(envelope::END_STREAM, b"{}"));
+                    }
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(Bytes::from(frames)),
+                        (slot, Some(details), terminal),
+                    ));
+                }
+                tokio::time::sleep(WATCH_POLL).await;
+            }
+        },
+    );
+    Ok((
+        [("content-type", "application/connect+json")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
 async fn get_run_details(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -521,6 +583,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
         .route(
             &format!("/{RUN_SERVICE}/GetActionDetails"),
             post(get_action_details),
+        )
+        .route(
+            &format!("/{RUN_SERVICE}/WatchActionDetails"),
+            post(watch_action_details),
         )
         .route(&format!("/{RUN_SERVICE}/AbortRun"), post(abort_run))
         .route(&format!("/{RUN_SERVICE}/ListRuns"), post(list_runs))

@@ -353,3 +353,58 @@ fn oversized_and_malformed_bodies_are_invalid_argument() {
         }
     });
 }
+
+#[test]
+fn watch_streams_each_change_and_ends_after_the_terminal_phase() {
+    let sandbox = start();
+    sandbox
+        .create(&request("watched", &["sh", "-c", "sleep 0.3"], &[]))
+        .unwrap();
+    let phases = sandbox.runtime.block_on(async {
+        let request = GetActionDetailsRequest {
+            action_id: ActionIdentifier {
+                run: run_id("watched"),
+                name: "a0".into(),
+            },
+        };
+        let mut stream = sandbox
+            .client
+            .server_stream::<_, GetActionDetailsResponse>(
+                RUN_SERVICE,
+                "WatchActionDetails",
+                &request,
+            )
+            .await
+            .unwrap();
+        let mut phases = Vec::new();
+        while let Some(item) = stream.next().await {
+            phases.push(item.unwrap().details.status.phase);
+        }
+        phases
+    });
+    assert_eq!(phases.last(), Some(&ActionPhase::Succeeded), "{phases:?}");
+    assert!(phases.contains(&ActionPhase::Running), "{phases:?}");
+    // Changes only, not a heartbeat: a 0.3 s task yields a handful of messages, however often
+    // the server looks.
+    assert!(phases.len() <= 6, "{phases:?}");
+
+    let err = sandbox.runtime.block_on(async {
+        let request = GetActionDetailsRequest {
+            action_id: ActionIdentifier {
+                run: run_id("nope"),
+                name: "a0".into(),
+            },
+        };
+        sandbox
+            .client
+            .server_stream::<_, GetActionDetailsResponse>(
+                RUN_SERVICE,
+                "WatchActionDetails",
+                &request,
+            )
+            .await
+            .map(|_| ())
+            .unwrap_err()
+    });
+    assert_eq!(err.code, Code::NotFound);
+}
