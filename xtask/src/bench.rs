@@ -18,11 +18,13 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         None => {
             reconciler()?;
-            tunnel()
+            tunnel()?;
+            sandbox()
         }
         Some("reconciler") => reconciler(),
         Some("tunnel") => tunnel(),
-        Some(other) => bail!("unknown benchmark {other:?}; known: reconciler, tunnel"),
+        Some("sandbox") => sandbox(),
+        Some(other) => bail!("unknown benchmark {other:?}; known: reconciler, tunnel, sandbox"),
     }
 }
 
@@ -272,4 +274,84 @@ fn print_table(rows: &[Row], startup: Duration) {
         "| tunnel process start to exit (refused connection) | - | {:.1} ms | - | < 5 ms |",
         startup.as_secs_f64() * 1000.0
     );
+}
+
+const LAUNCH_RUNS: usize = 7;
+
+/// Launch of a debug run to its route being ready, as a user meets it: `flyte-run -e` launches
+/// the run and waits for its IDE link, then `flyte-run tunnel` completes the WebSocket upgrade
+/// (it exits 0 once connected and its input ends). Release build, sandbox on loopback.
+fn sandbox() -> anyhow::Result<()> {
+    println!("== sandbox: launch of a debug run to its route answering (release build)");
+    let status = cargo()
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--locked",
+            "-p",
+            "flyte-run",
+        ])
+        .status()?;
+    ensure!(status.success(), "cannot build flyte-run in release mode");
+    let bin = root().join("target/release/flyte-run");
+    let home = TempHome::new();
+    let run = |args: &[&str]| -> anyhow::Result<String> {
+        let out = home
+            .command(&bin)
+            .env_remove("FLYTE_ENDPOINT")
+            .args(args)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "flyte-run {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    run(&["sandbox", "start"])?;
+    let result = (|| -> anyhow::Result<Vec<Duration>> {
+        let token = run(&[
+            "-e",
+            r#"let k = keys::ensure_keypair(); auth::ensure_api_key("bench"); auth::bearer_token().authorization()"#,
+        ])?;
+        let headers = home.path().join("bench.headers");
+        std::fs::write(&headers, format!("Authorization: {}\n", token.trim()))?;
+        let mut samples = Vec::new();
+        for i in 0..LAUNCH_RUNS {
+            let script = format!(
+                r#"let key = keys::ensure_keypair();
+                   runs::launch(#{{ name: "bench-{i}", command: ["sleep", "30"], env: #{{ _F_E_SSH: "1", _F_SSH_PK: key.public_key }} }});
+                   runs::wait("bench-{i}", #{{ poll_interval: 0 }});
+                   runs::details("bench-{i}").log_links.filter(|l| l.type == "IDE")[0].uri"#
+            );
+            let started = Instant::now();
+            let uri = run(&["-e", &script])?;
+            let upgraded = Command::new(&bin)
+                .args(["tunnel", uri.trim(), "--http-headers-file"])
+                .arg(&headers)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status()?;
+            samples.push(started.elapsed());
+            ensure!(
+                upgraded.success(),
+                "the tunnel could not reach {}",
+                uri.trim()
+            );
+            run(&["-e", &format!(r#"runs::abort("bench-{i}")"#)])?;
+        }
+        Ok(samples)
+    })();
+    run(&["sandbox", "stop"])?;
+    let samples = result?;
+    let mut sorted = samples.clone();
+    sorted.sort_unstable();
+    println!(
+        "launch to route ready: median {:.0} ms (min {:.0}, max {:.0}, {LAUNCH_RUNS} runs); target < 300 ms",
+        median(samples).as_secs_f64() * 1000.0,
+        sorted[0].as_secs_f64() * 1000.0,
+        sorted[sorted.len() - 1].as_secs_f64() * 1000.0
+    );
+    Ok(())
 }

@@ -2,7 +2,7 @@
 //!
 //! - `ci`: install what the tests need (when root), then fmt, clippy and the tests, timing each
 //!   step. This is the README's test command and all that `.ci/run` calls.
-//! - `bench [reconciler|tunnel]`: performance figures, measured side by side with a reference
+//! - `bench [reconciler|tunnel|sandbox]`: performance figures, measured side by side with a reference
 //!   in the same run (never asserted in tests).
 #![allow(clippy::print_stdout)]
 
@@ -16,8 +16,10 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   ci                         install test prerequisites (as root), then cargo fmt --check,
                              clippy -D warnings, and the tests
-  bench [reconciler|tunnel]  decisions per second of the reconciler core; the SSH tunnel
-                             against direct OpenSSH (download, upload, connect, start-up)";
+  bench [reconciler|tunnel|sandbox]
+                             decisions per second of the reconciler core; the SSH tunnel
+                             against direct OpenSSH (download, upload, connect, start-up);
+                             a debug run's launch to its route answering";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

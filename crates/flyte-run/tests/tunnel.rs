@@ -228,3 +228,17 @@ fn an_interrupted_tunnel_exits_130() {
         "flyte-run tunnel: interrupted\n"
     );
 }
+
+#[test]
+fn a_client_that_closes_first_gets_a_clean_close() {
+    // sshd speaks first (its banner), so the bridge has data in flight when the client's close
+    // arrives; the close handshake must still complete, and the tunnel exit 0.
+    let sshd = Sshd::start();
+    let bridge = Bridge::start(BridgeConfig::new(Target::Tcp(
+        ([127, 0, 0, 1], sshd.port()).into(),
+    )));
+    for _ in 0..10 {
+        let (code, _, stderr) = tunnel(&[&bridge.url()]);
+        assert_eq!(code, Some(0), "{stderr}");
+    }
+}

@@ -292,6 +292,8 @@ async fn bridge(socket: WebSocketStream<TcpStream>, target: Box<dyn AsyncStream>
     // Why the client's side ended, when it was an error: sent in our close frame.
     let refused: Arc<std::sync::Mutex<Option<CloseFrame>>> = Arc::default();
     let refused_in = Arc::clone(&refused);
+    // Told when the client is done, so our side answers its close instead of sending more data.
+    let (client_done, mut client_done_rx) = tokio::sync::oneshot::channel::<()>();
     let inbound = async move {
         while let Some(message) = frames.next().await {
             let bytes = match message {
@@ -313,31 +315,34 @@ async fn bridge(socket: WebSocketStream<TcpStream>, target: Box<dyn AsyncStream>
         }
         // The client is done: tell the SSH server, which then ends the connection.
         let _ = to_ssh.shutdown().await;
+        let _ = client_done.send(());
     };
     let outbound = async move {
         let mut buffer = vec![0u8; CHUNK_BYTES];
         loop {
-            match from_ssh.read(&mut buffer).await {
-                Ok(0) | Err(_) => {
-                    let reason = refused
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .take();
-                    let close = reason.unwrap_or(CloseFrame {
-                        code: CloseCode::Normal,
-                        reason: "ssh server closed".into(),
-                    });
-                    let _ = sink.send(Message::Close(Some(close))).await;
-                    return;
-                }
-                Ok(n) => {
-                    if sink
-                        .send(Message::Binary(Bytes::copy_from_slice(&buffer[..n])))
-                        .await
-                        .is_err()
-                    {
+            tokio::select! {
+                read = from_ssh.read(&mut buffer) => match read {
+                    Ok(0) | Err(_) => {
+                        let reason = refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                        let close = reason.unwrap_or(CloseFrame { code: CloseCode::Normal, reason: "ssh server closed".into() });
+                        let _ = sink.send(Message::Close(Some(close))).await;
                         return;
                     }
+                    Ok(n) => {
+                        if sink.send(Message::Binary(Bytes::copy_from_slice(&buffer[..n]))).await.is_err() {
+                            return;
+                        }
+                    }
+                },
+                _ = &mut client_done_rx => {
+                    // Complete the closing handshake: answer the client's close (queued by the
+                    // WebSocket layer and sent by `close`), or say why its frames were refused.
+                    let reason = refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                    let _ = match reason {
+                        Some(frame) => sink.send(Message::Close(Some(frame))).await,
+                        None => sink.close().await,
+                    };
+                    return;
                 }
             }
         }
