@@ -286,6 +286,9 @@ async fn connect_body_limit(response: Response) -> Response {
     response
 }
 
+/// More retries than this is a mistake in a local sandbox, not a plan.
+const MAX_RETRIES: u32 = 10;
+
 const RUN_SERVICE: &str = flyte_api::types::services::RUN_SERVICE;
 
 fn run_not_found(id: &flyte_api::types::RunIdentifier) -> Rejection {
@@ -299,6 +302,54 @@ fn json_response<T: serde::Serialize>(value: &T) -> Response {
     axum::Json(value).into_response()
 }
 
+/// What a `CreateRunRequest` asks the sandbox to run: the run's identity, its command and
+/// environment (the container's, then the run spec's), and its user retries
+/// (`taskTemplate.metadata.retries.retries`, flyteidl2 `core.RetryStrategy`).
+fn decode_run(
+    request: &flyte_api::types::CreateRunRequest,
+) -> Result<(flyte_api::types::RunIdentifier, crate::runs::LocalTask, u32), Rejection> {
+    let invalid = |message: &str| Rejection::new(Code::InvalidArgument, message);
+    let id = request
+        .run_id
+        .clone()
+        .ok_or_else(|| invalid("give runId: the sandbox does not generate run names"))?;
+    let template = request.task_spec.as_ref().map(|spec| &spec.task_template);
+    let container = template
+        .and_then(|t| t.container.as_ref())
+        .ok_or_else(|| invalid("give taskSpec.taskTemplate.container with the command to run"))?;
+    let run_envs = request
+        .run_spec
+        .as_ref()
+        .and_then(|spec| spec.envs.as_ref());
+    let env = container
+        .env
+        .iter()
+        .chain(run_envs.iter().flat_map(|e| &e.values))
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
+    let argv = container
+        .command
+        .iter()
+        .chain(&container.args)
+        .cloned()
+        .collect();
+    let retries = template
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|metadata| metadata.pointer("/retries/retries"))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    let retries = u32::try_from(retries)
+        .ok()
+        .filter(|r| *r <= MAX_RETRIES)
+        .ok_or_else(|| {
+            Rejection::new(
+                Code::InvalidArgument,
+                format!("retries must be 0 to {MAX_RETRIES}"),
+            )
+        })?;
+    Ok((id, crate::runs::LocalTask { argv, env }, retries))
+}
+
 async fn create_run(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -309,51 +360,14 @@ async fn create_run(
     };
     authenticate(&shared, &headers)?;
     let request: CreateRunRequest = parse(&body)?;
-    let id = request.run_id.clone().ok_or_else(|| {
-        Rejection::new(
-            Code::InvalidArgument,
-            "give runId: the sandbox does not generate run names",
-        )
-    })?;
-    let container = request
-        .task_spec
-        .as_ref()
-        .and_then(|spec| spec.task_template.container.clone())
-        .ok_or_else(|| {
-            Rejection::new(
-                Code::InvalidArgument,
-                "give taskSpec.taskTemplate.container with the command to run",
-            )
-        })?;
-    let mut env: std::collections::BTreeMap<String, String> = container
-        .env
-        .iter()
-        .map(|kv| (kv.key.clone(), kv.value.clone()))
-        .collect();
-    if let Some(envs) = request
-        .run_spec
-        .as_ref()
-        .and_then(|spec| spec.envs.as_ref())
-    {
-        env.extend(
-            envs.values
-                .iter()
-                .map(|kv| (kv.key.clone(), kv.value.clone())),
-        );
-    }
-    let argv: Vec<String> = container
-        .command
-        .iter()
-        .chain(&container.args)
-        .cloned()
-        .collect();
+    let (id, task, retries) = decode_run(&request)?;
     let logs = shared.state_dir.join("logs");
     std::fs::create_dir_all(&logs)
         .map_err(|e| crate::SandboxError::Io(format!("{}: {e}", logs.display())))?;
     let log = logs.join(format!("{}-{}-{}.log", id.project, id.domain, id.name));
     let slot = shared
         .runs
-        .create(&id, &crate::runs::LocalTask { argv, env }, 0, log)
+        .create(&id, &task, retries, log)
         .map_err(|e| match e {
             crate::runs::CreateError::AlreadyExists => Rejection::new(
                 Code::AlreadyExists,

@@ -338,19 +338,41 @@ fn oversized_and_malformed_bodies_are_invalid_argument() {
             .await
             .unwrap();
         let bearer = format!("Bearer {}", minted["access_token"].as_str().unwrap());
-        for body in [vec![b' '; 5 * 1024 * 1024], b"{\"runId\": ".to_vec()] {
-            let response = http
-                .post(&url)
-                .header("content-type", "application/json")
-                .header("authorization", &bearer)
-                .body(body)
-                .send()
+        // Malformed JSON.
+        let response = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("authorization", &bearer)
+            .body(b"{\"runId\": ".to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400);
+        assert!(
+            response
+                .text()
                 .await
-                .unwrap();
-            assert_eq!(response.status().as_u16(), 400);
-            let text = response.text().await.unwrap();
-            assert!(text.contains("\"code\":\"invalid_argument\""), "{text}");
-        }
+                .unwrap()
+                .contains("\"code\":\"invalid_argument\"")
+        );
+        // Oversized by one byte: the server reads up to its 4 MiB limit and refuses the rest
+        // (bounded memory); the whole body is sent by then, so the answer is read back.
+        let response = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("authorization", &bearer)
+            .body(vec![b' '; 4 * 1024 * 1024 + 1])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400);
+        assert!(
+            response
+                .text()
+                .await
+                .unwrap()
+                .contains("\"code\":\"invalid_argument\"")
+        );
     });
 }
 
@@ -406,5 +428,63 @@ fn watch_streams_each_change_and_ends_after_the_terminal_phase() {
             .map(|_| ())
             .unwrap_err()
     });
+    assert_eq!(err.code, Code::NotFound);
+}
+
+#[test]
+fn user_retries_run_new_attempts_until_they_are_used_up() {
+    let sandbox = start();
+    let marker = sandbox.home.path().join("attempts");
+    // Fails twice, then succeeds: with 2 retries the third attempt wins.
+    let script = format!(
+        "echo x >> '{0}'; test $(wc -l < '{0}') -ge 3",
+        marker.display()
+    );
+    let mut retried = request("flaky", &["sh", "-c", &script], &[]);
+    retried.task_spec.as_mut().unwrap().task_template.metadata =
+        Some(serde_json::json!({"retries": {"retries": 2}}));
+    sandbox.create(&retried).unwrap();
+    let done = sandbox.wait_for("flaky", ActionPhase::is_terminal);
+    assert_eq!(
+        (done.status.phase, done.status.attempts),
+        (ActionPhase::Succeeded, 3),
+        "{:?}",
+        done.error_info
+    );
+
+    // One retry is not enough for a command that always fails: FAILED after 2 attempts.
+    let mut hopeless = request("hopeless", &["false"], &[]);
+    hopeless.task_spec.as_mut().unwrap().task_template.metadata =
+        Some(serde_json::json!({"retries": {"retries": 1}}));
+    sandbox.create(&hopeless).unwrap();
+    let failed = sandbox.wait_for("hopeless", ActionPhase::is_terminal);
+    assert_eq!(
+        (failed.status.phase, failed.status.attempts),
+        (ActionPhase::Failed, 2)
+    );
+    assert!(failed.error_info.unwrap().message.contains("2 attempt"));
+
+    let mut greedy = request("greedy", &["true"], &[]);
+    greedy.task_spec.as_mut().unwrap().task_template.metadata =
+        Some(serde_json::json!({"retries": {"retries": 1000}}));
+    assert_eq!(
+        sandbox.create(&greedy).unwrap_err().code,
+        Code::InvalidArgument
+    );
+    // An action name other than a0 is not found.
+    let request = GetActionDetailsRequest {
+        action_id: ActionIdentifier {
+            run: run_id("flaky"),
+            name: "a1".into(),
+        },
+    };
+    let err = sandbox
+        .runtime
+        .block_on(sandbox.client.unary::<_, GetActionDetailsResponse>(
+            RUN_SERVICE,
+            "GetActionDetails",
+            &request,
+        ))
+        .unwrap_err();
     assert_eq!(err.code, Code::NotFound);
 }
