@@ -47,6 +47,22 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A token signed by the sandbox's own key that expired an hour ago.
+fn expired_token(home: &Home) -> String {
+    let signer = flyte_sandbox::tokens::Signer::load_or_create(
+        &home.sandbox_dir().join("signing.key"),
+        flyte_sandbox::ISSUER,
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    signer
+        .mint("sbx-test", i64::try_from(now).unwrap() - 7200, 600)
+        .unwrap()
+}
+
 fn alive(pid: &str) -> bool {
     std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()
 }
@@ -285,16 +301,24 @@ fn a_debug_run_on_the_sandbox_is_reachable_with_the_system_ssh_client() {
     );
     assert_eq!(stdout(&out), "inside-the-debug-run\n");
 
-    // The ingress checks the token: a forged one is refused before any SSH happens.
-    let forged = home.0.path().join("forged.headers");
-    std::fs::write(&forged, "Authorization: Bearer not-a-token\n").unwrap();
-    let out = ssh(&forged);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("refused our credentials"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The ingress checks the token: missing, expired and forged ones are refused before any SSH
+    // happens. The expired one is signed by this sandbox's own key, so only its age is wrong.
+    let expired = expired_token(&home);
+    for (case, header_lines) in [
+        ("missing", String::new()),
+        ("expired", format!("Authorization: Bearer {expired}\n")),
+        ("forged", "Authorization: Bearer not-a-token\n".to_owned()),
+    ] {
+        let file = home.0.path().join(format!("{case}.headers"));
+        std::fs::write(&file, header_lines).unwrap();
+        let out = ssh(&file);
+        assert!(!out.status.success(), "{case}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("refused our credentials"),
+            "{case}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     let out = home.run(&["-e", r#"runs::abort("dbg"); runs::wait("dbg", #{ phase: "ABORTED", timeout: 60, poll_interval: 0 })"#]);
     assert_eq!(
@@ -306,6 +330,97 @@ fn a_debug_run_on_the_sandbox_is_reachable_with_the_system_ssh_client() {
     // The route is withdrawn with the run.
     let out = ssh(&headers);
     assert!(!out.status.success());
+}
+
+#[test]
+fn several_debug_runs_at_once_each_reach_their_own_server() {
+    const RUNS: [&str; 4] = ["dbg-a", "dbg-b", "dbg-c", "dbg-d"];
+    let home = Home(TempHome::new());
+    // All launched before any is waited for, so their servers are up at the same time.
+    let script = r#"
+        let key = keys::ensure_keypair();
+        let names = ["dbg-a", "dbg-b", "dbg-c", "dbg-d"];
+        for name in names {
+            runs::launch(#{ name: name, command: ["sleep", "120"],
+                            env: #{ _F_E_SSH: "1", _F_SSH_PK: key.public_key } });
+        }
+        for name in names {
+            runs::wait(name, #{ timeout: 60, poll_interval: 0 });
+            let link = runs::details(name).log_links.filter(|l| l.type == "IDE")[0];
+            print(link.uri + " " + link.host_key);
+        }
+        auth::ensure_api_key("flyte-ssh-debug");
+        print(auth::bearer_token().authorization());
+    "#;
+    let out = home.run(&["-e", script]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    let headers = home.0.path().join("all.headers");
+    std::fs::write(&headers, format!("Authorization: {}\n", lines[RUNS.len()])).unwrap();
+    let routes: Vec<(&str, &str)> = lines[..RUNS.len()]
+        .iter()
+        .map(|line| line.split_once(' ').unwrap())
+        .collect();
+    let distinct: std::collections::HashSet<_> = routes.iter().map(|(_, key)| *key).collect();
+    assert_eq!(
+        distinct.len(),
+        RUNS.len(),
+        "each server has its own host key"
+    );
+
+    // ssh to `uri` pinning `host_key`, asking the server which state directory it keeps.
+    let ssh = |index: usize, uri: &str, host_key: &str| {
+        let known_hosts = home.0.path().join(format!("known_hosts.{index}"));
+        std::fs::write(&known_hosts, format!("pinned.flyte-debug {host_key}\n")).unwrap();
+        std::process::Command::new("ssh")
+            .args(["-F", "none", "-i"])
+            .arg(home.0.ssh_debug_dir().join("id_ed25519"))
+            .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
+            .args(["-o", "HostKeyAlias=pinned.flyte-debug"])
+            .args(["-o", "StrictHostKeyChecking=yes"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .arg("-o")
+            .arg(format!(
+                "ProxyCommand={BIN} tunnel {uri} --http-headers-file {}",
+                headers.display()
+            ))
+            .args(["root@debug", "echo connected"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // Every run at once, each through its own route with its own key pinned.
+    let outputs: Vec<Output> = std::thread::scope(|scope| {
+        let handles: Vec<_> = routes
+            .iter()
+            .enumerate()
+            .map(|(index, (uri, key))| scope.spawn(move || ssh(index, uri, key)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for ((name, (uri, _)), out) in RUNS.iter().zip(&routes).zip(&outputs) {
+        assert!(uri.ends_with(&format!("/{name}/a0")), "{uri}");
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout(out), "connected\n", "{name}");
+    }
+    // A route leads to its own run's server only: pinning another run's key fails.
+    let out = ssh(RUNS.len(), routes[0].0, routes[1].1);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Host key verification failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

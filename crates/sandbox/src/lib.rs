@@ -75,14 +75,19 @@ pub(crate) fn create_api_key(store: &Store, name: &str) -> Result<(String, Strin
 pub struct Sandbox {
     shared: Arc<Shared>,
     state_dir: PathBuf,
+    body_read_timeout: std::time::Duration,
 }
+
+/// How long a client may take to send a request body once its headers arrived.
+pub const DEFAULT_BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox")
             .field("state_dir", &self.state_dir)
             .field("base_url", &self.shared.base_url)
-            .finish()
+            .field("body_read_timeout", &self.body_read_timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -111,9 +116,18 @@ impl Sandbox {
                 state_dir: state_dir.to_owned(),
             }),
             state_dir: state_dir.to_owned(),
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
         };
         sandbox.ensure_credential()?;
         Ok(sandbox)
+    }
+
+    /// Answer `deadline_exceeded` to a request whose body has not fully arrived within `limit`
+    /// (default [`DEFAULT_BODY_READ_TIMEOUT`]).
+    #[must_use]
+    pub fn with_body_read_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.body_read_timeout = limit;
+        self
     }
 
     /// Where the bootstrap credential is kept.
@@ -151,7 +165,7 @@ impl Sandbox {
 
     /// The HTTP router (for embedding in a larger server or a test).
     pub fn router(&self) -> axum::Router {
-        server::router(Arc::clone(&self.shared))
+        server::router(Arc::clone(&self.shared), self.body_read_timeout)
     }
 
     /// Serve the API on `listener`, and debug routes on an ingress listening on the same

@@ -571,7 +571,34 @@ async fn list_runs(
 /// Largest request body accepted; bigger ones are refused before they are read into memory.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
+/// Read the whole request body before the handler runs, within `limit`. Without this a client
+/// that announces a body and never sends it holds a connection and a task for ever; with it the
+/// client gets `deadline_exceeded` and the connection is freed. Bodies are small (4 MiB at most)
+/// so buffering them up front costs nothing the handlers would not spend anyway.
+async fn read_body_within(
+    State(limit): State<std::time::Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(parts, bytes.into()))
+                .await
+        }
+        // Over the limit or cut short: the limit layer's answer names the size.
+        Ok(Err(_)) => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        Err(_) => connect_error(
+            Code::DeadlineExceeded,
+            format!(
+                "the request body did not arrive within {} s; send the whole body with the request",
+                limit.as_secs_f64()
+            ),
+        ),
+    }
+}
+
+pub(crate) fn router(shared: Arc<Shared>, body_read_timeout: std::time::Duration) -> axum::Router {
     let keys = flyte_auth::API_KEY_SERVICE;
     axum::Router::new()
         .route("/healthz", get(health))
@@ -604,6 +631,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
         )
         .route(&format!("/{RUN_SERVICE}/AbortRun"), post(abort_run))
         .route(&format!("/{RUN_SERVICE}/ListRuns"), post(list_runs))
+        .layer(axum::middleware::from_fn_with_state(
+            body_read_timeout,
+            read_body_within,
+        ))
         .layer(axum::middleware::map_response(connect_body_limit))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)

@@ -24,6 +24,10 @@ struct Running {
 }
 
 fn start() -> Running {
+    start_with(|sandbox| sandbox)
+}
+
+fn start_with(configure: impl FnOnce(Sandbox) -> Sandbox) -> Running {
     let home = TempHome::new();
     let state = home.path().join("sandbox");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -35,7 +39,7 @@ fn start() -> Running {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    runtime.spawn(Sandbox::open(&state, &base).unwrap().serve(listener));
+    runtime.spawn(configure(Sandbox::open(&state, &base).unwrap()).serve(listener));
     let endpoint = Endpoint::parse(&base, false).unwrap();
     let client = runtime.block_on(admin(&endpoint, &state, &home.path().join("bearer.json")));
     Running {
@@ -374,6 +378,45 @@ fn oversized_and_malformed_bodies_are_invalid_argument() {
                 .contains("\"code\":\"invalid_argument\"")
         );
     });
+}
+
+#[test]
+fn a_body_that_never_arrives_is_answered_and_the_connection_freed() {
+    use std::io::{Read, Write};
+    let sandbox =
+        start_with(|sandbox| sandbox.with_body_read_timeout(std::time::Duration::from_millis(200)));
+    let address = sandbox
+        .client
+        .base_url()
+        .trim_start_matches("http://")
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    // A bound on the test, not a synchronisation: the answer comes after the 200 ms limit.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    // Announces 100 bytes, sends 10, then waits: before the limit existed this hung for ever.
+    write!(
+        stream,
+        "POST /{RUN_SERVICE}/CreateRun HTTP/1.1\r\nhost: {address}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"runId\":"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0_u8; 1024];
+    while !String::from_utf8_lossy(&answer).contains("deadline_exceeded") {
+        let read = stream.read(&mut buffer).unwrap();
+        assert_ne!(
+            read,
+            0,
+            "closed without an answer: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    assert!(answer.contains("did not arrive within 0.2 s"), "{answer}");
 }
 
 #[test]
