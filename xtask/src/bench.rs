@@ -145,10 +145,8 @@ fn start_ours(bin: &Path, home: &TempHome, key: &Path) -> anyhow::Result<OurServ
     Ok(OurServer { child, options })
 }
 
-fn tunnel() -> anyhow::Result<()> {
-    println!(
-        "== SSH tunnel: flyte-run tunnel + bridge + debug-server vs OpenSSH sshd, both on loopback"
-    );
+/// Build the `flyte-run` binary in release mode; where it is.
+fn build_release_flyte_run() -> anyhow::Result<PathBuf> {
     let status = cargo()
         .args([
             "build",
@@ -160,7 +158,14 @@ fn tunnel() -> anyhow::Result<()> {
         ])
         .status()?;
     ensure!(status.success(), "cannot build flyte-run in release mode");
-    let bin = root().join("target/release/flyte-run");
+    Ok(root().join("target/release/flyte-run"))
+}
+
+fn tunnel() -> anyhow::Result<()> {
+    println!(
+        "== SSH tunnel: flyte-run tunnel + bridge + debug-server vs OpenSSH sshd, both on loopback"
+    );
+    let bin = build_release_flyte_run()?;
     let home = TempHome::new();
     let key = home.path().join("id_ed25519");
     ssh_keygen(&key, "bench");
@@ -283,18 +288,7 @@ const LAUNCH_RUNS: usize = 7;
 /// (it exits 0 once connected and its input ends). Release build, sandbox on loopback.
 fn sandbox() -> anyhow::Result<()> {
     println!("== sandbox: launch of a debug run to its route answering (release build)");
-    let status = cargo()
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--locked",
-            "-p",
-            "flyte-run",
-        ])
-        .status()?;
-    ensure!(status.success(), "cannot build flyte-run in release mode");
-    let bin = root().join("target/release/flyte-run");
+    let bin = build_release_flyte_run()?;
     let home = TempHome::new();
     let run = |args: &[&str]| -> anyhow::Result<String> {
         let out = home

@@ -291,11 +291,17 @@ const MAX_RETRIES: u32 = 10;
 
 const RUN_SERVICE: &str = flyte_api::types::services::RUN_SERVICE;
 
-fn run_not_found(id: &flyte_api::types::RunIdentifier) -> Rejection {
-    Rejection::new(
-        Code::NotFound,
-        format!("no run {:?} in {}/{}", id.name, id.project, id.domain),
-    )
+/// The run `id` names, or `not_found` naming it.
+fn run_slot(
+    shared: &Shared,
+    id: &flyte_api::types::RunIdentifier,
+) -> Result<Arc<crate::runs::RunSlot>, Rejection> {
+    shared.runs.get(id).ok_or_else(|| {
+        Rejection::new(
+            Code::NotFound,
+            format!("no run {:?} in {}/{}", id.name, id.project, id.domain),
+        )
+    })
 }
 
 fn json_response<T: serde::Serialize>(value: &T) -> Response {
@@ -411,10 +417,7 @@ async fn get_action_details(
     use flyte_api::types::{GetActionDetailsRequest, GetActionDetailsResponse};
     authenticate(&shared, &headers)?;
     let request: GetActionDetailsRequest = parse(&body)?;
-    let slot = shared
-        .runs
-        .get(&request.action_id.run)
-        .ok_or_else(|| run_not_found(&request.action_id.run))?;
+    let slot = run_slot(&shared, &request.action_id.run)?;
     if request.action_id.name != crate::runs::ACTION_NAME {
         return Err(Rejection::new(
             Code::NotFound,
@@ -449,10 +452,7 @@ async fn watch_action_details(
             ));
         }
     };
-    let slot = shared
-        .runs
-        .get(&request.action_id.run)
-        .ok_or_else(|| run_not_found(&request.action_id.run))?;
+    let slot = run_slot(&shared, &request.action_id.run)?;
     let stream = futures_util::stream::unfold(
         (slot, None::<flyte_api::types::ActionDetails>, false),
         |(slot, last, ended)| async move {
@@ -495,10 +495,7 @@ async fn get_run_details(
     use flyte_api::types::{GetRunDetailsRequest, GetRunDetailsResponse, RunDetails};
     authenticate(&shared, &headers)?;
     let request: GetRunDetailsRequest = parse(&body)?;
-    let slot = shared
-        .runs
-        .get(&request.run_id)
-        .ok_or_else(|| run_not_found(&request.run_id))?;
+    let slot = run_slot(&shared, &request.run_id)?;
     let action = slot.lock().details();
     Ok(json_response(&GetRunDetailsResponse {
         details: RunDetails {
@@ -516,10 +513,7 @@ async fn abort_run(
     use flyte_api::types::{AbortRunRequest, AbortRunResponse};
     authenticate(&shared, &headers)?;
     let request: AbortRunRequest = parse(&body)?;
-    let slot = shared
-        .runs
-        .get(&request.run_id)
-        .ok_or_else(|| run_not_found(&request.run_id))?;
+    let slot = run_slot(&shared, &request.run_id)?;
     crate::runs::abort(
         &slot,
         request
