@@ -63,6 +63,8 @@ pub(crate) struct RunEntry {
     debug: Option<DebugRoute>,
     store: Arc<crate::store::Store>,
     task_json: String,
+    /// Every phase the attempts entered, oldest first (also in the store).
+    history: Vec<crate::store::EventRecord>,
     /// The object's finalizer was removed after deletion: the reconciler is done with it.
     gone: bool,
 }
@@ -75,6 +77,83 @@ impl RunEntry {
         if let Err(e) = self.store.update_run(&record) {
             tracing::error!(run = %self.id.name, error = %e, "cannot save the run");
         }
+    }
+
+    /// Note a phase an attempt entered, here and in the store (a failed write is logged: the
+    /// history then lacks one line, the run itself is unaffected).
+    fn record_event(&mut self, attempt: u32, at: rc::Timestamp) {
+        let event = crate::store::EventRecord {
+            attempt,
+            phase: self.phase.as_str().to_owned(),
+            error_json: self
+                .error
+                .as_ref()
+                .and_then(|e| serde_json::to_string(e).ok()),
+            occurred_at_ms: at.as_millis(),
+        };
+        let run = (
+            self.id.project.as_str(),
+            self.id.domain.as_str(),
+            self.id.name.as_str(),
+        );
+        if let Err(e) = self.store.append_event(run, &event) {
+            tracing::error!(run = %self.id.name, error = %e, "cannot save the action event");
+        }
+        self.history.push(event);
+    }
+
+    /// One entry per attempt, from the history: its last phase and error, when it started and
+    /// (once it moved on or ended) when it ended. The debug link belongs to the latest attempt.
+    fn attempts(&self) -> Vec<api::ActionAttempt> {
+        let time = |ms: i64| Some(rc::Timestamp::from_millis(ms).to_string());
+        let mut attempts: Vec<api::ActionAttempt> = Vec::new();
+        for event in &self.history {
+            let phase = serde_json::from_value::<api::ActionPhase>(serde_json::Value::String(
+                event.phase.clone(),
+            ))
+            .unwrap_or(api::ActionPhase::Unspecified);
+            let error = event
+                .error_json
+                .as_deref()
+                .and_then(|e| serde_json::from_str(e).ok());
+            match attempts.last_mut() {
+                Some(last) if last.attempt == event.attempt => {
+                    last.phase = phase;
+                    last.error_info = error.or(last.error_info.take());
+                }
+                _ => {
+                    if let Some(last) = attempts.last_mut()
+                        && last.end_time.is_none()
+                    {
+                        last.end_time = time(event.occurred_at_ms);
+                    }
+                    attempts.push(api::ActionAttempt {
+                        phase,
+                        attempt: event.attempt,
+                        start_time: time(event.occurred_at_ms),
+                        error_info: error,
+                        ..api::ActionAttempt::default()
+                    });
+                }
+            }
+            if let Some(last) = attempts.last_mut()
+                && last.phase.is_terminal()
+            {
+                last.end_time = time(event.occurred_at_ms);
+            }
+        }
+        if attempts.is_empty() {
+            attempts.push(api::ActionAttempt {
+                phase: self.phase.clone(),
+                attempt: self.object.status.attempts.max(1),
+                error_info: self.error.clone(),
+                ..api::ActionAttempt::default()
+            });
+        }
+        if let Some(last) = attempts.last_mut() {
+            last.log_info = self.ide_link.iter().cloned().collect();
+        }
+        attempts
     }
 
     fn record(&self) -> crate::store::RunRecord {
@@ -111,13 +190,7 @@ impl RunEntry {
                 .abort_reason
                 .clone()
                 .map(|reason| api::AbortInfo { reason }),
-            attempts: vec![api::ActionAttempt {
-                phase: self.phase.clone(),
-                attempt: attempts,
-                error_info: self.error.clone(),
-                log_info: self.ide_link.iter().cloned().collect(),
-                ..api::ActionAttempt::default()
-            }],
+            attempts: self.attempts(),
         }
     }
 }
@@ -272,7 +345,8 @@ impl Runs {
                 .error_json
                 .as_deref()
                 .and_then(|e| serde_json::from_str(e).ok());
-            if !phase.is_terminal() {
+            let interrupted = !phase.is_terminal();
+            if interrupted {
                 phase = api::ActionPhase::Failed;
                 error = Some(api::ErrorInfo {
                     message:
@@ -288,7 +362,10 @@ impl Runs {
                 TaskActionSpec::default(),
             );
             object.status.attempts = record.attempts;
-            let entry = RunEntry {
+            let history = self
+                .store
+                .events((&record.project, &record.domain, &record.name))?;
+            let mut entry = RunEntry {
                 id: id.clone(),
                 object,
                 phase,
@@ -301,7 +378,12 @@ impl Runs {
                 gone: true,
                 store: Arc::clone(&self.store),
                 task_json: record.task_json.clone(),
+                history,
             };
+            if interrupted {
+                let attempt = entry.history.last().map_or(record.attempts, |e| e.attempt);
+                entry.record_event(attempt, now());
+            }
             entry.persist();
             slots.insert(
                 key(&id),
@@ -397,6 +479,7 @@ impl Runs {
                 gone: false,
                 store: Arc::clone(&self.store),
                 task_json,
+                history: Vec::new(),
             }),
             wake: Notify::new(),
         });
@@ -515,6 +598,7 @@ fn apply(
         Effect::RecordEvent(event) => {
             entry.phase = to_api_phase(event.phase);
             entry.error = event.error.as_ref().map(to_api_error);
+            entry.record_event(event.attempt, event.updated_at);
             if entry.phase.is_terminal() {
                 close_debug_route(entry);
             }

@@ -33,7 +33,29 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         PRIMARY KEY (project, domain, name)
     );",
+    // 3: every phase an action's attempts entered, in order: the per-attempt history that
+    // GetActionDetails shows (each retry with its own error and times), kept across restarts.
+    "CREATE TABLE action_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        project TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        run TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        phase TEXT NOT NULL,
+        error_json TEXT,
+        occurred_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX action_events_by_run ON action_events (project, domain, run, seq);",
 ];
+
+/// One phase an attempt entered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    pub attempt: u32,
+    pub phase: String,
+    pub error_json: Option<String>,
+    pub occurred_at_ms: i64,
+}
 
 /// A stored run: what the API shows of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +228,53 @@ impl Store {
             )
             .map_err(|e| db_err(&e))?;
         Ok(())
+    }
+
+    /// Append a phase entered by an attempt of the run `(project, domain, run)`.
+    pub fn append_event(
+        &self,
+        (project, domain, run): (&str, &str, &str),
+        event: &EventRecord,
+    ) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO action_events (project, domain, run, attempt, phase, error_json, occurred_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    project,
+                    domain,
+                    run,
+                    event.attempt,
+                    event.phase,
+                    event.error_json,
+                    event.occurred_at_ms
+                ],
+            )
+            .map_err(|e| db_err(&e))?;
+        Ok(())
+    }
+
+    /// The phases a run's attempts entered, oldest first.
+    pub fn events(&self, (project, domain, run): (&str, &str, &str)) -> Result<Vec<EventRecord>> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare(
+                "SELECT attempt, phase, error_json, occurred_at_ms FROM action_events
+                 WHERE project = ?1 AND domain = ?2 AND run = ?3 ORDER BY seq",
+            )
+            .map_err(|e| db_err(&e))?;
+        let rows = statement
+            .query_map(params![project, domain, run], |row| {
+                Ok(EventRecord {
+                    attempt: row.get(0)?,
+                    phase: row.get(1)?,
+                    error_json: row.get(2)?,
+                    occurred_at_ms: row.get(3)?,
+                })
+            })
+            .map_err(|e| db_err(&e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| db_err(&e))
     }
 
     pub fn runs(&self) -> Result<Vec<RunRecord>> {

@@ -28,7 +28,11 @@ fn start() -> Running {
 }
 
 fn start_with(configure: impl FnOnce(Sandbox) -> Sandbox) -> Running {
-    let home = TempHome::new();
+    start_in(TempHome::new(), configure)
+}
+
+/// A sandbox whose state lives in `home` (a new one, or one an earlier sandbox left).
+fn start_in(home: TempHome, configure: impl FnOnce(Sandbox) -> Sandbox) -> Running {
     let state = home.path().join("sandbox");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -420,6 +424,69 @@ fn a_body_that_never_arrives_is_answered_and_the_connection_freed() {
 }
 
 #[test]
+fn attempt_history_survives_a_restart_and_an_interrupted_attempt_ends_failed() {
+    let sandbox = start();
+    let pid_file = sandbox.home.path().join("victim.pid");
+    sandbox.create(&request("done", &["true"], &[])).unwrap();
+    sandbox.wait_for("done", ActionPhase::is_terminal);
+    let script = format!("echo $$ > '{}'; exec sleep 60", pid_file.display());
+    sandbox
+        .create(&request("victim", &["sh", "-c", &script], &[]))
+        .unwrap();
+    sandbox.wait_for("victim", |phase| *phase == ActionPhase::Running);
+    let before = sandbox.details("done").unwrap();
+    // The shell writes its pid once it runs; wait for it (bounded, like wait_for).
+    let mut victim = String::new();
+    for _ in 0..400 {
+        victim = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        if victim.ends_with('\n') {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+
+    // The sandbox goes away mid-run (its runtime dropped, as a killed process would leave it);
+    // the task's process group outlives it and is stopped by its pid, as we started it.
+    let Running {
+        client,
+        runtime,
+        home,
+    } = sandbox;
+    drop(client);
+    drop(runtime);
+    let victim: i32 = victim.trim().parse().unwrap();
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(victim),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+
+    let again = start_in(home, |sandbox| sandbox);
+    assert_eq!(again.details("done").unwrap().attempts, before.attempts);
+    let interrupted = again.details("victim").unwrap();
+    let history: Vec<_> = interrupted
+        .attempts
+        .iter()
+        .map(|a| {
+            (
+                a.attempt,
+                a.phase.clone(),
+                a.error_info.as_ref().map(|e| e.code.clone()),
+                a.start_time.is_some() && a.end_time.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        history,
+        [(
+            1,
+            ActionPhase::Failed,
+            Some("SandboxRestarted".to_owned()),
+            true
+        )]
+    );
+}
+
+#[test]
 fn watch_streams_each_change_and_ends_after_the_terminal_phase() {
     let sandbox = start();
     sandbox
@@ -493,6 +560,29 @@ fn user_retries_run_new_attempts_until_they_are_used_up() {
         (ActionPhase::Succeeded, 3),
         "{:?}",
         done.error_info
+    );
+    // Each attempt is listed with its own outcome and times: the first two failed with the
+    // command's exit status, the last succeeded.
+    let summary: Vec<_> = done
+        .attempts
+        .iter()
+        .map(|a| {
+            (
+                a.attempt,
+                a.phase.clone(),
+                a.error_info.as_ref().map(|e| e.message.clone()),
+                a.start_time.is_some() && a.end_time.is_some(),
+            )
+        })
+        .collect();
+    let failed_with_1 = Some("the command exited with status 1".to_owned());
+    assert_eq!(
+        summary,
+        [
+            (1, ActionPhase::Failed, failed_with_1.clone(), true),
+            (2, ActionPhase::Failed, failed_with_1, true),
+            (3, ActionPhase::Succeeded, None, true),
+        ]
     );
 
     // One retry is not enough for a command that always fails: FAILED after 2 attempts.
