@@ -652,10 +652,15 @@ fn handle(
         },
         _ => match start(entry, slot, attempt, logs) {
             Ok(()) => transition(PhaseInfo::new(PluginPhase::Running, "started")),
-            Err(message) => {
+            Err(StartFailure::Task(message)) => {
                 let error = ExecutionError::new(ErrorKind::User, "CommandFailedToStart", message);
                 transition(PhaseInfo::failure(PluginPhase::PermanentFailure, error))
             }
+            // The machine failed, not the task: the reconciler counts it and starts afresh.
+            Err(StartFailure::Machine(message)) => PluginResult::Error(rc::PluginError {
+                code: "LocalProcessUnavailable".to_owned(),
+                message,
+            }),
         },
     }
 }
@@ -702,33 +707,59 @@ fn close_debug_route(entry: &mut RunEntry) {
     }
 }
 
+/// Why an attempt's process did not start: the task's fault (a retry would fail the same way)
+/// or the machine's (the log cannot be written, no process can be made right now).
+enum StartFailure {
+    Task(String),
+    Machine(String),
+}
+
+impl From<String> for StartFailure {
+    fn from(message: String) -> Self {
+        Self::Task(message)
+    }
+}
+
 fn start(
     entry: &mut RunEntry,
     slot: &Arc<RunSlot>,
     attempt: u32,
     logs: &std::path::Path,
-) -> Result<(), String> {
+) -> Result<(), StartFailure> {
     let task: LocalTask =
         serde_json::from_slice(&entry.object.spec.task_template).map_err(|e| e.to_string())?;
     open_debug_route(entry, &task)?;
+    let machine = |e: std::io::Error, what: &str| StartFailure::Machine(format!("{what}: {e}"));
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(logs)
-        .map_err(|e| format!("cannot open the log {}: {e}", logs.display()))?;
+        .map_err(|e| machine(e, &format!("cannot open the log {}", logs.display())))?;
+    let stdout = log
+        .try_clone()
+        .map_err(|e| machine(e, "cannot share the log"))?;
     let mut child = tokio::process::Command::new(&task.argv[0])
         .args(&task.argv[1..])
         .envs(&task.env)
         .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stdout(stdout)
         .stderr(log)
         // Its own process group, so an abort reaches everything the task started.
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot start {:?}: {e}", task.argv[0]))?;
-    let pid = child
-        .id()
-        .ok_or("the process exited before it could be watched")?;
+        .map_err(|e| {
+            let message = format!("cannot start {:?}: {e}", task.argv[0]);
+            match e.kind() {
+                // The command is missing or not executable: the task is wrong.
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                    StartFailure::Task(message)
+                }
+                _ => StartFailure::Machine(message),
+            }
+        })?;
+    let pid = child.id().ok_or_else(|| {
+        StartFailure::Task("the process exited before it could be watched".to_owned())
+    })?;
     entry.process = Some(Process {
         pid,
         attempt,

@@ -487,6 +487,35 @@ fn attempt_history_survives_a_restart_and_an_interrupted_attempt_ends_failed() {
 }
 
 #[test]
+fn a_machine_failure_is_retried_as_a_system_error_then_fails_the_action() {
+    let sandbox = start();
+    // The run's log path is taken by a directory: no attempt can start, through no fault of
+    // the task. The reconciler restarts it after each system failure, then gives up.
+    let logs = sandbox.home.path().join("sandbox/logs");
+    std::fs::create_dir_all(logs.join("flytesnacks-development-unloggable.log")).unwrap();
+    sandbox
+        .create(&request("unloggable", &["true"], &[]))
+        .unwrap();
+    let done = sandbox.wait_for("unloggable", ActionPhase::is_terminal);
+    assert_eq!(done.status.phase, ActionPhase::Failed);
+    let error = done.error_info.unwrap();
+    assert_eq!(
+        (error.kind, error.code.as_str()),
+        (ErrorKind::System, "MaxSystemFailuresExceeded"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error.message.contains("4 consecutive system failures")
+            && error.message.contains("cannot open the log"),
+        "{}",
+        error.message
+    );
+    // Its user retries were not spent on the machine's failures.
+    assert_eq!(done.status.attempts, 1);
+}
+
+#[test]
 fn watch_streams_each_change_and_ends_after_the_terminal_phase() {
     let sandbox = start();
     sandbox
