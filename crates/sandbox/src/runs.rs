@@ -31,6 +31,20 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 pub(crate) struct LocalTask {
     pub(crate) argv: Vec<String>,
     pub(crate) env: BTreeMap<String, String>,
+    /// Set when the task is cacheable (`discoverable`): its `discoveryVersion`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cache_version: Option<String>,
+}
+
+impl LocalTask {
+    /// The cache key: what the task runs and where, and its version. Runs with equal keys would
+    /// do the same work, so the second is served from the first.
+    fn cache_key(&self, id: &RunIdentifier) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        let version = self.cache_version.as_ref()?;
+        let identity = serde_json::json!([id.project, id.domain, self.argv, self.env, version]);
+        Some(hex::encode(Sha256::digest(identity.to_string().as_bytes())))
+    }
 }
 
 /// A debug run's route on the ingress, and where its debug server keeps its key.
@@ -448,6 +462,7 @@ impl Runs {
             input_uri: format!("sandbox://{}/inputs", key(id)),
             run_output_base: format!("sandbox://{}/outputs", key(id)),
             retries,
+            cache_key: task.cache_key(id).unwrap_or_default(),
             ..TaskActionSpec::default()
         };
         let object = TaskAction::new(
@@ -614,11 +629,29 @@ fn apply(
             entry.object.metadata.labels.extend(labels);
             write_ok()
         }
-        // Nothing is cacheable here and garbage collection keeps the record; answer what the
-        // machine expects so a pass completes.
-        Effect::CacheGet { .. } => rc::CacheLookup::NotFound.into(),
+        // The cache: entries in SQLite, keyed by LocalTask::cache_key; a hit means the run that
+        // stored it succeeded, so this one succeeds without running. Tasks are never
+        // cache-serializable here, so reservations are always granted.
+        Effect::CacheGet { key } => match entry.store.cache_entry(&key) {
+            Ok(Some(run)) => rc::CacheLookup::Hit {
+                outputs_uri: Some(format!("sandbox://{run}/outputs")),
+            },
+            Ok(None) => rc::CacheLookup::NotFound,
+            Err(e) => rc::CacheLookup::Error(e.to_string()),
+        }
+        .into(),
         Effect::CacheReserve { .. } => rc::Reservation::Owned.into(),
-        Effect::CachePut { .. } => rc::CachePutResult::Stored.into(),
+        Effect::CachePut { key: cache_key, .. } => {
+            match entry
+                .store
+                .put_cache_entry(&cache_key, &key(&entry.id), now().as_millis())
+            {
+                Ok(true) => rc::CachePutResult::Stored,
+                Ok(false) => rc::CachePutResult::AlreadyExists,
+                Err(e) => rc::CachePutResult::Error(e.to_string()),
+            }
+            .into()
+        }
         Effect::PluginFinalize(_) | Effect::CacheRelease { .. } | Effect::ObjectEvent(_) => {
             call_ok()
         }

@@ -353,7 +353,34 @@ fn decode_run(
                 format!("retries must be 0 to {MAX_RETRIES}"),
             )
         })?;
-    Ok((id, crate::runs::LocalTask { argv, env }, retries))
+    // flyteidl2 core.TaskMetadata: `discoverable` makes the task cacheable under its
+    // `discoveryVersion` (required then, as Flyte requires it).
+    let metadata = template.and_then(|t| t.metadata.as_ref());
+    let discoverable = metadata
+        .and_then(|m| m.get("discoverable"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let cache_version = if discoverable {
+        let version = metadata
+            .and_then(|m| m.get("discoveryVersion"))
+            .and_then(serde_json::Value::as_str)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                invalid("a discoverable task needs taskTemplate.metadata.discoveryVersion")
+            })?;
+        Some(version.to_owned())
+    } else {
+        None
+    };
+    Ok((
+        id,
+        crate::runs::LocalTask {
+            argv,
+            env,
+            cache_version,
+        },
+        retries,
+    ))
 }
 
 async fn create_run(

@@ -46,6 +46,12 @@ const MIGRATIONS: &[&str] = &[
         occurred_at_ms INTEGER NOT NULL
     );
     CREATE INDEX action_events_by_run ON action_events (project, domain, run, seq);",
+    // 4: the cache: which run first succeeded for a cache key.
+    "CREATE TABLE cache_entries (
+        cache_key TEXT PRIMARY KEY,
+        run TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    );",
 ];
 
 /// One phase an attempt entered.
@@ -275,6 +281,30 @@ impl Store {
             .map_err(|e| db_err(&e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| db_err(&e))
+    }
+
+    /// The run whose outputs are cached under `key`, if any.
+    pub fn cache_entry(&self, key: &str) -> Result<Option<String>> {
+        self.conn()
+            .query_row(
+                "SELECT run FROM cache_entries WHERE cache_key = ?1",
+                params![key],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| db_err(&e))
+    }
+
+    /// Record `run` as the cached result for `key`; false when an entry was there first.
+    pub fn put_cache_entry(&self, key: &str, run: &str, now_ms: i64) -> Result<bool> {
+        let inserted = self
+            .conn()
+            .execute(
+                "INSERT OR IGNORE INTO cache_entries (cache_key, run, created_at_ms) VALUES (?1, ?2, ?3)",
+                params![key, run, now_ms],
+            )
+            .map_err(|e| db_err(&e))?;
+        Ok(inserted > 0)
     }
 
     pub fn runs(&self) -> Result<Vec<RunRecord>> {

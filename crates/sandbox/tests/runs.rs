@@ -424,10 +424,19 @@ fn a_body_that_never_arrives_is_answered_and_the_connection_freed() {
 }
 
 #[test]
-fn attempt_history_survives_a_restart_and_an_interrupted_attempt_ends_failed() {
+fn history_and_cache_survive_a_restart_and_an_interrupted_attempt_ends_failed() {
     let sandbox = start();
     let pid_file = sandbox.home.path().join("victim.pid");
-    sandbox.create(&request("done", &["true"], &[])).unwrap();
+    // "done" is cacheable: after the restart an equal run is still served from the cache.
+    let marker = sandbox.home.path().join("ran");
+    let script = format!("echo x >> '{}'", marker.display());
+    let cacheable = |name: &str| {
+        let mut request = request(name, &["sh", "-c", &script], &[]);
+        request.task_spec.as_mut().unwrap().task_template.metadata =
+            Some(serde_json::json!({"discoverable": true, "discoveryVersion": "1"}));
+        request
+    };
+    sandbox.create(&cacheable("done")).unwrap();
     sandbox.wait_for("done", ActionPhase::is_terminal);
     let script = format!("echo $$ > '{}'; exec sleep 60", pid_file.display());
     sandbox
@@ -462,6 +471,10 @@ fn attempt_history_survives_a_restart_and_an_interrupted_attempt_ends_failed() {
 
     let again = start_in(home, |sandbox| sandbox);
     assert_eq!(again.details("done").unwrap().attempts, before.attempts);
+    again.create(&cacheable("done-again")).unwrap();
+    let hit = again.wait_for("done-again", ActionPhase::is_terminal);
+    assert_eq!(hit.status.phase, ActionPhase::Succeeded);
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x\n");
     let interrupted = again.details("victim").unwrap();
     let history: Vec<_> = interrupted
         .attempts
@@ -513,6 +526,43 @@ fn a_machine_failure_is_retried_as_a_system_error_then_fails_the_action() {
     );
     // Its user retries were not spent on the machine's failures.
     assert_eq!(done.status.attempts, 1);
+}
+
+#[test]
+fn a_discoverable_task_runs_once_per_version_and_later_runs_hit_the_cache() {
+    let sandbox = start();
+    let marker = sandbox.home.path().join("ran");
+    let script = format!("echo x >> '{}'", marker.display());
+    let cached = |name: &str, metadata: serde_json::Value| {
+        let mut request = request(name, &["sh", "-c", &script], &[]);
+        request.task_spec.as_mut().unwrap().task_template.metadata = Some(metadata);
+        request
+    };
+    let v1 = serde_json::json!({"discoverable": true, "discoveryVersion": "1"});
+    let v2 = serde_json::json!({"discoverable": true, "discoveryVersion": "2"});
+    let runs_so_far = || std::fs::read_to_string(&marker).unwrap().lines().count();
+    for (name, metadata, ran) in [
+        ("first", v1.clone(), 1),
+        // Same command, environment and version: served from the cache, not run.
+        ("again", v1, 1),
+        // A new version is new work.
+        ("bumped", v2, 2),
+        // Not discoverable: always runs.
+        ("plain", serde_json::json!({}), 3),
+    ] {
+        sandbox.create(&cached(name, metadata)).unwrap();
+        let done = sandbox.wait_for(name, ActionPhase::is_terminal);
+        assert_eq!(done.status.phase, ActionPhase::Succeeded, "{name}");
+        assert_eq!(runs_so_far(), ran, "{name}");
+    }
+    let no_version = cached("unversioned", serde_json::json!({"discoverable": true}));
+    let refused = sandbox.create(&no_version).unwrap_err();
+    assert_eq!(refused.code, Code::InvalidArgument);
+    assert!(
+        refused.message.contains("discoveryVersion"),
+        "{}",
+        refused.message
+    );
 }
 
 #[test]
