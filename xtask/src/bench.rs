@@ -13,18 +13,25 @@ const TRANSFER_BYTES: u64 = 256 * 1024 * 1024;
 const TRANSFER_RUNS: usize = 5;
 const CONNECT_RUNS: usize = 10;
 const STARTUP_RUNS: usize = 20;
+const CLI_RUNS: usize = 30;
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         None => {
             reconciler()?;
             tunnel()?;
-            sandbox()
+            sandbox()?;
+            cli()
         }
         Some("reconciler") => reconciler(),
         Some("tunnel") => tunnel(),
         Some("sandbox") => sandbox(),
-        Some(other) => bail!("unknown benchmark {other:?}; known: reconciler, tunnel, sandbox"),
+        Some("cli") => cli(),
+        // Internal: run a command repeatedly and print its median time and peak memory.
+        Some("cli-probe") => cli_probe(&args[1..]),
+        Some(other) => {
+            bail!("unknown benchmark {other:?}; known: reconciler, tunnel, sandbox, cli")
+        }
     }
 }
 
@@ -347,5 +354,92 @@ fn sandbox() -> anyhow::Result<()> {
         sorted[0].as_secs_f64() * 1000.0,
         sorted[sorted.len() - 1].as_secs_f64() * 1000.0
     );
+    Ok(())
+}
+
+/// What one probe measured: median wall time and the peak resident set of any run.
+struct Probe {
+    median: Duration,
+    peak_rss_kib: u32,
+}
+
+/// Run `program args` in a child xtask that does nothing else, so the peak memory it reports
+/// (the largest child it waited for) is the program's, not the cargo build's.
+fn probe(program: &Path, args: &[&str], home: &Path) -> anyhow::Result<Probe> {
+    let out = Command::new(std::env::current_exe()?)
+        .args(["bench", "cli-probe"])
+        .arg(program)
+        .args(args)
+        .env("HOME", home)
+        .stderr(Stdio::inherit())
+        .output()?;
+    ensure!(out.status.success(), "probing {} failed", program.display());
+    let text = String::from_utf8(out.stdout)?;
+    let mut fields = text.split_whitespace();
+    let (Some(micros), Some(rss)) = (fields.next(), fields.next()) else {
+        bail!("the probe printed {text:?}");
+    };
+    Ok(Probe {
+        median: Duration::from_micros(micros.parse()?),
+        peak_rss_kib: rss.parse()?,
+    })
+}
+
+fn cli_probe(args: &[String]) -> anyhow::Result<()> {
+    let Some((program, rest)) = args.split_first() else {
+        bail!("usage: cargo xtask bench cli-probe PROGRAM [ARGS...]");
+    };
+    let mut samples = Vec::with_capacity(CLI_RUNS);
+    for _ in 0..CLI_RUNS {
+        let started = Instant::now();
+        let status = Command::new(program)
+            .args(rest)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        samples.push(started.elapsed());
+        ensure!(status.success(), "{program} {rest:?} failed");
+    }
+    // Linux reports ru_maxrss in KiB: the largest resident set among waited-for children.
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?;
+    println!("{} {}", median(samples).as_micros(), usage.max_rss());
+    Ok(())
+}
+
+/// `flyte-run --version` and a no-op playbook: wall time and peak memory, beside Flyte's own
+/// Python CLI printing its help when the interop venv is there (`cargo xtask ci` makes it).
+fn cli() -> anyhow::Result<()> {
+    println!(
+        "== flyte-run start-up: --version and a no-op playbook (release build, median of {CLI_RUNS})"
+    );
+    let bin = build_release_flyte_run()?;
+    let home = TempHome::new();
+    let playbook = home.path().join("noop.rhai");
+    std::fs::write(&playbook, "// does nothing\n")?;
+    let playbook = playbook.display().to_string();
+    let show = |what: &str, p: &Probe, target: &str| {
+        println!(
+            "{what:<28} {:>8.1} ms {:>8.1} MB   {target}",
+            p.median.as_secs_f64() * 1000.0,
+            f64::from(p.peak_rss_kib) / 1024.0
+        );
+    };
+    let version = probe(&bin, &["--version"], home.path())?;
+    show("flyte-run --version", &version, "target < 10 ms, < 20 MB");
+    let noop = probe(&bin, &[&playbook], home.path())?;
+    show("flyte-run noop.rhai", &noop, "target < 10 ms, < 20 MB");
+    let flyte = root().join("target/interop-venv/bin/flyte");
+    if flyte.exists() {
+        let reference = probe(&flyte, &["--help"], home.path())?;
+        show("flyte --help (Python)", &reference, "reference");
+        println!(
+            "ratio: flyte-run --version takes {:.3}x the time and {:.3}x the memory of flyte --help",
+            version.median.as_secs_f64() / reference.median.as_secs_f64(),
+            f64::from(version.peak_rss_kib) / f64::from(reference.peak_rss_kib)
+        );
+    } else {
+        println!("(no reference: run `cargo xtask ci` once to create target/interop-venv)");
+    }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //!
 //! - `ci`: install what the tests need (when root), then fmt, clippy and the tests, timing each
 //!   step. This is the README's test command and all that `.ci/run` calls.
-//! - `bench [reconciler|tunnel|sandbox]`: performance figures, measured side by side with a reference
+//! - `bench [reconciler|tunnel|sandbox|cli]`: performance figures, measured side by side with a reference
 //!   in the same run (never asserted in tests).
 #![allow(clippy::print_stdout)]
 
@@ -16,7 +16,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   ci                         install test prerequisites (as root), then cargo fmt --check,
                              clippy -D warnings, and the tests
-  bench [reconciler|tunnel|sandbox]
+  bench [reconciler|tunnel|sandbox|cli]
                              decisions per second of the reconciler core; the SSH tunnel
                              against direct OpenSSH (download, upload, connect, start-up);
                              a debug run's launch to its route answering";
