@@ -473,3 +473,44 @@ fn auth_module_bad_input() {
         );
     }
 }
+
+#[test]
+fn app_playbook_lists_service_names_and_urls() {
+    let home = TempHome::new();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let cases: [&[&str]; 4] = [
+        &[],
+        &[
+            "--set",
+            "apps=web, My-App",
+            "--set",
+            "base_domain=apps.example.com",
+            "--set",
+            "port=8443",
+        ],
+        // Bad input: a name Kubernetes cannot take, a port out of range.
+        &["--set", "apps=bad_app"],
+        &["--set", "base_domain=x.com", "--set", "port=70000"],
+    ];
+    let mut out = String::new();
+    for args in cases {
+        let run = home
+            .command(BIN)
+            .current_dir(root)
+            .arg("playbooks/app.rhai")
+            .args(args)
+            .env_remove("FLYTE_RUN_LOG")
+            .output()
+            .unwrap();
+        writeln!(
+            out,
+            "$ flyte-run playbooks/app.rhai {}\ncode: {}\n--- stdout\n{}--- stderr\n{}",
+            args.join(" "),
+            run.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        )
+        .unwrap();
+    }
+    insta::assert_snapshot!(out);
+}
