@@ -19,6 +19,8 @@ use nix::unistd::Pid;
 const WAIT_LIMIT: Duration = Duration::from_secs(15);
 /// Poll interval for those waits: a process we do not control has no readiness callback.
 const POLL: Duration = Duration::from_millis(50);
+/// How long running actions get to end after SIGTERM when the sandbox stops, before SIGKILL.
+const ACTION_GRACE: Duration = Duration::from_secs(3);
 /// `status` exit code when no sandbox runs (as `systemctl status` and LSB init scripts say).
 const NOT_RUNNING: u8 = 3;
 
@@ -124,10 +126,17 @@ fn serve(dir: &Path, args: &ServeArgs) -> anyhow::Result<ExitCode> {
             "flyte sandbox serving on {endpoint} (state in {})",
             dir.display()
         );
-        tokio::select! {
-            result = sandbox.serve(listener) => result.context("the sandbox server failed")?,
-            () = crate::tunnel::interrupted() => {}
+        let stopper = sandbox.process_stopper();
+        let served = tokio::select! {
+            result = sandbox.serve(listener) => result.context("the sandbox server failed"),
+            () = crate::tunnel::interrupted() => Ok(()),
+        };
+        // The actions' processes are ours: they end with the sandbox, whichever way it ends.
+        let ended = tokio::task::block_in_place(|| stopper.stop_all(ACTION_GRACE));
+        if ended > 0 {
+            eprintln!("stopped {ended} running action(s)");
         }
+        served?;
         // Withdraw the announcement, unless another sandbox has replaced it meanwhile.
         if std::fs::read_to_string(pid_file(dir)).is_ok_and(|p| p.trim() == pid) {
             let _ = std::fs::remove_file(endpoint_file(dir));

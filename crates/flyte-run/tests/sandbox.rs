@@ -63,8 +63,13 @@ fn expired_token(home: &Home) -> String {
         .unwrap()
 }
 
+/// Whether `pid` runs: a zombie (dead, not yet reaped by whoever adopted it) does not count.
 fn alive(pid: &str) -> bool {
-    std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()
+    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses and may contain spaces.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
 }
 
 #[test]
@@ -138,6 +143,46 @@ fn start_status_stop_and_zero_configuration_scripts() {
     // And without a sandbox, scripts say what to do.
     let out = home.run(&["-e", r#"auth::ensure_api_key("x")"#]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("flyte-run sandbox start"));
+}
+
+#[test]
+fn stop_ends_the_running_actions_with_the_sandbox() {
+    let home = Home(TempHome::new());
+    let pid_file = home.0.path().join("task.pid");
+    // The task ignores SIGTERM, so stop has to follow up with SIGKILL.
+    let script = format!(
+        r#"runs::launch(#{{ name: "long", command: ["sh", "-c", "trap '' TERM; echo $$ > '{}'; while :; do sleep 1; done"] }});
+           runs::wait("long", #{{ phase: "RUNNING", timeout: 60, poll_interval: 0 }})"#,
+        pid_file.display()
+    );
+    let out = home.run(&["-e", &script]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut task = String::new();
+    for _ in 0..400 {
+        task = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        if task.ends_with('\n') {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(alive(&task), "the task should be running");
+    let stopped = home.run(&["sandbox", "stop"]);
+    assert!(stopped.status.success());
+    assert!(
+        String::from_utf8_lossy(&stopped.stderr).is_empty(),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    assert!(!alive(&task), "the task outlived the sandbox");
+    assert!(
+        std::fs::read_to_string(home.sandbox_dir().join("sandbox.log"))
+            .unwrap()
+            .contains("stopped 1 running action(s)")
+    );
 }
 
 #[test]
@@ -465,9 +510,10 @@ fn runs_survive_a_sigkilled_sandbox_and_interrupted_actions_fail_as_system_error
         nix::unistd::Pid::from_raw(victim),
         nix::sys::signal::Signal::SIGKILL,
     );
-    // Wait for the killed sandbox to be gone, so the next start sees a stale pid file.
+    // Wait for the killed sandbox to be gone from the process table (reaped, not just dead), so
+    // the next start sees a stale pid file.
     for _ in 0..400 {
-        if !alive(&sandbox_pid.to_string()) {
+        if !std::path::Path::new(&format!("/proc/{sandbox_pid}")).exists() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(25));

@@ -71,6 +71,18 @@ pub(crate) fn create_api_key(store: &Store, name: &str) -> Result<(String, Strin
     Ok((client_id, secret))
 }
 
+/// Stops a sandbox's running actions (their process groups) at shutdown.
+#[derive(Debug, Clone)]
+pub struct ProcessStopper(Arc<runs::Runs>);
+
+impl ProcessStopper {
+    /// SIGTERM every running action's process group, wait up to `grace`, SIGKILL what is left.
+    /// Returns how many groups were signalled. Blocks the calling thread.
+    pub fn stop_all(&self, grace: std::time::Duration) -> usize {
+        self.0.stop_processes(grace)
+    }
+}
+
 /// A sandbox ready to serve.
 pub struct Sandbox {
     shared: Arc<Shared>,
@@ -128,6 +140,12 @@ impl Sandbox {
     pub fn with_body_read_timeout(mut self, limit: std::time::Duration) -> Self {
         self.body_read_timeout = limit;
         self
+    }
+
+    /// A handle that stops the running actions' processes when the sandbox shuts down; take
+    /// it before [`Sandbox::serve`], which consumes the sandbox.
+    pub fn process_stopper(&self) -> ProcessStopper {
+        ProcessStopper(Arc::clone(&self.shared.runs))
     }
 
     /// Where the bootstrap credential is kept.

@@ -410,6 +410,36 @@ impl Runs {
         Ok(records.len())
     }
 
+    /// Stop every running action's process group (the sandbox is shutting down): SIGTERM, up to
+    /// `grace` for them to go, then SIGKILL. Their runs stay unfinished in the store, so the next
+    /// start reports them as interrupted (`SandboxRestarted`). Blocks the calling thread.
+    pub(crate) fn stop_processes(&self, grace: Duration) -> usize {
+        let groups: Vec<Pid> = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .filter_map(|slot| {
+                let entry = slot.lock();
+                let process = entry.process.as_ref().filter(|p| p.exit.is_none())?;
+                i32::try_from(process.pid).ok().map(Pid::from_raw)
+            })
+            .collect();
+        for group in &groups {
+            let _ = killpg(*group, Signal::SIGTERM);
+        }
+        // Shutdown, not a test: a bounded poll for the groups to empty is the simplest wait.
+        let started = std::time::Instant::now();
+        let alive = |group: &Pid| killpg(*group, None).is_ok();
+        while groups.iter().any(alive) && started.elapsed() < grace {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for group in groups.iter().filter(|g| alive(g)) {
+            let _ = killpg(*group, Signal::SIGKILL);
+        }
+        groups.len()
+    }
+
     pub(crate) fn get(&self, id: &RunIdentifier) -> Option<Arc<RunSlot>> {
         self.slots
             .lock()
