@@ -80,9 +80,19 @@ pub(crate) fn running(dir: &Path) -> Option<(i32, String)> {
         .ok()?
         .trim()
         .to_owned();
-    // Signal 0 checks that the process exists without touching it.
+    // Signal 0 checks that the process exists without touching it; a zombie (killed, not yet
+    // reaped) exists but serves nothing.
     kill(Pid::from_raw(pid), None).ok()?;
-    Some((pid, endpoint))
+    (!is_zombie(pid)).then_some((pid, endpoint))
+}
+
+/// Whether `pid` has exited and waits to be reaped (state `Z` in `/proc/<pid>/stat`).
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses and may contain spaces.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
 }
 
 pub(crate) fn run(command: &SandboxCommand) -> anyhow::Result<ExitCode> {

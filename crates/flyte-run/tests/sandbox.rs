@@ -510,10 +510,10 @@ fn runs_survive_a_sigkilled_sandbox_and_interrupted_actions_fail_as_system_error
         nix::unistd::Pid::from_raw(victim),
         nix::sys::signal::Signal::SIGKILL,
     );
-    // Wait for the killed sandbox to be gone from the process table (reaped, not just dead), so
-    // the next start sees a stale pid file.
+    // Wait for the killed sandbox to be dead (a zombie is: the next start must see a stale pid
+    // file even before whoever adopted it reaps it).
     for _ in 0..400 {
-        if !std::path::Path::new(&format!("/proc/{sandbox_pid}")).exists() {
+        if !alive(&sandbox_pid.to_string()) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(25));
