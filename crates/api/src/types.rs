@@ -359,6 +359,9 @@ pub struct ActionDetails {
     pub error_info: Option<ErrorInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub abort_info: Option<AbortInfo>,
+    /// What the action runs (the `spec` oneof's `task`); `flyte-run debug` relaunches it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskSpec>,
     pub attempts: Vec<ActionAttempt>,
 }
 

@@ -2,9 +2,11 @@
 #![allow(clippy::print_stdout)] // This binary owns stdout: results, the ready line, dry-run diffs.
 
 mod cli;
+mod debug;
 mod debug_server;
 mod env_vars;
 mod paths;
+mod progress;
 mod sandbox;
 mod script;
 mod tunnel;

@@ -225,14 +225,15 @@ fn runs_module_launches_waits_inspects_and_aborts_on_an_auto_started_sandbox() {
         let running = runs::wait("sleeper", #{ timeout: 60, poll_interval: 0 });
         runs::abort("sleeper");
         let aborted = runs::wait("sleeper", #{ phase: "ABORTED", timeout: 60, poll_interval: 0 });
-        `${run.action} ${done} ${failed} ${why.kind} ${running} ${aborted} ${runs::details("sleeper", "a0").abort_reason}`
+        let found = runs::find("sleeper");
+        `${run.action} ${done} ${failed} ${why.kind} ${running} ${aborted} ${runs::details("sleeper", "a0").abort_reason} ${found.terminal} ${runs::find("nope") == ()}`
     "#;
     let out = home.run(&["-e", script]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(
         stdout(&out),
-        "a0 SUCCEEDED FAILED KIND_USER RUNNING ABORTED aborted by a flyte-run playbook\n"
+        "a0 SUCCEEDED FAILED KIND_USER RUNNING ABORTED aborted by a flyte-run playbook true true\n"
     );
     assert!(
         stderr.contains("started the local sandbox at http://127.0.0.1:"),
@@ -261,7 +262,10 @@ fn runs_module_launches_waits_inspects_and_aborts_on_an_auto_started_sandbox() {
             r#"runs::wait("hello", #{ phase: "DONE" })"#,
             "unknown phase \"DONE\"",
         ),
-        (r#"runs::details("nope")"#, "not_found"),
+        (
+            r#"runs::details("nope")"#,
+            "no action \"a0\" in run \"nope\" (flytesnacks/development)",
+        ),
     ] {
         let out = home.run(&["-e", script]);
         assert_eq!(out.status.code(), Some(1), "{script}");
@@ -526,4 +530,94 @@ fn runs_survive_a_sigkilled_sandbox_and_interrupted_actions_fail_as_system_error
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The README's main command in a fresh HOME: it starts the sandbox, launches a debug run,
+/// installs the ssh block and proves it. Then the system ssh client, reading that config with
+/// `StrictHostKeyChecking yes` in effect, gets in; a wrong pinned key keeps it out; running the
+/// playbook again reuses the live run.
+#[test]
+fn the_debug_playbook_leaves_a_working_pinned_ssh_alias() {
+    let home = Home(TempHome::new());
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let playbook = |home: &Home| {
+        home.0
+            .command(BIN)
+            .current_dir(root)
+            .env_remove("FLYTE_ENDPOINT")
+            .arg("playbooks/debug.rhai")
+            .output()
+            .unwrap()
+    };
+    let out = playbook(&home);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("launched:    run flyte-run-debug in debug mode"),
+        "{text}"
+    );
+    assert!(text.contains("checked:     connected as "), "{text}");
+    assert!(
+        text.trim_end().ends_with("next:        ssh flyte-debug"),
+        "{text}"
+    );
+
+    let config = home.0.path().join(".ssh/config");
+    let ssh = |args: &[&str]| {
+        std::process::Command::new("ssh")
+            .arg("-F")
+            .arg(&config)
+            .args(["-o", "BatchMode=yes"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let resolved = stdout(&ssh(&["-G", "flyte-debug"]));
+    for want in [
+        "stricthostkeychecking true",
+        "hostkeyalias flyte-run-debug.a0.flyte-debug",
+    ] {
+        assert!(resolved.lines().any(|l| l == want), "{want}: {resolved}");
+    }
+    let out = ssh(&["flyte-debug", "true"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Replace the pinned key with another one: the same command is refused.
+    let known_hosts = home.0.ssh_debug_dir().join("known_hosts");
+    let pinned = std::fs::read_to_string(&known_hosts).unwrap();
+    let other = flyte_keys::HostKey::load_or_generate(&home.0.path().join("other"))
+        .unwrap()
+        .public_key_line()
+        .unwrap();
+    std::fs::write(
+        &known_hosts,
+        flyte_keys::known_hosts_line("flyte-run-debug.a0.flyte-debug", &other).unwrap() + "\n",
+    )
+    .unwrap();
+    let out = ssh(&["flyte-debug", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Host key verification failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&known_hosts, pinned).unwrap();
+
+    let again = playbook(&home);
+    let text = stdout(&again);
+    assert!(again.status.success(), "{text}");
+    assert!(
+        text.contains("reusing:     run flyte-run-debug (RUNNING)"),
+        "{text}"
+    );
+    assert!(text.contains("(Host flyte-debug, unchanged)"), "{text}");
 }

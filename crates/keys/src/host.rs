@@ -48,6 +48,13 @@ impl HostKey {
     }
 }
 
+/// The `SHA256:...` fingerprint of one OpenSSH public key line, as `ssh-keygen -lf` shows it.
+pub fn public_key_fingerprint(public_key_line: &str) -> Result<String> {
+    let key = ssh_key::PublicKey::from_openssh(public_key_line.trim())
+        .map_err(|e| KeyError::Encode(format!("not an OpenSSH public key line: {e}")))?;
+    Ok(key.fingerprint(HashAlg::Sha256).to_string())
+}
+
 /// A `known_hosts` line pinning `public_key_line` for `host_alias` (the name ssh looks up: the
 /// `HostKeyAlias` when one is set). The key's comment is dropped.
 pub fn known_hosts_line(host_alias: &str, public_key_line: &str) -> Result<String> {

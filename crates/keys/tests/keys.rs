@@ -247,6 +247,21 @@ fn host_keys_are_generated_once_and_pinnable() {
     assert_eq!(mode(&path), 0o600);
     let again = HostKey::load_or_generate(&path).unwrap();
     assert_eq!(key.fingerprint(), again.fingerprint());
+    // The published line's fingerprint is the key's, and ssh-keygen agrees.
+    let line = key.public_key_line().unwrap();
+    assert_eq!(
+        flyte_keys::public_key_fingerprint(&line).unwrap(),
+        key.fingerprint()
+    );
+    let pub_file = home.path().join("host_key.pub");
+    fs::write(&pub_file, &line).unwrap();
+    let keygen = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&pub_file)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&keygen.stdout).contains(&key.fingerprint()));
+    assert!(flyte_keys::public_key_fingerprint("ssh-ed25519 not-base64").is_err());
 
     // Debug output shows the fingerprint and nothing of the private key.
     let debug = format!("{key:?}");

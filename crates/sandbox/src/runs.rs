@@ -116,6 +116,31 @@ impl RunEntry {
         self.history.push(event);
     }
 
+    /// The task as a flyteidl2 container spec: its command and (merged) environment, so a client
+    /// can launch it again, e.g. in debug mode.
+    fn task_spec(&self) -> Option<api::TaskSpec> {
+        let task: LocalTask = serde_json::from_str(&self.task_json).ok()?;
+        Some(api::TaskSpec {
+            task_template: api::TaskTemplate {
+                task_type: "container".to_owned(),
+                container: Some(api::Container {
+                    command: task.argv,
+                    env: task
+                        .env
+                        .into_iter()
+                        .map(|(key, value)| api::KeyValuePair { key, value })
+                        .collect(),
+                    ..api::Container::default()
+                }),
+                metadata: task.cache_version.map(|version| {
+                    serde_json::json!({ "discoverable": true, "discoveryVersion": version })
+                }),
+                ..api::TaskTemplate::default()
+            },
+            short_name: String::new(),
+        })
+    }
+
     /// One entry per attempt, from the history: its last phase and error, when it started and
     /// (once it moved on or ended) when it ended. The debug link belongs to the latest attempt.
     fn attempts(&self) -> Vec<api::ActionAttempt> {
@@ -204,6 +229,7 @@ impl RunEntry {
                 .abort_reason
                 .clone()
                 .map(|reason| api::AbortInfo { reason }),
+            task: self.task_spec(),
             attempts: self.attempts(),
         }
     }

@@ -1,5 +1,6 @@
 //! Which control plane script modules talk to, and with what credentials.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use flyte_api::{Client, Endpoint, HttpClient};
@@ -57,43 +58,73 @@ pub(crate) fn endpoint(host: &Host, when_none: WhenNone) -> Result<Endpoint, Str
     })
 }
 
-/// A client for `endpoint`, authenticated with the best credential at hand: the sandbox's
-/// bootstrap credential when it is this machine's sandbox (tokens cached beside it), else the
-/// user's stored API key, else none.
-pub(crate) async fn client_for(host: &Host, endpoint: &Endpoint) -> Result<Client, String> {
-    let client = Client::new(endpoint).map_err(|e| e.to_string())?;
+/// Where a control plane's credential comes from, and where its tokens are cached.
+#[derive(Debug)]
+pub(crate) struct CredentialFiles {
+    pub(crate) key_file: PathBuf,
+    pub(crate) cache: PathBuf,
+}
+
+/// The best credential at hand for `endpoint`: the sandbox's bootstrap credential when it is this
+/// machine's sandbox (tokens cached beside it), else the user's stored API key.
+pub(crate) fn credential_files(host: &Host, endpoint: &Endpoint) -> CredentialFiles {
     let dir = crate::sandbox::state_dir(&host.home);
     let is_sandbox = crate::sandbox::running(&dir)
         .is_some_and(|(_, e)| Endpoint::parse(&e, false).is_ok_and(|e| &e == endpoint));
-    let debug_dir = flyte_keys::default_dir(&host.home);
-    let (key_file, cache) = if is_sandbox {
-        (
-            dir.join(flyte_sandbox::CREDENTIAL_FILE),
-            dir.join("bearer.json"),
-        )
+    if is_sandbox {
+        CredentialFiles {
+            key_file: dir.join(flyte_sandbox::CREDENTIAL_FILE),
+            cache: dir.join("bearer.json"),
+        }
     } else {
-        (
-            debug_dir.join(flyte_auth::API_KEY_FILE),
-            debug_dir.join("bearer.json"),
-        )
+        api_key_files(host)
+    }
+}
+
+/// The user's stored API key (`auth::ensure_api_key`) and the bearer cache Flyte shares.
+pub(crate) fn api_key_files(host: &Host) -> CredentialFiles {
+    let debug_dir = flyte_keys::default_dir(&host.home);
+    CredentialFiles {
+        key_file: debug_dir.join(flyte_auth::API_KEY_FILE),
+        cache: debug_dir.join("bearer.json"),
+    }
+}
+
+/// Client credentials from `files` for `endpoint`, and the header tokens go in; `None` when the
+/// key file does not exist.
+pub(crate) async fn token_source(
+    client: &Client,
+    endpoint: &Endpoint,
+    files: CredentialFiles,
+) -> Result<Option<(ClientCredentials, String)>, String> {
+    let Ok(text) = std::fs::read_to_string(&files.key_file) else {
+        return Ok(None);
     };
-    let Ok(text) = std::fs::read_to_string(&key_file) else {
-        return Ok(client);
-    };
-    let key = ApiKey::decode(&text).map_err(|e| format!("{}: {e}", key_file.display()))?;
-    let config = flyte_auth::oauth::discover(&client)
+    let key = ApiKey::decode(&text).map_err(|e| format!("{}: {e}", files.key_file.display()))?;
+    let config = flyte_auth::oauth::discover(client)
         .await
         .map_err(|e| e.to_string())?;
+    let header = config.header_name.clone();
     let tokens = ClientCredentials::new(
         HttpClient::default(),
-        config.clone(),
+        config,
         key.client_id,
         key.client_secret,
         endpoint.authority(),
-        cache,
+        files.cache,
     );
-    client
-        .with_tokens(Arc::new(tokens))
-        .with_auth_header(&config.header_name)
-        .map_err(|e| e.to_string())
+    Ok(Some((tokens, header)))
+}
+
+/// A client for `endpoint`, authenticated with the best credential at hand (see
+/// [`credential_files`]), else none.
+pub(crate) async fn client_for(host: &Host, endpoint: &Endpoint) -> Result<Client, String> {
+    let client = Client::new(endpoint).map_err(|e| e.to_string())?;
+    match token_source(&client, endpoint, credential_files(host, endpoint)).await? {
+        None => Ok(client),
+        Some((tokens, header)) => client
+            .with_tokens(Arc::new(tokens))
+            .with_auth_header(&header)
+            .map_err(|e| e.to_string()),
+    }
 }

@@ -5,7 +5,8 @@
 //! in DESIGN.md ("The Rhai surface").
 
 mod auth;
-mod control_plane;
+pub(crate) mod control_plane;
+mod debug;
 mod keys;
 mod kservice;
 mod opts;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rhai::module_resolvers::{FileModuleResolver, ModuleResolversCollection};
-use rhai::{Dynamic, Engine, EvalAltResult, Map, Position, Scope};
+use rhai::{Dynamic, Engine, EvalAltResult, Map, NativeCallContext, Position, Scope};
 
 /// What scripts may reach of the outside world, captured by the module functions.
 #[derive(Debug)]
@@ -102,6 +103,34 @@ impl fmt::Display for ScriptError {
 impl ScriptError {
     fn new(source: &ScriptSource, mut err: EvalAltResult, timeout: Option<Duration>) -> Self {
         let position = err.take_position();
+        // An error inside a script function (an imported module's, or the playbook's own) is
+        // reported at the outermost call site, with where inside the function it happened.
+        let mut inside = Vec::new();
+        loop {
+            match err {
+                EvalAltResult::ErrorInFunctionCall(name, module, inner, at) => {
+                    let name = if module.is_empty() {
+                        name
+                    } else {
+                        format!("{module}::{name}")
+                    };
+                    inside.push(format!(
+                        "{name}, {}",
+                        describe(if inner.position().is_none() {
+                            at
+                        } else {
+                            inner.position()
+                        })
+                    ));
+                    err = *inner;
+                }
+                EvalAltResult::ErrorInModule(name, inner, _) => {
+                    inside.push(format!("module {name:?}, {}", describe(inner.position())));
+                    err = *inner;
+                }
+                _ => break,
+            }
+        }
         let message = match &err {
             EvalAltResult::ErrorTerminated(..) => format!(
                 "the script ran longer than --timeout {:.0}s and was stopped",
@@ -113,13 +142,33 @@ impl ScriptError {
             ),
             // A Rust error raised by a module function: its message is the whole story.
             EvalAltResult::ErrorRuntime(value, ..) if value.is_string() => value.to_string(),
-            other => other.to_string(),
+            other => {
+                let mut text = other.to_string();
+                // Rhai appends the position it already gave us; say it once, our way.
+                if let Some(i) = text.rfind(" (line ") {
+                    text.truncate(i);
+                }
+                text
+            }
+        };
+        let message = if inside.is_empty() {
+            message
+        } else {
+            format!("{message} (in {})", inside.join(", in "))
         };
         Self {
             source: source.label(),
             position,
             message,
         }
+    }
+}
+
+fn describe(position: Position) -> String {
+    match (position.line(), position.position()) {
+        (Some(line), Some(col)) => format!("line {line}:{col}"),
+        (Some(line), None) => format!("line {line}"),
+        _ => "at an unknown line".to_owned(),
     }
 }
 
@@ -144,6 +193,14 @@ pub(crate) fn new_engine(host: &Arc<Host>, source: &ScriptSource) -> Engine {
             .on_progress(move |_| (started.elapsed() > timeout).then(|| Dynamic::from("timeout")));
     }
 
+    // `debug` is a reserved word in Rhai (its `debug(x)` statement); the contract's module is
+    // `debug::`, so the word is handed to the parser as a plain name. The API is marked volatile
+    // (not deprecated) by Rhai; the CLI tests catch a change.
+    #[allow(deprecated)]
+    engine.on_parse_token(|token, _, _| match token {
+        rhai::Token::Reserved(word) if word.as_str() == "debug" => rhai::Token::Identifier(word),
+        other => other,
+    });
     engine.set_module_resolver(module_resolver(source));
     engine.register_static_module("keys", keys::module(host).into());
     engine.register_static_module("kservice", kservice::module().into());
@@ -151,6 +208,34 @@ pub(crate) fn new_engine(host: &Arc<Host>, source: &ScriptSource) -> Engine {
     auth::register_types(&mut engine);
     engine.register_static_module("auth", auth::module(host).into());
     engine.register_static_module("runs", runs::module(host).into());
+    engine.register_static_module("debug", debug::module(host).into());
+    // sleep(seconds): for backoff in scripts; bounded by --timeout like everything else.
+    engine.register_fn(
+        "sleep",
+        |ctx: NativeCallContext<'_>, seconds: rhai::FLOAT| -> opts::ScriptResult<()> {
+            if !(seconds.is_finite() && (0.0..=3600.0).contains(&seconds)) {
+                return Err(opts::script_err(
+                    &ctx,
+                    format!("sleep: {seconds} is not 0 to 3600 seconds"),
+                ));
+            }
+            std::thread::sleep(Duration::from_secs_f64(seconds));
+            Ok(())
+        },
+    );
+    engine.register_fn(
+        "sleep",
+        |ctx: NativeCallContext<'_>, seconds: rhai::INT| -> opts::ScriptResult<()> {
+            if !(0..=3600).contains(&seconds) {
+                return Err(opts::script_err(
+                    &ctx,
+                    format!("sleep: {seconds} is not 0 to 3600 seconds"),
+                ));
+            }
+            std::thread::sleep(Duration::from_secs(seconds.unsigned_abs()));
+            Ok(())
+        },
+    );
     engine.register_fn("env", |name: &str| -> Dynamic {
         std::env::var(name).map_or(Dynamic::UNIT, Dynamic::from)
     });

@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flyte_api::types::{
-    AbortRunRequest, AbortRunResponse, ActionDetails, ActionIdentifier, ActionPhase, Container,
-    CreateRunRequest, CreateRunResponse, Envs, GetActionDetailsRequest, GetActionDetailsResponse,
-    KeyValuePair, RunIdentifier, RunSpec, TaskSpec, TaskTemplate, services::RUN_SERVICE,
+    AbortRunRequest, AbortRunResponse, ActionDetails, ActionPhase, Container, CreateRunRequest,
+    CreateRunResponse, Envs, KeyValuePair, RunIdentifier, RunSpec, TaskSpec, TaskTemplate,
+    services::RUN_SERVICE,
 };
 use flyte_api::{Client, Endpoint};
 use rhai::{Array, Dynamic, Map, Module, NativeCallContext};
@@ -136,25 +136,20 @@ fn launch(ctx: &NativeCallContext<'_>, host: &Host, spec: &Map) -> ScriptResult<
     Ok(run)
 }
 
+/// One look at an action; a missing run or action is an error that names it.
 fn fetch(
     host: &Host,
     client: &Client,
     id: &RunIdentifier,
     action: &str,
 ) -> Result<ActionDetails, String> {
-    let request = GetActionDetailsRequest {
-        action_id: ActionIdentifier {
-            run: id.clone(),
-            name: action.to_owned(),
-        },
-    };
-    host.block_on(client.unary::<_, GetActionDetailsResponse>(
-        RUN_SERVICE,
-        "GetActionDetails",
-        &request,
-    ))
-    .map(|r| r.details)
-    .map_err(|e| format!("run {:?}: {e}", id.name))
+    host.block_on(crate::debug::action_details(client, id, action))?
+        .ok_or_else(|| {
+            format!(
+                "no action {action:?} in run {:?} ({}/{})",
+                id.name, id.project, id.domain
+            )
+        })
 }
 
 /// Phases in the order a run moves through them: reaching a later one passes an earlier target.
@@ -231,16 +226,34 @@ fn wait(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> Scri
     }
 }
 
-/// `runs::details(run, action) -> #{ phase, attempts, error, abort_reason, log_links }`
+/// `runs::details(run, action) -> #{ phase, terminal, attempts, error, abort_reason, log_links }`
 fn details(ctx: &NativeCallContext<'_>, host: &Host, run: &str, action: &str) -> ScriptResult<Map> {
     let (_, client) = connect(host).map_err(|e| script_err(ctx, e))?;
     let d =
         fetch(host, &client, &run_id(run, None, None), action).map_err(|e| script_err(ctx, e))?;
+    Ok(details_map(d))
+}
+
+/// `runs::find(run) -> details map, or () when there is no such run`
+fn find(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<Dynamic> {
+    let (_, client) = connect(host).map_err(|e| script_err(ctx, e))?;
+    let found = host
+        .block_on(crate::debug::action_details(
+            &client,
+            &run_id(run, None, None),
+            DEFAULT_ACTION,
+        ))
+        .map_err(|e| script_err(ctx, e))?;
+    Ok(found.map_or(Dynamic::UNIT, |d| details_map(d).into()))
+}
+
+fn details_map(d: ActionDetails) -> Map {
     let mut map = Map::new();
     map.insert(
         "phase".into(),
         d.status.phase.short_name().to_owned().into(),
     );
+    map.insert("terminal".into(), d.status.phase.is_terminal().into());
     map.insert(
         "attempts".into(),
         Dynamic::from(i64::from(d.status.attempts)),
@@ -274,7 +287,7 @@ fn details(ctx: &NativeCallContext<'_>, host: &Host, run: &str, action: &str) ->
         })
         .collect();
     map.insert("log_links".into(), links.into());
-    Ok(map)
+    map
 }
 
 fn abort(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<()> {
@@ -311,6 +324,10 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     let h = Arc::clone(host);
     module.set_native_fn("details", move |ctx: NativeCallContext<'_>, run: &str| {
         details(&ctx, &h, run, DEFAULT_ACTION)
+    });
+    let h = Arc::clone(host);
+    module.set_native_fn("find", move |ctx: NativeCallContext<'_>, run: &str| {
+        find(&ctx, &h, run)
     });
     let h = Arc::clone(host);
     module.set_native_fn("abort", move |ctx: NativeCallContext<'_>, run: &str| {

@@ -132,24 +132,8 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     let install = move |ctx: NativeCallContext<'_>, info: Map, opts: Map| -> ScriptResult<Map> {
         let (block, host_key) = debug_host(&ctx, "ssh::install", &h, &info)?;
         let options = edit_options(&ctx, &h, "ssh::install", &opts)?;
-        let lines = block.lines().map_err(|e| script_err(&ctx, e))?;
-        let outcome = flyte_ssh_config::install(&options, &block.alias, &lines)
+        let outcome = crate::debug::install(&block, host_key.as_deref(), &options)
             .map_err(|e| script_err(&ctx, e))?;
-        if !options.dry_run {
-            // Pin the published key, or forget a stale one so accept-new can learn the new pod's.
-            match host_key {
-                Some(key) => flyte_ssh_config::pin_host_key(
-                    &block.known_hosts_file,
-                    &block.host_key_alias,
-                    &key,
-                ),
-                None => flyte_ssh_config::forget_host_key(
-                    &block.known_hosts_file,
-                    &block.host_key_alias,
-                ),
-            }
-            .map_err(|e| script_err(&ctx, e))?;
-        }
         Ok(outcome_map(outcome))
     };
     let install_no_opts = install.clone();
@@ -171,5 +155,156 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     module.set_native_fn("remove", move |ctx: NativeCallContext<'_>, alias: &str| {
         remove_no_opts(ctx, alias, Map::new())
     });
+
+    let h = Arc::clone(host);
+    // ssh::exec(alias, command, opts) -> #{ code, stdout, stderr }
+    let exec = move |ctx: NativeCallContext<'_>,
+                     alias: &str,
+                     command: Dynamic,
+                     opts: Map|
+          -> ScriptResult<Map> { exec(&ctx, &h, alias, command, &opts) };
+    let exec_no_opts = exec.clone();
+    module.set_native_fn("exec", exec);
+    module.set_native_fn(
+        "exec",
+        move |ctx: NativeCallContext<'_>, alias: &str, command: Dynamic| {
+            exec_no_opts(ctx, alias, command, Map::new())
+        },
+    );
     module
+}
+
+/// Quote `word` for a POSIX shell (the remote side runs the command with `$SHELL -c`).
+fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
+        return word.to_owned();
+    }
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// The remote command: a string as it is (the remote shell parses it), an array word by word.
+fn remote_command(ctx: &NativeCallContext<'_>, command: Dynamic) -> ScriptResult<String> {
+    if command.is_string() {
+        return Ok(command.to_string());
+    }
+    let words = command.into_array().map_err(|t| {
+        script_err(
+            ctx,
+            format!("ssh::exec: the command must be a string or an array of strings, not {t}"),
+        )
+    })?;
+    let words = words
+        .into_iter()
+        .map(|w| {
+            w.into_string().map_err(|t| {
+                script_err(
+                    ctx,
+                    format!("ssh::exec: command words must be strings, not {t}"),
+                )
+            })
+        })
+        .collect::<ScriptResult<Vec<_>>>()?;
+    Ok(words
+        .iter()
+        .map(|w| shell_quote(w))
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+/// Run `command` on `alias` with the system OpenSSH client, reading the config file we manage
+/// (given with `-F`, since ssh finds `~/.ssh` through the passwd entry, not `$HOME`). `BatchMode`:
+/// a playbook never stops at a password or host-key prompt.
+fn exec(
+    ctx: &NativeCallContext<'_>,
+    host: &Host,
+    alias: &str,
+    command: Dynamic,
+    opts: &Map,
+) -> ScriptResult<Map> {
+    let o = Opts::new(
+        ctx,
+        "ssh::exec",
+        opts,
+        &["config_path", "timeout", "input", "check"],
+    )?;
+    flyte_ssh_config::validate_alias(alias).map_err(|e| script_err(ctx, e))?;
+    let config = o
+        .string("config_path")?
+        .map_or_else(|| host.home.join(".ssh").join("config"), PathBuf::from);
+    let timeout = std::time::Duration::from_secs(
+        o.int_as::<u64>("timeout", "a number of seconds")?
+            .unwrap_or(120),
+    );
+    let input = o.string("input")?;
+    let check = o.bool("check")?.unwrap_or(false);
+    let remote = remote_command(ctx, command)?;
+    let mut map = Map::new();
+    if host.dry_run {
+        println!(
+            "dry-run: ssh -F {} -o BatchMode=yes {alias} {}",
+            shell_quote(&config.display().to_string()),
+            shell_quote(&remote)
+        );
+        map.insert("code".into(), Dynamic::from(0_i64));
+        map.insert("stdout".into(), Dynamic::from(String::new()));
+        map.insert("stderr".into(), Dynamic::from(String::new()));
+        return Ok(map);
+    }
+    let mut cmd = tokio::process::Command::new("ssh");
+    cmd.arg("-F")
+        .arg(&config)
+        .args(["-o", "BatchMode=yes", "-T", "--", alias, &remote])
+        .stdin(if input.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        // The child is ours: a timeout (or a panic) kills it by its handle.
+        .kill_on_drop(true);
+    let output = host.block_on(async {
+        let mut child = cmd.spawn().map_err(|e| {
+            format!("cannot run the ssh client (is OpenSSH installed? apt-get install openssh-client): {e}")
+        })?;
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            use tokio::io::AsyncWriteExt as _;
+            // A remote side that exits without reading is not an error of ours.
+            let _ = stdin.write_all(text.as_bytes()).await;
+        }
+        match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(result) => result.map_err(|e| format!("ssh {alias}: {e}")),
+            Err(_) => Err(format!(
+                "ssh {alias}: no result within {} s (pass a larger `timeout`)",
+                timeout.as_secs()
+            )),
+        }
+    });
+    let output = output.map_err(|e| script_err(ctx, e))?;
+    // A signal-killed ssh has no code; report it as the shell does (128 + signal).
+    let code = output.status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt as _;
+        128 + output.status.signal().unwrap_or(0)
+    });
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if check && code != 0 {
+        return Err(script_err(
+            ctx,
+            format!(
+                "ssh {alias} {remote:?} exited with {code}: {}",
+                stderr.trim_end()
+            ),
+        ));
+    }
+    map.insert("code".into(), Dynamic::from(i64::from(code)));
+    map.insert(
+        "stdout".into(),
+        Dynamic::from(String::from_utf8_lossy(&output.stdout).into_owned()),
+    );
+    map.insert("stderr".into(), Dynamic::from(stderr));
+    Ok(map)
 }

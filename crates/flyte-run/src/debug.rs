@@ -1,0 +1,537 @@
+//! The debug connect flow behind `debug::connect` and `flyte-run debug`: find a debug run's
+//! route, get a token into a headers file, wait until the route answers with a WebSocket, and
+//! describe the ssh Host block that reaches it with the server's host key pinned.
+//!
+//! Flyte's `SSHDebug` is the behaviour matched (see `shared/reference/flyte-ssh-debug.md`); the
+//! departures are improvements: the host key is pinned, and a cached token the route refuses is
+//! replaced once before giving up.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use flyte_api::types::{
+    ActionDetails, ActionIdentifier, GetActionDetailsRequest, GetActionDetailsResponse,
+    RunIdentifier, services::RUN_SERVICE,
+};
+use flyte_api::{Client, Code, Endpoint};
+use flyte_ssh_config::{DebugHost, EditOptions, HostKeyCheck, Outcome};
+use flyte_tunnel::TunnelError;
+use flyte_tunnel::client::ClientOptions;
+
+use crate::progress::Progress;
+use crate::script::Host;
+use crate::script::control_plane::{self, WhenNone};
+
+pub(crate) const DEFAULT_PROJECT: &str = "flytesnacks";
+pub(crate) const DEFAULT_DOMAIN: &str = "development";
+pub(crate) const DEFAULT_ACTION: &str = "a0";
+pub(crate) const DEFAULT_ALIAS: &str = "flyte-debug";
+/// The route's tunnel header: what Flyte writes and ingresses check.
+const AUTH_HEADER: &str = "Authorization";
+/// One probe's handshake may take this long before it counts as "still starting".
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `debug::connect`'s options, with Flyte's defaults.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectOptions {
+    pub(crate) project: String,
+    pub(crate) domain: String,
+    pub(crate) action: String,
+    pub(crate) user: String,
+    pub(crate) identity_file: Option<PathBuf>,
+    pub(crate) host_alias: String,
+    pub(crate) use_api_key: bool,
+    pub(crate) refresh_token: bool,
+    pub(crate) headers_file: Option<PathBuf>,
+    pub(crate) timeout: Duration,
+    pub(crate) poll_interval: Duration,
+    pub(crate) wait_for_route: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            project: DEFAULT_PROJECT.to_owned(),
+            domain: DEFAULT_DOMAIN.to_owned(),
+            action: DEFAULT_ACTION.to_owned(),
+            user: "root".to_owned(),
+            identity_file: None,
+            host_alias: DEFAULT_ALIAS.to_owned(),
+            use_api_key: false,
+            refresh_token: false,
+            headers_file: None,
+            timeout: Duration::from_mins(5),
+            poll_interval: Duration::from_secs(3),
+            wait_for_route: true,
+        }
+    }
+}
+
+/// What a connection needs on this side (Flyte's `SSHDebug`, plus the host key).
+#[derive(Debug, Clone)]
+pub(crate) struct Connection {
+    pub(crate) run_name: String,
+    pub(crate) action_name: String,
+    pub(crate) wss_url: String,
+    pub(crate) host_key: Option<String>,
+    pub(crate) host_key_fingerprint: Option<String>,
+    pub(crate) headers_file: PathBuf,
+    pub(crate) block: DebugHost,
+}
+
+impl Connection {
+    /// The Host block as text.
+    pub(crate) fn ssh_config(&self) -> Result<String, String> {
+        self.block.render().map_err(|e| e.to_string())
+    }
+}
+
+/// The name `flyte debug RUN` relaunches RUN under, exactly as Flyte derives it: lower-case;
+/// runs of characters other than `[a-z0-9-]` become `-`; `-` trimmed at both ends; a leading `u`
+/// dropped (names starting with `u` are reserved); cut to 59 characters; `-dbg` appended.
+pub(crate) fn debug_run_name(run: &str) -> Result<String, String> {
+    let lower = run.to_lowercase();
+    let mut dashed = String::with_capacity(lower.len());
+    let mut in_run = false;
+    for c in lower.chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' {
+            dashed.push(c);
+            in_run = false;
+        } else if !in_run {
+            // A whole run of other characters becomes one '-' (a '-' next to it stays).
+            dashed.push('-');
+            in_run = true;
+        }
+    }
+    let trimmed = dashed.trim_matches('-');
+    let base = trimmed.strip_prefix('u').unwrap_or(trimmed);
+    let base: String = base.chars().take(59).collect();
+    if base.is_empty() {
+        return Err(format!(
+            "cannot derive a debug run name from {run:?}: nothing of it is a letter or digit"
+        ));
+    }
+    Ok(format!("{base}-dbg"))
+}
+
+/// The WebSocket URL of a route `uri`: absolute as it is, relative joined to the endpoint's host
+/// over https; then https -> wss, http -> ws.
+pub(crate) fn route_url(uri: &str, endpoint: &Endpoint) -> String {
+    let absolute = if uri.contains("://") {
+        uri.to_owned()
+    } else {
+        let host = endpoint.host();
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        format!("https://{host}/{}", uri.trim_start_matches('/'))
+    };
+    if let Some(rest) = absolute.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = absolute.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        absolute
+    }
+}
+
+fn run_id(run: &str, options: &ConnectOptions) -> RunIdentifier {
+    RunIdentifier {
+        org: String::new(),
+        project: options.project.clone(),
+        domain: options.domain.clone(),
+        name: run.to_owned(),
+    }
+}
+
+/// One look at an action. `Ok(None)`: no such run or action.
+pub(crate) async fn action_details(
+    client: &Client,
+    run: &RunIdentifier,
+    action: &str,
+) -> Result<Option<ActionDetails>, String> {
+    let request = GetActionDetailsRequest {
+        action_id: ActionIdentifier {
+            run: run.clone(),
+            name: action.to_owned(),
+        },
+    };
+    match client
+        .unary::<_, GetActionDetailsResponse>(RUN_SERVICE, "GetActionDetails", &request)
+        .await
+    {
+        Ok(response) => Ok(Some(response.details)),
+        Err(e) if e.code == Code::NotFound => Ok(None),
+        Err(e) => Err(format!("run {:?}: {e}", run.name)),
+    }
+}
+
+/// Where a token came from: a cache may hold one the route no longer accepts.
+enum TokenOrigin {
+    Cache,
+    Fresh,
+}
+
+/// A token for the route: the debug bearer cache when it holds a usable one for this endpoint
+/// (unless `refresh`), else minted from the control plane's credential, or from the stored API
+/// key with `use_api_key`.
+fn route_token(
+    host: &Host,
+    endpoint: &Endpoint,
+    client: &Client,
+    options: &ConnectOptions,
+    refresh: bool,
+) -> Result<(flyte_auth::Token, TokenOrigin), String> {
+    let files = if options.use_api_key {
+        control_plane::api_key_files(host)
+    } else {
+        control_plane::credential_files(host, endpoint)
+    };
+    let key_file = files.key_file.clone();
+    if !refresh {
+        let debug_cache = flyte_keys::default_dir(&host.home).join("bearer.json");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        for cache in [&debug_cache, &files.cache] {
+            if let Some(token) = flyte_auth::token::cached(cache, endpoint.authority())
+                && token.usable_at(now)
+            {
+                return Ok((token, TokenOrigin::Cache));
+            }
+        }
+    }
+    let source = host
+        .block_on(control_plane::token_source(client, endpoint, files))?
+        .ok_or_else(|| {
+            if options.use_api_key {
+                format!(
+                    "no API key at {}: create one with auth::ensure_api_key(\"flyte-ssh-debug\")",
+                    key_file.display()
+                )
+            } else {
+                format!(
+                    "no credentials for {}: create an API key with auth::ensure_api_key(\"flyte-ssh-debug\") and pass use_api_key",
+                    endpoint.base_url()
+                )
+            }
+        })?;
+    let (tokens, _header) = source;
+    let token = host
+        .block_on(tokens.get(refresh))
+        .map_err(|e| format!("cannot get a token for the debug route: {e}"))?;
+    Ok((token, TokenOrigin::Fresh))
+}
+
+/// Wait for the debug route of `run`/`action` and prepare the connection to it.
+pub(crate) fn connect(
+    host: &Host,
+    run: &str,
+    options: &ConnectOptions,
+) -> Result<Connection, String> {
+    let endpoint = control_plane::endpoint(host, WhenNone::Fail)?;
+    let client = host.block_on(control_plane::client_for(host, &endpoint))?;
+    let deadline = Instant::now() + options.timeout;
+    let id = run_id(run, options);
+
+    let link = wait_for_link(host, &client, &id, options, deadline)?;
+    let wss_url = route_url(&link.uri, &endpoint);
+    let debug_dir = flyte_keys::default_dir(&host.home);
+    let headers_file = options
+        .headers_file
+        .clone()
+        .unwrap_or_else(|| flyte_auth::default_headers_file(&debug_dir, &options.host_alias));
+
+    let write_token = |refresh: bool| -> Result<TokenOrigin, String> {
+        let (token, origin) = route_token(host, &endpoint, &client, options, refresh)?;
+        flyte_auth::write_headers_file(&headers_file, AUTH_HEADER, &token.value)
+            .map_err(|e| format!("{}: {e}", headers_file.display()))?;
+        Ok(origin)
+    };
+    let origin = write_token(options.refresh_token)?;
+    if options.wait_for_route {
+        match probe_until_open(host, &wss_url, &headers_file, deadline) {
+            // A cached token the route refuses (revoked, or signed by a key since replaced) is
+            // replaced once; only a fresh one being refused is the user's problem.
+            Err(ProbeError::AuthRefused(_)) if matches!(origin, TokenOrigin::Cache) => {
+                write_token(true)?;
+                probe_until_open(host, &wss_url, &headers_file, deadline)
+                    .map_err(|e| e.to_string())?;
+            }
+            other => other.map_err(|e| e.to_string())?,
+        }
+    }
+
+    let host_key = Some(link.host_key.trim().to_owned()).filter(|k| !k.is_empty());
+    let host_key_fingerprint = host_key
+        .as_deref()
+        .map(flyte_keys::public_key_fingerprint)
+        .transpose()
+        .map_err(|e| format!("the route published an unusable host key: {e}"))?;
+    let proxy_program = std::env::current_exe()
+        .map_err(|e| format!("cannot find the flyte-run binary for ProxyCommand: {e}"))?;
+    let block = DebugHost {
+        alias: options.host_alias.clone(),
+        user: options.user.clone(),
+        identity_file: options
+            .identity_file
+            .clone()
+            .unwrap_or_else(|| debug_dir.join(flyte_keys::KEY_FILE_NAME)),
+        proxy_program,
+        wss_url: wss_url.clone(),
+        headers_file: headers_file.clone(),
+        // One name per run and action: a new debug pod has a new host key.
+        host_key_alias: format!("{run}.{}.flyte-debug", options.action),
+        known_hosts_file: debug_dir.join("known_hosts"),
+        host_key_check: if host_key.is_some() {
+            HostKeyCheck::Pinned
+        } else {
+            HostKeyCheck::LearnOnFirstUse
+        },
+    };
+    // Validate the alias and paths now rather than when the block is installed.
+    block.lines().map_err(|e| e.to_string())?;
+    Ok(Connection {
+        run_name: run.to_owned(),
+        action_name: options.action.clone(),
+        wss_url,
+        host_key,
+        host_key_fingerprint,
+        headers_file,
+        block,
+    })
+}
+
+/// Poll the action until it publishes a debug route. A terminal action fails at once: its pod is
+/// gone and no route will come.
+fn wait_for_link(
+    host: &Host,
+    client: &Client,
+    id: &RunIdentifier,
+    options: &ConnectOptions,
+    deadline: Instant,
+) -> Result<flyte_api::types::TaskLog, String> {
+    let mut progress = Progress::new(format!(
+        "waiting for the debug route of run {}/{}",
+        id.name, options.action
+    ));
+    loop {
+        let details = host
+            .block_on(action_details(client, id, &options.action))?
+            .ok_or_else(|| {
+                format!(
+                    "no action {:?} in run {:?} ({}/{}); check the run name, project and domain",
+                    options.action, id.name, id.project, id.domain
+                )
+            })?;
+        let phase = details.status.phase.short_name().to_owned();
+        if details.status.phase.is_terminal() {
+            return Err(format!(
+                "run {:?} has already ended ({phase}): its task is gone, so there is nothing to \
+                 connect to; launch it again in debug mode (`flyte-run debug {}` relaunches it)",
+                id.name, id.name
+            ));
+        }
+        if let Some(link) = details.ide_link() {
+            return Ok(link.clone());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "run {:?} published no debug route within {} s (it is {phase}); was it launched \
+                 in debug mode (debug::launch_env)?",
+                id.name,
+                options.timeout.as_secs()
+            ));
+        }
+        progress.update(phase);
+        progress.sleep(options.poll_interval.min(deadline - Instant::now()));
+    }
+}
+
+#[derive(Debug)]
+enum ProbeError {
+    AuthRefused(TunnelError),
+    Timeout { url: String, last: TunnelError },
+    Fatal { url: String, error: TunnelError },
+}
+
+impl std::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeError::AuthRefused(e) => {
+                write!(f, "{e}; or pass use_api_key to use the stored API key")
+            }
+            ProbeError::Timeout { url, last } => write!(
+                f,
+                "the debug route {url} did not start serving within the timeout: {last}"
+            ),
+            ProbeError::Fatal { url, error } => write!(f, "the debug route {url}: {error}"),
+        }
+    }
+}
+
+/// Open the route's WebSocket (and close it again) until it answers 101. 401/403 end at once;
+/// 404, 5xx and network errors mean the route is still starting.
+fn probe_until_open(
+    host: &Host,
+    url: &str,
+    headers_file: &std::path::Path,
+    deadline: Instant,
+) -> Result<(), ProbeError> {
+    let mut progress = Progress::new(format!("waiting for the debug route {url} to answer"));
+    loop {
+        let attempt = flyte_tunnel::read_headers_file(headers_file).and_then(|headers| {
+            let mut options = ClientOptions::new(url);
+            options.headers = headers;
+            options.connect_timeout =
+                PROBE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+            host.block_on(async {
+                let mut socket = flyte_tunnel::client::connect(&options).await?;
+                // The bridge has opened an SSH connection for us; end it politely.
+                let _ = socket.close(None).await;
+                Ok(())
+            })
+        });
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(e @ TunnelError::AuthRefused { .. }) => return Err(ProbeError::AuthRefused(e)),
+            Err(e @ TunnelError::RouteNotServing { .. }) => {
+                if Instant::now() >= deadline {
+                    return Err(ProbeError::Timeout {
+                        url: url.to_owned(),
+                        last: e,
+                    });
+                }
+                progress.update(e.to_string());
+                progress.sleep(Duration::from_millis(500).min(deadline - Instant::now()));
+            }
+            Err(error) => {
+                return Err(ProbeError::Fatal {
+                    url: url.to_owned(),
+                    error,
+                });
+            }
+        }
+    }
+}
+
+/// Install `block` in the ssh config, and pin the published host key in our known_hosts (or
+/// forget a stale one so `accept-new` can learn the new pod's).
+pub(crate) fn install(
+    block: &DebugHost,
+    host_key: Option<&str>,
+    options: &EditOptions,
+) -> Result<Outcome, String> {
+    let lines = block.lines().map_err(|e| e.to_string())?;
+    let outcome =
+        flyte_ssh_config::install(options, &block.alias, &lines).map_err(|e| e.to_string())?;
+    if !options.dry_run {
+        match host_key {
+            Some(key) => {
+                flyte_ssh_config::pin_host_key(&block.known_hosts_file, &block.host_key_alias, key)
+            }
+            None => {
+                flyte_ssh_config::forget_host_key(&block.known_hosts_file, &block.host_key_alias)
+            }
+        }
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(outcome)
+}
+
+/// The environment that turns SSH debug on for a run: `_F_E_SSH`, `_F_SSH_PK` (our public key),
+/// `_F_E_VS`, then `extra` on top.
+pub(crate) fn launch_env(
+    public_key: &str,
+    extra: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("_F_E_SSH".to_owned(), "1".to_owned()),
+        ("_F_SSH_PK".to_owned(), public_key.trim().to_owned()),
+        ("_F_E_VS".to_owned(), "True".to_owned()),
+    ];
+    for (key, value) in extra {
+        match env.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => env.push((key, value)),
+        }
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_run_names_are_derived_as_flyte_derives_them() {
+        let long = "a".repeat(80);
+        let cut = format!("{}-dbg", "a".repeat(59));
+        for (run, want) in [
+            ("train", "train-dbg"),
+            ("Train_Model v2", "train-model-v2-dbg"),
+            ("my__run!!x", "my-run-x-dbg"),
+            ("--edge--", "edge-dbg"),
+            ("upload", "pload-dbg"),
+            ("Upload", "pload-dbg"),
+            ("u-x", "-x-dbg"),
+            ("a-b", "a-b-dbg"),
+            ("a-_b", "a--b-dbg"),
+            ("abc123", "abc123-dbg"),
+            ("été", "t-dbg"),
+            (long.as_str(), cut.as_str()),
+        ] {
+            assert_eq!(debug_run_name(run).as_deref(), Ok(want), "{run:?}");
+        }
+        for run in ["", "u", "___", "-"] {
+            let err = debug_run_name(run).unwrap_err();
+            assert!(
+                err.contains("cannot derive a debug run name"),
+                "{run:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn route_urls_become_websocket_urls() {
+        let endpoint = Endpoint::parse("dns:///flyte.example.com:443", false).unwrap();
+        for (uri, want) in [
+            ("https://h.example/x/y", "wss://h.example/x/y"),
+            (
+                "http://127.0.0.1:9/v1/debug/p/d/r/a0",
+                "ws://127.0.0.1:9/v1/debug/p/d/r/a0",
+            ),
+            ("wss://h/x", "wss://h/x"),
+            ("ws://h/x", "ws://h/x"),
+            ("/v1/debug/r", "wss://flyte.example.com/v1/debug/r"),
+            ("v1/debug/r", "wss://flyte.example.com/v1/debug/r"),
+        ] {
+            assert_eq!(route_url(uri, &endpoint), want, "{uri}");
+        }
+        let v6 = Endpoint::parse("https://[::1]:8443", false).unwrap();
+        assert_eq!(route_url("/r", &v6), "wss://[::1]/r");
+    }
+
+    #[test]
+    fn launch_env_sets_the_three_variables_then_extra() {
+        let env = launch_env(
+            "ssh-ed25519 AAAA k\n",
+            [
+                ("_F_SSH_USER".to_owned(), "dev".to_owned()),
+                ("_F_E_VS".to_owned(), "False".to_owned()),
+            ],
+        );
+        let want = [
+            ("_F_E_SSH", "1"),
+            ("_F_SSH_PK", "ssh-ed25519 AAAA k"),
+            ("_F_E_VS", "False"),
+            ("_F_SSH_USER", "dev"),
+        ];
+        assert_eq!(env.len(), want.len());
+        for ((k, v), (wk, wv)) in env.iter().zip(want) {
+            assert_eq!((k.as_str(), v.as_str()), (wk, wv));
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! `debug::` — turn SSH debug on for a run and connect to it (the flow is in `crate::debug`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rhai::{Dynamic, Map, Module, NativeCallContext};
+
+use super::Host;
+use super::opts::{Opts, ScriptResult, script_err};
+use crate::debug::{self, ConnectOptions, Connection};
+
+const CONNECT_OPTIONS: &[&str] = &[
+    "action",
+    "user",
+    "identity_file",
+    "host_alias",
+    "use_api_key",
+    "refresh_token",
+    "headers_file",
+    "timeout",
+    "poll_interval",
+    "wait_for_route",
+    "project",
+    "domain",
+];
+
+fn connect_options(ctx: &NativeCallContext<'_>, opts: &Map) -> ScriptResult<ConnectOptions> {
+    let o = Opts::new(ctx, "debug::connect", opts, CONNECT_OPTIONS)?;
+    let mut options = ConnectOptions::default();
+    let seconds = |key: &str| -> ScriptResult<Option<Duration>> {
+        Ok(o.int_as::<u64>(key, "a number of seconds")?
+            .map(Duration::from_secs))
+    };
+    if let Some(v) = o.string("action")? {
+        options.action = v;
+    }
+    if let Some(v) = o.string("user")? {
+        options.user = v;
+    }
+    if let Some(v) = o.string("host_alias")? {
+        options.host_alias = v;
+    }
+    if let Some(v) = o.string("project")? {
+        options.project = v;
+    }
+    if let Some(v) = o.string("domain")? {
+        options.domain = v;
+    }
+    options.identity_file = o.string("identity_file")?.map(PathBuf::from);
+    options.headers_file = o.string("headers_file")?.map(PathBuf::from);
+    options.use_api_key = o.bool("use_api_key")?.unwrap_or(false);
+    options.refresh_token = o.bool("refresh_token")?.unwrap_or(false);
+    options.wait_for_route = o.bool("wait_for_route")?.unwrap_or(true);
+    if let Some(v) = seconds("timeout")? {
+        options.timeout = v;
+    }
+    if let Some(v) = seconds("poll_interval")? {
+        // Zero means "as fast as is reasonable", not a busy loop.
+        options.poll_interval = v.max(Duration::from_millis(50));
+    }
+    Ok(options)
+}
+
+/// The `SSHDebug` map: Flyte's fields, plus what `ssh::install` needs to rebuild the block.
+fn connection_map(connection: &Connection) -> Result<Map, String> {
+    let block = &connection.block;
+    let path = |p: &std::path::Path| Dynamic::from(p.display().to_string());
+    let optional = |v: &Option<String>| v.clone().map_or(Dynamic::UNIT, Dynamic::from);
+    let mut map = Map::new();
+    map.insert("run_name".into(), connection.run_name.clone().into());
+    map.insert("action_name".into(), connection.action_name.clone().into());
+    map.insert("wss_url".into(), connection.wss_url.clone().into());
+    map.insert("ssh_config".into(), connection.ssh_config()?.into());
+    map.insert("host_alias".into(), block.alias.clone().into());
+    map.insert("headers_file".into(), path(&connection.headers_file));
+    map.insert(
+        "host_key_fingerprint".into(),
+        optional(&connection.host_key_fingerprint),
+    );
+    map.insert("host_key".into(), optional(&connection.host_key));
+    map.insert("user".into(), block.user.clone().into());
+    map.insert("identity_file".into(), path(&block.identity_file));
+    map.insert("host_key_alias".into(), block.host_key_alias.clone().into());
+    map.insert("known_hosts_file".into(), path(&block.known_hosts_file));
+    map.insert("proxy_program".into(), path(&block.proxy_program));
+    Ok(map)
+}
+
+/// What a dry run returns: the shape of a connection, with the route still unknown.
+fn dry_run_map(host: &Host, run: &str, options: &ConnectOptions) -> Map {
+    let debug_dir = flyte_keys::default_dir(&host.home);
+    let mut map = Map::new();
+    let mut put = |k: &str, v: String| {
+        map.insert(k.into(), v.into());
+    };
+    put("run_name", run.to_owned());
+    put("action_name", options.action.clone());
+    put(
+        "wss_url",
+        format!(
+            "wss://dry-run.invalid/v1/debug/{}/{}/{run}/{}",
+            options.project, options.domain, options.action
+        ),
+    );
+    put("host_alias", options.host_alias.clone());
+    put("user", options.user.clone());
+    put(
+        "headers_file",
+        options
+            .headers_file
+            .clone()
+            .unwrap_or_else(|| flyte_auth::default_headers_file(&debug_dir, &options.host_alias))
+            .display()
+            .to_string(),
+    );
+    map.insert("host_key".into(), Dynamic::UNIT);
+    map.insert("host_key_fingerprint".into(), Dynamic::UNIT);
+    map
+}
+
+fn connect(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> ScriptResult<Map> {
+    let options = connect_options(ctx, opts)?;
+    if host.dry_run {
+        println!(
+            "dry-run: would wait for the debug route of run {run}/{} ({}/{}), write a token to its headers file and probe the route",
+            options.action, options.project, options.domain
+        );
+        return Ok(dry_run_map(host, run, &options));
+    }
+    debug::connect(host, run, &options)
+        .and_then(|c| connection_map(&c))
+        .map_err(|e| script_err(ctx, format!("debug::connect {run:?}: {e}")))
+}
+
+fn launch_env(ctx: &NativeCallContext<'_>, host: &Host, extra: Map) -> ScriptResult<Map> {
+    let pair = flyte_keys::ensure_keypair(&flyte_keys::default_dir(&host.home))
+        .map_err(|e| script_err(ctx, e))?;
+    let extra = extra
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect::<Vec<_>>();
+    Ok(debug::launch_env(&pair.public_key, extra)
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect())
+}
+
+pub(super) fn module(host: &Arc<Host>) -> Module {
+    let mut module = Module::new();
+    let h = Arc::clone(host);
+    // debug::connect(run, opts) -> SSHDebug map
+    module.set_native_fn(
+        "connect",
+        move |ctx: NativeCallContext<'_>, run: &str, opts: Map| connect(&ctx, &h, run, &opts),
+    );
+    let h = Arc::clone(host);
+    module.set_native_fn("connect", move |ctx: NativeCallContext<'_>, run: &str| {
+        connect(&ctx, &h, run, &Map::new())
+    });
+    let h = Arc::clone(host);
+    // debug::launch_env(extra) -> map of env vars that turn SSH debug on
+    module.set_native_fn(
+        "launch_env",
+        move |ctx: NativeCallContext<'_>, extra: Map| launch_env(&ctx, &h, extra),
+    );
+    let h = Arc::clone(host);
+    module.set_native_fn("launch_env", move |ctx: NativeCallContext<'_>| {
+        launch_env(&ctx, &h, Map::new())
+    });
+    // debug::run_name(run) -> the name `flyte-run debug RUN` relaunches RUN under
+    module.set_native_fn(
+        "run_name",
+        |ctx: NativeCallContext<'_>, run: &str| -> ScriptResult<String> {
+            debug::debug_run_name(run).map_err(|e| script_err(&ctx, e))
+        },
+    );
+    module
+}
