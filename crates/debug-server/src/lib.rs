@@ -114,6 +114,22 @@ impl DebugServer {
         })
     }
 
+    /// Sessions also get these variables (the task's environment, for a server that runs
+    /// outside the task's process); `_F_*` debug variables are left out as always.
+    #[must_use]
+    pub fn with_task_environment(
+        mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        let mut login = (*self.shared.login).clone();
+        login.add_task_environment(vars);
+        self.shared = Arc::new(Shared {
+            login: Arc::new(login),
+            settings: self.shared.settings.clone(),
+        });
+        self
+    }
+
     /// `SHA256:...` of the host key.
     pub fn host_key_fingerprint(&self) -> String {
         self.host_key.fingerprint()

@@ -62,6 +62,18 @@ impl Login {
         }
     }
 
+    /// Add the task's own variables to what sessions inherit (when the server does not run in
+    /// the task's process, as in the sandbox); the debug contract's variables stay out.
+    pub fn add_task_environment(&mut self, vars: impl IntoIterator<Item = (String, String)>) {
+        for (key, value) in vars {
+            if NOT_INHERITED.iter().any(|n| key == *n) {
+                continue;
+            }
+            self.inherited.retain(|(k, _)| k != key.as_str());
+            self.inherited.push((key.into(), value.into()));
+        }
+    }
+
     /// The environment of a session: inherited, then the login variables, then what the client
     /// sent (`ssh -o SendEnv`), then TERM.
     pub fn environment(

@@ -17,8 +17,9 @@ use crate::script::{self, Host, ScriptSource};
 ///
 ///     flyte-run playbooks/debug.rhai
 ///
-/// A script sees the modules `keys::`, `kservice::`, `ssh::`, `auth::` and `runs::` (more as
-/// they land), the map `args` built from `--set`, and `env(name)`.
+/// A script sees the modules `keys::`, `kservice::`, `ssh::`, `auth::`, `runs::` and `debug::`,
+/// the map `args` built from `--set`, `env(name)` and `sleep(seconds)`. `import "name"` finds
+/// name.rhai beside the playbook, then in scripts/ (e.g. `import "retry" as retry;`).
 #[derive(Debug, Parser)]
 #[command(name = "flyte-run", version, verbatim_doc_comment)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -60,6 +61,12 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Relaunch RUN in debug mode (or reuse that debug run) and connect to it, like `flyte debug`.
+    ///
+    /// Waits for the debug run's route, writes a token to ~/.flyte/ssh-debug/<alias>.headers
+    /// (0600), checks the route answers, and prints the ssh Host block (or installs it with
+    /// --write-config) with the server's host key pinned. Then: `ssh flyte-debug`.
+    Debug(crate::debug_command::DebugArgs),
     /// Carry ssh's stdin/stdout over a WebSocket (the `ProxyCommand` of a debug Host block).
     ///
     /// Writes nothing but tunnel bytes to stdout; errors are one line on stderr. Exit codes: 0
@@ -110,6 +117,7 @@ fn parse_seconds(raw: &str) -> Result<Duration, String> {
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(command) = cli.command {
         return match command {
+            Command::Debug(args) => crate::debug_command::run(&args),
             Command::Tunnel(args) => Ok(crate::tunnel::run(&args)),
             Command::DebugServer(args) => crate::debug_server::run(&args),
             Command::Sandbox(command) => crate::sandbox::run(&command),

@@ -3,6 +3,7 @@
 
 mod cli;
 mod debug;
+mod debug_command;
 mod debug_server;
 mod env_vars;
 mod paths;

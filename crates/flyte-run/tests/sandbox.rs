@@ -621,3 +621,74 @@ fn the_debug_playbook_leaves_a_working_pinned_ssh_alias() {
     );
     assert!(text.contains("(Host flyte-debug, unchanged)"), "{text}");
 }
+
+/// `flyte-run debug RUN` relaunches a plain run's task under the derived name with SSH debug on
+/// (its environment kept), installs the block, and reconnects the second time; bad names fail.
+#[test]
+fn flyte_run_debug_relaunches_a_run_and_reconnects() {
+    let home = Home(TempHome::new());
+    let out = home.run(&[
+        "-e",
+        r#"runs::launch(#{ name: "utrain", command: ["sleep", "120"], env: #{ WHO: "world" } }); runs::wait("utrain", #{ timeout: 60, poll_interval: 0 })"#,
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "RUNNING\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = home.run(&["debug", "utrain", "--write-config", "--poll-interval", "0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout(&out), "ssh flyte-debug\n");
+    assert!(
+        stderr.contains("launched train-dbg: run utrain again with SSH debug on"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("(pinned)"), "{stderr}");
+
+    let config = home.0.path().join(".ssh/config");
+    let out = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(&config)
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "flyte-debug",
+            "echo $WHO ${_F_SSH_PK:-unset}",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&out),
+        "world unset\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Again: the debug run exists, so it reconnects; without --write-config the block is printed.
+    let out = home.run(&["debug", "utrain", "--poll-interval", "0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("reconnecting to the debug run train-dbg (RUNNING)"),
+        "{stderr}"
+    );
+    assert!(stdout(&out).contains("HostKeyAlias train-dbg.a0.flyte-debug"));
+
+    for (args, want) in [
+        (vec!["debug", "nope"], "no action \"a0\" in run \"nope\""),
+        (vec!["debug", "___"], "cannot derive a debug run name"),
+        (
+            vec!["debug", "utrain", "--host-alias", "bad alias"],
+            "alias",
+        ),
+    ] {
+        let out = home.run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}

@@ -763,8 +763,11 @@ fn open_debug_route(entry: &mut RunEntry, task: &LocalTask) -> Result<(), String
     let settings = flyte_debug_server::Settings::from_env(|k| task.env.get(k).cloned())
         .map_err(|e| e.to_string())?;
     let workdir = std::env::current_dir().map_err(|e| e.to_string())?;
+    // The server runs in the sandbox's process, not the task's: give sessions the task's
+    // environment, as a shell in the task's pod would have.
     let server = flyte_debug_server::DebugServer::new(settings, &route.state_dir, workdir)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_task_environment(task.env.clone());
     let base = route
         .ingress
         .base_url
