@@ -514,3 +514,45 @@ fn app_playbook_lists_service_names_and_urls() {
     }
     insta::assert_snapshot!(out);
 }
+
+/// `--dry-run` of the main playbook on a fresh machine: every external action is printed, none
+/// is performed (no sandbox started, no ssh config written, no ssh run).
+#[test]
+fn debug_playbook_dry_run_prints_what_it_would_do() {
+    let home = TempHome::new();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let run = home
+        .command(BIN)
+        .current_dir(root)
+        .env_remove("FLYTE_ENDPOINT")
+        .env_remove("FLYTE_RUN_LOG")
+        .args(["playbooks/debug.rhai", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(!home.path().join(".flyte/sandbox").exists());
+    assert!(!home.path().join(".ssh").exists());
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(&regex_escape(&home.path().display().to_string()), "[HOME]");
+    settings.add_filter(&regex_escape(BIN), "[BIN]");
+    settings.add_filter(r"SHA256:[A-Za-z0-9+/]{43}", "[FINGERPRINT]");
+    settings.bind(|| {
+        insta::assert_snapshot!(String::from_utf8_lossy(&run.stdout));
+    });
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect()
+}

@@ -37,6 +37,14 @@ fn debug_dir(host: &Host) -> PathBuf {
 }
 
 fn ensure_api_key(host: &Host, name: &str) -> Result<ScriptApiKey, String> {
+    if host.dry_run {
+        println!("dry-run: ensure the API key {name:?} (create it if the control plane lacks it)");
+        return Ok(ScriptApiKey {
+            client_id: "<dry-run>".to_owned(),
+            endpoint: String::new(),
+            org: String::new(),
+        });
+    }
     let endpoint = endpoint(host, WhenNone::Fail)?;
     let key = host.block_on(async {
         let service = ConnectApiKeyService::new(client_for(host, &endpoint).await?);

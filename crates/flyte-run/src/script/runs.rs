@@ -25,7 +25,13 @@ const DEFAULT_POLL: Duration = Duration::from_secs(1);
 /// The control plane and an authenticated client for it (`runs::` starts the sandbox when
 /// nothing is configured).
 fn connect(host: &Host) -> Result<(Endpoint, Client), String> {
-    let endpoint = endpoint(host, WhenNone::StartSandbox)?;
+    // A dry run reads from a control plane that is there, but never starts one.
+    let when_none = if host.dry_run {
+        WhenNone::Fail
+    } else {
+        WhenNone::StartSandbox
+    };
+    let endpoint = endpoint(host, when_none)?;
     let client = host.block_on(client_for(host, &endpoint))?;
     Ok((endpoint, client))
 }
@@ -51,6 +57,35 @@ fn strings(ctx: &NativeCallContext<'_>, what: &str, array: Array) -> ScriptResul
             })
         })
         .collect()
+}
+
+/// What `runs::launch` prints and returns under `--dry-run`.
+fn dry_run_launch(id: &RunIdentifier, request: &CreateRunRequest) -> Map {
+    // Names only: environment values may be secrets.
+    let env_names: Vec<&str> = request
+        .run_spec
+        .iter()
+        .flat_map(|s| s.envs.iter().flat_map(|e| &e.values))
+        .map(|kv| kv.key.as_str())
+        .collect();
+    println!(
+        "dry-run: CreateRun {}/{}/{} command {:?} env {:?}",
+        id.project,
+        id.domain,
+        id.name,
+        request
+            .task_spec
+            .as_ref()
+            .and_then(|t| t.task_template.container.as_ref())
+            .map(|c| c.command.clone())
+            .unwrap_or_default(),
+        env_names
+    );
+    let mut run = Map::new();
+    run.insert("name".into(), id.name.clone().into());
+    run.insert("action".into(), DEFAULT_ACTION.into());
+    run.insert("url".into(), Dynamic::UNIT);
+    run
 }
 
 /// `runs::launch(spec) -> #{ name, action, url }`
@@ -115,6 +150,9 @@ fn launch(ctx: &NativeCallContext<'_>, host: &Host, spec: &Map) -> ScriptResult<
         }),
         ..CreateRunRequest::default()
     };
+    if host.dry_run {
+        return Ok(dry_run_launch(&id, &request));
+    }
     let (endpoint, client) = connect(host).map_err(|e| script_err(ctx, e))?;
     let created: CreateRunResponse = host
         .block_on(client.unary(RUN_SERVICE, "CreateRun", &request))
@@ -200,6 +238,10 @@ fn wait(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> Scri
         .string("action")?
         .unwrap_or_else(|| DEFAULT_ACTION.to_owned());
     let id = run_id(run, opts.string("project")?, opts.string("domain")?);
+    if host.dry_run {
+        println!("dry-run: wait for run {run} to be {target_name}");
+        return Ok(target_name);
+    }
     let (_, client) = connect(host).map_err(|e| script_err(ctx, e))?;
     let started = Instant::now();
     loop {
@@ -236,7 +278,14 @@ fn details(ctx: &NativeCallContext<'_>, host: &Host, run: &str, action: &str) ->
 
 /// `runs::find(run) -> details map, or () when there is no such run`
 fn find(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<Dynamic> {
-    let (_, client) = connect(host).map_err(|e| script_err(ctx, e))?;
+    let client = match connect(host) {
+        Ok((_, client)) => client,
+        Err(_) if host.dry_run => {
+            println!("dry-run: no control plane is running; run {run} counts as not found");
+            return Ok(Dynamic::UNIT);
+        }
+        Err(e) => return Err(script_err(ctx, e)),
+    };
     let found = host
         .block_on(crate::debug::action_details(
             &client,
@@ -291,6 +340,10 @@ fn details_map(d: ActionDetails) -> Map {
 }
 
 fn abort(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<()> {
+    if host.dry_run {
+        println!("dry-run: AbortRun {run}");
+        return Ok(());
+    }
     let (_, client) = connect(host).map_err(|e| script_err(ctx, e))?;
     let request = AbortRunRequest {
         run_id: run_id(run, None, None),
