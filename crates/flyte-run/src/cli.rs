@@ -84,6 +84,16 @@ enum Command {
     /// The embedded control plane on this machine: start, stop, status, serve.
     #[command(subcommand)]
     Sandbox(crate::sandbox::SandboxCommand),
+    /// Write or show flyte-run's settings (~/.flyte/flyte-run.json).
+    #[command(subcommand)]
+    Config(crate::config::ConfigCommand),
+    /// Check this machine: the ssh client, the debug key pair, the endpoint, a token, the ssh
+    /// config. Each problem is named with its fix; exits 1 when something is broken.
+    Doctor {
+        /// The control plane to check (default: as for playbooks).
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+    },
     /// Print a shell completion script, e.g. `flyte-run completions bash > /etc/bash_completion.d/flyte-run`.
     Completions {
         /// The shell to complete for.
@@ -121,6 +131,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Tunnel(args) => Ok(crate::tunnel::run(&args)),
             Command::DebugServer(args) => crate::debug_server::run(&args),
             Command::Sandbox(command) => crate::sandbox::run(&command),
+            Command::Config(command) => crate::config::run(&command),
+            Command::Doctor { endpoint } => crate::doctor::run(endpoint),
             Command::Completions { shell } => {
                 let mut cmd = Cli::command();
                 clap_complete::generate(shell, &mut cmd, "flyte-run", &mut std::io::stdout());

@@ -2,9 +2,11 @@
 #![allow(clippy::print_stdout)] // This binary owns stdout: results, the ready line, dry-run diffs.
 
 mod cli;
+mod config;
 mod debug;
 mod debug_command;
 mod debug_server;
+mod doctor;
 mod env_vars;
 mod paths;
 mod progress;

@@ -692,3 +692,98 @@ fn flyte_run_debug_relaunches_a_run_and_reconnects() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
 }
+
+/// `config init` and `doctor` as a user meets them: a fresh machine is fine (notes only); a
+/// config is never overwritten without --force; an unreachable endpoint, a broken config file
+/// and a key others can read are failures that name the fix; a running sandbox checks out.
+#[test]
+fn doctor_and_config_init_name_problems_with_their_fixes() {
+    let home = Home(TempHome::new());
+    let config = home.0.path().join(".flyte/flyte-run.json");
+    let check = |args: &[&str], code: i32, wants: &[&str]| {
+        let out = home.run(args);
+        let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {text}");
+        for want in wants {
+            assert!(text.contains(want), "{args:?}: {want:?} in {text}");
+        }
+    };
+    check(
+        &["doctor"],
+        0,
+        &[
+            "ok    ssh client  OpenSSH_",
+            "note  key pair",
+            "note  endpoint    the local sandbox (not running; started on first use)",
+        ],
+    );
+
+    check(
+        &["config", "init", "--endpoint", "http://10.0.0.1"],
+        1,
+        &["pass --insecure"],
+    );
+    assert!(!config.exists());
+    check(&["config", "init"], 0, &["the local sandbox is used"]);
+    let first = std::fs::read(&config).unwrap();
+    check(
+        &["config", "init", "--endpoint", "https://other.example"],
+        1,
+        &["already exists; it was left as it is (pass --force"],
+    );
+    assert_eq!(std::fs::read(&config).unwrap(), first);
+
+    check(
+        &[
+            "config",
+            "init",
+            "--force",
+            "--endpoint",
+            "http://127.0.0.1:1",
+        ],
+        0,
+        &["endpoint http://127.0.0.1:1"],
+    );
+    check(
+        &["doctor"],
+        1,
+        &[
+            "FAIL  endpoint    http://127.0.0.1:1 (from ~/.flyte/flyte-run.json); it does not answer",
+        ],
+    );
+    check(
+        &["config", "show"],
+        0,
+        &["endpoint:    http://127.0.0.1:1 (from ~/.flyte/flyte-run.json)"],
+    );
+    std::fs::write(&config, "{\"endpont\": \"x\"}").unwrap();
+    for args in [&["doctor"][..], &["-e", "runs::find(\"x\")"]] {
+        check(args, 1, &["unknown field `endpont`", "config init --force"]);
+    }
+    std::fs::remove_file(&config).unwrap();
+
+    let out = home.run(&["sandbox", "start"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = home.run(&["-e", "keys::ensure_keypair(); ()"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check(
+        &["doctor"],
+        0,
+        &[
+            "ok    key pair",
+            "(the local sandbox, running); answered in",
+            "ok    token       from ",
+        ],
+    );
+    let key = home.0.ssh_debug_dir().join("id_ed25519");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    check(&["doctor"], 1, &["FAIL  key pair", "chmod 600"]);
+}

@@ -17,43 +17,42 @@ pub(crate) enum WhenNone {
     StartSandbox,
 }
 
-/// The control plane: `--endpoint`, else `FLYTE_ENDPOINT`, else the sandbox running on this
-/// machine (started first with `WhenNone::StartSandbox`).
+/// The control plane: `--endpoint`, else `FLYTE_ENDPOINT`, else `~/.flyte/flyte-run.json`, else
+/// the sandbox running on this machine (started first with `WhenNone::StartSandbox`).
 pub(crate) fn endpoint(host: &Host, when_none: WhenNone) -> Result<Endpoint, String> {
-    let env = std::env::var(crate::env_vars::FLYTE_ENDPOINT).ok();
-    let dir = crate::sandbox::state_dir(&host.home);
-    let sandbox = match (
-        flyte_api::resolve(host.endpoint.as_deref(), env.as_deref()),
-        when_none,
-    ) {
-        (Some(_), _) => None,
-        (None, WhenNone::Fail) => crate::sandbox::running(&dir).map(|(_, endpoint)| endpoint),
-        (None, WhenNone::StartSandbox) => {
-            let (pid, endpoint, fresh) =
-                crate::sandbox::start(&dir, &crate::sandbox::ServeArgs::default())
-                    .map_err(|e| format!("cannot start the local sandbox: {e:#}"))?;
-            if fresh {
-                eprintln!(
-                    "started the local sandbox at {endpoint} (pid {pid}); stop it with `flyte-run sandbox stop`"
-                );
+    use crate::config::EndpointSource;
+    let raw = match crate::config::endpoint_source(&host.home, host.endpoint.as_deref())? {
+        EndpointSource::Flag(e)
+        | EndpointSource::Env(e)
+        | EndpointSource::File(e)
+        | EndpointSource::Sandbox(Some(e)) => e,
+        EndpointSource::Sandbox(None) => match when_none {
+            WhenNone::Fail => {
+                return Err(format!(
+                    "no control plane endpoint: pass --endpoint URL, set {}, run `flyte-run config init --endpoint URL`, or start the local sandbox with `flyte-run sandbox start`",
+                    crate::env_vars::FLYTE_ENDPOINT
+                ));
             }
-            Some(endpoint)
-        }
+            WhenNone::StartSandbox => {
+                let dir = crate::sandbox::state_dir(&host.home);
+                let (pid, endpoint, fresh) =
+                    crate::sandbox::start(&dir, &crate::sandbox::ServeArgs::default())
+                        .map_err(|e| format!("cannot start the local sandbox: {e:#}"))?;
+                if fresh {
+                    eprintln!(
+                        "started the local sandbox at {endpoint} (pid {pid}); stop it with `flyte-run sandbox stop`"
+                    );
+                }
+                endpoint
+            }
+        },
     };
-    let raw = flyte_api::resolve(host.endpoint.as_deref(), env.as_deref())
-        .or(sandbox.as_deref())
-        .ok_or_else(|| {
-            format!(
-                "no control plane endpoint: pass --endpoint URL, set {}, or start the local sandbox with `flyte-run sandbox start`",
-                crate::env_vars::FLYTE_ENDPOINT
-            )
-        })?;
-    let insecure = std::env::var(crate::env_vars::FLYTE_INSECURE)
-        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
-    Endpoint::parse(raw, insecure).map_err(|e| {
+    let insecure = crate::config::insecure(&host.home)?;
+    Endpoint::parse(&raw, insecure).map_err(|e| {
         format!(
-            "{e} (set {}=1 to allow plain http to this host)",
-            crate::env_vars::FLYTE_INSECURE
+            "{e} (set {}=1, or \"insecure\": true in ~/.flyte/{}, to allow plain http to this host)",
+            crate::env_vars::FLYTE_INSECURE,
+            crate::config::FILE_NAME
         )
     })
 }

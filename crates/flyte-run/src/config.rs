@@ -1,0 +1,174 @@
+//! `~/.flyte/flyte-run.json`: the control plane to use when neither `--endpoint` nor
+//! `FLYTE_ENDPOINT` names one; `flyte-run config init|show`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+
+use crate::env_vars;
+
+pub(crate) const FILE_NAME: &str = "flyte-run.json";
+
+/// The file's contents. Unknown keys are refused so a typo is not silently ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// `https://host`, `dns:///host:port`, `http://127.0.0.1:port`; absent: the local sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) endpoint: Option<String>,
+    /// Allow plain http to a host other than this machine.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) insecure: bool,
+}
+
+pub(crate) fn path(home: &Path) -> PathBuf {
+    home.join(".flyte").join(FILE_NAME)
+}
+
+/// The config file, or the default when there is none. A file that cannot be read or parsed is
+/// an error naming it: guessing would send requests somewhere the user did not mean.
+pub(crate) fn load(home: &Path) -> Result<Config, String> {
+    let path = path(home);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "{}: {e}; fix it or write a new one with `flyte-run config init --force`",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Write ~/.flyte/flyte-run.json. Without --endpoint it selects the local sandbox.
+    Init {
+        /// The control plane: `https://host`, `dns:///host:port` or `http://127.0.0.1:port`.
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        /// Allow plain http to a host other than this machine (tokens travel unencrypted).
+        #[arg(long)]
+        insecure: bool,
+        /// Replace an existing file (atomically; otherwise it is left as it is).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the settings in effect and where each comes from.
+    Show,
+}
+
+pub(crate) fn run(command: &ConfigCommand) -> anyhow::Result<ExitCode> {
+    let home = crate::paths::home_dir()?;
+    match command {
+        ConfigCommand::Init {
+            endpoint,
+            insecure,
+            force,
+        } => init(&home, endpoint.as_deref(), *insecure, *force),
+        ConfigCommand::Show => show(&home),
+    }
+}
+
+fn init(
+    home: &Path,
+    endpoint: Option<&str>,
+    insecure: bool,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    if let Some(raw) = endpoint {
+        flyte_api::Endpoint::parse(raw, insecure).with_context(|| {
+            format!("--endpoint {raw:?} (pass --insecure to allow plain http to this host)")
+        })?;
+    }
+    let path = path(home);
+    if path.exists() && !force {
+        bail!(
+            "{} already exists; it was left as it is (pass --force to replace it)",
+            path.display()
+        );
+    }
+    let config = Config {
+        endpoint: endpoint.map(str::to_owned),
+        insecure,
+    };
+    let text = serde_json::to_string_pretty(&config)? + "\n";
+    let dir = path.parent().context("the config path has a parent")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    flyte_fs::replace(&path, text.as_bytes(), 0o644)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    match endpoint {
+        Some(e) => eprintln!("wrote {}: endpoint {e}", path.display()),
+        None => eprintln!(
+            "wrote {}: no endpoint, so the local sandbox is used (started on first use)",
+            path.display()
+        ),
+    }
+    eprintln!("check it with `flyte-run doctor`");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where the endpoint comes from, in the order it is looked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EndpointSource {
+    Flag(String),
+    Env(String),
+    File(String),
+    Sandbox(Option<String>),
+}
+
+impl std::fmt::Display for EndpointSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndpointSource::Flag(e) => write!(f, "{e} (from --endpoint)"),
+            EndpointSource::Env(e) => write!(f, "{e} (from {})", env_vars::FLYTE_ENDPOINT),
+            EndpointSource::File(e) => write!(f, "{e} (from ~/.flyte/{FILE_NAME})"),
+            EndpointSource::Sandbox(Some(e)) => write!(f, "{e} (the local sandbox, running)"),
+            EndpointSource::Sandbox(None) => {
+                write!(f, "the local sandbox (not running; started on first use)")
+            }
+        }
+    }
+}
+
+/// Which endpoint is in effect: `--endpoint`, else `FLYTE_ENDPOINT`, else the config file, else
+/// the local sandbox.
+pub(crate) fn endpoint_source(home: &Path, flag: Option<&str>) -> Result<EndpointSource, String> {
+    let env = std::env::var(env_vars::FLYTE_ENDPOINT).ok();
+    if let Some(e) = flag.filter(|e| !e.trim().is_empty()) {
+        return Ok(EndpointSource::Flag(e.to_owned()));
+    }
+    if let Some(e) = env.filter(|e| !e.trim().is_empty()) {
+        return Ok(EndpointSource::Env(e));
+    }
+    if let Some(e) = load(home)?.endpoint {
+        return Ok(EndpointSource::File(e));
+    }
+    let dir = crate::sandbox::state_dir(home);
+    Ok(EndpointSource::Sandbox(
+        crate::sandbox::running(&dir).map(|(_, e)| e),
+    ))
+}
+
+/// Whether plain http to a remote host is allowed: `FLYTE_INSECURE`, or the config file.
+pub(crate) fn insecure(home: &Path) -> Result<bool, String> {
+    let env = std::env::var(env_vars::FLYTE_INSECURE)
+        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+    Ok(env || load(home)?.insecure)
+}
+
+fn show(home: &Path) -> anyhow::Result<ExitCode> {
+    let source = endpoint_source(home, None).map_err(anyhow::Error::msg)?;
+    let insecure = insecure(home).map_err(anyhow::Error::msg)?;
+    println!("config file: {}", path(home).display());
+    println!("endpoint:    {source}");
+    println!("insecure:    {insecure}");
+    println!("ssh debug:   {}", flyte_keys::default_dir(home).display());
+    println!(
+        "ssh config:  {}",
+        home.join(".ssh").join("config").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

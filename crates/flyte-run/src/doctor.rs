@@ -1,0 +1,287 @@
+//! `flyte-run doctor`: check what the debug flow needs on this machine, naming each problem with
+//! its fix. It reads and asks; it changes nothing (no key is created, no sandbox started).
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::EndpointSource;
+use crate::script::Host;
+use crate::script::control_plane;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Ok,
+    /// Not a problem yet: something that will be set up on first use.
+    Note,
+    Fail,
+}
+
+#[derive(Debug)]
+struct Check {
+    status: Status,
+    what: &'static str,
+    detail: String,
+}
+
+impl Check {
+    fn new(status: Status, what: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            what,
+            detail: detail.into(),
+        }
+    }
+
+    fn line(&self) -> String {
+        let mark = match self.status {
+            Status::Ok => "ok  ",
+            Status::Note => "note",
+            Status::Fail => "FAIL",
+        };
+        format!("{mark}  {:<11} {}", self.what, self.detail)
+    }
+}
+
+fn ssh_client() -> Check {
+    match std::process::Command::new("ssh").arg("-V").output() {
+        Ok(out) if out.status.success() => {
+            // `ssh -V` writes its version to stderr.
+            let version = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            Check::new(Status::Ok, "ssh client", version)
+        }
+        Ok(out) => Check::new(
+            Status::Fail,
+            "ssh client",
+            format!(
+                "`ssh -V` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ),
+        Err(e) => Check::new(
+            Status::Fail,
+            "ssh client",
+            format!("cannot run ssh ({e}); install OpenSSH: apt-get install openssh-client"),
+        ),
+    }
+}
+
+fn mode(path: &Path) -> Option<u32> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o777)
+}
+
+fn key_pair(home: &Path) -> Check {
+    let dir = flyte_keys::default_dir(home);
+    let key = dir.join(flyte_keys::KEY_FILE_NAME);
+    let Some(key_mode) = mode(&key) else {
+        return Check::new(
+            Status::Note,
+            "key pair",
+            format!(
+                "{} does not exist yet; it is created on first use",
+                key.display()
+            ),
+        );
+    };
+    if key_mode & 0o077 != 0 {
+        return Check::new(
+            Status::Fail,
+            "key pair",
+            format!(
+                "{} is readable by others (mode {key_mode:o}); ssh refuses it: chmod 600 {}",
+                key.display(),
+                key.display()
+            ),
+        );
+    }
+    if let Some(dir_mode) = mode(&dir).filter(|m| m & 0o077 != 0) {
+        return Check::new(
+            Status::Fail,
+            "key pair",
+            format!(
+                "{} is open to others (mode {dir_mode:o}): chmod 700 {}",
+                dir.display(),
+                dir.display()
+            ),
+        );
+    }
+    let public = key.with_extension("pub");
+    match std::fs::read_to_string(&public)
+        .ok()
+        .and_then(|line| flyte_keys::public_key_fingerprint(&line).ok())
+    {
+        Some(fingerprint) => Check::new(
+            Status::Ok,
+            "key pair",
+            format!("{} ({fingerprint})", key.display()),
+        ),
+        None => Check::new(
+            Status::Note,
+            "key pair",
+            format!(
+                "{} is missing or unreadable; it is rewritten from the private key on next use",
+                public.display()
+            ),
+        ),
+    }
+}
+
+fn ssh_config(home: &Path) -> Check {
+    let path = home.join(".ssh").join("config");
+    match std::fs::read(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Check::new(
+            Status::Note,
+            "ssh config",
+            format!(
+                "{} does not exist; it is created on install",
+                path.display()
+            ),
+        ),
+        Err(e) => Check::new(
+            Status::Fail,
+            "ssh config",
+            format!("cannot read {}: {e}", path.display()),
+        ),
+        Ok(bytes) => {
+            let Ok(text) = String::from_utf8(bytes) else {
+                return Check::new(
+                    Status::Fail,
+                    "ssh config",
+                    format!(
+                        "{} is not UTF-8; flyte-run will not edit it",
+                        path.display()
+                    ),
+                );
+            };
+            let config = flyte_ssh_config::Config::parse(&text);
+            match flyte_ssh_config::managed_blocks(&config) {
+                Ok(blocks) => {
+                    let aliases: Vec<&str> = blocks.iter().map(|b| b.alias.as_str()).collect();
+                    Check::new(
+                        Status::Ok,
+                        "ssh config",
+                        format!(
+                            "{} ({} managed block(s){})",
+                            path.display(),
+                            blocks.len(),
+                            if aliases.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {}", aliases.join(", "))
+                            }
+                        ),
+                    )
+                }
+                Err(e) => Check::new(
+                    Status::Fail,
+                    "ssh config",
+                    format!("{}: {e}", path.display()),
+                ),
+            }
+        }
+    }
+}
+
+/// The endpoint, whether it answers, and whether a token can be had for it.
+fn control_plane_checks(host: &Host) -> Vec<Check> {
+    let source = match crate::config::endpoint_source(&host.home, host.endpoint.as_deref()) {
+        Ok(source) => source,
+        Err(e) => return vec![Check::new(Status::Fail, "endpoint", e)],
+    };
+    if source == EndpointSource::Sandbox(None) {
+        return vec![Check::new(Status::Note, "endpoint", source.to_string())];
+    }
+    let endpoint = match control_plane::endpoint(host, control_plane::WhenNone::Fail) {
+        Ok(endpoint) => endpoint,
+        Err(e) => return vec![Check::new(Status::Fail, "endpoint", e)],
+    };
+    let client = match flyte_api::Client::new(&endpoint) {
+        Ok(client) => client,
+        Err(e) => return vec![Check::new(Status::Fail, "endpoint", e.to_string())],
+    };
+    let started = Instant::now();
+    let reachable = host.block_on(flyte_auth::oauth::discover(&client));
+    let mut checks = vec![match &reachable {
+        Ok(_) => Check::new(
+            Status::Ok,
+            "endpoint",
+            format!("{source}; answered in {} ms", started.elapsed().as_millis()),
+        ),
+        Err(e) => Check::new(
+            Status::Fail,
+            "endpoint",
+            format!("{source}; it does not answer: {e}"),
+        ),
+    }];
+    if reachable.is_err() {
+        return checks;
+    }
+    let files = control_plane::credential_files(host, &endpoint);
+    let key_file = files.key_file.clone();
+    let token = host.block_on(async {
+        match control_plane::token_source(&client, &endpoint, files).await? {
+            None => Ok(None),
+            Some((tokens, _)) => tokens.get(false).await.map(Some).map_err(|e| e.to_string()),
+        }
+    });
+    checks.push(match token {
+        Ok(Some(token)) => Check::new(
+            Status::Ok,
+            "token",
+            match token.exp {
+                Some(exp) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                    format!(
+                        "from {}; valid for {} more minute(s)",
+                        key_file.display(),
+                        (exp - now).max(0) / 60
+                    )
+                }
+                None => format!("from {}", key_file.display()),
+            },
+        ),
+        Ok(None) => Check::new(
+            Status::Note,
+            "token",
+            format!(
+                "no credential at {}; create one with `flyte-run -e 'auth::ensure_api_key(\"flyte-ssh-debug\")'`",
+                key_file.display()
+            ),
+        ),
+        Err(e) => Check::new(
+            Status::Fail,
+            "token",
+            format!("with {}: {e}", key_file.display()),
+        ),
+    });
+    checks
+}
+
+pub(crate) fn run(endpoint: Option<String>) -> anyhow::Result<ExitCode> {
+    let host = Arc::new(Host {
+        home: crate::paths::home_dir()?,
+        args: rhai::Map::new(),
+        endpoint,
+        dry_run: false,
+        timeout: None,
+        runtime: std::sync::OnceLock::new(),
+    });
+    let mut checks = vec![ssh_client(), key_pair(&host.home), ssh_config(&host.home)];
+    checks.extend(control_plane_checks(&host));
+    let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
+    for check in &checks {
+        println!("{}", check.line());
+    }
+    if failed == 0 {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{failed} check(s) failed");
+        Ok(ExitCode::FAILURE)
+    }
+}
