@@ -787,3 +787,86 @@ fn doctor_and_config_init_name_problems_with_their_fixes() {
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     check(&["doctor"], 1, &["FAIL  key pair", "chmod 600"]);
 }
+
+/// `debug::connect` against a debug run: the `SSHDebug` map it returns, a cached token the route
+/// refuses being replaced once (the probe would otherwise fail with 401), `use_api_key` without
+/// a key, and bad options. No token appears in what the script prints.
+#[test]
+fn debug_connect_returns_the_connection_and_replaces_a_refused_cached_token() {
+    let home = Home(TempHome::new());
+    let out = home.run(&[
+        "-e",
+        r#"runs::launch(#{ name: "dbg2", command: ["sleep", "120"], env: debug::launch_env() }); runs::wait("dbg2", #{ timeout: 60, poll_interval: 0 })"#,
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "RUNNING\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A well-formed token, valid for years by its own claim, that the sandbox never signed.
+    let endpoint = std::fs::read_to_string(home.sandbox_dir().join("endpoint")).unwrap();
+    let authority = endpoint.trim().trim_start_matches("http://").to_owned();
+    let forged = "eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjQxMDI0NDQ4MDB9.Zm9yZ2Vk";
+    std::fs::write(
+        home.0.ssh_debug_dir().join("bearer.json"),
+        format!(r#"{{"endpoint": "{authority}", "token": "{forged}", "exp": 4102444800}}"#),
+    )
+    .unwrap();
+
+    let script = r#"
+        let info = debug::connect("dbg2", #{ timeout: 30, poll_interval: 0, host_alias: "dbg-two" });
+        print(info.run_name + " " + info.action_name + " " + info.host_alias);
+        print(info.wss_url);
+        print(info.host_key_fingerprint);
+        print(info.headers_file);
+        print(info.ssh_config);
+    "#;
+    let out = home.run(&["-e", script]);
+    let (text, stderr) = (
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "dbg2 a0 dbg-two");
+    assert!(
+        lines[1].starts_with("ws://127.0.0.1:") && lines[1].ends_with("/dbg2/a0"),
+        "{text}"
+    );
+    assert!(lines[2].starts_with("SHA256:"), "{text}");
+    let headers = std::path::Path::new(lines[3]);
+    assert_eq!(headers, home.0.ssh_debug_dir().join("dbg-two.headers"));
+    assert_eq!(std::fs::metadata(headers).unwrap().mode() & 0o777, 0o600);
+    let written = std::fs::read_to_string(headers).unwrap();
+    assert!(written.starts_with("Authorization: Bearer ey") && !written.contains(forged));
+    assert!(text.contains("HostKeyAlias dbg2.a0.flyte-debug"), "{text}");
+    assert!(text.contains("StrictHostKeyChecking yes"), "{text}");
+    let token = written.trim().trim_start_matches("Authorization: Bearer ");
+    assert!(!text.contains(token) && !stderr.contains(token));
+
+    for (script, want) in [
+        (
+            r#"debug::connect("dbg2", #{ use_api_key: true, timeout: 5 })"#,
+            "auth::ensure_api_key(\"flyte-ssh-debug\")",
+        ),
+        (
+            r#"debug::connect("dbg2", #{ host_alias: "two words", timeout: 5 })"#,
+            "alias",
+        ),
+        (
+            r#"debug::connect("dbg2", #{ timout: 5 })"#,
+            "unknown option `timout`",
+        ),
+        (
+            r#"debug::connect("dbg2", #{ timeout: -1 })"#,
+            "is not a number of seconds",
+        ),
+    ] {
+        let out = home.run(&["-e", script]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{script}: {stderr}");
+        assert!(stderr.contains(want), "{script}: {stderr}");
+    }
+}

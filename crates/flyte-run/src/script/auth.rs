@@ -60,6 +60,12 @@ fn ensure_api_key(host: &Host, name: &str) -> Result<ScriptApiKey, String> {
 }
 
 fn bearer_token(host: &Host, use_api_key: bool, refresh: bool) -> Result<ScriptToken, String> {
+    if host.dry_run {
+        println!("dry-run: get a bearer token (use_api_key: {use_api_key}, refresh: {refresh})");
+        return Ok(ScriptToken {
+            token: flyte_auth::Token::new(flyte_api::Secret::new("dry-run")),
+        });
+    }
     if !use_api_key {
         return Err(
             "interactive login is not supported; use an API key (call auth::ensure_api_key first)"

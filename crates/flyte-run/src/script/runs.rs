@@ -244,6 +244,8 @@ fn wait(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> Scri
     }
     let (_, client) = connect(host).map_err(|e| script_err(ctx, e))?;
     let started = Instant::now();
+    let mut shown =
+        crate::progress::Progress::new(format!("waiting for run {run} to be {target_name}"));
     loop {
         let details = fetch(host, &client, &id, &action).map_err(|e| script_err(ctx, e))?;
         let phase = details.status.phase;
@@ -263,8 +265,8 @@ fn wait(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> Scri
                 ),
             ));
         }
-        tracing::info!(run, phase = phase.short_name(), waiting_for = %target_name, "waiting");
-        std::thread::sleep(poll);
+        shown.update(phase.short_name());
+        shown.sleep(poll.min(timeout.saturating_sub(started.elapsed())));
     }
 }
 
