@@ -556,3 +556,47 @@ fn regex_escape(text: &str) -> String {
         })
         .collect()
 }
+
+/// `scripts/retry.rhai`, as playbooks import it: a flaky call succeeds on a later attempt with
+/// the waits doubling; when every attempt fails, the last error stops the script at the caller.
+#[test]
+fn retry_module_backs_off_and_rethrows_the_last_error() {
+    let home = TempHome::new();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let run = |script: &str| {
+        home.command(BIN)
+            .current_dir(root)
+            .args(["-e", script])
+            .output()
+            .unwrap()
+    };
+    let out = run(
+        r#"import "retry" as retry; let n = 0; retry::with_backoff(4, 0.01, || { n += 1; if n < 3 { throw `flaky ${n}` } `ok after ${n}` })"#,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "attempt 1 of 4 failed (flaky 1); retrying in 0.01 s\n\
+         attempt 2 of 4 failed (flaky 2); retrying in 0.02 s\n\
+         ok after 3\n"
+    );
+    for (script, want) in [
+        (
+            r#"import "retry" as retry; retry::with_backoff(2, 0, || { throw "still down" })"#,
+            "error: <-e>:1:33: still down (in retry::with_backoff",
+        ),
+        (
+            r#"import "retry" as retry; retry::with_backoff(0, 1, || 1)"#,
+            "attempts must be a positive integer, not 0",
+        ),
+    ] {
+        let out = run(script);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{script}: {stderr}");
+        assert!(stderr.contains(want), "{script}: {stderr}");
+    }
+}

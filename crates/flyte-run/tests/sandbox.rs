@@ -870,3 +870,66 @@ fn debug_connect_returns_the_connection_and_replaces_a_refused_cached_token() {
         assert!(stderr.contains(want), "{script}: {stderr}");
     }
 }
+
+/// A long wait shows a spinner redrawn in place on a terminal (a real pty from `script`), and
+/// plain lines when stderr is a pipe. The wait here ends by its deadline: the run is not a debug
+/// run, so no route comes.
+#[test]
+fn waits_show_a_spinner_on_a_terminal_and_plain_lines_otherwise() {
+    let home = Home(TempHome::new());
+    let out = home.run(&[
+        "-e",
+        r#"runs::launch(#{ name: "plain", command: ["sleep", "120"] }); runs::wait("plain", #{ timeout: 60, poll_interval: 0 })"#,
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "RUNNING\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let playbook = home.0.path().join("wait.rhai");
+    std::fs::write(
+        &playbook,
+        r#"debug::connect("plain", #{ timeout: 1, poll_interval: 0 })"#,
+    )
+    .unwrap();
+
+    let piped = home.run(&[playbook.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert_eq!(piped.status.code(), Some(1));
+    assert!(
+        stderr.starts_with("waiting for the debug route of run plain/a0 (RUNNING, 0 s)\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("published no debug route within 1 s"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\r'));
+
+    // `script` gives the command a pseudo-terminal and copies what it shows to our stdout.
+    let tty = home
+        .0
+        .command("script")
+        .env_remove("FLYTE_ENDPOINT")
+        .args([
+            "-qefc",
+            &format!("{BIN} {}", playbook.display()),
+            "/dev/null",
+        ])
+        .output()
+        .expect("`script` (util-linux) runs the command on a pty");
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert_eq!(tty.status.code(), Some(1), "{shown}");
+    let frames = shown.matches("\r\u{1b}[2K").count();
+    // At least one drawing and the clearing at the end, both in place.
+    assert!(frames >= 2, "a spinner redraws in place: {shown:?}");
+    assert!(
+        shown.contains("waiting for the debug route of run plain/a0 (RUNNING, 0 s)"),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains("published no debug route within 1 s"),
+        "{shown:?}"
+    );
+}
