@@ -147,12 +147,10 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => bail!("give either a PLAYBOOK or -e SCRIPT"),
     };
     let host = std::sync::Arc::new(Host {
-        home: crate::paths::home_dir()?,
         args: cli.set.into_iter().map(|(k, v)| (k.into(), v)).collect(),
-        endpoint: cli.endpoint,
         dry_run: cli.dry_run,
         timeout: cli.timeout,
-        runtime: std::sync::OnceLock::new(),
+        ..Host::new(crate::paths::home_dir()?, cli.endpoint)
     });
     let print_result = matches!(source, ScriptSource::Inline(_));
     match script::run(&host, &source) {

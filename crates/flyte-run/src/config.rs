@@ -78,6 +78,9 @@ fn init(
     insecure: bool,
     force: bool,
 ) -> anyhow::Result<ExitCode> {
+    if insecure && endpoint.is_none() {
+        bail!("--insecure applies to the endpoint given with --endpoint; give one");
+    }
     if let Some(raw) = endpoint {
         flyte_api::Endpoint::parse(raw, insecure).with_context(|| {
             format!("--endpoint {raw:?} (pass --insecure to allow plain http to this host)")
@@ -152,16 +155,18 @@ pub(crate) fn endpoint_source(home: &Path, flag: Option<&str>) -> Result<Endpoin
     ))
 }
 
-/// Whether plain http to a remote host is allowed: `FLYTE_INSECURE`, or the config file.
-pub(crate) fn insecure(home: &Path) -> Result<bool, String> {
+/// Whether plain http to a remote host is allowed for the endpoint `source` names:
+/// `FLYTE_INSECURE` for any, the file's `insecure` only for the file's own endpoint (it must not
+/// open plain http for an endpoint given some other way).
+pub(crate) fn insecure(home: &Path, source: &EndpointSource) -> Result<bool, String> {
     let env = std::env::var(env_vars::FLYTE_INSECURE)
         .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
-    Ok(env || load(home)?.insecure)
+    Ok(env || (matches!(source, EndpointSource::File(_)) && load(home)?.insecure))
 }
 
 fn show(home: &Path) -> anyhow::Result<ExitCode> {
     let source = endpoint_source(home, None).map_err(anyhow::Error::msg)?;
-    let insecure = insecure(home).map_err(anyhow::Error::msg)?;
+    let insecure = insecure(home, &source).map_err(anyhow::Error::msg)?;
     println!("config file: {}", path(home).display());
     println!("endpoint:    {source}");
     println!("insecure:    {insecure}");

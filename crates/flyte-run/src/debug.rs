@@ -190,7 +190,9 @@ fn route_token(
         control_plane::credential_files(host, endpoint)
     };
     let key_file = files.key_file.clone();
-    if !refresh {
+    // With `use_api_key` the user asked for that credential: a token cached from another one
+    // does not stand in for it (the key's own cache still saves a mint).
+    if !refresh && !options.use_api_key {
         let debug_cache = flyte_keys::default_dir(&host.home).join("bearer.json");
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -222,6 +224,12 @@ fn route_token(
     let token = host
         .block_on(tokens.get(refresh))
         .map_err(|e| format!("cannot get a token for the debug route: {e}"))?;
+    // Flyte's debug cache gets the fresh token, replacing one the route may have refused, so the
+    // next connect starts from a good one.
+    let debug_cache = flyte_keys::default_dir(&host.home).join("bearer.json");
+    if let Err(e) = flyte_auth::token::store(&debug_cache, endpoint.authority(), &token) {
+        tracing::warn!(error = %e, "cannot cache the debug token");
+    }
     Ok((token, TokenOrigin::Fresh))
 }
 
@@ -231,9 +239,11 @@ pub(crate) fn connect(
     run: &str,
     options: &ConnectOptions,
 ) -> Result<Connection, String> {
+    // A bad alias is refused before anything is waited for or written.
+    flyte_ssh_config::validate_alias(&options.host_alias).map_err(|e| e.to_string())?;
     let endpoint = control_plane::endpoint(host, WhenNone::Fail)?;
     let client = host.block_on(control_plane::client_for(host, &endpoint))?;
-    let deadline = Instant::now() + options.timeout;
+    let deadline = Instant::now() + host.bound(options.timeout);
     let id = run_id(run, options);
 
     let link = wait_for_link(host, &client, &id, options, deadline)?;
@@ -330,8 +340,9 @@ fn wait_for_link(
         if details.status.phase.is_terminal() {
             return Err(format!(
                 "run {:?} has already ended ({phase}): its task is gone, so there is nothing to \
-                 connect to; launch it again in debug mode (`flyte-run debug {}` relaunches it)",
-                id.name, id.name
+                 connect to; launch its task again in debug mode (`flyte-run debug RUN` relaunches \
+                 a run's task, or use debug::launch_env in a playbook)",
+                id.name
             ));
         }
         if let Some(link) = details.ide_link() {
@@ -346,7 +357,11 @@ fn wait_for_link(
             ));
         }
         progress.update(phase);
-        progress.sleep(options.poll_interval.min(deadline - Instant::now()));
+        progress.sleep(
+            options
+                .poll_interval
+                .min(deadline.saturating_duration_since(Instant::now())),
+        );
     }
 }
 
@@ -385,8 +400,11 @@ fn probe_until_open(
         let attempt = flyte_tunnel::read_headers_file(headers_file).and_then(|headers| {
             let mut options = ClientOptions::new(url);
             options.headers = headers;
-            options.connect_timeout =
-                PROBE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+            // Never 0 s: the last attempt near the deadline still gets a real answer (a 503,
+            // a refusal) to report rather than an instant timeout.
+            options.connect_timeout = PROBE_TIMEOUT
+                .min(deadline.saturating_duration_since(Instant::now()))
+                .max(Duration::from_secs(1));
             host.block_on(async {
                 let mut socket = flyte_tunnel::client::connect(&options).await?;
                 // The bridge has opened an SSH connection for us; end it politely.
@@ -405,7 +423,10 @@ fn probe_until_open(
                     });
                 }
                 progress.update(e.to_string());
-                progress.sleep(Duration::from_millis(500).min(deadline - Instant::now()));
+                progress.sleep(
+                    Duration::from_millis(500)
+                        .min(deadline.saturating_duration_since(Instant::now())),
+                );
             }
             Err(error) => {
                 return Err(ProbeError::Fatal {
@@ -512,6 +533,68 @@ mod tests {
         }
         let v6 = Endpoint::parse("https://[::1]:8443", false).unwrap();
         assert_eq!(route_url("/r", &v6), "wss://[::1]/r");
+    }
+
+    /// A loopback HTTP server that answers every request with `status`, counting requests.
+    fn answering(status: &'static str) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("ws://{}/v1/debug/r", listener.local_addr().unwrap());
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = std::sync::Arc::clone(&count);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0_u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            }
+        });
+        (url, count)
+    }
+
+    #[test]
+    fn the_probe_retries_a_starting_route_and_stops_at_once_on_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let headers = dir.path().join("h.headers");
+        std::fs::write(&headers, "Authorization: Bearer t\n").unwrap();
+        let host = Host::new(dir.path().to_owned(), None);
+
+        // 503 until the deadline: retried, and the error says what the route last answered.
+        let (url, count) = answering("503 Service Unavailable");
+        let deadline = Instant::now() + Duration::from_millis(2500);
+        let err = probe_until_open(&host, &url, &headers, deadline).unwrap_err();
+        assert!(matches!(err, ProbeError::Timeout { .. }), "{err}");
+        assert!(err.to_string().contains("HTTP 503"), "{err}");
+        assert!(count.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+
+        // 401 and 403: no retry, the user must fix the credentials.
+        for status in ["401 Unauthorized", "403 Forbidden"] {
+            let (url, count) = answering(status);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let err = probe_until_open(&host, &url, &headers, deadline).unwrap_err();
+            assert!(matches!(err, ProbeError::AuthRefused(_)), "{status}: {err}");
+            assert!(err.to_string().contains("refused our credentials"), "{err}");
+            assert_eq!(
+                count.load(std::sync::atomic::Ordering::SeqCst),
+                1,
+                "{status}"
+            );
+        }
+
+        // A missing headers file is a local problem, reported at once.
+        let (url, _) = answering("503 Service Unavailable");
+        let err = probe_until_open(&host, &url, &dir.path().join("missing"), deadline_in(30))
+            .unwrap_err();
+        assert!(matches!(err, ProbeError::Fatal { .. }), "{err}");
+    }
+
+    fn deadline_in(secs: u64) -> Instant {
+        Instant::now() + Duration::from_secs(secs)
     }
 
     #[test]

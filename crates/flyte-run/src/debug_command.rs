@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 use flyte_api::Code;
 use flyte_api::types::{
-    CreateRunRequest, CreateRunResponse, Envs, KeyValuePair, RunIdentifier, RunSpec,
-    services::RUN_SERVICE,
+    CreateRunRequest, CreateRunResponse, Envs, GetRunDetailsRequest, GetRunDetailsResponse,
+    KeyValuePair, RunIdentifier, RunSpec, services::RUN_SERVICE,
 };
 use flyte_ssh_config::{EditOptions, Outcome};
 
@@ -48,11 +48,17 @@ pub(crate) struct DebugArgs {
     /// Mint a new token even if a cached one is still valid.
     #[arg(long)]
     refresh_token: bool,
-    /// Give up waiting for the run and its route after this many seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    /// The debug run's name, instead of the one derived from RUN (e.g. when that one has
+    /// ended: run names stay taken).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Give up waiting for the run and its route after this many seconds (at most a week).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
     timeout: u64,
     /// Seconds between looks at the run.
-    #[arg(long, value_name = "SECONDS", default_value_t = 3)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
     poll_interval: u64,
     /// Do not wait for the route to answer before writing the config.
     #[arg(long)]
@@ -64,7 +70,8 @@ pub(crate) struct DebugArgs {
     /// The ssh config file to write with --write-config.
     #[arg(long, value_name = "FILE")]
     ssh_config: Option<PathBuf>,
-    /// With --write-config: show the change as a diff and write nothing.
+    /// Say what would be done (relaunch or reconnect, which run) and do none of it: no run is
+    /// launched, no token fetched, no file written.
     #[arg(long)]
     dry_run: bool,
 }
@@ -105,17 +112,43 @@ fn relaunch(
             args.run
         )
     })?;
+    // The original run's settings (environment, labels) carry over; the debug variables win.
+    let original_spec = host
+        .block_on(client.unary::<_, GetRunDetailsResponse>(
+            RUN_SERVICE,
+            "GetRunDetails",
+            &GetRunDetailsRequest {
+                run_id: run_id(args, &args.run),
+            },
+        ))
+        .map_err(|e| anyhow!("run {:?}: {e}", args.run))?
+        .details
+        .run_spec
+        .unwrap_or_default();
+    let original_env = original_spec
+        .envs
+        .iter()
+        .flat_map(|e| &e.values)
+        .map(|kv| (kv.key.clone(), kv.value.clone()));
     let pair = flyte_keys::ensure_keypair(&flyte_keys::default_dir(&host.home))?;
-    let env = debug::launch_env(&pair.public_key, [])
-        .into_iter()
-        .map(|(key, value)| KeyValuePair { key, value })
-        .collect();
+    // launch_env puts its three variables first and lets `extra` override; here the debug
+    // variables must win, so they are applied last.
+    let mut env: Vec<(String, String)> = original_env.collect();
+    for (key, value) in debug::launch_env(&pair.public_key, []) {
+        env.retain(|(k, _)| *k != key);
+        env.push((key, value));
+    }
     let request = CreateRunRequest {
         run_id: Some(run_id(args, name)),
         task_spec: Some(task),
         run_spec: Some(RunSpec {
-            envs: Some(Envs { values: env }),
-            ..RunSpec::default()
+            envs: Some(Envs {
+                values: env
+                    .into_iter()
+                    .map(|(key, value)| KeyValuePair { key, value })
+                    .collect(),
+            }),
+            ..original_spec
         }),
         ..CreateRunRequest::default()
     };
@@ -127,15 +160,13 @@ fn relaunch(
 }
 
 pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
-    let host = Arc::new(Host {
-        home: crate::paths::home_dir()?,
-        args: rhai::Map::new(),
-        endpoint: args.endpoint.clone(),
-        dry_run: false,
-        timeout: None,
-        runtime: std::sync::OnceLock::new(),
-    });
-    let name = debug::debug_run_name(&args.run).map_err(|e| anyhow!(e))?;
+    let host = Arc::new(Host::new(crate::paths::home_dir()?, args.endpoint.clone()));
+    // Refuse a bad alias before anything is launched.
+    flyte_ssh_config::validate_alias(&args.host_alias)?;
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => debug::debug_run_name(&args.run).map_err(|e| anyhow!(e))?,
+    };
     let endpoint = control_plane::endpoint(&host, WhenNone::Fail).map_err(|e| anyhow!(e))?;
     let client = host
         .block_on(control_plane::client_for(&host, &endpoint))
@@ -147,6 +178,27 @@ pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
             debug::DEFAULT_ACTION,
         ))
         .map_err(|e| anyhow!(e))?;
+    if let Some(details) = &existing
+        && details.status.phase.is_terminal()
+    {
+        bail!(
+            "the debug run {name} has already ended ({}), and run names stay taken; relaunch under another name with --name NAME",
+            details.status.phase.short_name()
+        );
+    }
+    if args.dry_run {
+        match &existing {
+            Some(details) => println!(
+                "dry-run: would reconnect to the debug run {name} ({})",
+                details.status.phase.short_name()
+            ),
+            None => println!(
+                "dry-run: would relaunch the task of {}/{} as {name} with SSH debug on, then connect",
+                args.run, args.action
+            ),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     match existing {
         Some(details) => eprintln!(
             "reconnecting to the debug run {name} ({})",
@@ -186,7 +238,7 @@ pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
             .ssh_config
             .clone()
             .unwrap_or_else(|| host.home.join(".ssh").join("config")),
-        dry_run: args.dry_run,
+        dry_run: false,
     };
     let outcome = debug::install(&connection.block, connection.host_key.as_deref(), &edit)
         .map_err(|e| anyhow!(e))?;
@@ -202,10 +254,6 @@ pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
                 path.display()
             );
         }
-    }
-    if args.dry_run {
-        eprintln!("--dry-run: nothing was written");
-        return Ok(ExitCode::SUCCESS);
     }
     println!("ssh {}", args.host_alias);
     Ok(ExitCode::SUCCESS)

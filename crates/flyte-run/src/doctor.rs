@@ -1,5 +1,6 @@
 //! `flyte-run doctor`: check what the debug flow needs on this machine, naming each problem with
-//! its fix. It reads and asks; it changes nothing (no key is created, no sandbox started).
+//! its fix. It reads and asks; it creates no key and starts no sandbox (getting a token may
+//! refresh the token cache, as any call would).
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -264,14 +265,7 @@ fn control_plane_checks(host: &Host) -> Vec<Check> {
 }
 
 pub(crate) fn run(endpoint: Option<String>) -> anyhow::Result<ExitCode> {
-    let host = Arc::new(Host {
-        home: crate::paths::home_dir()?,
-        args: rhai::Map::new(),
-        endpoint,
-        dry_run: false,
-        timeout: None,
-        runtime: std::sync::OnceLock::new(),
-    });
+    let host = Arc::new(Host::new(crate::paths::home_dir()?, endpoint));
     let mut checks = vec![ssh_client(), key_pair(&host.home), ssh_config(&host.home)];
     checks.extend(control_plane_checks(&host));
     let failed = checks.iter().filter(|c| c.status == Status::Fail).count();

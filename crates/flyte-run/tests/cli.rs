@@ -216,6 +216,13 @@ fn wall_clock_timeout_stops_a_script() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ran longer than --timeout"), "{stderr}");
+
+    // A blocking call is cut to what is left of the limit too: without that, this sleeps ten
+    // minutes (and nextest's terminate-after fails the test).
+    let out = flyte_run(&home, &["--timeout", "0.3", "-e", "sleep(600); 1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ran longer than --timeout"), "{stderr}");
 }
 
 #[test]

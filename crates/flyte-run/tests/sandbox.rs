@@ -678,19 +678,78 @@ fn flyte_run_debug_relaunches_a_run_and_reconnects() {
     );
     assert!(stdout(&out).contains("HostKeyAlias train-dbg.a0.flyte-debug"));
 
+    // A dry run says what it would do and does nothing.
+    let out = home.run(&["debug", "utrain", "--dry-run"]);
+    assert_eq!(
+        stdout(&out),
+        "dry-run: would reconnect to the debug run train-dbg (RUNNING)\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = home.run(&["debug", "utrain", "--name", "other-dbg", "--dry-run"]);
+    assert_eq!(
+        stdout(&out),
+        "dry-run: would relaunch the task of utrain/a0 as other-dbg with SSH debug on, then connect\n"
+    );
+
     for (args, want) in [
         (vec!["debug", "nope"], "no action \"a0\" in run \"nope\""),
         (vec!["debug", "___"], "cannot derive a debug run name"),
         (
-            vec!["debug", "utrain", "--host-alias", "bad alias"],
-            "alias",
+            vec![
+                "debug",
+                "utrain",
+                "--name",
+                "fresh",
+                "--host-alias",
+                "bad alias",
+            ],
+            "invalid Host alias \"bad alias\": it contains whitespace",
+        ),
+        (
+            vec!["debug", "utrain", "--timeout", "0"],
+            "0 is not in 1..=604800",
         ),
     ] {
         let out = home.run(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(!out.status.success(), "{args:?}: {stderr}");
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
+    // The bad alias was refused before anything was launched or written.
+    let out = home.run(&["-e", r#"runs::find("fresh") == ()"#]);
+    assert_eq!(stdout(&out), "true\n");
+    assert!(!home.0.ssh_debug_dir().join("bad_alias.headers").exists());
+
+    ended_debug_runs_keep_their_names(&home);
+}
+
+/// An ended debug run keeps its name: `flyte-run debug` says so, and relaunches under --name.
+fn ended_debug_runs_keep_their_names(home: &Home) {
+    // An ended debug run keeps its name: say so, and relaunch under --name.
+    let out = home.run(&["-e", r#"runs::abort("train-dbg"); runs::wait("train-dbg", #{ phase: "ABORTED", timeout: 60, poll_interval: 0 })"#]);
+    assert_eq!(stdout(&out), "ABORTED\n");
+    let out = home.run(&["debug", "utrain"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("the debug run train-dbg has already ended (ABORTED), and run names stay taken; relaunch under another name with --name NAME"),
+        "{stderr}"
+    );
+    let out = home.run(&[
+        "debug",
+        "utrain",
+        "--name",
+        "train-dbg-2",
+        "--poll-interval",
+        "0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout(&out).contains("HostKeyAlias train-dbg-2.a0.flyte-debug"));
 }
 
 /// `config init` and `doctor` as a user meets them: a fresh machine is fine (notes only); a
@@ -846,6 +905,21 @@ fn debug_connect_returns_the_connection_and_replaces_a_refused_cached_token() {
     let token = written.trim().trim_start_matches("Authorization: Bearer ");
     assert!(!text.contains(token) && !stderr.contains(token));
 
+    // The fresh token replaced the refused one in the debug cache, and the next connect uses it
+    // as it is (no new mint while it is valid).
+    let cache = std::fs::read_to_string(home.0.ssh_debug_dir().join("bearer.json")).unwrap();
+    assert!(cache.contains(token) && !cache.contains(forged), "{cache}");
+    let out = home.run(&[
+        "-e",
+        r#"debug::connect("dbg2", #{ timeout: 30, poll_interval: 0, host_alias: "dbg-two" }); ()"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(headers).unwrap(), written);
+
     for (script, want) in [
         (
             r#"debug::connect("dbg2", #{ use_api_key: true, timeout: 5 })"#,
@@ -853,7 +927,11 @@ fn debug_connect_returns_the_connection_and_replaces_a_refused_cached_token() {
         ),
         (
             r#"debug::connect("dbg2", #{ host_alias: "two words", timeout: 5 })"#,
-            "alias",
+            "invalid Host alias \"two words\": it contains whitespace",
+        ),
+        (
+            r#"debug::connect("dbg2", #{ timeout: 100000000 })"#,
+            "option `timeout` = 100000000 s is more than a week",
         ),
         (
             r#"debug::connect("dbg2", #{ timout: 5 })"#,
@@ -869,6 +947,7 @@ fn debug_connect_returns_the_connection_and_replaces_a_refused_cached_token() {
         assert_eq!(out.status.code(), Some(1), "{script}: {stderr}");
         assert!(stderr.contains(want), "{script}: {stderr}");
     }
+    assert!(!home.0.ssh_debug_dir().join("two_words.headers").exists());
 }
 
 /// A long wait shows a spinner redrawn in place on a terminal (a real pty from `script`), and

@@ -34,6 +34,16 @@ fn ssh_exec_runs_commands_through_the_system_client() {
             "a b|it's|$HOME|",
         ),
         (
+            "4 MiB of input to a command that echoes it back: no deadlock",
+            r#"let big = ""; big.pad(4194304, 'x'); ssh::exec(ALIAS, "cat", #{ config_path: CONFIG, input: big }).stdout.len()"#,
+            "4194304",
+        ),
+        (
+            "4 MiB of input to a command that never reads it",
+            r#"let big = ""; big.pad(4194304, 'x'); ssh::exec(ALIAS, "echo ignored", #{ config_path: CONFIG, input: big }).stdout"#,
+            "ignored\n",
+        ),
+        (
             "input is counted remotely",
             r#"let out = ssh::exec(ALIAS, "wc -c", #{ config_path: CONFIG, input: "hello" }).stdout; out.trim(); out"#,
             "5",
@@ -54,7 +64,7 @@ fn ssh_exec_runs_commands_through_the_system_client() {
         (
             "check turns a failure into an error",
             r#"ssh::exec(ALIAS, "echo why >&2; exit 4", #{ config_path: CONFIG, check: true })"#,
-            "exited with 4: why",
+            "the remote command exited with 4: why",
         ),
         (
             "a command that outlives its timeout",

@@ -21,7 +21,9 @@ pub(crate) enum WhenNone {
 /// the sandbox running on this machine (started first with `WhenNone::StartSandbox`).
 pub(crate) fn endpoint(host: &Host, when_none: WhenNone) -> Result<Endpoint, String> {
     use crate::config::EndpointSource;
-    let raw = match crate::config::endpoint_source(&host.home, host.endpoint.as_deref())? {
+    let source = crate::config::endpoint_source(&host.home, host.endpoint.as_deref())?;
+    let insecure = crate::config::insecure(&host.home, &source)?;
+    let raw = match source {
         EndpointSource::Flag(e)
         | EndpointSource::Env(e)
         | EndpointSource::File(e)
@@ -47,7 +49,6 @@ pub(crate) fn endpoint(host: &Host, when_none: WhenNone) -> Result<Endpoint, Str
             }
         },
     };
-    let insecure = crate::config::insecure(&host.home)?;
     Endpoint::parse(&raw, insecure).map_err(|e| {
         format!(
             "{e} (set {}=1, or \"insecure\": true in ~/.flyte/{}, to allow plain http to this host)",

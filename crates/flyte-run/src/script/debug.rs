@@ -1,6 +1,5 @@
 //! `debug::` — turn SSH debug on for a run and connect to it (the flow is in `crate::debug`).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,13 +24,13 @@ const CONNECT_OPTIONS: &[&str] = &[
     "domain",
 ];
 
-fn connect_options(ctx: &NativeCallContext<'_>, opts: &Map) -> ScriptResult<ConnectOptions> {
+fn connect_options(
+    ctx: &NativeCallContext<'_>,
+    host: &Host,
+    opts: &Map,
+) -> ScriptResult<ConnectOptions> {
     let o = Opts::new(ctx, "debug::connect", opts, CONNECT_OPTIONS)?;
     let mut options = ConnectOptions::default();
-    let seconds = |key: &str| -> ScriptResult<Option<Duration>> {
-        Ok(o.int_as::<u64>(key, "a number of seconds")?
-            .map(Duration::from_secs))
-    };
     if let Some(v) = o.string("action")? {
         options.action = v;
     }
@@ -47,15 +46,15 @@ fn connect_options(ctx: &NativeCallContext<'_>, opts: &Map) -> ScriptResult<Conn
     if let Some(v) = o.string("domain")? {
         options.domain = v;
     }
-    options.identity_file = o.string("identity_file")?.map(PathBuf::from);
-    options.headers_file = o.string("headers_file")?.map(PathBuf::from);
+    options.identity_file = o.path("identity_file", &host.home)?;
+    options.headers_file = o.path("headers_file", &host.home)?;
     options.use_api_key = o.bool("use_api_key")?.unwrap_or(false);
     options.refresh_token = o.bool("refresh_token")?.unwrap_or(false);
     options.wait_for_route = o.bool("wait_for_route")?.unwrap_or(true);
-    if let Some(v) = seconds("timeout")? {
+    if let Some(v) = o.seconds("timeout")? {
         options.timeout = v;
     }
-    if let Some(v) = seconds("poll_interval")? {
+    if let Some(v) = o.seconds("poll_interval")? {
         // Zero means "as fast as is reasonable", not a busy loop.
         options.poll_interval = v.max(Duration::from_millis(50));
     }
@@ -120,7 +119,7 @@ fn dry_run_map(host: &Host, run: &str, options: &ConnectOptions) -> Map {
 }
 
 fn connect(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> ScriptResult<Map> {
-    let options = connect_options(ctx, opts)?;
+    let options = connect_options(ctx, host, opts)?;
     if host.dry_run {
         println!(
             "dry-run: would wait for the debug route of run {run}/{} ({}/{}), write a token to its headers file and probe the route",

@@ -32,12 +32,41 @@ pub(crate) struct Host {
     /// `--dry-run`: modules show what they would change instead of changing it.
     pub(crate) dry_run: bool,
     pub(crate) timeout: Option<Duration>,
+    /// When the script started: `--timeout` counts from here.
+    pub(crate) started: Instant,
     /// The async runtime library calls run on, created on first use; the engine itself runs on
     /// the main thread and blocks on it.
     pub(crate) runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
 }
 
+/// The longest wait any option may ask for (a week): longer is a typo, and would overflow
+/// `Instant` arithmetic long before it mattered.
+pub(crate) const MAX_WAIT: Duration = Duration::from_hours(7 * 24);
+
 impl Host {
+    pub(crate) fn new(home: PathBuf, endpoint: Option<String>) -> Self {
+        Self {
+            home,
+            args: Map::new(),
+            endpoint,
+            dry_run: false,
+            timeout: None,
+            started: Instant::now(),
+            runtime: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// `wait` cut to what is left of `--timeout`, so a blocking call (a wait, a sleep, a remote
+    /// command) cannot outlive the script's wall-clock limit; the engine then stops the script
+    /// with the timeout's own message.
+    pub(crate) fn bound(&self, wait: Duration) -> Duration {
+        let wait = wait.min(MAX_WAIT);
+        match self.timeout {
+            Some(limit) => wait.min(limit.saturating_sub(self.started.elapsed())),
+            None => wait,
+        }
+    }
+
     /// Run an async library call to completion.
     pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
         self.runtime
@@ -133,7 +162,7 @@ impl ScriptError {
         }
         let message = match &err {
             EvalAltResult::ErrorTerminated(..) => format!(
-                "the script ran longer than --timeout {:.0}s and was stopped",
+                "the script ran longer than --timeout {} s and was stopped",
                 timeout.unwrap_or_default().as_secs_f64()
             ),
             EvalAltResult::ErrorTooManyOperations(..) => format!(
@@ -188,7 +217,7 @@ pub(crate) fn new_engine(host: &Arc<Host>, source: &ScriptSource) -> Engine {
         .disable_symbol("eval");
 
     if let Some(timeout) = host.timeout {
-        let started = Instant::now();
+        let started = host.started;
         engine
             .on_progress(move |_| (started.elapsed() > timeout).then(|| Dynamic::from("timeout")));
     }
@@ -210,29 +239,31 @@ pub(crate) fn new_engine(host: &Arc<Host>, source: &ScriptSource) -> Engine {
     engine.register_static_module("runs", runs::module(host).into());
     engine.register_static_module("debug", debug::module(host).into());
     // sleep(seconds): for backoff in scripts; bounded by --timeout like everything else.
+    let h = Arc::clone(host);
     engine.register_fn(
         "sleep",
-        |ctx: NativeCallContext<'_>, seconds: rhai::FLOAT| -> opts::ScriptResult<()> {
+        move |ctx: NativeCallContext<'_>, seconds: rhai::FLOAT| -> opts::ScriptResult<()> {
             if !(seconds.is_finite() && (0.0..=3600.0).contains(&seconds)) {
                 return Err(opts::script_err(
                     &ctx,
                     format!("sleep: {seconds} is not 0 to 3600 seconds"),
                 ));
             }
-            std::thread::sleep(Duration::from_secs_f64(seconds));
+            std::thread::sleep(h.bound(Duration::from_secs_f64(seconds)));
             Ok(())
         },
     );
+    let h = Arc::clone(host);
     engine.register_fn(
         "sleep",
-        |ctx: NativeCallContext<'_>, seconds: rhai::INT| -> opts::ScriptResult<()> {
+        move |ctx: NativeCallContext<'_>, seconds: rhai::INT| -> opts::ScriptResult<()> {
             if !(0..=3600).contains(&seconds) {
                 return Err(opts::script_err(
                     &ctx,
                     format!("sleep: {seconds} is not 0 to 3600 seconds"),
                 ));
             }
-            std::thread::sleep(Duration::from_secs(seconds.unsigned_abs()));
+            std::thread::sleep(h.bound(Duration::from_secs(seconds.unsigned_abs())));
             Ok(())
         },
     );

@@ -115,4 +115,36 @@ impl<'a> Opts<'a> {
             })
             .transpose()
     }
+
+    /// A number of seconds, at most a week (`MAX_WAIT`).
+    pub(crate) fn seconds(&self, key: &str) -> ScriptResult<Option<std::time::Duration>> {
+        let Some(secs) = self.int_as::<u64>(key, "a number of seconds")? else {
+            return Ok(None);
+        };
+        let wait = std::time::Duration::from_secs(secs);
+        if wait > super::MAX_WAIT {
+            return Err(error_at(
+                self.position,
+                format!(
+                    "{}: option `{key}` = {secs} s is more than a week ({} s)",
+                    self.func,
+                    super::MAX_WAIT.as_secs()
+                ),
+            ));
+        }
+        Ok(Some(wait))
+    }
+
+    /// A path; a leading `~/` means the home directory, as in a shell.
+    pub(crate) fn path(
+        &self,
+        key: &str,
+        home: &std::path::Path,
+    ) -> ScriptResult<Option<std::path::PathBuf>> {
+        Ok(self.string(key)?.map(|p| match p.strip_prefix("~/") {
+            Some(rest) => home.join(rest),
+            None if p == "~" => home.to_owned(),
+            None => std::path::PathBuf::from(p),
+        }))
+    }
 }

@@ -225,14 +225,11 @@ fn wait(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> Scri
         .ok()
         .filter(|p| !matches!(p, ActionPhase::Unknown(_)))
         .ok_or_else(|| script_err(ctx, format!("runs::wait: unknown phase {target_name:?}; use QUEUED, RUNNING, SUCCEEDED, FAILED, ABORTED ...")))?;
-    let seconds = |key: &str, default: Duration| -> ScriptResult<Duration> {
-        Ok(opts
-            .int_as::<u64>(key, "a number of seconds")?
-            .map_or(default, Duration::from_secs))
-    };
     let (timeout, poll) = (
-        seconds("timeout", DEFAULT_TIMEOUT)?,
-        seconds("poll_interval", DEFAULT_POLL)?.max(Duration::from_millis(50)),
+        host.bound(opts.seconds("timeout")?.unwrap_or(DEFAULT_TIMEOUT)),
+        opts.seconds("poll_interval")?
+            .unwrap_or(DEFAULT_POLL)
+            .max(Duration::from_millis(50)),
     );
     let action = opts
         .string("action")?
@@ -280,14 +277,18 @@ fn details(ctx: &NativeCallContext<'_>, host: &Host, run: &str, action: &str) ->
 
 /// `runs::find(run) -> details map, or () when there is no such run`
 fn find(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<Dynamic> {
-    let client = match connect(host) {
-        Ok((_, client)) => client,
-        Err(_) if host.dry_run => {
-            println!("dry-run: no control plane is running; run {run} counts as not found");
-            return Ok(Dynamic::UNIT);
-        }
-        Err(e) => return Err(script_err(ctx, e)),
-    };
+    // A dry run with nothing configured and no sandbox running has nowhere to look (it never
+    // starts one); any other problem (a broken config file, a dead endpoint) is still an error.
+    if host.dry_run
+        && matches!(
+            crate::config::endpoint_source(&host.home, host.endpoint.as_deref()),
+            Ok(crate::config::EndpointSource::Sandbox(None))
+        )
+    {
+        println!("dry-run: no control plane is running; run {run} counts as not found");
+        return Ok(Dynamic::UNIT);
+    }
+    let (_, client) = connect(host).map_err(|e| script_err(ctx, e))?;
     let found = host
         .block_on(crate::debug::action_details(
             &client,

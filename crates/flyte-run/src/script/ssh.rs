@@ -65,9 +65,10 @@ fn debug_host(
             .map_or_else(|| debug_dir.join(flyte_keys::KEY_FILE_NAME), PathBuf::from),
         proxy_program,
         wss_url: required("wss_url")?,
-        headers_file: info
-            .string("headers_file")?
-            .map_or_else(|| debug_dir.join(format!("{alias}.headers")), PathBuf::from),
+        headers_file: info.string("headers_file")?.map_or_else(
+            || flyte_auth::default_headers_file(&debug_dir, &alias),
+            PathBuf::from,
+        ),
         host_key_alias,
         known_hosts_file: info
             .string("known_hosts_file")?
@@ -235,9 +236,9 @@ fn exec(
     let config = o
         .string("config_path")?
         .map_or_else(|| host.home.join(".ssh").join("config"), PathBuf::from);
-    let timeout = std::time::Duration::from_secs(
-        o.int_as::<u64>("timeout", "a number of seconds")?
-            .unwrap_or(120),
+    let timeout = host.bound(
+        o.seconds("timeout")?
+            .unwrap_or(std::time::Duration::from_mins(2)),
     );
     let input = o.string("input")?;
     let check = o.bool("check")?.unwrap_or(false);
@@ -271,18 +272,27 @@ fn exec(
         let mut child = cmd.spawn().map_err(|e| {
             format!("cannot run the ssh client (is OpenSSH installed? apt-get install openssh-client): {e}")
         })?;
-        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-            use tokio::io::AsyncWriteExt as _;
-            // A remote side that exits without reading is not an error of ours.
-            let _ = stdin.write_all(text.as_bytes()).await;
-        }
-        match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        // Stdin is fed by its own task while the output is collected, so a remote command that
+        // echoes its input, or never reads it, cannot block us; the timeout covers all of it.
+        let feeder = match (input, child.stdin.take()) {
+            (Some(text), Some(mut stdin)) => Some(tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt as _;
+                // A remote side that exits without reading is not an error of ours.
+                let _ = stdin.write_all(text.as_bytes()).await;
+            })),
+            _ => None,
+        };
+        let result = match tokio::time::timeout(timeout, child.wait_with_output()).await {
             Ok(result) => result.map_err(|e| format!("ssh {alias}: {e}")),
             Err(_) => Err(format!(
                 "ssh {alias}: no result within {} s (pass a larger `timeout`)",
                 timeout.as_secs()
             )),
+        };
+        if let Some(feeder) = feeder {
+            feeder.abort();
         }
+        result
     });
     let output = output.map_err(|e| script_err(ctx, e))?;
     // A signal-killed ssh has no code; report it as the shell does (128 + signal).
@@ -294,8 +304,9 @@ fn exec(
     if check && code != 0 {
         return Err(script_err(
             ctx,
+            // Not the command itself: it may carry a secret the playbook passed.
             format!(
-                "ssh {alias} {remote:?} exited with {code}: {}",
+                "ssh {alias}: the remote command exited with {code}: {}",
                 stderr.trim_end()
             ),
         ));
