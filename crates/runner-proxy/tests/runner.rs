@@ -1,0 +1,339 @@
+//! The runner proxy through the real pieces that can run here: the system ssh client, a real
+//! sshd on 127.0.0.1 as the management host, bash, curl and python3. Only `incus` and `kubectl`
+//! are stand-ins (fixtures/), scripts that behave like their interfaces.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flyte_runner_proxy::{CurlRequest, Runner, RunnerConfig, RunnerError};
+use flyte_testkit::{Sshd, TempHome, reserve_port};
+
+/// A management host (sshd) whose PATH has the incus stand-in, and a "VM" home whose login
+/// profile puts the kubectl stand-in on PATH.
+struct Lab {
+    home: TempHome,
+    sshd: Sshd,
+}
+
+impl Lab {
+    fn new() -> Self {
+        let home = TempHome::new();
+        let lab = home.path();
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mgmt_bin = lab.join("mgmt-bin");
+        let vm_bin = lab.join("vm-bin");
+        for dir in [&mgmt_bin, &vm_bin, &lab.join("vm-home"), &lab.join("www")] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::copy(fixtures.join("incus"), mgmt_bin.join("incus")).unwrap();
+        std::fs::copy(fixtures.join("kubectl"), vm_bin.join("kubectl")).unwrap();
+        std::fs::write(
+            lab.join("vm-home/.bash_profile"),
+            format!("export PATH={}:$PATH\n", vm_bin.display()),
+        )
+        .unwrap();
+        std::fs::write(lab.join("www/hello.txt"), "hello from the pod\n").unwrap();
+        let sshd = Sshd::builder()
+            .config(&format!("SetEnv PATH={}:/usr/bin:/bin", mgmt_bin.display()))
+            .start();
+        Self { home, sshd }
+    }
+
+    fn config(&self) -> RunnerConfig {
+        RunnerConfig {
+            ssh_host: self.sshd.alias().to_owned(),
+            ssh_key: self.sshd.client_key(),
+            vm: "dap-runner".to_owned(),
+            ssh_options: vec![
+                "-F".to_owned(),
+                self.sshd.client_config().display().to_string(),
+            ],
+        }
+    }
+
+    fn runner(&self) -> Runner {
+        Runner::new(self.config())
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.home.path().join(name)
+    }
+
+    /// The argv of each kubectl call so far.
+    fn kubectl_calls(&self) -> Vec<Vec<String>> {
+        let text = std::fs::read_to_string(self.path("kubectl.argv")).unwrap_or_default();
+        text.split("\0\n")
+            .filter(|call| !call.is_empty())
+            .map(|call| call.split('\0').map(str::to_owned).collect())
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    /// A test that ends early (a panic) leaves no port-forward running: kill what the kubectl
+    /// stand-in started, by pid.
+    fn drop(&mut self) {
+        let pids = std::fs::read_to_string(self.path("port-forward.pids")).unwrap_or_default();
+        for pid in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn kubectl_arguments_arrive_exactly_and_commands_report_their_exit() {
+    let lab = Lab::new();
+    let runner = lab.runner();
+    let args = [
+        "get",
+        "pods",
+        "-n",
+        "my ns",
+        "-l",
+        "app in (a, b)",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+        "it's",
+        "$HOME",
+        "`date`",
+        "",
+        "a\nb",
+    ];
+    let out = block_on(runner.kubectl(&args, None, WAIT)).unwrap();
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "pod/web-0\n"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(lab.kubectl_calls(), vec![args.map(str::to_owned).to_vec()]);
+
+    let out = block_on(runner.kubectl(&["fail"], None, WAIT)).unwrap();
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("doesn't have a resource type"),
+        "{}",
+        out.stderr
+    );
+
+    // A command line runs as written, in the VM's login shell (its profile applied), with stdin.
+    let out = block_on(runner.run(
+        "command -v kubectl >/dev/null && echo on-path; wc -c; exit 3",
+        Some(b"12345".to_vec()),
+        WAIT,
+    ))
+    .unwrap();
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (3, "on-path\n5\n"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn curl_in_the_runner_sends_headers_and_body_and_splits_the_status() {
+    let lab = Lab::new();
+    let runner = lab.runner();
+    // A real HTTP server on loopback that echoes what it received.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/echo", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let length = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(|v| v.trim().parse::<usize>().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let answer = format!("{head}--\n{}", String::from_utf8_lossy(&body));
+        let mut stream = stream;
+        write!(
+            stream,
+            "HTTP/1.1 201 Created\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+            answer.len()
+        )
+        .unwrap();
+    });
+    let request = CurlRequest {
+        url,
+        method: "POST".to_owned(),
+        headers: vec![
+            (
+                "Authorization".to_owned(),
+                "Bearer s3cr3t \"quoted\"".to_owned(),
+            ),
+            ("X-Empty".to_owned(), String::new()),
+        ],
+        data: Some("{\"a\": \"b c\"}\nsecond line".to_owned()),
+        timeout_secs: 10,
+        insecure: false,
+    };
+    let response = block_on(runner.curl(&request)).unwrap();
+    server.join().unwrap();
+    assert_eq!(response.status, 201);
+    assert!(
+        response.body.starts_with("POST /echo HTTP/1.1\r\n"),
+        "{}",
+        response.body
+    );
+    assert!(
+        response
+            .body
+            .contains("Authorization: Bearer s3cr3t \"quoted\"\r\n"),
+        "{}",
+        response.body
+    );
+    assert!(
+        response.body.ends_with("--\n{\"a\": \"b c\"}\nsecond line"),
+        "{}",
+        response.body
+    );
+
+    // Nothing listens: curl gets no answer at all, which is an error (not a status).
+    let closed = reserve_port();
+    let err = block_on(runner.curl(&CurlRequest::get(format!(
+        "http://127.0.0.1:{}/",
+        closed.port()
+    ))))
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RunnerError::Failed {
+                what: "curl",
+                code: 7,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn port_forward_serves_until_closed() {
+    let lab = Lab::new();
+    let runner = lab.runner();
+    let port = reserve_port();
+    let forward = block_on(runner.port_forward("web ns", "pod/web-0", port.port(), 80)).unwrap();
+    assert_eq!(forward.port(), port.port());
+    let url = format!("http://127.0.0.1:{}/hello.txt", forward.port());
+    let response = block_on(runner.curl(&CurlRequest::get(&url))).unwrap();
+    assert_eq!(
+        (response.status, response.body.as_str()),
+        (200, "hello from the pod\n")
+    );
+    assert_eq!(
+        lab.kubectl_calls().first().unwrap(),
+        &[
+            "-n",
+            "web ns",
+            "port-forward",
+            "pod/web-0",
+            &format!("{}:80", port.port())
+        ]
+    );
+    block_on(forward.close()).unwrap();
+    let err = block_on(runner.curl(&CurlRequest::get(&url))).unwrap_err();
+    assert!(matches!(err, RunnerError::Failed { code: 7, .. }), "{err}");
+
+    // kubectl that exits instead of forwarding: its message comes back.
+    let err = block_on(runner.port_forward("ns", "pod/x", 0, 80)).unwrap_err();
+    assert!(err.to_string().contains("ports are 1 to 65535"), "{err}");
+    std::fs::write(
+        lab.home.path().join("vm-bin/kubectl"),
+        "#!/bin/sh\necho 'error: pods \"x\" not found' >&2\nexit 1\n",
+    )
+    .unwrap();
+    let err = block_on(runner.port_forward("ns", "pod/x", port.port(), 80)).unwrap_err();
+    assert!(
+        err.to_string().contains("error: pods \"x\" not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn failures_name_the_cause() {
+    let lab = Lab::new();
+    // The VM agent has not connected yet.
+    std::fs::write(lab.path("agent-down"), "").unwrap();
+    let err = block_on(lab.runner().run("true", None, WAIT)).unwrap_err();
+    assert!(matches!(err, RunnerError::AgentNotReady { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("incus wait dap-runner agent --timeout=60"),
+        "{err}"
+    );
+    std::fs::remove_file(lab.path("agent-down")).unwrap();
+
+    // A VM that does not exist: incus's own message.
+    let mut config = lab.config();
+    config.vm = "other-vm".to_owned();
+    let out = block_on(Runner::new(config).run("true", None, WAIT)).unwrap();
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("Instance not found"), "{}", out.stderr);
+
+    // The management host refuses the key: ssh's failure (255), not the command's.
+    // (The harness's client config names its own key; a copy without it leaves only ours.)
+    let mut config = lab.config();
+    let other_key = lab.path("other_key");
+    flyte_testkit::ssh_keygen(&other_key, "other");
+    config.ssh_key = other_key;
+    let client_config = std::fs::read_to_string(lab.sshd.client_config()).unwrap();
+    let without_key = client_config
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("IdentityFile"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(lab.path("no_key_config"), without_key).unwrap();
+    config.ssh_options = vec![
+        "-F".to_owned(),
+        lab.path("no_key_config").display().to_string(),
+    ];
+    let err = block_on(Runner::new(config).run("true", None, WAIT)).unwrap_err();
+    assert!(matches!(err, RunnerError::Connect { .. }), "{err}");
+    assert!(err.to_string().contains("Permission denied"), "{err}");
+
+    // A key file that is not there.
+    let mut config = lab.config();
+    config.ssh_key = lab.path("missing_key");
+    let err = block_on(Runner::new(config).run("true", None, WAIT)).unwrap_err();
+    assert!(err.to_string().contains("set DAP_RUNNER_SSH_KEY"), "{err}");
+
+    // A command that outlives its timeout is stopped.
+    let err = block_on(lab.runner().run("sleep 30", None, Duration::from_secs(1))).unwrap_err();
+    assert!(matches!(err, RunnerError::Timeout(1)), "{err}");
+}
