@@ -4,52 +4,26 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use flyte_runner_proxy::{CurlRequest, Runner, RunnerConfig, RunnerError};
-use flyte_testkit::{Sshd, TempHome, reserve_port};
+use flyte_testkit::{RunnerLab, reserve_port};
 
-/// A management host (sshd) whose PATH has the incus stand-in, and a "VM" home whose login
-/// profile puts the kubectl stand-in on PATH.
-struct Lab {
-    home: TempHome,
-    sshd: Sshd,
-}
+struct Lab(RunnerLab);
 
 impl Lab {
     fn new() -> Self {
-        let home = TempHome::new();
-        let lab = home.path();
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let mgmt_bin = lab.join("mgmt-bin");
-        let vm_bin = lab.join("vm-bin");
-        for dir in [&mgmt_bin, &vm_bin, &lab.join("vm-home"), &lab.join("www")] {
-            std::fs::create_dir_all(dir).unwrap();
-        }
-        std::fs::copy(fixtures.join("incus"), mgmt_bin.join("incus")).unwrap();
-        std::fs::copy(fixtures.join("kubectl"), vm_bin.join("kubectl")).unwrap();
-        std::fs::write(
-            lab.join("vm-home/.bash_profile"),
-            format!("export PATH={}:$PATH\n", vm_bin.display()),
-        )
-        .unwrap();
-        std::fs::write(lab.join("www/hello.txt"), "hello from the pod\n").unwrap();
-        let sshd = Sshd::builder()
-            .config(&format!("SetEnv PATH={}:/usr/bin:/bin", mgmt_bin.display()))
-            .start();
-        Self { home, sshd }
+        Self(RunnerLab::new())
     }
 
     fn config(&self) -> RunnerConfig {
+        let sshd = self.0.sshd();
         RunnerConfig {
-            ssh_host: self.sshd.alias().to_owned(),
-            ssh_key: self.sshd.client_key(),
-            vm: "dap-runner".to_owned(),
-            ssh_options: vec![
-                "-F".to_owned(),
-                self.sshd.client_config().display().to_string(),
-            ],
+            ssh_host: sshd.alias().to_owned(),
+            ssh_key: sshd.client_key(),
+            vm: self.0.vm().to_owned(),
+            ssh_options: vec!["-F".to_owned(), sshd.client_config().display().to_string()],
         }
     }
 
@@ -58,33 +32,11 @@ impl Lab {
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.home.path().join(name)
+        self.0.path().join(name)
     }
 
-    /// The argv of each kubectl call so far.
     fn kubectl_calls(&self) -> Vec<Vec<String>> {
-        let text = std::fs::read_to_string(self.path("kubectl.argv")).unwrap_or_default();
-        text.split("\0\n")
-            .filter(|call| !call.is_empty())
-            .map(|call| call.split('\0').map(str::to_owned).collect())
-            .collect()
-    }
-}
-
-impl Drop for Lab {
-    /// A test that ends early (a panic) leaves no port-forward running: kill what the kubectl
-    /// stand-in started, by pid.
-    fn drop(&mut self) {
-        let pids = std::fs::read_to_string(self.path("port-forward.pids")).unwrap_or_default();
-        for pid in pids
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
+        self.0.kubectl_calls()
     }
 }
 
@@ -274,7 +226,7 @@ fn port_forward_serves_until_closed() {
     let err = block_on(runner.port_forward("ns", "pod/x", 0, 80)).unwrap_err();
     assert!(err.to_string().contains("ports are 1 to 65535"), "{err}");
     std::fs::write(
-        lab.home.path().join("vm-bin/kubectl"),
+        lab.0.kubectl_path(),
         "#!/bin/sh\necho 'error: pods \"x\" not found' >&2\nexit 1\n",
     )
     .unwrap();
@@ -312,7 +264,7 @@ fn failures_name_the_cause() {
     let other_key = lab.path("other_key");
     flyte_testkit::ssh_keygen(&other_key, "other");
     config.ssh_key = other_key;
-    let client_config = std::fs::read_to_string(lab.sshd.client_config()).unwrap();
+    let client_config = std::fs::read_to_string(lab.0.sshd().client_config()).unwrap();
     let without_key = client_config
         .lines()
         .filter(|l| !l.trim_start().starts_with("IdentityFile"))

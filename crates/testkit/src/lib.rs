@@ -17,6 +17,7 @@
 pub mod control_plane;
 mod ports;
 mod readonly;
+mod runner_lab;
 mod sshd;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use std::process::Command;
 
 pub use ports::{PortReservation, reserve_port};
 pub use readonly::ReadOnlyDir;
+pub use runner_lab::RunnerLab;
 pub use sshd::{Sshd, SshdBuilder, ssh_keygen};
 
 /// A temporary home directory, removed on drop.
