@@ -16,6 +16,15 @@ pub struct RunnerLab {
     sshd: Sshd,
 }
 
+impl std::fmt::Debug for RunnerLab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerLab")
+            .field("path", &self.path())
+            .field("management_host_port", &self.sshd.port())
+            .finish()
+    }
+}
+
 fn write_executable(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::write(path, text).expect("write a stand-in script");
