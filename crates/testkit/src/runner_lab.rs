@@ -21,7 +21,7 @@ impl std::fmt::Debug for RunnerLab {
         f.debug_struct("RunnerLab")
             .field("path", &self.path())
             .field("management_host_port", &self.sshd.port())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
