@@ -20,6 +20,24 @@ pub(crate) struct Config {
     /// Allow plain http to a host other than this machine.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) insecure: bool,
+    /// Where `runner::` reaches the cluster network; `DAP_RUNNER_*` variables win over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) runner: Option<RunnerSettings>,
+}
+
+/// The `runner` section: the management host, its key, the VM, and an ssh config file to use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RunnerSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ssh_host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ssh_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) vm: Option<String>,
+    /// An ssh config file passed with `-F` (else ssh's default, `~/.ssh/config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ssh_config: Option<String>,
 }
 
 pub(crate) fn path(home: &Path) -> PathBuf {
@@ -96,6 +114,7 @@ fn init(
     let config = Config {
         endpoint: endpoint.map(str::to_owned),
         insecure,
+        runner: None,
     };
     let text = serde_json::to_string_pretty(&config)? + "\n";
     let dir = path.parent().context("the config path has a parent")?;

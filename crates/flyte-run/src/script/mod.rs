@@ -10,6 +10,7 @@ mod debug;
 mod keys;
 mod kservice;
 mod opts;
+mod runner;
 mod runs;
 mod ssh;
 
@@ -238,6 +239,7 @@ pub(crate) fn new_engine(host: &Arc<Host>, source: &ScriptSource) -> Engine {
     engine.register_static_module("auth", auth::module(host).into());
     engine.register_static_module("runs", runs::module(host).into());
     engine.register_static_module("debug", debug::module(host).into());
+    engine.register_static_module("runner", runner::module(host).into());
     // sleep(seconds): for backoff in scripts; bounded by --timeout like everything else.
     let h = Arc::clone(host);
     engine.register_fn(
