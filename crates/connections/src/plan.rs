@@ -1,0 +1,340 @@
+//! The git initializer as a pure plan: which git commands, in which order, with which ssh.
+
+use std::path::{Path, PathBuf};
+
+use crate::{ConnectionError, Result};
+
+/// What the initializer is asked to do (Polyaxon's `git: {url, revision, flags}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GitInit {
+    /// Overrides the connection's default repository.
+    pub url: Option<String>,
+    /// A branch, tag or commit to check out after cloning.
+    pub revision: Option<String>,
+    /// Passed to git; each entry may hold an option and its value (`"--depth 1"`).
+    /// `--experimental-fetch` means init + add remote + fetch the revision instead of a clone.
+    pub flags: Vec<String>,
+}
+
+/// How ssh treats the git host's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeyPolicy {
+    /// Only keys listed in this known_hosts file are accepted.
+    Pinned { known_hosts: PathBuf },
+    /// The first key seen is recorded in this file and required afterwards (opt-in).
+    LearnFirst { known_hosts: PathBuf },
+}
+
+/// One git invocation: its arguments (after `git`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitStep {
+    pub args: Vec<String>,
+}
+
+impl GitStep {
+    fn new<S: Into<String>>(args: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            args: args.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for GitStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "git {}", self.args.join(" "))
+    }
+}
+
+/// With ssh access, an `https://host/org/repo` URL becomes `git@host:org/repo.git`; other URLs
+/// (scp form, `ssh://`) are used as they are.
+pub fn ssh_url(url: &str) -> String {
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    // Credentials and the port belong to https, not to ssh.
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = host.split_once(':').map_or(host, |(h, _)| h);
+    let path = path.trim_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    format!("git@{host}:{path}.git")
+}
+
+/// POSIX shell quoting (git runs `GIT_SSH_COMMAND` through a shell).
+fn quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
+        return word.to_owned();
+    }
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// `GIT_SSH_COMMAND`: the key alone (no agent keys, no prompts), host keys checked as `policy`
+/// says, paths quoted.
+pub fn git_ssh_command(key: &Path, policy: &HostKeyPolicy) -> String {
+    let (known_hosts, check) = match policy {
+        HostKeyPolicy::Pinned { known_hosts } => (known_hosts, "yes"),
+        HostKeyPolicy::LearnFirst { known_hosts } => (known_hosts, "accept-new"),
+    };
+    format!(
+        "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o {} -o StrictHostKeyChecking={check}",
+        quote(&key.display().to_string()),
+        quote(&format!("UserKnownHostsFile={}", known_hosts.display()))
+    )
+}
+
+/// Options that would make git run a command of the caller's choosing.
+const REFUSED_FLAGS: &[&str] = &["--upload-pack", "-u", "--config", "-c", "--template"];
+
+struct Flags {
+    experimental_fetch: bool,
+    recurse_submodules: bool,
+    /// Passed to `git clone` or `git fetch`.
+    passed: Vec<String>,
+}
+
+fn parse_flags(flags: &[String]) -> Result<Flags> {
+    let mut parsed = Flags {
+        experimental_fetch: false,
+        recurse_submodules: false,
+        passed: Vec::new(),
+    };
+    for token in flags.iter().flat_map(|f| f.split_whitespace()) {
+        let name = token.split_once('=').map_or(token, |(n, _)| n);
+        if REFUSED_FLAGS.contains(&name) {
+            return Err(ConnectionError::InvalidInit(format!(
+                "flag {token:?} is refused: it makes git run a command"
+            )));
+        }
+        match token {
+            "--experimental-fetch" => parsed.experimental_fetch = true,
+            "--recurse-submodules" => {
+                parsed.recurse_submodules = true;
+                parsed.passed.push(token.to_owned());
+            }
+            _ => parsed.passed.push(token.to_owned()),
+        }
+    }
+    Ok(parsed)
+}
+
+fn check_url(url: &str) -> Result<()> {
+    if url.is_empty()
+        || url.starts_with('-')
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ConnectionError::InvalidInit(format!(
+            "{url:?} is not a repository URL"
+        )));
+    }
+    Ok(())
+}
+
+/// The git commands that put `original_url` at `revision` into `dest`: cloned over ssh
+/// (`ssh_url`), then the remote set back to `original_url`, and `rev-parse HEAD` last (its
+/// output is the checked-out commit).
+pub fn plan(original_url: &str, dest: &Path, init: &GitInit) -> Result<Vec<GitStep>> {
+    check_url(original_url)?;
+    let url = ssh_url(original_url);
+    let flags = parse_flags(&init.flags)?;
+    if let Some(revision) = &init.revision
+        && (revision.is_empty()
+            || revision.starts_with('-')
+            || revision.contains(char::is_whitespace))
+    {
+        return Err(ConnectionError::InvalidInit(format!(
+            "revision {revision:?} is not a branch, tag or commit"
+        )));
+    }
+    let dest_text = dest.display().to_string();
+    let in_dest = |args: &[&str]| {
+        GitStep::new(
+            ["-C", dest_text.as_str()]
+                .iter()
+                .chain(args)
+                .map(|s| (*s).to_owned()),
+        )
+    };
+    let mut steps = Vec::new();
+    if flags.experimental_fetch {
+        steps.push(GitStep::new(["init", "-q", "--", &dest_text]));
+        steps.push(in_dest(&["remote", "add", "origin", &url]));
+        let revision = init.revision.as_deref().unwrap_or("HEAD");
+        let fetch_flags: Vec<&str> = flags
+            .passed
+            .iter()
+            .map(String::as_str)
+            .filter(|f| *f != "--recurse-submodules")
+            .collect();
+        let mut fetch = vec!["fetch", "-q"];
+        fetch.extend(fetch_flags);
+        fetch.extend(["origin", revision]);
+        steps.push(in_dest(&fetch));
+        steps.push(in_dest(&["checkout", "-q", "FETCH_HEAD"]));
+    } else {
+        let mut clone = vec!["clone".to_owned(), "-q".to_owned()];
+        clone.extend(flags.passed.iter().cloned());
+        clone.extend(["--".to_owned(), url, dest_text.clone()]);
+        steps.push(GitStep::new(clone));
+        if let Some(revision) = &init.revision {
+            steps.push(in_dest(&["checkout", "-q", revision]));
+        }
+    }
+    if flags.recurse_submodules {
+        steps.push(in_dest(&[
+            "submodule",
+            "update",
+            "-q",
+            "--init",
+            "--recursive",
+        ]));
+    }
+    steps.push(in_dest(&["remote", "set-url", "origin", original_url]));
+    steps.push(in_dest(&["rev-parse", "HEAD"]));
+    Ok(steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_urls_become_scp_form() {
+        for (url, want) in [
+            ("https://github.com/org/repo", "git@github.com:org/repo.git"),
+            (
+                "https://github.com/org/repo.git",
+                "git@github.com:org/repo.git",
+            ),
+            (
+                "https://gitlab.com/group/sub/repo/",
+                "git@gitlab.com:group/sub/repo.git",
+            ),
+            ("https://user:tok@host:8443/org/r", "git@host:org/r.git"),
+            ("http://host/org/r", "git@host:org/r.git"),
+            ("git@github.com:org/repo.git", "git@github.com:org/repo.git"),
+            (
+                "ssh://git@host:2222/org/r.git",
+                "ssh://git@host:2222/org/r.git",
+            ),
+        ] {
+            assert_eq!(ssh_url(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn the_ssh_command_pins_host_keys_and_quotes_paths() {
+        let key = Path::new("/etc/.ssh dir/id_rsa");
+        let kh = PathBuf::from("/etc/.ssh dir/known_hosts");
+        assert_eq!(
+            git_ssh_command(
+                key,
+                &HostKeyPolicy::Pinned {
+                    known_hosts: kh.clone()
+                }
+            ),
+            "ssh -i '/etc/.ssh dir/id_rsa' -o IdentitiesOnly=yes -o BatchMode=yes -o 'UserKnownHostsFile=/etc/.ssh dir/known_hosts' -o StrictHostKeyChecking=yes"
+        );
+        assert!(
+            git_ssh_command(key, &HostKeyPolicy::LearnFirst { known_hosts: kh })
+                .ends_with("StrictHostKeyChecking=accept-new")
+        );
+    }
+
+    fn steps(url: &str, init: &GitInit) -> Vec<String> {
+        plan(url, Path::new("/src"), init)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn plans_for_each_kind_of_initializer() {
+        let url = "https://github.com/org/repo";
+        assert_eq!(
+            steps(url, &GitInit::default()),
+            [
+                "git clone -q -- git@github.com:org/repo.git /src",
+                "git -C /src remote set-url origin https://github.com/org/repo",
+                "git -C /src rev-parse HEAD",
+            ]
+        );
+        let init = GitInit {
+            revision: Some("branchA".to_owned()),
+            flags: vec!["--depth 1".to_owned(), "--recurse-submodules".to_owned()],
+            ..GitInit::default()
+        };
+        assert_eq!(
+            steps(url, &init),
+            [
+                "git clone -q --depth 1 --recurse-submodules -- git@github.com:org/repo.git /src",
+                "git -C /src checkout -q branchA",
+                "git -C /src submodule update -q --init --recursive",
+                "git -C /src remote set-url origin https://github.com/org/repo",
+                "git -C /src rev-parse HEAD",
+            ]
+        );
+        let init = GitInit {
+            revision: Some("v1.2".to_owned()),
+            flags: vec!["--experimental-fetch".to_owned(), "--depth 1".to_owned()],
+            ..GitInit::default()
+        };
+        assert_eq!(
+            steps("git@host:o/r.git", &init),
+            [
+                "git init -q -- /src",
+                "git -C /src remote add origin git@host:o/r.git",
+                "git -C /src fetch -q --depth 1 origin v1.2",
+                "git -C /src checkout -q FETCH_HEAD",
+                "git -C /src remote set-url origin git@host:o/r.git",
+                "git -C /src rev-parse HEAD",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_initializers_are_refused() {
+        for (url, init, want) in [
+            (
+                "-oProxyCommand=x",
+                GitInit::default(),
+                "is not a repository URL",
+            ),
+            ("", GitInit::default(), "is not a repository URL"),
+            (
+                "git@h:o/r.git",
+                GitInit {
+                    flags: vec!["--upload-pack=touch /tmp/x".to_owned()],
+                    ..GitInit::default()
+                },
+                "makes git run a command",
+            ),
+            (
+                "git@h:o/r.git",
+                GitInit {
+                    flags: vec!["-c core.sshCommand=x".to_owned()],
+                    ..GitInit::default()
+                },
+                "makes git run a command",
+            ),
+            (
+                "git@h:o/r.git",
+                GitInit {
+                    revision: Some("--orphan".to_owned()),
+                    ..GitInit::default()
+                },
+                "is not a branch, tag or commit",
+            ),
+        ] {
+            let err = plan(url, Path::new("/src"), &init).unwrap_err().to_string();
+            assert!(err.contains(want), "{url} {init:?}: {err}");
+        }
+    }
+}
