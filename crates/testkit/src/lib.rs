@@ -15,6 +15,7 @@
 #![allow(clippy::missing_panics_doc)]
 
 pub mod control_plane;
+mod git_host;
 mod ports;
 mod readonly;
 mod runner_lab;
@@ -23,6 +24,7 @@ mod sshd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub use git_host::{GitHost, git};
 pub use ports::{PortReservation, reserve_port};
 pub use readonly::ReadOnlyDir;
 pub use runner_lab::RunnerLab;
