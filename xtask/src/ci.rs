@@ -15,6 +15,13 @@ const PREREQUISITES: &[(&str, &str)] = &[
     ("e2fsprogs", "/usr/bin/chattr"),
     // curl: tests probe HTTP endpoints the way a cluster's readiness probe does.
     ("curl", "/usr/bin/curl"),
+    // git: the connections tests clone over ssh from repositories they make.
+    ("git", "/usr/bin/git"),
+    // script: the progress test gives flyte-run a pseudo-terminal with util-linux `script`.
+    ("bsdutils", "/usr/bin/script"),
+    // python3: the kubectl stand-in serves a forwarded port with `python3 -m http.server`, and
+    // the interop venvs need it.
+    ("python3-venv", "/usr/bin/python3"),
 ];
 
 const CLIPPY: &[&str] = &[

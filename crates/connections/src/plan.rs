@@ -124,6 +124,22 @@ fn parse_flags(flags: &[String]) -> Result<Flags> {
     Ok(parsed)
 }
 
+/// The flags that make a clone shallow (`--depth N`, `--depth=N`, `--shallow-since=...`), for
+/// the fetch of a revision into it.
+fn shallow_flags(passed: &[String]) -> Vec<String> {
+    let mut shallow = Vec::new();
+    let mut tokens = passed.iter();
+    while let Some(token) = tokens.next() {
+        if token == "--depth" || token == "--shallow-since" || token == "--shallow-exclude" {
+            shallow.push(token.clone());
+            shallow.extend(tokens.next().cloned());
+        } else if token.starts_with("--depth=") || token.starts_with("--shallow-") {
+            shallow.push(token.clone());
+        }
+    }
+    shallow
+}
+
 fn check_url(url: &str) -> Result<()> {
     if url.is_empty()
         || url.starts_with('-')
@@ -183,7 +199,18 @@ pub fn plan(original_url: &str, dest: &Path, init: &GitInit) -> Result<Vec<GitSt
         clone.extend(["--".to_owned(), url, dest_text.clone()]);
         steps.push(GitStep::new(clone));
         if let Some(revision) = &init.revision {
-            steps.push(in_dest(&["checkout", "-q", revision]));
+            let shallow = shallow_flags(&flags.passed);
+            if shallow.is_empty() {
+                steps.push(in_dest(&["checkout", "-q", revision]));
+            } else {
+                // A shallow clone holds only the default branch's tip: fetch the revision itself
+                // (as shallow) and check that out.
+                let mut fetch = vec!["fetch", "-q"];
+                fetch.extend(shallow.iter().map(String::as_str));
+                fetch.extend(["origin", revision.as_str()]);
+                steps.push(in_dest(&fetch));
+                steps.push(in_dest(&["checkout", "-q", "FETCH_HEAD"]));
+            }
         }
     }
     if flags.recurse_submodules {
@@ -275,7 +302,8 @@ mod tests {
             steps(url, &init),
             [
                 "git clone -q --depth 1 --recurse-submodules -- git@github.com:org/repo.git /src",
-                "git -C /src checkout -q branchA",
+                "git -C /src fetch -q --depth 1 origin branchA",
+                "git -C /src checkout -q FETCH_HEAD",
                 "git -C /src submodule update -q --init --recursive",
                 "git -C /src remote set-url origin https://github.com/org/repo",
                 "git -C /src rev-parse HEAD",

@@ -42,6 +42,12 @@ fn clones_at_each_kind_of_revision_with_the_host_key_pinned() {
         ("tag", init(Some("v1"), &[]), "v1", "README"),
         ("shallow", init(None, &["--depth 1"]), "main", "README"),
         (
+            "shallow at a branch",
+            init(Some("feature"), &["--depth=1"]),
+            "feature",
+            "feature.txt",
+        ),
+        (
             "fetch a branch",
             init(Some("feature"), &["--experimental-fetch", "--depth 1"]),
             "feature",

@@ -17,8 +17,8 @@ use crate::script::{self, Host, ScriptSource};
 ///
 ///     flyte-run playbooks/debug.rhai
 ///
-/// A script sees the modules `keys::`, `kservice::`, `ssh::`, `auth::`, `runs::`, `debug::` and
-/// `runner::`,
+/// A script sees the modules `keys::`, `kservice::`, `ssh::`, `auth::`, `runs::`, `debug::`,
+/// `runner::` and `git::`,
 /// the map `args` built from `--set`, `env(name)` and `sleep(seconds)`. `import "name"` finds
 /// name.rhai beside the playbook, then in scripts/ (e.g. `import "retry" as retry;`).
 #[derive(Debug, Parser)]

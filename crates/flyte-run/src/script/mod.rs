@@ -7,6 +7,7 @@
 mod auth;
 pub(crate) mod control_plane;
 mod debug;
+mod git;
 mod keys;
 mod kservice;
 mod opts;
@@ -240,6 +241,7 @@ pub(crate) fn new_engine(host: &Arc<Host>, source: &ScriptSource) -> Engine {
     engine.register_static_module("runs", runs::module(host).into());
     engine.register_static_module("debug", debug::module(host).into());
     engine.register_static_module("runner", runner::module(host).into());
+    engine.register_static_module("git", git::module(host).into());
     // sleep(seconds): for backoff in scripts; bounded by --timeout like everything else.
     let h = Arc::clone(host);
     engine.register_fn(

@@ -1,0 +1,115 @@
+//! `git::` — clone with an SSH git connection (flyte-connections).
+
+use std::sync::Arc;
+
+use flyte_connections::{Connection, GitInit, HostKeyPolicy};
+use rhai::{Dynamic, Map, Module, NativeCallContext};
+
+use super::Host;
+use super::opts::{Opts, ScriptResult, script_err};
+
+fn strings(ctx: &NativeCallContext<'_>, value: &Dynamic) -> ScriptResult<Vec<String>> {
+    if value.is_string() {
+        return Ok(vec![value.to_string()]);
+    }
+    value
+        .clone()
+        .into_array()
+        .map_err(|t| {
+            script_err(
+                ctx,
+                format!("git::clone: `flags` must be an array of strings, not {t}"),
+            )
+        })?
+        .into_iter()
+        .map(|v| {
+            v.into_string()
+                .map_err(|t| script_err(ctx, format!("git::clone: flags must be strings, not {t}")))
+        })
+        .collect()
+}
+
+/// `git::clone(connection, dest, opts) -> #{ commit, path }`; opts: revision, url, flags,
+/// `learn_host_key` (trust the first key seen instead of the secret's known_hosts),
+/// `known_hosts` (another pinned file).
+fn clone(
+    ctx: &NativeCallContext<'_>,
+    host: &Host,
+    connection: &Dynamic,
+    dest: &str,
+    opts: &Map,
+) -> ScriptResult<Map> {
+    let connection: Connection = rhai::serde::from_dynamic(connection).map_err(|e| {
+        script_err(
+            ctx,
+            format!(
+                "git::clone: the connection map: {e} (give name, kind, schema.url, secret.name, secret.mountPath)"
+            ),
+        )
+    })?;
+    let o = Opts::new(
+        ctx,
+        "git::clone",
+        opts,
+        &["revision", "url", "flags", "learn_host_key", "known_hosts"],
+    )?;
+    let init = GitInit {
+        url: o.string("url")?,
+        revision: o.string("revision")?,
+        flags: match opts.get("flags").filter(|v| !v.is_unit()) {
+            Some(v) => strings(ctx, v)?,
+            None => Vec::new(),
+        },
+    };
+    let known_hosts = o
+        .path("known_hosts", &host.home)?
+        .unwrap_or_else(|| connection.known_hosts_path());
+    let policy = if o.bool("learn_host_key")?.unwrap_or(false) {
+        HostKeyPolicy::LearnFirst { known_hosts }
+    } else {
+        HostKeyPolicy::Pinned { known_hosts }
+    };
+    let dest = match dest.strip_prefix("~/") {
+        Some(rest) => host.home.join(rest),
+        None => std::path::PathBuf::from(dest),
+    };
+    let mut map = Map::new();
+    if host.dry_run {
+        let url = init
+            .url
+            .as_deref()
+            .or_else(|| connection.url())
+            .unwrap_or("<no url>");
+        let steps = flyte_connections::plan(url, &dest, &init).map_err(|e| script_err(ctx, e))?;
+        for step in steps {
+            println!("dry-run: {step}");
+        }
+        map.insert("commit".into(), Dynamic::from(String::new()));
+        map.insert("path".into(), dest.display().to_string().into());
+        return Ok(map);
+    }
+    let cloned = flyte_connections::clone(&connection, &dest, &init, &policy)
+        .map_err(|e| script_err(ctx, format!("git::clone: {e}")))?;
+    map.insert("commit".into(), cloned.commit.into());
+    map.insert("path".into(), cloned.path.display().to_string().into());
+    Ok(map)
+}
+
+pub(super) fn module(host: &Arc<Host>) -> Module {
+    let mut module = Module::new();
+    let h = Arc::clone(host);
+    module.set_native_fn(
+        "clone",
+        move |ctx: NativeCallContext<'_>, connection: Dynamic, dest: &str, opts: Map| {
+            clone(&ctx, &h, &connection, dest, &opts)
+        },
+    );
+    let h = Arc::clone(host);
+    module.set_native_fn(
+        "clone",
+        move |ctx: NativeCallContext<'_>, connection: Dynamic, dest: &str| {
+            clone(&ctx, &h, &connection, dest, &Map::new())
+        },
+    );
+    module
+}
