@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use flyte_shell_quote::quote;
+
 use crate::{ConnectionError, Result};
 
 /// What the initializer is asked to do (Polyaxon's `git: {url, revision, flags}`).
@@ -63,20 +65,8 @@ pub fn ssh_url(url: &str) -> String {
     format!("git@{host}:{path}.git")
 }
 
-/// POSIX shell quoting (git runs `GIT_SSH_COMMAND` through a shell).
-fn quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
-    {
-        return word.to_owned();
-    }
-    format!("'{}'", word.replace('\'', r"'\''"))
-}
-
-/// `GIT_SSH_COMMAND`: the key alone (no agent keys, no prompts), host keys checked as `policy`
-/// says, paths quoted.
+/// `GIT_SSH_COMMAND` (git runs it through a shell): the key alone (no agent keys, no prompts),
+/// host keys checked as `policy` says, paths quoted.
 pub fn git_ssh_command(key: &Path, policy: &HostKeyPolicy) -> String {
     let (known_hosts, check) = match policy {
         HostKeyPolicy::Pinned { known_hosts } => (known_hosts, "yes"),

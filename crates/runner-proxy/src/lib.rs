@@ -3,7 +3,7 @@
 //!
 //! ssh joins every argument after the host with spaces and hands the result to the remote
 //! shell, and `bash -lc` parses its command once more, so each argument is shell-quoted for each
-//! of those parses ([`quote`]); the pure builders in [`remote`] do that, and [`Runner`] runs the
+//! of those parses (flyte-shell-quote); the pure builders in [`remote`] do that, and [`Runner`] runs the
 //! result with the system OpenSSH client. Secrets never travel in argv: curl's URL, headers and
 //! body go to curl's config on stdin.
 //!
@@ -16,7 +16,8 @@
 
 mod config;
 mod exec;
-pub mod quote;
+/// The quoting every script here relies on (re-exported from flyte-shell-quote).
+pub use flyte_shell_quote as quote;
 pub mod remote;
 
 pub use config::{

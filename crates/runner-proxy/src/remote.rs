@@ -1,7 +1,7 @@
 //! Pure builders for what runs in the runner, and parsers for what comes back. No I/O.
 
-use crate::quote::{join, quote};
 use crate::{Result, RunnerError};
+use flyte_shell_quote::{join, quote};
 
 /// `kubectl <args>`, each argument quoted for the shell that runs it.
 pub fn kubectl_script<S: AsRef<str>>(args: &[S]) -> String {

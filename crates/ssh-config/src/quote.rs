@@ -46,27 +46,13 @@ pub(crate) fn expanded_arg(option: &'static str, value: &str) -> Result<String> 
     config_arg(option, &value.replace('%', "%%"))
 }
 
-/// One word for a POSIX shell: as is when it only has safe characters, else single-quoted.
-fn shell_word(word: &str) -> String {
-    let safe = !word.is_empty()
-        && word.chars().all(|c| {
-            c.is_ascii_alphanumeric()
-                || matches!(c, '_' | '@' | '%' | '+' | '=' | ':' | ',' | '.' | '/' | '-')
-        });
-    if safe {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
-
 /// A `ProxyCommand` value: ssh takes the rest of the line verbatim, expands `%` tokens, and hands
 /// it to the shell. So each word is shell-quoted, then every `%` doubled.
 pub(crate) fn proxy_command(words: &[&str]) -> Result<String> {
     for word in words {
         reject_control("ProxyCommand", word)?;
     }
-    let line: Vec<String> = words.iter().map(|w| shell_word(w)).collect();
+    let line: Vec<String> = words.iter().map(|w| flyte_shell_quote::quote(w)).collect();
     Ok(line.join(" ").replace('%', "%%"))
 }
 

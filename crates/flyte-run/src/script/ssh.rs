@@ -175,18 +175,6 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     module
 }
 
-/// Quote `word` for a POSIX shell (the remote side runs the command with `$SHELL -c`).
-fn shell_quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
-    {
-        return word.to_owned();
-    }
-    format!("'{}'", word.replace('\'', r"'\''"))
-}
-
 /// The remote command: a string as it is (the remote shell parses it), an array word by word.
 fn remote_command(ctx: &NativeCallContext<'_>, command: Dynamic) -> ScriptResult<String> {
     if command.is_string() {
@@ -211,7 +199,7 @@ fn remote_command(ctx: &NativeCallContext<'_>, command: Dynamic) -> ScriptResult
         .collect::<ScriptResult<Vec<_>>>()?;
     Ok(words
         .iter()
-        .map(|w| shell_quote(w))
+        .map(|w| flyte_shell_quote::quote(w))
         .collect::<Vec<_>>()
         .join(" "))
 }
@@ -247,8 +235,8 @@ fn exec(
     if host.dry_run {
         println!(
             "dry-run: ssh -F {} -o BatchMode=yes {alias} {}",
-            shell_quote(&config.display().to_string()),
-            shell_quote(&remote)
+            flyte_shell_quote::quote(&config.display().to_string()),
+            flyte_shell_quote::quote(&remote)
         );
         map.insert("code".into(), Dynamic::from(0_i64));
         map.insert("stdout".into(), Dynamic::from(String::new()));

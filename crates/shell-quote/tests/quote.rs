@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use flyte_runner_proxy::quote::{join, quote};
+use flyte_shell_quote::{join, quote};
 use proptest::prelude::*;
 
 /// What `sh -c` receives as arguments when it runs `printf '%s\0' <script words>`.

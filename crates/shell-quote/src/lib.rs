@@ -1,4 +1,11 @@
 //! POSIX shell quoting: a word comes out of one shell parse exactly as it went in.
+//!
+//! Used wherever flyte-run builds a command line a shell will parse: ssh's remote command and
+//! `bash -lc` in the runner chain, `GIT_SSH_COMMAND`, ssh_config's `ProxyCommand`.
+//!
+//! ```
+//! assert_eq!(flyte_shell_quote::join(&["kubectl", "-n", "my ns"]), "kubectl -n 'my ns'");
+//! ```
 
 /// Quote `word` for a POSIX shell. Words made only of characters no shell treats specially are
 /// left as they are (so commands stay readable in logs); anything else is single-quoted, with
