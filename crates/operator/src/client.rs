@@ -1,0 +1,161 @@
+//! The thin async driver: the app operations over `kube::Api<DynamicObject>`.
+
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
+use serde_json::Value;
+
+use crate::app::{self, AppId, AppSpec, AppStatus};
+use crate::{OperatorError, Result};
+
+/// What a deploy did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployOutcome {
+    Created,
+    /// Running with the same spec: nothing was sent.
+    Unchanged,
+    /// Replaced with the new spec (also when it was stopped: a deploy starts it again).
+    Updated,
+}
+
+/// One page of a listing, and the token for the next one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppPage {
+    pub apps: Vec<AppStatus>,
+    pub next: Option<String>,
+}
+
+/// Apps' KServices in the `flyte` namespace.
+#[derive(Clone)]
+pub struct AppClient {
+    api: Api<DynamicObject>,
+}
+
+impl std::fmt::Debug for AppClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppClient").finish_non_exhaustive()
+    }
+}
+
+fn resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(
+            app::KSERVICE_GROUP,
+            app::KSERVICE_VERSION,
+            app::KSERVICE_KIND,
+        ),
+        app::KSERVICE_PLURAL,
+    )
+}
+
+fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
+}
+
+fn to_object(value: Value) -> Result<DynamicObject> {
+    serde_json::from_value(value).map_err(|e| OperatorError::Encode(e.to_string()))
+}
+
+fn to_value(object: &DynamicObject) -> Result<Value> {
+    serde_json::to_value(object).map_err(|e| OperatorError::Encode(e.to_string()))
+}
+
+impl AppClient {
+    pub fn new(client: kube::Client) -> Self {
+        Self {
+            api: Api::namespaced_with(client, flyte_kservice_naming::APP_NAMESPACE, &resource()),
+        }
+    }
+
+    /// Create the app's KService, or replace its spec when it changed or the app is stopped.
+    pub async fn deploy(&self, app: &AppId, spec: &AppSpec) -> Result<DeployOutcome> {
+        let desired = app::kservice_object(app, spec)?;
+        let name = app.kservice_name()?;
+        match self.api.get_opt(&name).await? {
+            None => {
+                self.api
+                    .create(&PostParams::default(), &to_object(desired)?)
+                    .await?;
+                Ok(DeployOutcome::Created)
+            }
+            Some(existing) => {
+                let existing = to_value(&existing)?;
+                if !app::needs_update(&existing, &desired) {
+                    return Ok(DeployOutcome::Unchanged);
+                }
+                let merged = app::merge_for_update(&existing, &desired);
+                self.api
+                    .replace(&name, &PostParams::default(), &to_object(merged)?)
+                    .await?;
+                Ok(DeployOutcome::Updated)
+            }
+        }
+    }
+
+    /// Stop the app (scaled to zero, cluster-local); `false` when it does not exist.
+    pub async fn stop(&self, app: &AppId) -> Result<bool> {
+        let name = app.kservice_name()?;
+        match self
+            .api
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(app::stop_patch()),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The app as the cluster has it, or `None` when it has no KService.
+    pub async fn get(&self, app: &AppId) -> Result<Option<AppStatus>> {
+        let name = app.kservice_name()?;
+        self.api
+            .get_opt(&name)
+            .await?
+            .map(|object| app::app_status(&to_value(&object)?))
+            .transpose()
+    }
+
+    /// Apps, optionally of one project and domain; `limit` 0 means all; `token` continues a
+    /// previous page.
+    pub async fn list(
+        &self,
+        project: Option<&str>,
+        domain: Option<&str>,
+        limit: u32,
+        token: Option<String>,
+    ) -> Result<AppPage> {
+        let mut params = ListParams::default().labels(&app::app_selector(project, domain));
+        if limit > 0 {
+            params = params.limit(limit);
+        }
+        if let Some(token) = token {
+            params = params.continue_token(&token);
+        }
+        let list = self.api.list(&params).await?;
+        let apps = list
+            .items
+            .iter()
+            .map(|object| app::app_status(&to_value(object)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AppPage {
+            apps,
+            next: list.metadata.continue_.filter(|t| !t.is_empty()),
+        })
+    }
+
+    /// Delete the app's KService; `false` when there was none.
+    pub async fn delete(&self, app: &AppId) -> Result<bool> {
+        let name = app.kservice_name()?;
+        match self.api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

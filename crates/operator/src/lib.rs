@@ -1,0 +1,29 @@
+//! The Kubernetes side of flyte-run (kube-rs). Today: the Knative app client, which deploys,
+//! stops, reads, lists and deletes the KServices behind Flyte 2 apps exactly as Flyte's own app
+//! client does, so the cluster and flyte-run agree on every object.
+//!
+//! The object and patch builders ([`app`]) are pure and table-tested; [`AppClient`] is the thin
+//! async driver around `kube::Api` (tested against recorded request shapes with tower-test).
+//! The TaskAction controller (driving flyte-reconciler-core) is not built yet.
+
+pub mod app;
+mod client;
+
+pub use app::{AppId, AppSpec, AppState, AppStatus};
+pub use client::{AppClient, AppPage, DeployOutcome};
+
+/// Everything that can go wrong talking to the cluster about apps.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("invalid app: {0}")]
+    InvalidApp(#[from] flyte_kservice_naming::NamingError),
+    #[error("the KService {name}: {reason}")]
+    Corrupt { name: String, reason: String },
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("cannot encode the app spec: {0}")]
+    Encode(String),
+}
+
+/// `Result` with this crate's error.
+pub type Result<T, E = OperatorError> = std::result::Result<T, E>;

@@ -1,0 +1,350 @@
+//! The app client against recorded request shapes (kube-rs's tower-test): each scenario lists
+//! the requests the client must make, in order, and what the API server answers.
+
+#![allow(clippy::unwrap_used)]
+
+use flyte_operator::app::{kservice_object, stop_patch};
+use flyte_operator::{AppClient, AppId, AppSpec, AppState, DeployOutcome};
+use http::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{Value, json};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+const BASE: &str = "/apis/serving.knative.dev/v1/namespaces/flyte/services";
+
+fn mocked() -> (AppClient, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (
+        AppClient::new(kube::Client::new(service, "default")),
+        handle,
+    )
+}
+
+fn not_found(name: &str) -> (StatusCode, Value) {
+    (
+        StatusCode::NOT_FOUND,
+        json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+                "message": format!("services.serving.knative.dev \"{name}\" not found"), "code": 404 }),
+    )
+}
+
+/// Expect one request: its method and path (and query, when given); answer it; return its body.
+async fn expect(
+    handle: &mut Handle,
+    method: Method,
+    path: &str,
+    query: Option<&str>,
+    answer: (StatusCode, Value),
+) -> Value {
+    let (request, send) = handle
+        .next_request()
+        .await
+        .expect("the client sends a request");
+    assert_eq!(request.method(), method);
+    assert_eq!(request.uri().path(), path);
+    if let Some(query) = query {
+        assert_eq!(request.uri().query(), Some(query));
+    }
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = request.into_body().collect_bytes().await.unwrap();
+    let body: Value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    send.send_response(
+        Response::builder()
+            .status(answer.0)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&answer.1).unwrap()))
+            .unwrap(),
+    );
+    if method == Method::PATCH {
+        assert_eq!(
+            content_type.as_deref(),
+            Some("application/merge-patch+json")
+        );
+    }
+    body
+}
+
+fn app() -> AppId {
+    AppId::new("proj", "dev", "MyApp")
+}
+
+fn spec(image: &str) -> AppSpec {
+    AppSpec {
+        image: image.to_owned(),
+        args: vec!["serve".to_owned()],
+        env: [("MODE".to_owned(), "prod".to_owned())].into(),
+        port: Some(8080),
+        min_replicas: Some(1),
+        max_replicas: None,
+    }
+}
+
+/// The object as the server holds it: ours plus server fields and Knative's own annotation.
+fn stored(spec: &AppSpec, stopped: bool) -> Value {
+    let mut object = kservice_object(&app(), spec).unwrap();
+    object["metadata"]["resourceVersion"] = json!("41");
+    object["metadata"]["uid"] = json!("u-1");
+    object["metadata"]["annotations"]["serving.knative.dev/creator"] = json!("admin");
+    if stopped {
+        object["metadata"]["labels"]["flyte.org/app-stopped"] = json!("true");
+        object["metadata"]["labels"]["networking.knative.dev/visibility"] = json!("cluster-local");
+    }
+    object["status"] = json!({
+        "url": "https://myapp-proj-dev.apps.example.com",
+        "conditions": [{ "type": "Ready", "status": "True" }],
+    });
+    object
+}
+
+#[tokio::test]
+async fn deploy_creates_a_missing_app() {
+    let path = format!("{BASE}/myapp-proj-dev");
+
+    // Created with the labels, the spec-sha and the spec annotation.
+    let (client, mut handle) = mocked();
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            Method::GET,
+            &path,
+            None,
+            not_found("myapp-proj-dev"),
+        )
+        .await;
+        let created = expect(
+            &mut handle,
+            Method::POST,
+            BASE,
+            None,
+            (StatusCode::CREATED, stored(&spec("web:1"), false)),
+        )
+        .await;
+        (created, handle)
+    });
+    assert_eq!(
+        client.deploy(&app(), &spec("web:1")).await.unwrap(),
+        DeployOutcome::Created
+    );
+    let (created, _) = server.await.unwrap();
+    assert_eq!(created["metadata"]["name"], "myapp-proj-dev");
+    assert_eq!(
+        created["metadata"]["labels"]["flyte.org/app-managed"],
+        "true"
+    );
+    assert_eq!(created["metadata"]["labels"]["flyte.org/app-name"], "MyApp");
+    assert_eq!(
+        created["metadata"]["annotations"]["flyte.org/app-id"],
+        "proj/dev/MyApp"
+    );
+    assert_eq!(
+        created["metadata"]["annotations"]["flyte.org/spec-sha"]
+            .as_str()
+            .unwrap()
+            .len(),
+        16
+    );
+    let container = &created["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "web:1");
+    assert_eq!(container["ports"][0]["containerPort"], 8080);
+    assert_eq!(
+        container["env"][0],
+        json!({ "name": "MODE", "value": "prod" })
+    );
+    assert_eq!(
+        created["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"],
+        "1"
+    );
+}
+
+/// Running with the same spec: one GET, nothing written.
+#[tokio::test]
+async fn deploy_skips_an_unchanged_running_app() {
+    let (client, mut handle) = mocked();
+    let path = format!("{BASE}/myapp-proj-dev");
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            Method::GET,
+            &path,
+            None,
+            (StatusCode::OK, stored(&spec("web:1"), false)),
+        )
+        .await;
+        handle
+    });
+    assert_eq!(
+        client.deploy(&app(), &spec("web:1")).await.unwrap(),
+        DeployOutcome::Unchanged
+    );
+    let mut handle = server.await.unwrap();
+    drop(client);
+    assert!(
+        handle.next_request().await.is_none(),
+        "no write for an unchanged spec"
+    );
+}
+
+/// A new spec for a stopped app: replaced, labels and annotations merged, stop labels gone, the
+/// resourceVersion kept, no stale status sent.
+#[tokio::test]
+async fn deploy_replaces_a_changed_or_stopped_app() {
+    let (client, mut handle) = mocked();
+    let path = format!("{BASE}/myapp-proj-dev");
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            Method::GET,
+            &path,
+            None,
+            (StatusCode::OK, stored(&spec("web:1"), true)),
+        )
+        .await;
+        expect(
+            &mut handle,
+            Method::PUT,
+            &path,
+            None,
+            (StatusCode::OK, stored(&spec("web:2"), false)),
+        )
+        .await
+    });
+    assert_eq!(
+        client.deploy(&app(), &spec("web:2")).await.unwrap(),
+        DeployOutcome::Updated
+    );
+    let replaced = server.await.unwrap();
+    assert_eq!(
+        replaced["spec"]["template"]["spec"]["containers"][0]["image"],
+        "web:2"
+    );
+    assert_eq!(replaced["metadata"]["resourceVersion"], "41");
+    assert_eq!(
+        replaced["metadata"]["annotations"]["serving.knative.dev/creator"],
+        "admin"
+    );
+    assert_eq!(
+        replaced["metadata"]["annotations"]["flyte.org/spec-sha"],
+        kservice_object(&app(), &spec("web:2")).unwrap()["metadata"]["annotations"]["flyte.org/spec-sha"]
+    );
+    assert!(
+        replaced["metadata"]["labels"]
+            .get("flyte.org/app-stopped")
+            .is_none()
+    );
+    assert!(
+        replaced["metadata"]["labels"]
+            .get("networking.knative.dev/visibility")
+            .is_none()
+    );
+    assert!(replaced.get("status").is_none());
+}
+
+#[tokio::test]
+async fn stop_get_list_and_delete() {
+    let path = format!("{BASE}/myapp-proj-dev");
+    let (client, mut handle) = mocked();
+    let object_path = path.clone();
+    let server = tokio::spawn(async move {
+        let sent_patch = expect(
+            &mut handle,
+            Method::PATCH,
+            &object_path,
+            None,
+            (StatusCode::OK, stored(&spec("web:1"), true)),
+        )
+        .await;
+        expect(
+            &mut handle,
+            Method::PATCH,
+            &object_path,
+            None,
+            not_found("myapp-proj-dev"),
+        )
+        .await;
+        let stopped = stored(&spec("web:1"), true);
+        expect(
+            &mut handle,
+            Method::GET,
+            &object_path,
+            None,
+            (StatusCode::OK, stopped),
+        )
+        .await;
+        expect(
+            &mut handle,
+            Method::GET,
+            &object_path,
+            None,
+            not_found("myapp-proj-dev"),
+        )
+        .await;
+        let list = json!({
+            "apiVersion": "serving.knative.dev/v1", "kind": "ServiceList",
+            "metadata": { "continue": "next-page" },
+            "items": [stored(&spec("web:1"), false)],
+        });
+        expect(
+            &mut handle,
+            Method::GET,
+            BASE,
+            Some("&labelSelector=flyte.org%2Fapp-managed%3Dtrue%2Cflyte.org%2Fproject%3Dproj%2Cflyte.org%2Fdomain%3Ddev&limit=1&continue=tok"),
+            (StatusCode::OK, list),
+        )
+        .await;
+        expect(
+            &mut handle,
+            Method::DELETE,
+            &object_path,
+            None,
+            (
+                StatusCode::OK,
+                json!({ "kind": "Status", "status": "Success" }),
+            ),
+        )
+        .await;
+        expect(
+            &mut handle,
+            Method::DELETE,
+            &object_path,
+            None,
+            not_found("myapp-proj-dev"),
+        )
+        .await;
+        sent_patch
+    });
+    assert!(client.stop(&app()).await.unwrap());
+    assert!(
+        !client.stop(&app()).await.unwrap(),
+        "stopping a missing app is not an error"
+    );
+    let status = client.get(&app()).await.unwrap().unwrap();
+    assert_eq!(status.state, AppState::Stopped);
+    assert_eq!(
+        status.spec,
+        spec("web:1"),
+        "the spec is rebuilt from its annotation"
+    );
+    assert!(client.get(&app()).await.unwrap().is_none());
+    let page = client
+        .list(Some("proj"), Some("dev"), 1, Some("tok".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(page.next.as_deref(), Some("next-page"));
+    assert_eq!(page.apps.len(), 1);
+    assert_eq!(page.apps[0].state, AppState::Ready);
+    assert_eq!(
+        page.apps[0].url.as_deref(),
+        Some("https://myapp-proj-dev.apps.example.com")
+    );
+    assert!(client.delete(&app()).await.unwrap());
+    assert!(!client.delete(&app()).await.unwrap());
+    assert_eq!(server.await.unwrap(), stop_patch());
+}
