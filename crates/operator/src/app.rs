@@ -278,6 +278,64 @@ pub fn app_status(object: &Value) -> Result<AppStatus> {
     })
 }
 
+/// Knative's labels on the pods of a service and of a revision.
+pub const LABEL_KNATIVE_SERVICE: &str = "serving.knative.dev/service";
+pub const LABEL_KNATIVE_REVISION: &str = "serving.knative.dev/revision";
+
+/// One pod backing an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    pub name: String,
+    /// The pod's phase (`Pending`, `Running` ...).
+    pub phase: String,
+    /// Every container is ready.
+    pub ready: bool,
+    pub revision: Option<String>,
+}
+
+/// The pods of a KService: those of its latest ready revision when it has one (old revisions'
+/// pods terminating during a rollout are left out), else all of the service's.
+pub fn replica_selector(kservice_name: &str, latest_ready_revision: Option<&str>) -> String {
+    match latest_ready_revision {
+        Some(revision) => {
+            format!("{LABEL_KNATIVE_SERVICE}={kservice_name},{LABEL_KNATIVE_REVISION}={revision}")
+        }
+        None => format!("{LABEL_KNATIVE_SERVICE}={kservice_name}"),
+    }
+}
+
+/// `status.latestReadyRevisionName` of a KService.
+pub fn latest_ready_revision(object: &Value) -> Option<&str> {
+    object
+        .pointer("/status/latestReadyRevisionName")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+}
+
+/// A replica as a pod shows it (the pod as JSON).
+pub fn replica(pod: &Value) -> Replica {
+    let text = |pointer: &str| {
+        pod.pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let statuses = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array);
+    Replica {
+        name: text("/metadata/name").unwrap_or_default(),
+        phase: text("/status/phase").unwrap_or_else(|| "Unknown".to_owned()),
+        ready: statuses.is_some_and(|s| {
+            !s.is_empty() && s.iter().all(|c| c.get("ready") == Some(&Value::Bool(true)))
+        }),
+        revision: pod
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(LABEL_KNATIVE_REVISION))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    }
+}
+
 /// The label selector for apps, optionally of one project and domain.
 pub fn app_selector(project: Option<&str>, domain: Option<&str>) -> String {
     let mut terms = vec![format!("{}=true", naming::LABEL_APP_MANAGED)];

@@ -30,6 +30,7 @@ pub struct AppPage {
 #[derive(Clone)]
 pub struct AppClient {
     api: Api<DynamicObject>,
+    pods: Api<k8s_openapi::api::core::v1::Pod>,
 }
 
 impl std::fmt::Debug for AppClient {
@@ -64,7 +65,12 @@ fn to_value(object: &DynamicObject) -> Result<Value> {
 impl AppClient {
     pub fn new(client: kube::Client) -> Self {
         Self {
-            api: Api::namespaced_with(client, flyte_kservice_naming::APP_NAMESPACE, &resource()),
+            api: Api::namespaced_with(
+                client.clone(),
+                flyte_kservice_naming::APP_NAMESPACE,
+                &resource(),
+            ),
+            pods: Api::namespaced(client, flyte_kservice_naming::APP_NAMESPACE),
         }
     }
 
@@ -147,6 +153,61 @@ impl AppClient {
             apps,
             next: list.metadata.continue_.filter(|t| !t.is_empty()),
         })
+    }
+
+    /// The pods backing the app (see [`app::replica_selector`]); empty when it has no KService.
+    pub async fn replicas(&self, app: &AppId) -> Result<Vec<app::Replica>> {
+        let name = app.kservice_name()?;
+        let Some(service) = self.api.get_opt(&name).await? else {
+            return Ok(Vec::new());
+        };
+        let service = to_value(&service)?;
+        let selector = app::replica_selector(&name, app::latest_ready_revision(&service));
+        let pods = self
+            .pods
+            .list(&ListParams::default().labels(&selector))
+            .await?;
+        pods.items
+            .iter()
+            .map(|pod| {
+                serde_json::to_value(pod)
+                    .map(|v| app::replica(&v))
+                    .map_err(|e| OperatorError::Encode(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Force-delete one of the app's pods (Knative starts a replacement). A pod that does not
+    /// belong to the app is refused, so a wrong name cannot take down another workload;
+    /// `false` when the pod does not exist.
+    pub async fn delete_replica(&self, app: &AppId, pod_name: &str) -> Result<bool> {
+        let name = app.kservice_name()?;
+        let Some(pod) = self.pods.get_opt(pod_name).await? else {
+            return Ok(false);
+        };
+        let owner = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(app::LABEL_KNATIVE_SERVICE));
+        if owner.map(String::as_str) != Some(name.as_str()) {
+            return Err(OperatorError::Corrupt {
+                name: pod_name.to_owned(),
+                reason: format!(
+                    "this pod is not a replica of {name} (its {} label is {owner:?}); nothing was deleted",
+                    app::LABEL_KNATIVE_SERVICE
+                ),
+            });
+        }
+        let force = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        };
+        match self.pods.delete(pod_name, &force).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Delete the app's KService; `false` when there was none.

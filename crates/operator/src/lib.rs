@@ -9,7 +9,7 @@
 pub mod app;
 mod client;
 
-pub use app::{AppId, AppSpec, AppState, AppStatus};
+pub use app::{AppId, AppSpec, AppState, AppStatus, Replica};
 pub use client::{AppClient, AppPage, DeployOutcome};
 
 /// Everything that can go wrong talking to the cluster about apps.

@@ -348,3 +348,123 @@ async fn stop_get_list_and_delete() {
     assert!(!client.delete(&app()).await.unwrap());
     assert_eq!(server.await.unwrap(), stop_patch());
 }
+
+fn pod(name: &str, service: &str, revision: &str, ready: bool) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": name, "namespace": "flyte", "labels": {
+            "serving.knative.dev/service": service, "serving.knative.dev/revision": revision } },
+        "status": { "phase": "Running", "containerStatuses": [
+            { "name": "user-container", "ready": ready, "restartCount": 0, "image": "x", "imageID": "",
+              "state": {} } ] },
+    })
+}
+
+/// Replicas are the pods of the latest ready revision (all of the service's before one is
+/// ready); deleting one is forced, and a pod of another workload is refused untouched.
+#[tokio::test]
+async fn replicas_and_deleting_one() {
+    let service_path = format!("{BASE}/myapp-proj-dev");
+    let pods_path = "/api/v1/namespaces/flyte/pods";
+    let (client, mut handle) = mocked();
+    let server = tokio::spawn(async move {
+        let mut service = stored(&spec("web:1"), false);
+        service["status"]["latestReadyRevisionName"] = json!("myapp-proj-dev-00002");
+        expect(
+            &mut handle,
+            Method::GET,
+            &service_path,
+            None,
+            (StatusCode::OK, service),
+        )
+        .await;
+        let pods = json!({ "apiVersion": "v1", "kind": "PodList", "metadata": {},
+            "items": [pod("web-a", "myapp-proj-dev", "myapp-proj-dev-00002", true)] });
+        expect(
+            &mut handle,
+            Method::GET,
+            pods_path,
+            Some("&labelSelector=serving.knative.dev%2Fservice%3Dmyapp-proj-dev%2Cserving.knative.dev%2Frevision%3Dmyapp-proj-dev-00002"),
+            (StatusCode::OK, pods),
+        )
+        .await;
+        // Before any revision is ready: all of the service's pods.
+        expect(
+            &mut handle,
+            Method::GET,
+            &service_path,
+            None,
+            (StatusCode::OK, stored(&spec("web:1"), false)),
+        )
+        .await;
+        let pods = json!({ "apiVersion": "v1", "kind": "PodList", "metadata": {},
+            "items": [pod("web-b", "myapp-proj-dev", "myapp-proj-dev-00001", false)] });
+        expect(
+            &mut handle,
+            Method::GET,
+            pods_path,
+            Some("&labelSelector=serving.knative.dev%2Fservice%3Dmyapp-proj-dev"),
+            (StatusCode::OK, pods),
+        )
+        .await;
+
+        let web_a = format!("{pods_path}/web-a");
+        expect(
+            &mut handle,
+            Method::GET,
+            &web_a,
+            None,
+            (StatusCode::OK, pod("web-a", "myapp-proj-dev", "r", true)),
+        )
+        .await;
+        let options = expect(
+            &mut handle,
+            Method::DELETE,
+            &web_a,
+            None,
+            (StatusCode::OK, pod("web-a", "myapp-proj-dev", "r", true)),
+        )
+        .await;
+        let other = format!("{pods_path}/db-0");
+        expect(
+            &mut handle,
+            Method::GET,
+            &other,
+            None,
+            (StatusCode::OK, pod("db-0", "database", "r", true)),
+        )
+        .await;
+        (options, handle)
+    });
+    let replicas = client.replicas(&app()).await.unwrap();
+    assert_eq!(replicas.len(), 1);
+    assert_eq!(replicas[0].name, "web-a");
+    assert!(replicas[0].ready);
+    assert_eq!(
+        replicas[0].revision.as_deref(),
+        Some("myapp-proj-dev-00002")
+    );
+    let replicas = client.replicas(&app()).await.unwrap();
+    assert_eq!(
+        (replicas[0].name.as_str(), replicas[0].ready),
+        ("web-b", false)
+    );
+
+    assert!(client.delete_replica(&app(), "web-a").await.unwrap());
+    let err = client
+        .delete_replica(&app(), "db-0")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is not a replica of myapp-proj-dev") && err.contains("nothing was deleted"),
+        "{err}"
+    );
+    let (options, mut handle) = server.await.unwrap();
+    assert_eq!(options["gracePeriodSeconds"], 0, "{options}");
+    drop(client);
+    assert!(
+        handle.next_request().await.is_none(),
+        "the other workload's pod was not deleted"
+    );
+}
