@@ -14,26 +14,6 @@ pub struct Cloned {
     pub path: PathBuf,
 }
 
-/// `https://user:token@host/...` -> `https://host/...`: credentials never go into git's config
-/// (the clone itself uses ssh and needs none).
-fn without_credentials(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    // Only http(s) carries secrets there; an ssh URL's user is who to log in as.
-    if !matches!(scheme, "http" | "https") {
-        return url.to_owned();
-    }
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, None), |(a, p)| (a, Some(p)));
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    match path {
-        Some(path) => format!("{scheme}://{host}/{path}"),
-        None => format!("{scheme}://{host}"),
-    }
-}
-
 fn check_key(key: &Path) -> Result<()> {
     let error = |reason: String| ConnectionError::Key {
         path: key.display().to_string(),
@@ -82,7 +62,7 @@ fn check_destination(dest: &Path) -> Result<()> {
 
 /// Clone `init.url` (else the connection's URL) into `dest` with the connection's key, host
 /// keys checked as `host_keys` says. `dest` must not exist or be empty: nothing of the user's
-/// is overwritten.
+/// is overwritten, and a failed clone leaves it as it was.
 pub fn clone(
     connection: &Connection,
     dest: &Path,
@@ -110,15 +90,54 @@ pub fn clone(
             reason: "does not exist, so no git host key is trusted; add the host's key to the secret as known_hosts (ssh-keyscan HOST, then check its fingerprint), or allow learning it on first use".to_owned(),
         });
     }
+    if let HostKeyPolicy::LearnFirst { known_hosts } = host_keys {
+        // ssh connects anyway when it cannot record a key (a read-only secret mount), which
+        // would quietly check nothing on every clone; make sure the key can be kept.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(known_hosts)
+            .map_err(|e| ConnectionError::Key {
+                path: known_hosts.display().to_string(),
+                reason: format!(
+                    "cannot record the git host's key there ({e}); give a writable known_hosts file"
+                ),
+            })?;
+    }
     check_destination(dest)?;
-    let steps = plan(&without_credentials(url), dest, init)?;
-    let ssh = git_ssh_command(&key, host_keys);
+    let steps = plan(url, dest, init)?;
+    let existed = dest.exists();
+    let result = run_steps(&steps, &git_ssh_command(&key, host_keys));
+    if result.is_err() {
+        // Leave the destination as it was (missing or empty), so a retry can start over.
+        if existed {
+            for entry in std::fs::read_dir(dest).into_iter().flatten().flatten() {
+                let path = entry.path();
+                let _ = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(dest);
+        }
+    }
+    let commit = result?;
+    Ok(Cloned {
+        commit,
+        path: dest.to_owned(),
+    })
+}
+
+/// Run the steps in order; the last one's output (the commit).
+fn run_steps(steps: &[crate::GitStep], ssh: &str) -> Result<String> {
     let mut last = String::new();
-    for step in &steps {
+    for step in steps {
         tracing::info!(%step, "git");
         let output = Command::new("git")
             .args(&step.args)
-            .env("GIT_SSH_COMMAND", &ssh)
+            .env("GIT_SSH_COMMAND", ssh)
             // Never wait for a password or passphrase prompt.
             .env("GIT_TERMINAL_PROMPT", "0")
             .env_remove("GIT_DIR")
@@ -135,26 +154,5 @@ pub fn clone(
             .trim()
             .clone_into(&mut last);
     }
-    Ok(Cloned {
-        commit: last,
-        path: dest.to_owned(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_are_dropped_from_urls() {
-        for (url, want) in [
-            ("https://user:tok@host/org/r", "https://host/org/r"),
-            ("https://host/org/r", "https://host/org/r"),
-            ("ssh://git@host:22/r.git", "ssh://git@host:22/r.git"),
-            ("git@host:org/r.git", "git@host:org/r.git"),
-            ("https://tok@host", "https://host"),
-        ] {
-            assert_eq!(without_credentials(url), want, "{url}");
-        }
-    }
+    Ok(last)
 }

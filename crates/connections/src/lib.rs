@@ -18,7 +18,9 @@ pub use clone::{Cloned, clone};
 pub use connection::{
     Connection, ConnectionSecret, DEFAULT_KEY_NAME, ENV_PRIVATE_KEY, KNOWN_HOSTS_FILE,
 };
-pub use plan::{GitInit, GitStep, HostKeyPolicy, git_ssh_command, plan, ssh_url};
+pub use plan::{
+    GitInit, GitStep, HostKeyPolicy, git_ssh_command, plan, ssh_url, without_credentials,
+};
 
 /// Everything that can go wrong with a connection or a clone.
 #[derive(Debug, thiserror::Error)]

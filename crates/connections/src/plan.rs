@@ -47,6 +47,25 @@ impl std::fmt::Display for GitStep {
     }
 }
 
+/// `https://user:token@host/...` -> `https://host/...`; other URLs as they are (an ssh URL's
+/// user is who to log in as, not a secret). Credentials never reach argv or git's config.
+pub fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    if !matches!(scheme, "http" | "https") {
+        return url.to_owned();
+    }
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, None), |(a, p)| (a, Some(p)));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match path {
+        Some(path) => format!("{scheme}://{host}/{path}"),
+        None => format!("{scheme}://{host}"),
+    }
+}
+
 /// With ssh access, an `https://host/org/repo` URL becomes `git@host:org/repo.git`; other URLs
 /// (scp form, `ssh://`) are used as they are.
 pub fn ssh_url(url: &str) -> String {
@@ -75,12 +94,25 @@ pub fn git_ssh_command(key: &Path, policy: &HostKeyPolicy) -> String {
     format!(
         "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o {} -o StrictHostKeyChecking={check}",
         quote(&key.display().to_string()),
-        quote(&format!("UserKnownHostsFile={}", known_hosts.display()))
+        // ssh splits this value into several files at whitespace unless it is double-quoted.
+        quote(&format!("UserKnownHostsFile=\"{}\"", known_hosts.display()))
     )
 }
 
-/// Options that would make git run a command of the caller's choosing.
-const REFUSED_FLAGS: &[&str] = &["--upload-pack", "-u", "--config", "-c", "--template"];
+/// Flags the initializer passes on: each with whether it takes a value. Anything else is refused
+/// (an allow-list: git accepts abbreviated and glued options, so a deny-list of the ones that run
+/// commands, `--upload-pack`, `-c`, `--config`, `--template`, could be walked around).
+const ALLOWED_FLAGS: &[(&str, bool)] = &[
+    ("--depth", true),
+    ("--shallow-since", true),
+    ("--shallow-exclude", true),
+    ("--filter", true),
+    ("--single-branch", false),
+    ("--no-single-branch", false),
+    ("--no-tags", false),
+    ("--recurse-submodules", false),
+    ("--experimental-fetch", false),
+];
 
 struct Flags {
     experimental_fetch: bool,
@@ -89,26 +121,68 @@ struct Flags {
     passed: Vec<String>,
 }
 
+fn supported_flags() -> String {
+    ALLOWED_FLAGS
+        .iter()
+        .map(|(name, value)| {
+            if *value {
+                format!("{name} N")
+            } else {
+                (*name).to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn parse_flags(flags: &[String]) -> Result<Flags> {
     let mut parsed = Flags {
         experimental_fetch: false,
         recurse_submodules: false,
         passed: Vec::new(),
     };
-    for token in flags.iter().flat_map(|f| f.split_whitespace()) {
-        let name = token.split_once('=').map_or(token, |(n, _)| n);
-        if REFUSED_FLAGS.contains(&name) {
+    let mut tokens = flags.iter().flat_map(|f| f.split_whitespace());
+    while let Some(token) = tokens.next() {
+        let (name, glued) = match token.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (token, None),
+        };
+        let Some((_, takes_value)) = ALLOWED_FLAGS.iter().find(|(n, _)| *n == name) else {
             return Err(ConnectionError::InvalidInit(format!(
-                "flag {token:?} is refused: it makes git run a command"
+                "flag {token:?} is not supported; use {}",
+                supported_flags()
             )));
-        }
-        match token {
-            "--experimental-fetch" => parsed.experimental_fetch = true,
-            "--recurse-submodules" => {
-                parsed.recurse_submodules = true;
-                parsed.passed.push(token.to_owned());
+        };
+        match (takes_value, glued) {
+            (false, Some(_)) => {
+                return Err(ConnectionError::InvalidInit(format!(
+                    "flag {name} takes no value"
+                )));
             }
-            _ => parsed.passed.push(token.to_owned()),
+            (true, Some(value)) if value.is_empty() || value.starts_with('-') => {
+                return Err(ConnectionError::InvalidInit(format!(
+                    "flag {name} needs a value"
+                )));
+            }
+            (true, Some(_)) => parsed.passed.push(token.to_owned()),
+            (true, None) => {
+                let value = tokens
+                    .next()
+                    .filter(|v| !v.starts_with('-'))
+                    .ok_or_else(|| {
+                        ConnectionError::InvalidInit(format!("flag {name} needs a value"))
+                    })?;
+                parsed.passed.push(name.to_owned());
+                parsed.passed.push(value.to_owned());
+            }
+            (false, None) => match name {
+                "--experimental-fetch" => parsed.experimental_fetch = true,
+                "--recurse-submodules" => {
+                    parsed.recurse_submodules = true;
+                    parsed.passed.push(token.to_owned());
+                }
+                _ => parsed.passed.push(token.to_owned()),
+            },
         }
     }
     Ok(parsed)
@@ -146,6 +220,7 @@ fn check_url(url: &str) -> Result<()> {
 /// (`ssh_url`), then the remote set back to `original_url`, and `rev-parse HEAD` last (its
 /// output is the checked-out commit).
 pub fn plan(original_url: &str, dest: &Path, init: &GitInit) -> Result<Vec<GitStep>> {
+    let original_url = &without_credentials(original_url);
     check_url(original_url)?;
     let url = ssh_url(original_url);
     let flags = parse_flags(&init.flags)?;
@@ -191,7 +266,8 @@ pub fn plan(original_url: &str, dest: &Path, init: &GitInit) -> Result<Vec<GitSt
         if let Some(revision) = &init.revision {
             let shallow = shallow_flags(&flags.passed);
             if shallow.is_empty() {
-                steps.push(in_dest(&["checkout", "-q", revision]));
+                // `--`: a revision named like a file is not taken for a path to restore.
+                steps.push(in_dest(&["checkout", "-q", revision, "--"]));
             } else {
                 // A shallow clone holds only the default branch's tip: fetch the revision itself
                 // (as shallow) and check that out.
@@ -220,6 +296,62 @@ pub fn plan(original_url: &str, dest: &Path, init: &GitInit) -> Result<Vec<GitSt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_dropped_from_urls() {
+        for (url, want) in [
+            ("https://user:tok@host/org/r", "https://host/org/r"),
+            ("https://host/org/r", "https://host/org/r"),
+            ("ssh://git@host:22/r.git", "ssh://git@host:22/r.git"),
+            ("git@host:org/r.git", "git@host:org/r.git"),
+            ("https://tok@host", "https://host"),
+        ] {
+            assert_eq!(without_credentials(url), want, "{url}");
+        }
+        let steps = plan(
+            "https://u:tok@h/o/r",
+            Path::new("/src"),
+            &GitInit::default(),
+        )
+        .unwrap();
+        assert!(!steps.iter().any(|s| s.to_string().contains("tok")));
+    }
+
+    #[test]
+    fn only_known_flags_pass() {
+        for (flag, want) in [
+            ("-ccore.sshCommand=/tmp/x", "is not supported"),
+            ("-u/tmp/x", "is not supported"),
+            ("--upload-pa=/tmp/x", "is not supported"),
+            ("--conf=x", "is not supported"),
+            ("--templ=/tmp", "is not supported"),
+            ("--depth", "needs a value"),
+            ("--depth --no-tags", "needs a value"),
+            ("--depth=", "needs a value"),
+            ("--no-tags=1", "takes no value"),
+        ] {
+            let init = GitInit {
+                flags: vec![flag.to_owned()],
+                ..GitInit::default()
+            };
+            let err = plan("git@h:o/r.git", Path::new("/src"), &init)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{flag}: {err}");
+        }
+        let init = GitInit {
+            flags: vec![
+                "--depth=3".to_owned(),
+                "--filter blob:none".to_owned(),
+                "--no-tags".to_owned(),
+            ],
+            ..GitInit::default()
+        };
+        assert_eq!(
+            plan("git@h:o/r.git", Path::new("/src"), &init).unwrap()[0].to_string(),
+            "git clone -q --depth=3 --filter blob:none --no-tags -- git@h:o/r.git /src"
+        );
+    }
 
     #[test]
     fn https_urls_become_scp_form() {
@@ -256,7 +388,7 @@ mod tests {
                     known_hosts: kh.clone()
                 }
             ),
-            "ssh -i '/etc/.ssh dir/id_rsa' -o IdentitiesOnly=yes -o BatchMode=yes -o 'UserKnownHostsFile=/etc/.ssh dir/known_hosts' -o StrictHostKeyChecking=yes"
+            "ssh -i '/etc/.ssh dir/id_rsa' -o IdentitiesOnly=yes -o BatchMode=yes -o 'UserKnownHostsFile=\"/etc/.ssh dir/known_hosts\"' -o StrictHostKeyChecking=yes"
         );
         assert!(
             git_ssh_command(key, &HostKeyPolicy::LearnFirst { known_hosts: kh })
@@ -332,7 +464,7 @@ mod tests {
                     flags: vec!["--upload-pack=touch /tmp/x".to_owned()],
                     ..GitInit::default()
                 },
-                "makes git run a command",
+                "is not supported",
             ),
             (
                 "git@h:o/r.git",
@@ -340,7 +472,7 @@ mod tests {
                     flags: vec!["-c core.sshCommand=x".to_owned()],
                     ..GitInit::default()
                 },
-                "makes git run a command",
+                "is not supported",
             ),
             (
                 "git@h:o/r.git",

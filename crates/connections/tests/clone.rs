@@ -165,6 +165,41 @@ fn refusals_name_the_problem_and_touch_nothing() {
         )
     );
 
+    // A revision named like a file is not a revision: an error, and the failed clone is gone.
+    check(
+        &host.dest("file-rev"),
+        &init(Some("README"), &[]),
+        &pinned(&host),
+        "checkout -q README --",
+    );
+    assert!(
+        !host.dest("file-rev").exists(),
+        "a failed clone leaves nothing behind"
+    );
+    // Into an existing empty directory: emptied again after a failure, not removed.
+    let empty = host.dest("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    check(
+        &empty,
+        &init(Some("no-such"), &["--experimental-fetch"]),
+        &pinned(&host),
+        "fetch",
+    );
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+
+    // Learning a key needs somewhere to keep it: a read-only place is refused up front.
+    let frozen = host.path().join("frozen");
+    std::fs::create_dir_all(&frozen).unwrap();
+    let _guard = flyte_testkit::ReadOnlyDir::new(&frozen);
+    check(
+        &host.dest("frozen"),
+        &init(None, &[]),
+        &HostKeyPolicy::LearnFirst {
+            known_hosts: frozen.join("known_hosts"),
+        },
+        "cannot record the git host's key there",
+    );
+
     // A key others can read.
     std::fs::set_permissions(
         host.mount().join("id_rsa"),

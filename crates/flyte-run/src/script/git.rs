@@ -30,8 +30,8 @@ fn strings(ctx: &NativeCallContext<'_>, value: &Dynamic) -> ScriptResult<Vec<Str
 }
 
 /// `git::clone(connection, dest, opts) -> #{ commit, path }`; opts: revision, url, flags,
-/// `learn_host_key` (trust the first key seen instead of the secret's known_hosts),
-/// `known_hosts` (another pinned file).
+/// `learn_host_key` (trust the first key seen and keep it in `known_hosts`, by default
+/// ~/.flyte/git_known_hosts), `known_hosts` (another file to pin from).
 fn clone(
     ctx: &NativeCallContext<'_>,
     host: &Host,
@@ -61,13 +61,24 @@ fn clone(
             None => Vec::new(),
         },
     };
-    let known_hosts = o
-        .path("known_hosts", &host.home)?
-        .unwrap_or_else(|| connection.known_hosts_path());
+    let given = o.path("known_hosts", &host.home)?;
     let policy = if o.bool("learn_host_key")?.unwrap_or(false) {
+        // Not the secret's own known_hosts: a mounted secret is read-only, and a key ssh cannot
+        // record is a key it never checks.
+        let known_hosts = match given {
+            Some(path) => path,
+            None => {
+                let dir = host.home.join(".flyte");
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| script_err(ctx, format!("git::clone: {}: {e}", dir.display())))?;
+                dir.join("git_known_hosts")
+            }
+        };
         HostKeyPolicy::LearnFirst { known_hosts }
     } else {
-        HostKeyPolicy::Pinned { known_hosts }
+        HostKeyPolicy::Pinned {
+            known_hosts: given.unwrap_or_else(|| connection.known_hosts_path()),
+        }
     };
     let dest = match dest.strip_prefix("~/") {
         Some(rest) => host.home.join(rest),
