@@ -31,7 +31,7 @@ fn strings(ctx: &NativeCallContext<'_>, value: &Dynamic) -> ScriptResult<Vec<Str
 
 /// `git::clone(connection, dest, opts) -> #{ commit, path }`; opts: revision, url, flags,
 /// `learn_host_key` (trust the first key seen and keep it in `known_hosts`, by default
-/// ~/.flyte/git_known_hosts), `known_hosts` (another file to pin from).
+/// `~/.flyte/git_known_hosts`), `known_hosts` (another file to pin from).
 fn clone(
     ctx: &NativeCallContext<'_>,
     host: &Host,
@@ -65,14 +65,13 @@ fn clone(
     let policy = if o.bool("learn_host_key")?.unwrap_or(false) {
         // Not the secret's own known_hosts: a mounted secret is read-only, and a key ssh cannot
         // record is a key it never checks.
-        let known_hosts = match given {
-            Some(path) => path,
-            None => {
-                let dir = host.home.join(".flyte");
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| script_err(ctx, format!("git::clone: {}: {e}", dir.display())))?;
-                dir.join("git_known_hosts")
-            }
+        let known_hosts = if let Some(path) = given {
+            path
+        } else {
+            let dir = host.home.join(".flyte");
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| script_err(ctx, format!("git::clone: {}: {e}", dir.display())))?;
+            dir.join("git_known_hosts")
         };
         HostKeyPolicy::LearnFirst { known_hosts }
     } else {
