@@ -165,6 +165,48 @@ fn refusals_name_the_problem_and_touch_nothing() {
         )
     );
 
+    // A key others can read.
+    std::fs::set_permissions(
+        host.mount().join("id_rsa"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    check(
+        &host.dest("mode"),
+        &init(None, &[]),
+        &pinned(&host),
+        "has mode 644",
+    );
+    std::fs::set_permissions(
+        host.mount().join("id_rsa"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+
+    // No URL anywhere.
+    let mut no_url = connection.clone();
+    no_url.schema = None;
+    let err = clone(
+        &no_url,
+        &host.dest("nourl"),
+        &init(None, &[]),
+        &pinned(&host),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("has no schema.url"), "{err}");
+}
+
+#[test]
+fn failed_clones_leave_nothing_and_learning_needs_a_writable_file() {
+    let host = GitHost::new();
+    let connection = connection(&host);
+    let check = |dest: &Path, init: &GitInit, policy: &HostKeyPolicy, want: &str| {
+        let err = clone(&connection, dest, init, policy)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{want}: {err}");
+    };
     // A revision named like a file is not a revision: an error, and the failed clone is gone.
     check(
         &host.dest("file-rev"),
@@ -199,35 +241,4 @@ fn refusals_name_the_problem_and_touch_nothing() {
         },
         "cannot record the git host's key there",
     );
-
-    // A key others can read.
-    std::fs::set_permissions(
-        host.mount().join("id_rsa"),
-        std::fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
-    check(
-        &host.dest("mode"),
-        &init(None, &[]),
-        &pinned(&host),
-        "has mode 644",
-    );
-    std::fs::set_permissions(
-        host.mount().join("id_rsa"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
-
-    // No URL anywhere.
-    let mut no_url = connection.clone();
-    no_url.schema = None;
-    let err = clone(
-        &no_url,
-        &host.dest("nourl"),
-        &init(None, &[]),
-        &pinned(&host),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("has no schema.url"), "{err}");
 }
