@@ -24,6 +24,19 @@ pub struct Runner {
 
 /// What `incus exec` says while the VM's agent has not connected yet.
 const AGENT_NOT_RUNNING: &str = "VM agent isn't currently running";
+/// What ssh itself prints when it cannot get a session (it then exits 255, which a remote
+/// command may also do).
+const SSH_FAILURES: &[&str] = &[
+    "ssh: ",
+    "Permission denied",
+    "Host key verification failed",
+    "REMOTE HOST IDENTIFICATION HAS CHANGED",
+    "Connection closed by",
+    "Connection refused",
+    "Connection timed out",
+    "Could not resolve hostname",
+    "kex_exchange_identification",
+];
 
 impl Runner {
     pub fn new(config: RunnerConfig) -> Self {
@@ -34,13 +47,8 @@ impl Runner {
         &self.config
     }
 
-    /// Run `script` in the runner's login shell, feeding `input` to its stdin.
-    async fn run_script(
-        &self,
-        script: &str,
-        input: Option<Vec<u8>>,
-        timeout: Duration,
-    ) -> Result<Output> {
+    /// The settings ssh needs are usable (checked before anything is started).
+    fn check(&self) -> Result<()> {
         if !self.config.ssh_key.exists() {
             return Err(RunnerError::Invalid {
                 what: "runner key",
@@ -58,10 +66,27 @@ impl Runner {
                 reason: format!("{:?} is not an ssh destination", self.config.ssh_host),
             });
         }
-        let remote = remote::in_vm(&self.config.vm, script);
-        tracing::debug!(host = %self.config.ssh_host, vm = %self.config.vm, %script, "runner");
-        let mut command = tokio::process::Command::new("ssh");
-        command
+        if self.config.vm.is_empty()
+            || self.config.vm.starts_with('-')
+            || self.config.vm.contains(char::is_whitespace)
+        {
+            return Err(RunnerError::Invalid {
+                what: "runner VM",
+                reason: format!(
+                    "{:?} is not an incus instance name; set {}",
+                    self.config.vm,
+                    crate::ENV_VM
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// `ssh ... <host> <remote>`, stdout and stderr piped (stdin too when asked), killed when
+    /// dropped: a timeout or a caller giving up ends the session.
+    fn ssh(&self, remote: String, stdin: bool) -> Result<tokio::process::Child> {
+        self.check()?;
+        tokio::process::Command::new("ssh")
             .arg("-i")
             .arg(&self.config.ssh_key)
             .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-T"])
@@ -69,16 +94,47 @@ impl Runner {
             .arg("--")
             .arg(&self.config.ssh_host)
             .arg(remote)
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            // Ours to stop: a timeout (or the caller giving up) kills ssh, which ends the session.
-            .kill_on_drop(true);
-        let mut child = command.spawn().map_err(RunnerError::SshMissing)?;
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(RunnerError::SshMissing)
+    }
+
+    /// Failures of the chain itself, told apart from the command's own exit: incus without its
+    /// VM agent, and ssh without a session.
+    fn classify(&self, code: i32, stderr: &str) -> Result<()> {
+        if code != 0 && stderr.contains(AGENT_NOT_RUNNING) {
+            return Err(RunnerError::AgentNotReady {
+                vm: self.config.vm.clone(),
+            });
+        }
+        if code == 255 && SSH_FAILURES.iter().any(|m| stderr.contains(m)) {
+            return Err(RunnerError::Connect {
+                host: self.config.ssh_host.clone(),
+                detail: stderr
+                    .trim()
+                    .lines()
+                    .last()
+                    .unwrap_or("no message")
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Run `script` in the runner's login shell, feeding `input` to its stdin. The script is
+    /// stopped in the VM at `timeout` (not only the local ssh).
+    async fn run_script(
+        &self,
+        script: &str,
+        input: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Output> {
+        tracing::debug!(host = %self.config.ssh_host, vm = %self.config.vm, %script, "runner");
+        let remote = remote::in_vm_for(&self.config.vm, script, timeout.as_secs());
+        let mut child = self.ssh(remote, input.is_some())?;
         // Stdin has its own task so a command that never reads it, or echoes it, cannot block us.
         let feeder = match (input, child.stdin.take()) {
             (Some(bytes), Some(mut stdin)) => Some(tokio::spawn(async move {
@@ -86,7 +142,9 @@ impl Runner {
             })),
             _ => None,
         };
-        let waited = tokio::time::timeout(timeout, child.wait_with_output()).await;
+        // The VM stops the script at `timeout`; this is the backstop for a hung connection.
+        let backstop = timeout + Duration::from_secs(15);
+        let waited = tokio::time::timeout(backstop, child.wait_with_output()).await;
         if let Some(feeder) = feeder {
             feeder.abort();
         }
@@ -99,22 +157,9 @@ impl Runner {
         let code = output.status.code().unwrap_or(-1);
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        if stderr.contains(AGENT_NOT_RUNNING) {
-            return Err(RunnerError::AgentNotReady {
-                vm: self.config.vm.clone(),
-            });
-        }
-        // 255 is ssh's own failure (connection, authentication, host key), not the command's.
-        if code == 255 {
-            return Err(RunnerError::Connect {
-                host: self.config.ssh_host.clone(),
-                detail: stderr
-                    .trim()
-                    .lines()
-                    .last()
-                    .unwrap_or("no message")
-                    .to_owned(),
-            });
+        self.classify(code, &stderr)?;
+        if code == remote::TIMED_OUT {
+            return Err(RunnerError::Timeout(timeout.as_secs()));
         }
         Ok(Output {
             code,
@@ -168,7 +213,8 @@ impl Runner {
     }
 
     /// Start `kubectl port-forward` in the runner; the port is ON THE RUNNER (reach it with
-    /// [`Runner::curl`] or [`Runner::run`]). Call [`PortForward::close`] to stop it.
+    /// [`Runner::curl`] or [`Runner::run`]). The forward lives as long as the returned value's
+    /// ssh session: [`PortForward::close`] ends it and waits; dropping it ends it too.
     pub async fn port_forward(
         &self,
         namespace: &str,
@@ -176,6 +222,7 @@ impl Runner {
         local_port: u16,
         remote_port: u16,
     ) -> Result<PortForward> {
+        use tokio::io::AsyncBufReadExt as _;
         for (what, value) in [("namespace", namespace), ("pod", pod)] {
             if value.trim().is_empty() {
                 return Err(RunnerError::Invalid {
@@ -191,35 +238,58 @@ impl Runner {
             });
         }
         let script = remote::port_forward_script(namespace, pod, local_port, remote_port);
-        let output = self
-            .run_script(&script, None, Duration::from_mins(1))
-            .await?;
-        let started = (output.code == 0)
-            .then(|| remote::parse_ready(&output.stdout))
-            .flatten();
-        let Some((pid, log)) = started else {
-            return Err(RunnerError::Failed {
-                what: "kubectl port-forward",
-                code: output.code,
-                stderr: output.stderr.trim().to_owned(),
-            });
-        };
-        Ok(PortForward {
-            runner: self.clone(),
-            pid,
-            log,
-            port: local_port,
+        let mut child = self.ssh(remote::in_vm(&self.config.vm, &script), true)?;
+        let stdout = child.stdout.take().ok_or_else(|| RunnerError::Io {
+            context: "reading ssh's output",
+            source: std::io::Error::other("no stdout pipe"),
+        })?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_mins(1), async {
+            while let Some(line) = lines.next_line().await? {
+                if line.trim() == remote::READY {
+                    return Ok(true);
+                }
+            }
+            Ok::<_, std::io::Error>(false)
         })
+        .await;
+        match ready {
+            Ok(Ok(true)) => Ok(PortForward {
+                child,
+                port: local_port,
+            }),
+            Ok(Ok(false)) => {
+                // The script ended before forwarding: kubectl's own message is on stderr.
+                let output = child
+                    .wait_with_output()
+                    .await
+                    .map_err(|source| RunnerError::Io {
+                        context: "waiting for ssh",
+                        source,
+                    })?;
+                let code = output.status.code().unwrap_or(-1);
+                let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+                self.classify(code, &stderr)?;
+                Err(RunnerError::Failed {
+                    what: "kubectl port-forward",
+                    code,
+                    stderr: stderr.trim().to_owned(),
+                })
+            }
+            Ok(Err(source)) => Err(RunnerError::Io {
+                context: "reading ssh's output",
+                source,
+            }),
+            Err(_) => Err(RunnerError::Timeout(60)),
+        }
     }
 }
 
-/// A `kubectl port-forward` running in the runner.
+/// A `kubectl port-forward` running in the runner, for as long as this value's ssh session.
 #[derive(Debug)]
-#[must_use = "a port-forward keeps running in the runner until it is closed"]
+#[must_use = "the forward ends when this is dropped"]
 pub struct PortForward {
-    runner: Runner,
-    pid: u32,
-    log: String,
+    child: tokio::process::Child,
     port: u16,
 }
 
@@ -229,20 +299,23 @@ impl PortForward {
         self.port
     }
 
-    /// The pid of kubectl in the runner.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// Stop kubectl in the runner and remove its log.
-    pub async fn close(self) -> Result<()> {
-        self.runner
-            .run_script(
-                &remote::stop_script(self.pid, &self.log),
-                None,
-                Duration::from_secs(30),
-            )
-            .await
-            .map(|_| ())
+    /// End the session: the script in the runner reads end-of-input, stops kubectl and removes
+    /// its log; this waits (bounded) for that.
+    pub async fn close(mut self) -> Result<()> {
+        drop(self.child.stdin.take());
+        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => Err(RunnerError::Failed {
+                what: "stopping kubectl port-forward",
+                code: status.code().unwrap_or(-1),
+                stderr: String::new(),
+            }),
+            Ok(Err(source)) => Err(RunnerError::Io {
+                context: "waiting for ssh",
+                source,
+            }),
+            // ssh is killed when `self` drops here, which ends the session anyway.
+            Err(_) => Err(RunnerError::Timeout(30)),
+        }
     }
 }

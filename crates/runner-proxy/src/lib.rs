@@ -48,8 +48,8 @@ pub enum RunnerError {
         code: i32,
         stderr: String,
     },
-    #[error("curl's answer had no status line: {0:?}")]
-    CurlOutput(String),
+    #[error("curl's output ({0} bytes) had no status line")]
+    CurlOutput(usize),
     #[error("invalid {what}: {reason}")]
     Invalid { what: &'static str, reason: String },
     #[error("{context}: {source}")]

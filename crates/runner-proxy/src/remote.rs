@@ -18,6 +18,37 @@ pub fn in_vm(vm: &str, script: &str) -> String {
     format!("incus exec {} -- bash -lc {}", quote(vm), quote(script))
 }
 
+/// The exit code `timeout` gives a command it stopped.
+pub const TIMED_OUT: i32 = 124;
+
+/// [`in_vm`], with the command stopped in the VM itself after `secs` seconds (TERM, then KILL 5 s
+/// later): killing the local ssh alone would leave it running there.
+pub fn in_vm_for(vm: &str, script: &str, secs: u64) -> String {
+    format!(
+        "incus exec {} -- timeout -k 5 {} bash -lc {}",
+        quote(vm),
+        secs.max(1),
+        quote(script)
+    )
+}
+
+/// A URL as it may appear in messages: no user info, no query (either may hold a token).
+pub fn redact_url(url: &str) -> String {
+    let without_query = url.split(['?', '#']).next().unwrap_or_default();
+    match without_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            if path.is_empty() && !rest.contains('/') {
+                format!("{scheme}://{host}")
+            } else {
+                format!("{scheme}://{host}/{path}")
+            }
+        }
+        None => without_query.to_owned(),
+    }
+}
+
 /// One HTTP request made by curl inside the runner.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CurlRequest {
@@ -35,7 +66,7 @@ impl std::fmt::Debug for CurlRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("CurlRequest")
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
             .field("method", &self.method)
             .field("headers", &header_names)
             .field(
@@ -157,7 +188,8 @@ pub fn curl_config(request: &CurlRequest) -> Result<String> {
                 reason: "it contains NUL, which curl's config cannot carry".to_owned(),
             });
         }
-        config.push_str("data-binary = ");
+        // data-raw: a body starting with `@` is sent as it is, not read from a file.
+        config.push_str("data-raw = ");
         config.push_str(&config_string(data));
         config.push('\n');
     }
@@ -166,27 +198,31 @@ pub fn curl_config(request: &CurlRequest) -> Result<String> {
 
 /// Split curl's output into body and status.
 pub fn parse_curl_output(stdout: &str) -> Result<CurlResponse> {
+    // The output may be a body with a token in it: only its size goes into the error.
     let (body, status) = stdout
         .rsplit_once(STATUS_MARKER)
-        .ok_or_else(|| RunnerError::CurlOutput(stdout.chars().take(200).collect()))?;
+        .ok_or(RunnerError::CurlOutput(stdout.len()))?;
     let status = status
         .trim()
         .parse::<u16>()
-        .map_err(|_| RunnerError::CurlOutput(stdout.chars().take(200).collect()))?;
+        .map_err(|_| RunnerError::CurlOutput(stdout.len()))?;
     Ok(CurlResponse {
         status,
         body: body.to_owned(),
     })
 }
 
-/// Marks the line the port-forward script prints once kubectl forwards: `READY <pid> <log>`.
+/// The line the port-forward script prints once kubectl forwards.
 pub const READY: &str = "READY";
 /// How long the port-forward script waits for kubectl's `Forwarding from` line (in 0.1 s steps).
 pub const PORT_FORWARD_READY_STEPS: u32 = 150;
 
-/// Start `kubectl port-forward` in the background in the runner and wait (bounded) until it
-/// prints `Forwarding from`, instead of sleeping a fixed time; then print `READY <pid> <log>`.
-/// If kubectl exits first, its output goes to stderr and the script fails.
+/// Start `kubectl port-forward` in the background in the runner, wait (bounded) until it prints
+/// `Forwarding from` rather than sleeping a fixed time, print `READY`, then hold the session
+/// until its stdin ends and stop kubectl. The forward lives exactly as long as the ssh session:
+/// closing it, dropping it or losing the connection all stop kubectl, and no pid is killed
+/// later that might by then belong to another process. If kubectl exits first, its output goes
+/// to stderr and the script fails.
 pub fn port_forward_script(
     namespace: &str,
     pod: &str,
@@ -203,27 +239,13 @@ pub fn port_forward_script(
     format!(
         "log=$(mktemp /tmp/flyte-run-port-forward.XXXXXX) || exit 1; \
          {kubectl} </dev/null >\"$log\" 2>&1 & pid=$!; \
-         i=0; while [ $i -lt {PORT_FORWARD_READY_STEPS} ]; do \
-         if grep -q 'Forwarding from' \"$log\"; then echo \"{READY} $pid $log\"; exit 0; fi; \
-         if ! kill -0 $pid 2>/dev/null; then cat \"$log\" >&2; rm -f \"$log\"; exit 1; fi; \
-         sleep 0.1; i=$((i+1)); done; \
+         i=0; while ! grep -q 'Forwarding from' \"$log\"; do \
+         if ! kill -0 $pid 2>/dev/null || [ $i -ge {PORT_FORWARD_READY_STEPS} ]; then \
          kill $pid 2>/dev/null; cat \"$log\" >&2; rm -f \"$log\"; \
-         echo 'kubectl port-forward printed no \"Forwarding from\" line within 15 s' >&2; exit 1"
+         [ $i -ge {PORT_FORWARD_READY_STEPS} ] && echo 'kubectl port-forward printed no \"Forwarding from\" line within 15 s' >&2; \
+         exit 1; fi; sleep 0.1; i=$((i+1)); done; \
+         echo {READY}; read -r _; kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f \"$log\""
     )
-}
-
-/// Parse the `READY <pid> <log>` line.
-pub fn parse_ready(stdout: &str) -> Option<(u32, String)> {
-    let line = stdout.lines().find(|l| l.starts_with(READY))?;
-    let mut parts = line.split_whitespace().skip(1);
-    let pid = parts.next()?.parse().ok()?;
-    let log = parts.next()?.to_owned();
-    Some((pid, log))
-}
-
-/// Stop a port-forward started by [`port_forward_script`].
-pub fn stop_script(pid: u32, log: &str) -> String {
-    format!("kill {pid} 2>/dev/null; rm -f {}", quote(log))
 }
 
 #[cfg(test)]
@@ -245,7 +267,7 @@ mod tests {
             "url = \"http://svc.ns:8080/a b?q=\\\"x\\\"\"\n\
              request = \"POST\"\n\
              header = \"Authorization: Bearer t\\\\k\"\n\
-             data-binary = \"{\\\"a\\\": 1}\\nline2\\t\"\n"
+             data-raw = \"{\\\"a\\\": 1}\\nline2\\t\"\n"
         );
         // Debug output names headers but never shows their values or the body.
         let debug = format!("{request:?}");
@@ -329,14 +351,28 @@ mod tests {
             pf.contains("kubectl -n ns port-forward pod/web-0 8080:80 </dev/null"),
             "{pf}"
         );
+        assert!(pf.contains("echo READY; read -r _; kill $pid"), "{pf}");
         assert_eq!(
-            parse_ready("noise\nREADY 42 /tmp/flyte-run-port-forward.abc\n"),
-            Some((42, "/tmp/flyte-run-port-forward.abc".to_owned()))
+            in_vm_for("vm", "sleep 9", 30),
+            "incus exec vm -- timeout -k 5 30 bash -lc 'sleep 9'"
         );
-        assert_eq!(parse_ready("READY x /tmp/l"), None);
-        assert_eq!(
-            stop_script(42, "/tmp/a b"),
-            "kill 42 2>/dev/null; rm -f '/tmp/a b'"
-        );
+        for (url, want) in [
+            ("https://u:tok@h:8443/p?token=x#f", "https://h:8443/p"),
+            (
+                "http://127.0.0.1:80/hello.txt",
+                "http://127.0.0.1:80/hello.txt",
+            ),
+            ("http://h", "http://h"),
+        ] {
+            assert_eq!(redact_url(url), want);
+        }
+        // The command line carries no header value or body: those go in on stdin.
+        let request = CurlRequest {
+            headers: vec![("Authorization".to_owned(), "Bearer s3cr3t".to_owned())],
+            data: Some("body-s3cr3t".to_owned()),
+            ..CurlRequest::get("http://h/?token=q-s3cr3t")
+        };
+        let script = curl_script(&request);
+        assert!(!script.contains("s3cr3t"), "{script}");
     }
 }

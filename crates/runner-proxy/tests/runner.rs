@@ -143,13 +143,10 @@ fn curl_in_the_runner_sends_headers_and_body_and_splits_the_status() {
     let request = CurlRequest {
         url,
         method: "POST".to_owned(),
-        headers: vec![
-            (
-                "Authorization".to_owned(),
-                "Bearer s3cr3t \"quoted\"".to_owned(),
-            ),
-            ("X-Empty".to_owned(), String::new()),
-        ],
+        headers: vec![(
+            "Authorization".to_owned(),
+            "Bearer s3cr3t \"quoted\"".to_owned(),
+        )],
         data: Some("{\"a\": \"b c\"}\nsecond line".to_owned()),
         timeout_secs: 10,
         insecure: false,
@@ -286,6 +283,66 @@ fn failures_name_the_cause() {
     assert!(err.to_string().contains("set DAP_RUNNER_SSH_KEY"), "{err}");
 
     // A command that outlives its timeout is stopped.
-    let err = block_on(lab.runner().run("sleep 30", None, Duration::from_secs(1))).unwrap_err();
+    // A command that outlives its timeout is stopped in the VM, not only on this side: by the
+    // time the error comes back, the process is gone.
+    let pid_file = lab.path("slow.pid");
+    let script = format!("echo $$ > {}; exec sleep 30", pid_file.display());
+    let err = block_on(lab.runner().run(&script, None, Duration::from_secs(1))).unwrap_err();
     assert!(matches!(err, RunnerError::Timeout(1)), "{err}");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+    assert!(
+        stat.map_or(true, |s| s
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))),
+        "the remote command still runs"
+    );
+
+    // Exit 255 from the command itself is the command's answer, not a connection failure; nor
+    // is incus's agent message printed by a command that succeeds.
+    let out = block_on(lab.runner().run("exit 255", None, WAIT)).unwrap();
+    assert_eq!(out.code, 255);
+    let out = block_on(lab.runner().run(
+        "echo \"VM agent isn't currently running\" >&2",
+        None,
+        WAIT,
+    ))
+    .unwrap();
+    assert_eq!(out.code, 0);
+}
+
+/// A forward that is dropped rather than closed ends with its ssh session: kubectl stops in the
+/// runner. (Checked by asking until the port stops answering, a bounded number of times.)
+#[test]
+fn a_dropped_port_forward_stops() {
+    let lab = Lab::new();
+    let runner = lab.runner();
+    let port = reserve_port();
+    let url = format!("http://127.0.0.1:{}/hello.txt", port.port());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let forward = runner
+            .port_forward("ns", "pod/web-0", port.port(), 80)
+            .await
+            .unwrap();
+        assert_eq!(
+            runner.curl(&CurlRequest::get(&url)).await.unwrap().status,
+            200
+        );
+        drop(forward);
+        let mut stopped = false;
+        for _ in 0..100 {
+            if runner.curl(&CurlRequest::get(&url)).await.is_err() {
+                stopped = true;
+                break;
+            }
+        }
+        assert!(
+            stopped,
+            "the port still answers after the forward was dropped"
+        );
+    });
 }

@@ -155,15 +155,21 @@ fn curl(ctx: &NativeCallContext<'_>, host: &Host, url: &str, opts: &Map) -> Scri
     request.insecure = o.bool("insecure")?.unwrap_or(false);
     let mut map = Map::new();
     if host.dry_run {
-        println!("dry-run: in the runner: curl {} {url}", request.method);
+        println!(
+            "dry-run: in the runner: curl {} {}",
+            request.method,
+            flyte_runner_proxy::remote::redact_url(url)
+        );
         map.insert("status".into(), Dynamic::from(0_i64));
         map.insert("body".into(), Dynamic::from(String::new()));
         return Ok(map);
     }
     let runner = runner(host).map_err(|e| script_err(ctx, e))?;
-    let response = host
-        .block_on(runner.curl(&request))
-        .map_err(|e| script_err(ctx, format!("runner::curl {url}: {e}")))?;
+    let response = host.block_on(runner.curl(&request)).map_err(|e| {
+        // The URL's query or user info may hold a token.
+        let shown = flyte_runner_proxy::remote::redact_url(url);
+        script_err(ctx, format!("runner::curl {shown}: {e}"))
+    })?;
     map.insert("status".into(), Dynamic::from(i64::from(response.status)));
     map.insert("body".into(), response.body.into());
     Ok(map)
