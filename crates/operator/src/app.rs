@@ -162,6 +162,45 @@ fn string_map<'a>(
         .flatten()
 }
 
+/// Why an existing KService of the same name is not this app's to change (another app's, or
+/// not Flyte's at all), if it is not.
+pub fn ownership_conflict(existing: &Value, app: &AppId) -> Option<String> {
+    let managed = existing
+        .pointer("/metadata/labels")
+        .and_then(|l| l.get(naming::LABEL_APP_MANAGED))
+        .and_then(Value::as_str)
+        == Some("true");
+    if !managed {
+        return Some(format!(
+            "it exists without the {}=true label, so Flyte does not manage it; nothing was changed",
+            naming::LABEL_APP_MANAGED
+        ));
+    }
+    let want = naming::app_id(&app.project, &app.domain, &app.name);
+    let id = existing
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(naming::ANNOTATION_APP_ID))
+        .and_then(Value::as_str);
+    (id != Some(want.as_str())).then(|| {
+        format!("it belongs to app {id:?}, not {want:?} (their names collide); nothing was changed")
+    })
+}
+
+/// A label value Kubernetes accepts (so it cannot change a selector's meaning).
+pub fn check_label_value(what: &str, value: &str) -> Result<()> {
+    let ok = value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(OperatorError::Encode(format!(
+            "{what} {value:?} is not a label value (letters, digits, '-', '_', '.'; at most 63)"
+        )))
+    }
+}
+
 /// Whether an existing KService needs the new spec: it does unless it is running (not stopped)
 /// with the same spec-sha.
 pub fn needs_update(existing: &Value, desired: &Value) -> bool {
@@ -435,6 +474,29 @@ mod tests {
                 .contains("has no flyte.org/spec annotation")
         );
         assert!(kservice_object(&AppId::new("p", "d", "bad_name"), &AppSpec::default()).is_err());
+    }
+
+    #[test]
+    fn only_this_apps_kservice_is_changed() {
+        let app = AppId::new("p", "d", "web");
+        let ours = object(&AppSpec::default());
+        assert_eq!(ownership_conflict(&ours, &app), None);
+        let mut foreign = ours.clone();
+        foreign["metadata"]["labels"] = json!({});
+        assert!(
+            ownership_conflict(&foreign, &app)
+                .unwrap()
+                .contains("Flyte does not manage it")
+        );
+        let mut other = ours;
+        other["metadata"]["annotations"][naming::ANNOTATION_APP_ID] = json!("q/d/web");
+        assert!(
+            ownership_conflict(&other, &app)
+                .unwrap()
+                .contains("belongs to app")
+        );
+        assert!(check_label_value("project", "p,x!=y").is_err());
+        assert!(check_label_value("project", "flyte-snacks_1.0").is_ok());
     }
 
     #[test]

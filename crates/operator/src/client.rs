@@ -87,6 +87,9 @@ impl AppClient {
             }
             Some(existing) => {
                 let existing = to_value(&existing)?;
+                if let Some(reason) = app::ownership_conflict(&existing, app) {
+                    return Err(OperatorError::Corrupt { name, reason });
+                }
                 if !app::needs_update(&existing, &desired) {
                     return Ok(DeployOutcome::Unchanged);
                 }
@@ -136,6 +139,11 @@ impl AppClient {
         limit: u32,
         token: Option<String>,
     ) -> Result<AppPage> {
+        for (what, value) in [("project", project), ("domain", domain)] {
+            if let Some(value) = value {
+                app::check_label_value(what, value)?;
+            }
+        }
         let mut params = ListParams::default().labels(&app::app_selector(project, domain));
         if limit > 0 {
             params = params.limit(limit);
@@ -144,11 +152,14 @@ impl AppClient {
             params = params.continue_token(&token);
         }
         let list = self.api.list(&params).await?;
-        let apps = list
-            .items
-            .iter()
-            .map(|object| app::app_status(&to_value(object)?))
-            .collect::<Result<Vec<_>>>()?;
+        // One unreadable object does not hide the others: it is logged and left out.
+        let mut apps = Vec::with_capacity(list.items.len());
+        for object in &list.items {
+            match to_value(object).and_then(|v| app::app_status(&v)) {
+                Ok(status) => apps.push(status),
+                Err(e) => tracing::warn!(error = %e, "skipping an app KService"),
+            }
+        }
         Ok(AppPage {
             apps,
             next: list.metadata.continue_.filter(|t| !t.is_empty()),

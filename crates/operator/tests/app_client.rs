@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use flyte_operator::app::{kservice_object, stop_patch};
+use flyte_operator::app::kservice_object;
 use flyte_operator::{AppClient, AppId, AppSpec, AppState, DeployOutcome};
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
@@ -72,6 +72,20 @@ async fn expect(
     body
 }
 
+/// The stop patch, as Flyte's app client writes it.
+fn flyte_stop_patch() -> Value {
+    json!({
+        "metadata": { "labels": {
+            "flyte.org/app-stopped": "true",
+            "networking.knative.dev/visibility": "cluster-local",
+        }},
+        "spec": { "template": { "metadata": { "annotations": {
+            "autoscaling.knative.dev/min-scale": "0",
+            "autoscaling.knative.dev/initial-scale": "0",
+        }}}},
+    })
+}
+
 fn app() -> AppId {
     AppId::new("proj", "dev", "MyApp")
 }
@@ -94,8 +108,13 @@ fn stored(spec: &AppSpec, stopped: bool) -> Value {
     object["metadata"]["uid"] = json!("u-1");
     object["metadata"]["annotations"]["serving.knative.dev/creator"] = json!("admin");
     if stopped {
+        // As a stop left it: labels, and the template scaled to zero.
         object["metadata"]["labels"]["flyte.org/app-stopped"] = json!("true");
         object["metadata"]["labels"]["networking.knative.dev/visibility"] = json!("cluster-local");
+        object["spec"]["template"]["metadata"]["annotations"] = json!({
+            "autoscaling.knative.dev/min-scale": "0",
+            "autoscaling.knative.dev/initial-scale": "0",
+        });
     }
     object["status"] = json!({
         "url": "https://myapp-proj-dev.apps.example.com",
@@ -245,6 +264,11 @@ async fn deploy_replaces_a_changed_or_stopped_app() {
             .is_none()
     );
     assert!(replaced.get("status").is_none());
+    // Started again: the stop's scale-to-zero is gone, the spec's own min-scale is back.
+    assert_eq!(
+        replaced["spec"]["template"]["metadata"]["annotations"],
+        json!({ "autoscaling.knative.dev/min-scale": "1" })
+    );
 }
 
 #[tokio::test]
@@ -346,7 +370,7 @@ async fn stop_get_list_and_delete() {
     );
     assert!(client.delete(&app()).await.unwrap());
     assert!(!client.delete(&app()).await.unwrap());
-    assert_eq!(server.await.unwrap(), stop_patch());
+    assert_eq!(server.await.unwrap(), flyte_stop_patch());
 }
 
 fn pod(name: &str, service: &str, revision: &str, ready: bool) -> Value {
@@ -467,4 +491,75 @@ async fn replicas_and_deleting_one() {
         handle.next_request().await.is_none(),
         "the other workload's pod was not deleted"
     );
+}
+
+/// A running app with a new spec is replaced too; a KService of the same name that Flyte does
+/// not manage, or that another app owns, is refused and left untouched.
+#[tokio::test]
+async fn deploy_updates_a_running_app_and_refuses_foreign_kservices() {
+    let path = format!("{BASE}/myapp-proj-dev");
+    let (client, mut handle) = mocked();
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            Method::GET,
+            &path,
+            None,
+            (StatusCode::OK, stored(&spec("web:1"), false)),
+        )
+        .await;
+        let replaced = expect(
+            &mut handle,
+            Method::PUT,
+            &path,
+            None,
+            (StatusCode::OK, stored(&spec("web:2"), false)),
+        )
+        .await;
+        let mut foreign = stored(&spec("web:1"), false);
+        foreign["metadata"]["labels"] = json!({ "app": "someone-elses" });
+        expect(
+            &mut handle,
+            Method::GET,
+            &path,
+            None,
+            (StatusCode::OK, foreign),
+        )
+        .await;
+        (replaced, handle)
+    });
+    assert_eq!(
+        client.deploy(&app(), &spec("web:2")).await.unwrap(),
+        DeployOutcome::Updated
+    );
+    let err = client
+        .deploy(&app(), &spec("web:2"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Flyte does not manage it; nothing was changed"),
+        "{err}"
+    );
+    let (replaced, mut handle) = server.await.unwrap();
+    assert_eq!(
+        replaced["spec"]["template"]["spec"]["containers"][0]["image"],
+        "web:2"
+    );
+    drop(client);
+    assert!(
+        handle.next_request().await.is_none(),
+        "nothing was written to the foreign KService"
+    );
+
+    // A selector value that would change the query's meaning is refused before any request.
+    let (client, mut handle) = mocked();
+    let err = client
+        .list(Some("p,x!=y"), None, 0, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not a label value"), "{err}");
+    drop(client);
+    assert!(handle.next_request().await.is_none());
 }
