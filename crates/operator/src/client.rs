@@ -1,9 +1,11 @@
 //! The thin async driver: the app operations over `kube::Api<DynamicObject>`.
 
+use futures_util::{Stream, StreamExt as _};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
     PatchParams, PostParams,
 };
+use kube::runtime::watcher;
 use serde_json::Value;
 
 use crate::app::{self, AppId, AppSpec, AppStatus};
@@ -17,6 +19,16 @@ pub enum DeployOutcome {
     Unchanged,
     /// Replaced with the new spec (also when it was stopped: a deploy starts it again).
     Updated,
+}
+
+/// A change to an app seen by [`AppClient::watch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppEvent {
+    /// Created or changed (also each app present when the watch starts or restarts).
+    Changed(AppStatus),
+    Deleted {
+        kservice_name: String,
+    },
 }
 
 /// One page of a listing, and the token for the next one.
@@ -219,6 +231,37 @@ impl AppClient {
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Follow apps' KServices: one app, or all when `app` is `None` (Flyte's Subscribe with a
+    /// name or ""). Each subscriber holds its own stream; dropping it unsubscribes. The stream
+    /// lists what exists first (as `Changed`), then reports changes; it resumes by itself after
+    /// a dropped connection. An object that cannot be read as an app is an error item, not the
+    /// end of the stream.
+    pub fn watch(
+        &self,
+        app: Option<&AppId>,
+    ) -> Result<impl Stream<Item = Result<AppEvent>> + Send + use<>> {
+        let mut config = watcher::Config::default().labels(&app::app_selector(None, None));
+        if let Some(app) = app {
+            config = config.fields(&format!("metadata.name={}", app.kservice_name()?));
+        }
+        Ok(
+            watcher::watcher(self.api.clone(), config).filter_map(|event| async move {
+                match event {
+                    Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => Some(
+                        to_value(&object)
+                            .and_then(|v| app::app_status(&v))
+                            .map(AppEvent::Changed),
+                    ),
+                    Ok(watcher::Event::Delete(object)) => Some(Ok(AppEvent::Deleted {
+                        kservice_name: object.metadata.name.unwrap_or_default(),
+                    })),
+                    Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                    Err(e) => Some(Err(OperatorError::Watch(e.to_string()))),
+                }
+            }),
+        )
     }
 
     /// Delete the app's KService; `false` when there was none.

@@ -10,7 +10,7 @@ pub mod app;
 mod client;
 
 pub use app::{AppId, AppSpec, AppState, AppStatus, Replica};
-pub use client::{AppClient, AppPage, DeployOutcome};
+pub use client::{AppClient, AppEvent, AppPage, DeployOutcome};
 
 /// Everything that can go wrong talking to the cluster about apps.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,8 @@ pub enum OperatorError {
     Corrupt { name: String, reason: String },
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("watching apps: {0}")]
+    Watch(String),
     #[error("cannot encode the app spec: {0}")]
     Encode(String),
 }

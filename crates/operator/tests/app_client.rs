@@ -563,3 +563,72 @@ async fn deploy_updates_a_running_app_and_refuses_foreign_kservices() {
     drop(client);
     assert!(handle.next_request().await.is_none());
 }
+
+/// Watching one app: the list at the start comes first (as `Changed`), then the watch's
+/// changes and deletion. The requests carry the app-managed selector and the name.
+#[tokio::test]
+async fn watch_reports_what_exists_then_changes() {
+    use futures_util::StreamExt as _;
+    let (client, mut handle) = mocked();
+    let server = tokio::spawn(async move {
+        let (request, send) = handle.next_request().await.unwrap();
+        assert_eq!(request.uri().path(), BASE);
+        let query = request.uri().query().unwrap().to_owned();
+        assert!(
+            query.contains("labelSelector=flyte.org%2Fapp-managed%3Dtrue"),
+            "{query}"
+        );
+        assert!(
+            query.contains("fieldSelector=metadata.name%3Dmyapp-proj-dev"),
+            "{query}"
+        );
+        let list = json!({ "apiVersion": "serving.knative.dev/v1", "kind": "ServiceList",
+            "metadata": { "resourceVersion": "100" }, "items": [stored(&spec("web:1"), false)] });
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&list).unwrap()))
+                .unwrap(),
+        );
+
+        let (request, send) = handle.next_request().await.unwrap();
+        let query = request.uri().query().unwrap().to_owned();
+        assert!(
+            query.contains("watch=true") && query.contains("resourceVersion=100"),
+            "{query}"
+        );
+        let mut stopped = stored(&spec("web:1"), true);
+        stopped["metadata"]["resourceVersion"] = json!("101");
+        let mut gone = stored(&spec("web:1"), true);
+        gone["metadata"]["resourceVersion"] = json!("102");
+        let events = [
+            json!({ "type": "MODIFIED", "object": stopped }),
+            json!({ "type": "DELETED", "object": gone }),
+        ];
+        let body: Vec<u8> = events
+            .iter()
+            .flat_map(|e| {
+                let mut line = serde_json::to_vec(e).unwrap();
+                line.push(b'\n');
+                line
+            })
+            .collect();
+        send.send_response(Response::builder().body(Body::from(body)).unwrap());
+        handle
+    });
+    let stream = client.watch(Some(&app())).unwrap();
+    let events: Vec<_> = stream.take(3).collect().await;
+    let _handle = server.await.unwrap();
+    let states: Vec<String> = events
+        .into_iter()
+        .map(|e| match e.unwrap() {
+            flyte_operator::AppEvent::Changed(status) => format!("changed {:?}", status.state),
+            flyte_operator::AppEvent::Deleted { kservice_name } => {
+                format!("deleted {kservice_name}")
+            }
+        })
+        .collect();
+    assert_eq!(
+        states,
+        ["changed Ready", "changed Stopped", "deleted myapp-proj-dev"]
+    );
+}
