@@ -67,6 +67,10 @@ pub(crate) struct DebugArgs {
     /// Without it the block is printed.
     #[arg(long)]
     write_config: bool,
+    /// Then open a shell in the task right away: the system ssh, in this terminal, with the
+    /// block (written to ~/.flyte/ssh-debug/<alias>.ssh_config, 0600) and the host key pinned.
+    #[arg(long)]
+    shell: bool,
     /// The ssh config file to write with --write-config.
     #[arg(long, value_name = "FILE")]
     ssh_config: Option<PathBuf>,
@@ -225,6 +229,9 @@ pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
     if let Some(fingerprint) = &connection.host_key_fingerprint {
         eprintln!("host key {fingerprint} (pinned)");
     }
+    if args.shell {
+        return open_shell(&host, args, &connection);
+    }
     if !args.write_config {
         print!("{}", connection.ssh_config().map_err(|e| anyhow!(e))?);
         eprintln!(
@@ -257,4 +264,58 @@ pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
     }
     println!("ssh {}", args.host_alias);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Replace this process with `ssh -F <block file> <alias>`: the user's shell in the task. The
+/// block goes to its own file (nothing in ~/.ssh is needed or touched unless --write-config
+/// also asked for it), and the host key is pinned in our known_hosts first.
+fn open_shell(
+    host: &Host,
+    args: &DebugArgs,
+    connection: &debug::Connection,
+) -> anyhow::Result<ExitCode> {
+    use std::os::unix::process::CommandExt as _;
+    let edit = EditOptions {
+        config_path: args
+            .ssh_config
+            .clone()
+            .unwrap_or_else(|| host.home.join(".ssh").join("config")),
+        dry_run: false,
+    };
+    if args.write_config {
+        debug::install(&connection.block, connection.host_key.as_deref(), &edit)
+            .map_err(|e| anyhow!(e))?;
+    }
+    let block_file =
+        flyte_auth::default_headers_file(&flyte_keys::default_dir(&host.home), &args.host_alias)
+            .with_extension("ssh_config");
+    let text = connection.ssh_config().map_err(|e| anyhow!(e))?;
+    flyte_fs::replace(&block_file, text.as_bytes(), 0o600)
+        .with_context(|| format!("cannot write {}", block_file.display()))?;
+    match connection.host_key.as_deref() {
+        Some(key) => flyte_ssh_config::pin_host_key(
+            &connection.block.known_hosts_file,
+            &connection.block.host_key_alias,
+            key,
+        ),
+        None => flyte_ssh_config::forget_host_key(
+            &connection.block.known_hosts_file,
+            &connection.block.host_key_alias,
+        ),
+    }
+    .map_err(|e| anyhow!(e))?;
+    eprintln!(
+        "connecting: ssh -F {} {}",
+        block_file.display(),
+        args.host_alias
+    );
+    // exec only returns when it could not start ssh.
+    let error = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(&block_file)
+        .arg(&args.host_alias)
+        .exec();
+    Err(anyhow!(
+        "cannot run the ssh client (is OpenSSH installed? apt-get install openssh-client): {error}"
+    ))
 }

@@ -722,6 +722,7 @@ fn flyte_run_debug_relaunches_a_run_and_reconnects() {
     assert!(!home.0.ssh_debug_dir().join("bad_alias.headers").exists());
 
     ended_debug_runs_keep_their_names(&home);
+    the_shell_opens_in_the_task(&home);
 }
 
 /// An ended debug run keeps its name: `flyte-run debug` says so, and relaunches under --name.
@@ -1010,5 +1011,58 @@ fn waits_show_a_spinner_on_a_terminal_and_plain_lines_otherwise() {
     assert!(
         shown.contains("published no debug route within 1 s"),
         "{shown:?}"
+    );
+}
+
+/// `flyte-run debug --shell` ends in the system ssh, connected: commands on its stdin run in
+/// the task (with the task's environment), and ~/.ssh is not needed or touched.
+fn the_shell_opens_in_the_task(home: &Home) {
+    use std::io::Write as _;
+    let config_before = std::fs::read(home.0.path().join(".ssh/config")).ok();
+    let mut child = home
+        .0
+        .command(BIN)
+        .env_remove("FLYTE_ENDPOINT")
+        .args([
+            "debug",
+            "utrain",
+            "--name",
+            "train-dbg-2",
+            "--shell",
+            "--host-alias",
+            "shell-test",
+            "--poll-interval",
+            "0",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo in-the-task $WHO\nexit 0\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout(&out).contains("in-the-task world"),
+        "{}{stderr}",
+        stdout(&out)
+    );
+    assert!(stderr.contains("connecting: ssh -F "), "{stderr}");
+    let block = home.0.ssh_debug_dir().join("shell-test.ssh_config");
+    assert_eq!(std::fs::metadata(&block).unwrap().mode() & 0o777, 0o600);
+    assert!(
+        std::fs::read_to_string(&block)
+            .unwrap()
+            .contains("StrictHostKeyChecking yes")
+    );
+    assert_eq!(
+        std::fs::read(home.0.path().join(".ssh/config")).ok(),
+        config_before
     );
 }
