@@ -88,8 +88,8 @@ enum Command {
     /// Write or show flyte-run's settings (~/.flyte/flyte-run.json).
     #[command(subcommand)]
     Config(crate::config::ConfigCommand),
-    /// Check this machine: the ssh client, the debug key pair, the endpoint, a token, the ssh
-    /// config. Each problem is named with its fix; exits 1 when something is broken.
+    /// Check this machine: the ssh client, the debug key pair, the ssh config, the endpoint, a
+    /// token, the runner VM. Each problem is named with its fix; exits 1 when something is broken.
     Doctor {
         /// The control plane to check (default: as for playbooks).
         #[arg(long, value_name = "URL")]

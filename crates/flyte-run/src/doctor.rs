@@ -264,10 +264,55 @@ fn control_plane_checks(host: &Host) -> Vec<Check> {
     checks
 }
 
+/// The runner VM, when one is configured: reached through the whole chain with a no-op.
+fn runner_check(host: &Host) -> Check {
+    let configured = std::env::var(flyte_runner_proxy::ENV_SSH_HOST)
+        .is_ok_and(|v| !v.trim().is_empty())
+        || crate::config::load(&host.home)
+            .ok()
+            .and_then(|c| c.runner)
+            .is_some_and(|r| r.ssh_host.is_some());
+    if !configured {
+        return Check::new(
+            Status::Note,
+            "runner",
+            format!(
+                "not configured (set {} or the \"runner\" section of ~/.flyte/{}); only runner:: playbooks need it",
+                flyte_runner_proxy::ENV_SSH_HOST,
+                crate::config::FILE_NAME
+            ),
+        );
+    }
+    let runner = match crate::script::runner::runner(host) {
+        Ok(runner) => runner,
+        Err(e) => return Check::new(Status::Fail, "runner", e),
+    };
+    let target = format!("{} -> {}", runner.config().ssh_host, runner.config().vm);
+    let started = Instant::now();
+    match host.block_on(runner.run("true", None, std::time::Duration::from_secs(20))) {
+        Ok(out) if out.code == 0 => Check::new(
+            Status::Ok,
+            "runner",
+            format!("{target}; answered in {} ms", started.elapsed().as_millis()),
+        ),
+        Ok(out) => Check::new(
+            Status::Fail,
+            "runner",
+            format!(
+                "{target}: `true` exited with {}: {}",
+                out.code,
+                out.stderr.trim()
+            ),
+        ),
+        Err(e) => Check::new(Status::Fail, "runner", format!("{target}: {e}")),
+    }
+}
+
 pub(crate) fn run(endpoint: Option<String>) -> anyhow::Result<ExitCode> {
     let host = Arc::new(Host::new(crate::paths::home_dir()?, endpoint));
     let mut checks = vec![ssh_client(), key_pair(&host.home), ssh_config(&host.home)];
     checks.extend(control_plane_checks(&host));
+    checks.push(runner_check(&host));
     let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
     for check in &checks {
         println!("{}", check.line());

@@ -172,3 +172,26 @@ fn runner_module_reports_codes_checks_and_stops_forwards_on_errors() {
     );
     assert_eq!(lab.kubectl_calls().len(), 3, "the dry run ran no kubectl");
 }
+
+/// `flyte-run doctor` reaches a configured runner through the whole chain, and names the cause
+/// when the VM agent is down.
+#[test]
+fn doctor_checks_the_runner() {
+    let lab = RunnerLab::new();
+    let home = home_for(&lab);
+    let out = run(&home, &["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ok    runner      flyte-test-sshd -> dap-runner; answered in")),
+        "{text}"
+    );
+    std::fs::write(lab.agent_down_flag(), "").unwrap();
+    let out = run(&home, &["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("FAIL  runner") && text.contains("incus wait dap-runner agent"),
+        "{text}"
+    );
+}

@@ -19,6 +19,8 @@ impl Home {
         self.0
             .command(BIN)
             .env_remove("FLYTE_ENDPOINT")
+            // A runner configured on the developer's machine would make `doctor` reach for it.
+            .env_remove("DAP_RUNNER_SSH_HOST")
             .args(args)
             .output()
             .unwrap()

@@ -11,7 +11,7 @@ mod git;
 mod keys;
 mod kservice;
 mod opts;
-mod runner;
+pub(crate) mod runner;
 mod runs;
 mod ssh;
 

@@ -14,7 +14,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_mins(2);
 
 /// The runner: `DAP_RUNNER_*`, else the `runner` section of ~/.flyte/flyte-run.json, else the
 /// defaults.
-fn runner(host: &Host) -> Result<Runner, String> {
+pub(crate) fn runner(host: &Host) -> Result<Runner, String> {
     let settings = crate::config::load(&host.home)?.runner.unwrap_or_default();
     let file = |key: &str| match key {
         flyte_runner_proxy::ENV_SSH_HOST => settings.ssh_host.clone(),
