@@ -1,12 +1,12 @@
 //! A token source for [`flyte_api::Client`]: cached token if still good, else client credentials.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use flyte_api::{ApiError, Code, Secret, TokenFuture, TokenSource};
 use tokio::sync::Mutex;
 
 use crate::oauth::{AuthConfig, client_credentials};
+use crate::token::unix_now as now;
 use crate::token::{self, Token};
 
 /// Mints tokens with client credentials and keeps them in the `bearer.json` cache.
@@ -30,12 +30,6 @@ impl std::fmt::Debug for ClientCredentials {
             .field("token_endpoint", &self.config.token_endpoint)
             .finish_non_exhaustive()
     }
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl ClientCredentials {

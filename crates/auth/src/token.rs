@@ -75,6 +75,13 @@ fn read_entries(path: &Path) -> Vec<Entry> {
     }
 }
 
+/// Seconds since the Unix epoch, the clock token expiries (`exp`) are read against.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// The cached token for `endpoint` (scheme-less form), if any.
 pub fn cached(path: &Path, endpoint: &str) -> Option<Token> {
     read_entries(path)

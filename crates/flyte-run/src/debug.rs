@@ -194,9 +194,7 @@ fn route_token(
     // does not stand in for it (the key's own cache still saves a mint).
     if !refresh && !options.use_api_key {
         let debug_cache = flyte_keys::default_dir(&host.home).join("bearer.json");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let now = flyte_auth::token::unix_now();
         for cache in [&debug_cache, &files.cache] {
             if let Some(token) = flyte_auth::token::cached(cache, endpoint.authority())
                 && token.usable_at(now)
@@ -449,17 +447,21 @@ pub(crate) fn install(
     let outcome =
         flyte_ssh_config::install(options, &block.alias, &lines).map_err(|e| e.to_string())?;
     if !options.dry_run {
-        match host_key {
-            Some(key) => {
-                flyte_ssh_config::pin_host_key(&block.known_hosts_file, &block.host_key_alias, key)
-            }
-            None => {
-                flyte_ssh_config::forget_host_key(&block.known_hosts_file, &block.host_key_alias)
-            }
-        }
-        .map_err(|e| e.to_string())?;
+        pin_host_key(block, host_key)?;
     }
     Ok(outcome)
+}
+
+/// Pin the published key in our known_hosts under the block's `HostKeyAlias`, or forget a stale
+/// one so `accept-new` can learn the new pod's.
+pub(crate) fn pin_host_key(block: &DebugHost, host_key: Option<&str>) -> Result<(), String> {
+    match host_key {
+        Some(key) => {
+            flyte_ssh_config::pin_host_key(&block.known_hosts_file, &block.host_key_alias, key)
+        }
+        None => flyte_ssh_config::forget_host_key(&block.known_hosts_file, &block.host_key_alias),
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// The environment that turns SSH debug on for a run: `_F_E_SSH`, `_F_SSH_PK` (our public key),

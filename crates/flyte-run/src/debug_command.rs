@@ -292,18 +292,8 @@ fn open_shell(
     let text = connection.ssh_config().map_err(|e| anyhow!(e))?;
     flyte_fs::replace(&block_file, text.as_bytes(), 0o600)
         .with_context(|| format!("cannot write {}", block_file.display()))?;
-    match connection.host_key.as_deref() {
-        Some(key) => flyte_ssh_config::pin_host_key(
-            &connection.block.known_hosts_file,
-            &connection.block.host_key_alias,
-            key,
-        ),
-        None => flyte_ssh_config::forget_host_key(
-            &connection.block.known_hosts_file,
-            &connection.block.host_key_alias,
-        ),
-    }
-    .map_err(|e| anyhow!(e))?;
+    debug::pin_host_key(&connection.block, connection.host_key.as_deref())
+        .map_err(|e| anyhow!(e))?;
     eprintln!(
         "connecting: ssh -F {} {}",
         block_file.display(),

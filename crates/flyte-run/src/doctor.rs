@@ -235,9 +235,7 @@ fn control_plane_checks(host: &Host) -> Vec<Check> {
             "token",
             match token.exp {
                 Some(exp) => {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                    let now = flyte_auth::token::unix_now();
                     format!(
                         "from {}; valid for {} more minute(s)",
                         key_file.display(),

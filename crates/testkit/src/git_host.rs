@@ -2,7 +2,7 @@
 //! here (`origin.git` with main, branch `feature`, tag `v1` and a submodule from `sub.git`), and
 //! a connection secret's mount directory holding the client key (0600) and the pinned host key.
 
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -88,8 +88,14 @@ impl GitHost {
 
         let mount = host.mount();
         std::fs::create_dir_all(&mount).expect("git host fixture");
-        std::fs::copy(host.sshd.client_key(), mount.join("id_rsa")).expect("git host fixture");
-        std::fs::set_permissions(mount.join("id_rsa"), std::fs::Permissions::from_mode(0o600))
+        // The private key is created 0600 at open, never copied wider and chmod-ed after.
+        let key = std::fs::read(host.sshd.client_key()).expect("git host fixture");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(mount.join("id_rsa"))
+            .and_then(|mut file| std::io::Write::write_all(&mut file, &key))
             .expect("git host fixture");
         std::fs::write(
             mount.join("known_hosts"),

@@ -6,27 +6,19 @@ use flyte_connections::{Connection, GitInit, HostKeyPolicy};
 use rhai::{Dynamic, Map, Module, NativeCallContext};
 
 use super::Host;
-use super::opts::{Opts, ScriptResult, script_err};
+use super::opts::{Opts, ScriptResult, script_err, string_array};
 
 fn strings(ctx: &NativeCallContext<'_>, value: &Dynamic) -> ScriptResult<Vec<String>> {
     if value.is_string() {
         return Ok(vec![value.to_string()]);
     }
-    value
-        .clone()
-        .into_array()
-        .map_err(|t| {
-            script_err(
-                ctx,
-                format!("git::clone: `flags` must be an array of strings, not {t}"),
-            )
-        })?
-        .into_iter()
-        .map(|v| {
-            v.into_string()
-                .map_err(|t| script_err(ctx, format!("git::clone: flags must be strings, not {t}")))
-        })
-        .collect()
+    let array = value.clone().into_array().map_err(|t| {
+        script_err(
+            ctx,
+            format!("git::clone: `flags` must be an array of strings, not {t}"),
+        )
+    })?;
+    string_array(ctx, "git::clone", "flags", array)
 }
 
 /// `git::clone(connection, dest, opts) -> #{ commit, path }`; opts: revision, url, flags,

@@ -26,6 +26,23 @@ fn error_at(position: Position, err: impl std::fmt::Display) -> Box<EvalAltResul
     ))
 }
 
+/// The strings of a script array, or an error naming the function and what the items are
+/// (`"{func}: {what} must be strings, not {type}"`).
+pub(crate) fn string_array(
+    ctx: &NativeCallContext<'_>,
+    func: &str,
+    what: &str,
+    array: rhai::Array,
+) -> ScriptResult<Vec<String>> {
+    array
+        .into_iter()
+        .map(|v| {
+            v.into_string()
+                .map_err(|t| script_err(ctx, format!("{func}: {what} must be strings, not {t}")))
+        })
+        .collect()
+}
+
 pub(crate) struct Opts<'a> {
     func: &'static str,
     map: &'a Map,

@@ -8,7 +8,7 @@ use flyte_runner_proxy::{CurlRequest, Output, Runner, RunnerConfig};
 use rhai::{Array, Dynamic, FnPtr, Map, Module, NativeCallContext};
 
 use super::Host;
-use super::opts::{Opts, ScriptResult, script_err};
+use super::opts::{Opts, ScriptResult, script_err, string_array};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_mins(2);
 
@@ -101,17 +101,7 @@ fn run(ctx: &NativeCallContext<'_>, host: &Host, command: &str, opts: &Map) -> S
 /// `runner::kubectl(args, opts) -> #{ code, stdout, stderr }`
 fn kubectl(ctx: &NativeCallContext<'_>, host: &Host, args: Array, opts: &Map) -> ScriptResult<Map> {
     let o = command_opts(ctx, host, "runner::kubectl", opts)?;
-    let args = args
-        .into_iter()
-        .map(|a| {
-            a.into_string().map_err(|t| {
-                script_err(
-                    ctx,
-                    format!("runner::kubectl: arguments must be strings, not {t}"),
-                )
-            })
-        })
-        .collect::<ScriptResult<Vec<String>>>()?;
+    let args = string_array(ctx, "runner::kubectl", "arguments", args)?;
     if host.dry_run {
         println!(
             "dry-run: in the runner: {}",

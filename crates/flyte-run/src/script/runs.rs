@@ -13,7 +13,7 @@ use rhai::{Array, Dynamic, Map, Module, NativeCallContext};
 
 use super::Host;
 use super::control_plane::{WhenNone, client_for, endpoint};
-use super::opts::{Opts, ScriptResult, script_err};
+use super::opts::{Opts, ScriptResult, script_err, string_array};
 
 /// Flyte's default project and domain, used when a spec names none.
 const DEFAULT_PROJECT: &str = "flytesnacks";
@@ -43,20 +43,6 @@ fn run_id(name: &str, project: Option<String>, domain: Option<String>) -> RunIde
         domain: domain.unwrap_or_else(|| DEFAULT_DOMAIN.to_owned()),
         name: name.to_owned(),
     }
-}
-
-fn strings(ctx: &NativeCallContext<'_>, what: &str, array: Array) -> ScriptResult<Vec<String>> {
-    array
-        .into_iter()
-        .map(|v| {
-            v.into_string().map_err(|t| {
-                script_err(
-                    ctx,
-                    format!("runs::launch: `{what}` must hold strings, not {t}"),
-                )
-            })
-        })
-        .collect()
 }
 
 /// What `runs::launch` prints and returns under `--dry-run`.
@@ -100,9 +86,10 @@ fn launch(ctx: &NativeCallContext<'_>, host: &Host, spec: &Map) -> ScriptResult<
         .string("name")?
         .ok_or_else(|| script_err(ctx, "runs::launch: the spec needs `name`"))?;
     let command = match spec.get("command").filter(|v| !v.is_unit()) {
-        Some(v) => strings(
+        Some(v) => string_array(
             ctx,
-            "command",
+            "runs::launch",
+            "the items of `command`",
             v.clone().into_array().map_err(|t| {
                 script_err(
                     ctx,

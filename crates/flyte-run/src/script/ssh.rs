@@ -7,7 +7,7 @@ use flyte_ssh_config::{DebugHost, EditOptions, HostKeyCheck, Outcome};
 use rhai::{Dynamic, Map, Module, NativeCallContext};
 
 use super::Host;
-use super::opts::{Opts, ScriptResult, script_err};
+use super::opts::{Opts, ScriptResult, script_err, string_array};
 
 const INFO_KEYS: &[&str] = &[
     "host_alias",
@@ -186,17 +186,7 @@ fn remote_command(ctx: &NativeCallContext<'_>, command: Dynamic) -> ScriptResult
             format!("ssh::exec: the command must be a string or an array of strings, not {t}"),
         )
     })?;
-    let words = words
-        .into_iter()
-        .map(|w| {
-            w.into_string().map_err(|t| {
-                script_err(
-                    ctx,
-                    format!("ssh::exec: command words must be strings, not {t}"),
-                )
-            })
-        })
-        .collect::<ScriptResult<Vec<_>>>()?;
+    let words = string_array(ctx, "ssh::exec", "command words", words)?;
     Ok(words
         .iter()
         .map(|w| flyte_shell_quote::quote(w))
