@@ -115,7 +115,7 @@ fn parse_set(raw: &str) -> Result<(String, rhai::Dynamic), String> {
     Ok((key.to_owned(), script::typed_value(value)))
 }
 
-fn parse_seconds(raw: &str) -> Result<Duration, String> {
+pub(crate) fn parse_seconds(raw: &str) -> Result<Duration, String> {
     let secs: f64 = raw
         .parse()
         .map_err(|_| format!("{raw:?} is not a number of seconds"))?;

@@ -5,7 +5,7 @@
 //! background), and the sandbox's own state (`sandbox.db`, `signing.key`, `credential`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -44,6 +44,10 @@ pub(crate) struct ServeArgs {
     /// The address to listen on. Anything but loopback exposes the sandbox to the network.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     bind: IpAddr,
+    /// Seconds a connection may take to send a request head (or sit idle between requests)
+    /// before it is closed.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = crate::cli::parse_seconds)]
+    header_timeout: Duration,
 }
 
 impl Default for ServeArgs {
@@ -52,6 +56,7 @@ impl Default for ServeArgs {
         Self {
             port: 0,
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            header_timeout: flyte_sandbox::DEFAULT_HEADER_TIMEOUT,
         }
     }
 }
@@ -69,30 +74,35 @@ fn endpoint_file(dir: &Path) -> PathBuf {
     dir.join("endpoint")
 }
 
-/// The running sandbox, if any: its pid and endpoint, from files whose process is alive.
+/// The running sandbox, if any: its pid (from the lock it holds, so never a stale number the
+/// system has since given to another process) and the endpoint it announced.
 pub(crate) fn running(dir: &Path) -> Option<(i32, String)> {
-    let pid: i32 = std::fs::read_to_string(pid_file(dir))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let flyte_sandbox::instance::Holder::Serving(pid) = flyte_sandbox::instance::holder(dir) else {
+        return None;
+    };
     let endpoint = std::fs::read_to_string(endpoint_file(dir))
         .ok()?
         .trim()
         .to_owned();
-    // Signal 0 checks that the process exists without touching it; a zombie (killed, not yet
-    // reaped) exists but serves nothing.
-    kill(Pid::from_raw(pid), None).ok()?;
-    (!is_zombie(pid)).then_some((pid, endpoint))
+    Some((i32::try_from(pid).ok()?, endpoint))
 }
 
-/// Whether `pid` has exited and waits to be reaped (state `Z` in `/proc/<pid>/stat`).
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        // The state follows the command name, which is in parentheses and may contain spaces.
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-    })
+/// The lock `start` holds while it checks for a sandbox and starts one, so concurrent starts
+/// queue: the first starts the sandbox, the others find it running.
+fn start_lock(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("start.lock");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // Held by another `start` for at most its bounded wait for the sandbox to listen.
+    file.lock()
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+    Ok(file)
 }
 
 pub(crate) fn run(command: &SandboxCommand) -> anyhow::Result<ExitCode> {
@@ -127,18 +137,24 @@ fn serve(dir: &Path, args: &ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}:{}", args.bind, args.port))?;
         let endpoint = format!("http://{}", listener.local_addr()?);
-        let sandbox = flyte_sandbox::Sandbox::open(dir, &endpoint)?;
-        // Announce only once listening, so a client that reads the endpoint can connect.
+        let sandbox = flyte_sandbox::Sandbox::open(dir, &endpoint)?
+            .with_header_timeout(args.header_timeout);
+        // Announce only once listening (and holding the directory's lock), so a client that
+        // reads the endpoint can connect.
         let pid = std::process::id().to_string();
-        flyte_fs::replace(&pid_file(dir), pid.as_bytes(), 0o644)?;
-        flyte_fs::replace(&endpoint_file(dir), endpoint.as_bytes(), 0o644)?;
+        flyte_fs::replace(&pid_file(dir), pid.as_bytes(), 0o600)?;
+        flyte_fs::replace(&endpoint_file(dir), endpoint.as_bytes(), 0o600)?;
+        let ingress = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, 0))
+            .await
+            .with_context(|| format!("cannot listen on {} for the ingress", args.bind))?;
         println!(
-            "flyte sandbox serving on {endpoint} (state in {})",
+            "flyte sandbox serving on {endpoint}, debug ingress on http://{} (state in {})",
+            ingress.local_addr()?,
             dir.display()
         );
         let stopper = sandbox.process_stopper();
         let served = tokio::select! {
-            result = sandbox.serve(listener) => result.context("the sandbox server failed"),
+            result = sandbox.serve_with_ingress(listener, ingress) => result.context("the sandbox server failed"),
             () = crate::tunnel::interrupted() => Ok(()),
         };
         // The actions' processes are ours: they end with the sandbox, whichever way it ends.
@@ -163,17 +179,19 @@ pub(crate) fn start(dir: &Path, args: &ServeArgs) -> anyhow::Result<(i32, String
     if let Some((pid, endpoint)) = running(dir) {
         return Ok((pid, endpoint, false));
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+    crate::paths::private_dir(dir)?;
+    let _queue = start_lock(dir)?;
+    // Another start may have finished while this one waited for the lock.
+    if let Some((pid, endpoint)) = running(dir) {
+        return Ok((pid, endpoint, false));
+    }
     // Forget a stale announcement from a sandbox that died without cleaning up.
     let _ = std::fs::remove_file(endpoint_file(dir));
     let log_path = dir.join("sandbox.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
     let exe = std::env::current_exe().context("cannot find the flyte-run binary")?;
@@ -185,6 +203,8 @@ pub(crate) fn start(dir: &Path, args: &ServeArgs) -> anyhow::Result<(i32, String
             &args.port.to_string(),
             "--bind",
             &args.bind.to_string(),
+            "--header-timeout",
+            &args.header_timeout.as_secs_f64().to_string(),
         ])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)

@@ -11,6 +11,7 @@
 //! Files in the state directory (`~/.flyte/sandbox` by default):
 //! `sandbox.db`, `signing.key` (0600), `credential` (0600; the bootstrap API key).
 
+pub mod instance;
 mod runs;
 mod server;
 pub mod store;
@@ -38,6 +39,8 @@ pub const ADMIN_KEY_NAME: &str = "sandbox-admin";
 pub enum SandboxError {
     #[error("sandbox database: {0}")]
     Store(String),
+    #[error("another sandbox already serves {}{}; use it, or stop it with `flyte-run sandbox stop`", dir.display(), pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Busy { dir: PathBuf, pid: Option<u32> },
     #[error("{0}")]
     Io(String),
     #[error("{0}")]
@@ -73,25 +76,35 @@ pub(crate) fn create_api_key(store: &Store, name: &str) -> Result<(String, Strin
 
 /// Stops a sandbox's running actions (their process groups) at shutdown.
 #[derive(Debug, Clone)]
-pub struct ProcessStopper(Arc<runs::Runs>);
+pub struct ProcessStopper {
+    runs: Arc<runs::Runs>,
+    /// Keeps the directory ours until the processes are stopped, after `serve` has returned.
+    _lock: Arc<instance::InstanceLock>,
+}
 
 impl ProcessStopper {
     /// SIGTERM every running action's process group, wait up to `grace`, SIGKILL what is left.
     /// Returns how many groups were signalled. Blocks the calling thread.
     pub fn stop_all(&self, grace: std::time::Duration) -> usize {
-        self.0.stop_processes(grace)
+        self.runs.stop_processes(grace)
     }
 }
 
 /// A sandbox ready to serve.
 pub struct Sandbox {
     shared: Arc<Shared>,
+    /// Held while this sandbox (or its process stopper) lives: one sandbox per directory.
+    lock: Arc<instance::InstanceLock>,
     state_dir: PathBuf,
     body_read_timeout: std::time::Duration,
+    header_timeout: std::time::Duration,
 }
 
 /// How long a client may take to send a request body once its headers arrived.
 pub const DEFAULT_BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a connection may take to send a request head, and may sit idle between requests,
+/// before it is closed: a client cannot hold a connection by sending half a head.
+pub const DEFAULT_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,6 +112,7 @@ impl std::fmt::Debug for Sandbox {
             .field("state_dir", &self.state_dir)
             .field("base_url", &self.shared.base_url)
             .field("body_read_timeout", &self.body_read_timeout)
+            .field("header_timeout", &self.header_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -113,12 +127,15 @@ impl Sandbox {
             .mode(0o700)
             .create(state_dir)
             .map_err(|e| SandboxError::Io(format!("cannot create {}: {e}", state_dir.display())))?;
+        // Before anything reads or migrates the state: a second sandbox stops here.
+        let lock = Arc::new(instance::InstanceLock::acquire(state_dir)?);
         let store = Arc::new(Store::open(&state_dir.join("sandbox.db"))?);
         let runs = Arc::new(runs::Runs::new(state_dir, Arc::clone(&store)));
         let loaded = runs.load()?;
         tracing::info!(runs = loaded, "loaded the runs of earlier starts");
         let signer = Signer::load_or_create(&state_dir.join("signing.key"), ISSUER)?;
         let sandbox = Self {
+            lock,
             shared: Arc::new(Shared {
                 store,
                 signer,
@@ -129,6 +146,7 @@ impl Sandbox {
             }),
             state_dir: state_dir.to_owned(),
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
         };
         sandbox.ensure_credential()?;
         Ok(sandbox)
@@ -142,10 +160,21 @@ impl Sandbox {
         self
     }
 
+    /// Close API and ingress connections whose request head has not arrived within `limit`
+    /// (also the longest idle time between requests; default [`DEFAULT_HEADER_TIMEOUT`]).
+    #[must_use]
+    pub fn with_header_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.header_timeout = limit;
+        self
+    }
+
     /// A handle that stops the running actions' processes when the sandbox shuts down; take
     /// it before [`Sandbox::serve`], which consumes the sandbox.
     pub fn process_stopper(&self) -> ProcessStopper {
-        ProcessStopper(Arc::clone(&self.shared.runs))
+        ProcessStopper {
+            runs: Arc::clone(&self.shared.runs),
+            _lock: Arc::clone(&self.lock),
+        }
     }
 
     /// Where the bootstrap credential is kept.
@@ -187,10 +216,22 @@ impl Sandbox {
     }
 
     /// Serve the API on `listener`, and debug routes on an ingress listening on the same
-    /// address (another port), until the task is dropped.
+    /// address (another port), until the task is dropped. Each listener holds at most a quarter
+    /// of the process's file descriptors, so clients that hold connections can neither take
+    /// the other listener's share nor make the server fail; running out pauses accepting.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
         let address = listener.local_addr()?;
         let ingress = TcpListener::bind((address.ip(), 0)).await?;
+        self.serve_with_ingress(listener, ingress).await
+    }
+
+    /// [`Sandbox::serve`] with the ingress on a listener of the caller's (who can then say
+    /// where it is before serving starts).
+    pub async fn serve_with_ingress(
+        self,
+        listener: TcpListener,
+        ingress: TcpListener,
+    ) -> std::io::Result<()> {
         let ingress_url = format!("ws://{}", ingress.local_addr()?);
         let routes = Arc::clone(&self.shared.runs.ingress);
         // Set once; a second `serve` of the same sandbox would keep the first URL.
@@ -203,9 +244,11 @@ impl Sandbox {
         config.verifier = Some(Arc::new(move |token: &str| {
             shared.signer.verify(token, server::now()).is_ok()
         }));
+        config.head_timeout = self.header_timeout;
         let config = Arc::new(config);
+        let api = flyte_listen::GuardedListener::new(listener, flyte_listen::Limits::default());
         tokio::select! {
-            result = axum::serve(listener, self.router()) => result,
+            () = server::serve_http(api, self.router(), self.header_timeout) => Ok(()),
             result = flyte_tunnel::bridge::serve(ingress, config) => result,
         }
     }

@@ -619,6 +619,31 @@ async fn read_body_within(
     }
 }
 
+/// Serve HTTP/1.1 on `listener` for ever: each connection on its own task, closed when a request
+/// head takes longer than `header_timeout` to arrive (which also bounds idle keep-alive time).
+/// The listener's permit is held as long as the connection, so its slot frees however it ends.
+pub(crate) async fn serve_http(
+    listener: flyte_listen::GuardedListener,
+    router: axum::Router,
+    header_timeout: std::time::Duration,
+) {
+    loop {
+        let (stream, peer, permit) = listener.accept().await;
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            if let Err(error) = served {
+                tracing::debug!(%peer, %error, "API connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
 pub(crate) fn router(shared: Arc<Shared>, body_read_timeout: std::time::Duration) -> axum::Router {
     let keys = flyte_auth::API_KEY_SERVICE;
     axum::Router::new()

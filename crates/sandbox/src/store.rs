@@ -107,6 +107,18 @@ pub(crate) fn sha256_hex(secret: &str) -> String {
 impl Store {
     /// Open (creating and migrating) the database at `path`.
     pub fn open(path: &Path) -> Result<Self> {
+        // Created 0600 before SQLite sees it: SQLite would create it (and its -wal and -shm
+        // files, which take the database's mode) as 0644 less the umask.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| SandboxError::Io(format!("cannot create {}: {e}", path.display())))?;
+        }
         let conn = Connection::open(path).map_err(|e| db_err(&e))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",

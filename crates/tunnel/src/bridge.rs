@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 
-use crate::MAX_FRAME_BYTES;
+pub use flyte_listen::Limits;
 
 /// A request head must arrive completely within this time, or the connection is dropped (a
 /// slow or idle client must not hold a connection open forever).
@@ -36,6 +36,11 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const CHUNK_BYTES: usize = 64 * 1024;
 /// Buffer of the in-process pipe to the SSH server.
 const PIPE_BYTES: usize = 1024 * 1024;
+/// Largest frame or message the bridge takes from a client. SSH packets are at most 256 KiB and
+/// clients send what they read from a pipe (64 KiB at a time), so 1 MiB refuses nothing real,
+/// and it bounds what one connection may make us buffer: with [`Limits`] on the number of
+/// connections, the bridge's memory for frames is bounded too (connections x (this + the pipe)).
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Hands one end of a fresh in-process pipe to an SSH server.
 pub type InProcessServer = Arc<dyn Fn(DuplexStream) + Send + Sync>;
@@ -74,6 +79,8 @@ pub struct BridgeConfig {
     /// When set, upgrades must carry a bearer token this accepts (signed tokens, say).
     pub verifier: Option<TokenVerifier>,
     pub head_timeout: Duration,
+    /// Connections held at once (in all, and per peer address).
+    pub limits: Limits,
 }
 
 impl fmt::Debug for BridgeConfig {
@@ -86,6 +93,7 @@ impl fmt::Debug for BridgeConfig {
             )
             .field("verifier", &self.verifier.is_some())
             .field("head_timeout", &self.head_timeout)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -97,19 +105,23 @@ impl BridgeConfig {
             bearer_token: None,
             verifier: None,
             head_timeout: HEAD_TIMEOUT,
+            limits: Limits::default(),
         }
     }
 }
 
-/// Accept connections forever, each on its own task.
+/// Accept connections forever, each on its own task, within `config.limits`. Running out of
+/// file descriptors pauses accepting; it never ends the server.
 pub async fn serve(listener: TcpListener, config: Arc<BridgeConfig>) -> std::io::Result<()> {
+    let listener = flyte_listen::GuardedListener::new(listener, config.limits);
     loop {
-        let (stream, peer) = listener.accept().await?;
+        let (stream, peer, permit) = listener.accept().await;
         let config = Arc::clone(&config);
         tokio::spawn(async move {
             if let Err(e) = handle(stream, &config).await {
                 tracing::debug!(%peer, error = %e, "bridge connection ended with an error");
             }
+            drop(permit);
         });
     }
 }
@@ -256,8 +268,8 @@ pub async fn handle(mut stream: TcpStream, config: &BridgeConfig) -> std::io::Re
     );
     stream.write_all(response.as_bytes()).await?;
     let config = WebSocketConfig::default()
-        .max_frame_size(Some(MAX_FRAME_BYTES))
-        .max_message_size(Some(MAX_FRAME_BYTES));
+        .max_frame_size(Some(MAX_CLIENT_MESSAGE_BYTES))
+        .max_message_size(Some(MAX_CLIENT_MESSAGE_BYTES));
     let socket =
         WebSocketStream::from_partially_read(stream, head.rest, Role::Server, Some(config)).await;
     bridge(socket, target).await;

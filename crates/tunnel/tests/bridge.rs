@@ -183,15 +183,17 @@ fn pings_get_pongs_and_a_flood_does_not_stop_the_data() {
 }
 
 #[test]
-fn a_frame_over_64_mib_closes_the_connection() {
+fn a_frame_over_the_client_limit_closes_the_connection() {
     let setup = setup(|_| {});
     let mut ws = upgraded(&setup);
-    // Announce 64 MiB + 1 and send nothing more: the header alone must be refused.
+    // Announce one byte over the limit and send nothing more: the header alone is refused, so
+    // no client can make the bridge buffer more than the limit per connection.
     let mut frame = vec![0x82, 0x80 | 0x7f];
-    frame.extend_from_slice(&((64u64 << 20) + 1).to_be_bytes());
+    let over = u64::try_from(flyte_tunnel::bridge::MAX_CLIENT_MESSAGE_BYTES).unwrap() + 1;
+    frame.extend_from_slice(&over.to_be_bytes());
     frame.extend_from_slice(&[1, 2, 3, 4]);
     ws.write_all(&frame).unwrap();
-    // The bridge closes with 1009 (message too big) instead of waiting for 64 MiB.
+    // The bridge closes with 1009 (message too big) instead of waiting for the rest.
     let (opcode, payload) = read_frame(&mut ws).expect("a close frame");
     assert_eq!(opcode, 8);
     assert_eq!(

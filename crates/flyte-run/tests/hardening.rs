@@ -1,0 +1,279 @@
+//! Issue 13: each test reproduces one defect found by attacking flyte-run as an attacker or a
+//! careless user would, and checks the behaviour that replaced it. Numbers are the issue's.
+
+// Helpers outside #[test] functions may unwrap too: this whole file is test code.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use flyte_testkit::TempHome;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flyte-run");
+
+/// A child process killed (by its pid) when the test ends, also on panic.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A home whose background sandbox is stopped when the test ends.
+struct Home(TempHome);
+
+impl Home {
+    fn new() -> Self {
+        Self(TempHome::new())
+    }
+
+    fn command(&self) -> Command {
+        let mut command = self.0.command(BIN);
+        command
+            .env_remove("FLYTE_ENDPOINT")
+            .env_remove("DAP_RUNNER_SSH_HOST");
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    fn sandbox_dir(&self) -> std::path::PathBuf {
+        self.0.path().join(".flyte/sandbox")
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = self.run(&["sandbox", "stop"]);
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Start `flyte-run ARGS` under `ulimit -n LIMIT` and return it with the first line it prints.
+fn start_with_fd_limit(home: &Home, limit: u32, args: &str) -> (Killed, String) {
+    let mut command = Command::new("sh");
+    command
+        .args([
+            "-c",
+            &format!("ulimit -n {limit} && exec \"$FLYTE_RUN_BIN\" {args}"),
+        ])
+        .env("HOME", home.0.path())
+        .env("FLYTE_RUN_BIN", BIN)
+        .env_remove("FLYTE_ENDPOINT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Killed(child), line)
+}
+
+/// The `host:port` after `label` in `line` (such as `serving on http://127.0.0.1:1234,`).
+fn address_after(line: &str, label: &str) -> SocketAddr {
+    let rest = &line[line
+        .find(label)
+        .unwrap_or_else(|| panic!("{label:?} in {line:?}"))
+        + label.len()..];
+    let rest = rest
+        .trim_start_matches("http://")
+        .trim_start_matches("ws://");
+    let end = rest.find([',', ' ', '\n', ')']).unwrap_or(rest.len());
+    rest[..end].parse().unwrap()
+}
+
+/// Open up to `count` connections to `target`, each sending half a request head, from several
+/// threads (connects beyond the listener's backlog time out; they are left out).
+fn flood(target: SocketAddr, count: usize) -> Vec<TcpStream> {
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..count / 8)
+                    .filter_map(|_| {
+                        let mut stream =
+                            TcpStream::connect_timeout(&target, Duration::from_millis(300)).ok()?;
+                        stream.write_all(b"POST /x HTTP/1.1\r\nHost: a\r\n").ok()?;
+                        Some(stream)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect()
+}
+
+/// A plain GET of `/healthz` (the readiness probe on the ingress): the status line.
+fn get(target: SocketAddr) -> String {
+    let mut stream = TcpStream::connect(target).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_mins(1)))
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Defect 1: Holding connections until the descriptors run out used to make the sandbox exit and stop
+/// every action; half-sent heads were never timed out.
+#[test]
+fn one_client_holding_connections_cannot_stop_the_sandbox() {
+    let home = Home::new();
+    let (mut sandbox, line) = start_with_fd_limit(&home, 256, "sandbox serve --header-timeout 1");
+    let api = address_after(&line, "serving on ");
+    let ingress = address_after(&line, "debug ingress on ");
+
+    let held = flood(api, 320);
+    assert!(held.len() > 64, "only {} connections were made", held.len());
+    // The ingress has descriptors of its own and answers at once.
+    assert_eq!(get(ingress), "HTTP/1.1 200 OK");
+    assert!(
+        sandbox.0.try_wait().unwrap().is_none(),
+        "the sandbox exited"
+    );
+
+    // A half-sent head is closed by the server after the header timeout: this read ends.
+    let mut slow = held.into_iter().next().unwrap();
+    slow.set_read_timeout(Some(Duration::from_mins(1)))
+        .unwrap();
+    let mut rest = Vec::new();
+    slow.read_to_end(&mut rest).unwrap();
+
+    // Once the flood is gone (timed out or closed), the API serves again.
+    assert_eq!(get(api), "HTTP/1.1 200 OK");
+    assert!(
+        sandbox.0.try_wait().unwrap().is_none(),
+        "the sandbox exited"
+    );
+}
+
+/// Defect 1: The same for `flyte-run debug-server`, the in-task side.
+#[test]
+fn one_client_holding_connections_cannot_stop_the_debug_server() {
+    let home = Home::new();
+    let key_path = home.0.path().join("client_key");
+    flyte_testkit::ssh_keygen(&key_path, "client");
+    let key = std::fs::read_to_string(key_path.with_extension("pub")).unwrap();
+    let port = flyte_testkit::reserve_port();
+    let mut command = Command::new("sh");
+    command
+        .args([
+            "-c",
+            &format!(
+                "ulimit -n 128 && exec \"$FLYTE_RUN_BIN\" debug-server --port {} --state-dir \"$HOME/dbg\"",
+                port.port()
+            ),
+        ])
+        .env("HOME", home.0.path())
+        .env("FLYTE_RUN_BIN", BIN)
+        .env("_F_E_SSH", "1")
+        .env("_F_SSH_PK", key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mut server = Killed(child);
+    let target: SocketAddr = format!("127.0.0.1:{}", port.port()).parse().unwrap();
+    let held = flood(target, 240);
+    assert!(held.len() > 32, "only {} connections were made", held.len());
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "the debug server exited"
+    );
+    drop(held);
+    assert_eq!(get(target), "HTTP/1.1 200 OK");
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "the debug server exited"
+    );
+}
+
+/// Defect 2: Eight concurrent first starts in a fresh HOME used to start several sandboxes on one
+/// database, and most of them failed.
+#[test]
+fn concurrent_first_starts_agree_on_one_sandbox() {
+    let home = Home::new();
+    let starts: Vec<_> = (0..8)
+        .map(|_| {
+            home.command()
+                .args(["sandbox", "start"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<Output> = starts
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for out in &outputs {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let pid = std::fs::read_to_string(home.sandbox_dir().join("sandbox.pid")).unwrap();
+    let fresh = outputs
+        .iter()
+        .filter(|o| !text(&o.stdout).contains("already runs"))
+        .count();
+    assert_eq!(fresh, 1, "exactly one start starts the sandbox");
+    for out in &outputs {
+        assert!(
+            text(&out.stdout).contains(&format!("(pid {})", pid.trim())),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    // A second server on the same directory refuses to start, naming the one that runs.
+    let second = home.run(&["sandbox", "serve"]);
+    assert!(!second.status.success());
+    assert!(
+        text(&second.stderr).contains("another sandbox already serves")
+            && text(&second.stderr).contains(pid.trim()),
+        "{}",
+        text(&second.stderr)
+    );
+}
+
+/// Defect 13: A pid file naming a live process that is not the sandbox (a reused pid) used to make
+/// `status` say the sandbox runs and `stop` signal that process.
+#[test]
+fn a_stale_pid_file_naming_a_live_process_is_not_the_sandbox() {
+    let home = Home::new();
+    std::fs::create_dir_all(home.sandbox_dir()).unwrap();
+    let bystander = Killed(Command::new("sleep").arg("600").spawn().unwrap());
+    let pid = bystander.0.id().to_string();
+    std::fs::write(home.sandbox_dir().join("sandbox.pid"), &pid).unwrap();
+    std::fs::write(home.sandbox_dir().join("sandbox.lock"), &pid).unwrap();
+    std::fs::write(home.sandbox_dir().join("endpoint"), "http://127.0.0.1:9").unwrap();
+    assert_eq!(home.run(&["sandbox", "status"]).status.code(), Some(3));
+    let stop = home.run(&["sandbox", "stop"]);
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    assert!(
+        text(&stop.stdout).contains("not running"),
+        "{}",
+        text(&stop.stdout)
+    );
+    let mut bystander = bystander;
+    assert!(
+        bystander.0.try_wait().unwrap().is_none(),
+        "stop signalled an unrelated process"
+    );
+}
