@@ -63,7 +63,8 @@ impl russh::server::Handler for ConnectionHandler {
         reply.accept().await;
         let handle = session.handle();
         let login = Arc::clone(&self.shared.login);
-        tokio::spawn(crate::process::run(channel, handle, login));
+        let groups = self.shared.groups.clone();
+        tokio::spawn(crate::process::run(channel, handle, login, groups));
         Ok(())
     }
 

@@ -58,11 +58,16 @@ pub type Result<T, E = DebugServerError> = std::result::Result<T, E>;
 pub(crate) struct Shared {
     pub(crate) settings: Settings,
     pub(crate) login: Arc<Login>,
+    /// The process groups of the sessions, so the owner can end them all.
+    pub(crate) groups: flyte_reaper::Groups,
 }
 
 /// A debug server ready to accept connections.
 pub struct DebugServer {
     shared: Arc<Shared>,
+    /// The SSH connections being served, so [`DebugServer::shutdown`] can end them.
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
     config: Arc<russh::server::Config>,
     host_key: flyte_keys::HostKey,
 }
@@ -108,7 +113,10 @@ impl DebugServer {
             shared: Arc::new(Shared {
                 login: Arc::new(Login::current(workdir)),
                 settings,
+                groups: flyte_reaper::Groups::new(),
             }),
+            connections: Arc::default(),
+            closed: Arc::default(),
             config: Arc::new(config),
             host_key,
         })
@@ -126,8 +134,40 @@ impl DebugServer {
         self.shared = Arc::new(Shared {
             login: Arc::new(login),
             settings: self.shared.settings.clone(),
+            groups: self.shared.groups.clone(),
         });
         self
+    }
+
+    /// Register the sessions' process groups in `groups` (a child set of the owner's, say), so
+    /// that whoever owns the server can end them, and its watchdog if it is killed.
+    #[must_use]
+    pub fn with_process_groups(mut self, groups: flyte_reaper::Groups) -> Self {
+        self.shared = Arc::new(Shared {
+            login: Arc::clone(&self.shared.login),
+            settings: self.shared.settings.clone(),
+            groups,
+        });
+        self
+    }
+
+    /// End everything this server serves: refuse new connections, drop the open SSH
+    /// connections, and end every session's process group (SIGHUP and SIGTERM now, SIGKILL
+    /// three seconds later). A debug run's shells end with the run.
+    pub fn shutdown(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let connections = std::mem::take(
+            &mut *self
+                .connections
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for connection in connections {
+            connection.abort();
+        }
+        self.shared
+            .groups
+            .terminate_all_in_background(Duration::from_secs(3));
     }
 
     /// `SHA256:...` of the host key.
@@ -144,12 +184,17 @@ impl DebugServer {
     pub fn target(&self) -> Target {
         let shared = Arc::clone(&self.shared);
         let config = Arc::clone(&self.config);
+        let connections = Arc::clone(&self.connections);
+        let closed = Arc::clone(&self.closed);
         Target::InProcess(Arc::new(move |stream| {
+            if closed.load(std::sync::atomic::Ordering::SeqCst) {
+                return; // Shut down: the stream drops, the client sees the connection end.
+            }
             let handler = handler::ConnectionHandler {
                 shared: Arc::clone(&shared),
             };
             let config = Arc::clone(&config);
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 match russh::server::run_stream(config, stream, handler).await {
                     Ok(session) => {
                         if let Err(e) = session.await {
@@ -159,6 +204,11 @@ impl DebugServer {
                     Err(e) => tracing::debug!(error = %e, "SSH handshake failed"),
                 }
             });
+            let mut connections = connections
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            connections.retain(|c| !c.is_finished());
+            connections.push(task.abort_handle());
         }))
     }
 

@@ -56,7 +56,12 @@ fn size(cols: u32, rows: u32) -> pty_process::Size {
 }
 
 /// Drive a session channel to its end.
-pub(crate) async fn run(mut channel: Channel<Msg>, handle: Handle, login: Arc<Login>) {
+pub(crate) async fn run(
+    mut channel: Channel<Msg>,
+    handle: Handle,
+    login: Arc<Login>,
+    groups: flyte_reaper::Groups,
+) {
     let mut pty: Option<PtyRequest> = None;
     let mut client_env: Vec<(String, String)> = Vec::new();
     let start = loop {
@@ -116,11 +121,22 @@ pub(crate) async fn run(mut channel: Channel<Msg>, handle: Handle, login: Arc<Lo
                 .process_group(0)
                 .kill_on_drop(true);
             match command.spawn() {
-                Ok(child) => run_piped(&mut channel, child).await,
+                Ok(child) => run_piped(&mut channel, child, &groups).await,
                 Err(e) => Err(format!("cannot start {}: {e}", program.display())),
             }
         }
-        Some(request) => run_pty(&mut channel, &program, &args, env, &login, &request).await,
+        Some(request) => {
+            run_pty(
+                &mut channel,
+                &program,
+                &args,
+                env,
+                &login,
+                &request,
+                &groups,
+            )
+            .await
+        }
     };
     let id = channel.id();
     match outcome {
@@ -333,8 +349,11 @@ async fn pump(
 async fn run_piped(
     channel: &mut Channel<Msg>,
     mut child: tokio::process::Child,
+    groups: &flyte_reaper::Groups,
 ) -> Result<Option<ExitStatus>, String> {
     let pgid = child.id();
+    // Registered while the session lives: the server's owner can end it (run over, shutdown).
+    let _member = pgid.map(|g| groups.adopt(g));
     let stdout = child
         .stdout
         .take()
@@ -380,6 +399,7 @@ async fn run_pty(
     env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
     login: &Login,
     request: &PtyRequest,
+    groups: &flyte_reaper::Groups,
 ) -> Result<Option<ExitStatus>, String> {
     let (pty, pts) = pty_process::open().map_err(|e| format!("cannot open a pty: {e}"))?;
     pty.resize(pty_process::Size::new(request.rows, request.cols))
@@ -394,6 +414,7 @@ async fn run_pty(
         .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
     // A pty child leads its own session: its pid is its process group.
     let pgid = child.id();
+    let _member = pgid.map(|g| groups.adopt(g));
     let (reader, writer) = pty.into_split();
     let output = copy_out(reader, channel.make_writer());
     let input = input_forwarder(writer);

@@ -42,7 +42,9 @@ pub(crate) fn run(args: &DebugServerArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let server = DebugServer::new(settings, &state_dir, workdir)?;
+        // The sessions' process groups end with this server, even if it is SIGKILLed.
+        let groups = flyte_reaper::Groups::with_watchdog()?;
+        let server = DebugServer::new(settings, &state_dir, workdir)?.with_process_groups(groups);
         let (listener, addr) = DebugServer::bind(SocketAddr::new(bind, args.port)).await?;
         // The ready line: launchers wait for it, and it carries the key to pin.
         println!(

@@ -149,8 +149,7 @@ fn one_client_holding_connections_cannot_stop_the_sandbox() {
 
     // A half-sent head is closed by the server after the header timeout: this read ends.
     let mut slow = held.into_iter().next().unwrap();
-    slow.set_read_timeout(Some(Duration::from_mins(1)))
-        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_mins(1))).unwrap();
     let mut rest = Vec::new();
     slow.read_to_end(&mut rest).unwrap();
 
@@ -275,5 +274,135 @@ fn a_stale_pid_file_naming_a_live_process_is_not_the_sandbox() {
     assert!(
         bystander.0.try_wait().unwrap().is_none(),
         "stop signalled an unrelated process"
+    );
+}
+
+/// Pids of processes whose command line is exactly `argv`.
+fn processes(argv: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted)
+                && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                })
+        })
+        .collect()
+}
+
+/// Poll (bounded) until `done` holds.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..800 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{what}");
+}
+
+/// Launch debug run `name` on the sandbox and start the system ssh running `command` in it
+/// (no pty), through our tunnel with the published host key pinned.
+fn ssh_session_in_debug_run(home: &Home, name: &str, command: &str) -> Killed {
+    let script = format!(
+        r#"let key = keys::ensure_keypair();
+        runs::launch(#{{ name: "{name}", command: ["sleep", "300"],
+                        env: #{{ _F_E_SSH: "1", _F_SSH_PK: key.public_key }} }});
+        auth::ensure_api_key("flyte-ssh-debug");
+        runs::wait("{name}", #{{ timeout: 60, poll_interval: 0 }});
+        let link = runs::details("{name}").log_links.filter(|l| l.type == "IDE")[0];
+        print(link.uri);
+        print(link.host_key);
+        print(auth::bearer_token().authorization());"#
+    );
+    let out = home.run(&["-e", &script]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let headers = home.0.path().join(format!("{name}.headers"));
+    std::fs::write(&headers, format!("Authorization: {}\n", lines[2])).unwrap();
+    let known_hosts = home.0.path().join(format!("{name}.known_hosts"));
+    std::fs::write(&known_hosts, format!("{name}.pinned {}\n", lines[1])).unwrap();
+    let child = Command::new("ssh")
+        .args(["-F", "none", "-i"])
+        .arg(home.0.ssh_debug_dir().join("id_ed25519"))
+        .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
+        .arg("-o")
+        .arg(format!("HostKeyAlias={name}.pinned"))
+        .args(["-o", "StrictHostKeyChecking=yes"])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .arg("-o")
+        .arg(format!(
+            "ProxyCommand={BIN} tunnel {} --http-headers-file {}",
+            lines[0],
+            headers.display()
+        ))
+        .args([&format!("root@{name}"), command])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Killed(child)
+}
+
+/// Defect 3: after `AbortRun` an open ssh session kept running commands; after `sandbox stop` a
+/// non-pty session's children were left behind with parent pid 1.
+#[test]
+fn shells_end_with_their_run_and_with_the_sandbox() {
+    let home = Home::new();
+    let mut session = ssh_session_in_debug_run(&home, "aborted", "sleep 791 & sleep 792");
+    eventually("the session's commands start", || {
+        !processes(&["sleep", "791"]).is_empty() && !processes(&["sleep", "792"]).is_empty()
+    });
+    let out = home.run(&["-e", r#"runs::abort("aborted"); runs::wait("aborted", #{ phase: "ABORTED", timeout: 60, poll_interval: 0 })"#]);
+    assert_eq!(text(&out.stdout), "ABORTED\n", "{}", text(&out.stderr));
+    // The connection is dropped (ssh ends) and the session's processes are gone.
+    session.0.wait().unwrap();
+    eventually("the aborted run's shell processes end", || {
+        processes(&["sleep", "791"]).is_empty() && processes(&["sleep", "792"]).is_empty()
+    });
+
+    let _session = ssh_session_in_debug_run(&home, "stopped", "sleep 793 & sleep 794");
+    eventually("the session's commands start", || {
+        !processes(&["sleep", "793"]).is_empty() && !processes(&["sleep", "794"]).is_empty()
+    });
+    let stop = home.run(&["sandbox", "stop"]);
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    eventually("the stopped sandbox's shell processes end", || {
+        processes(&["sleep", "793"]).is_empty() && processes(&["sleep", "794"]).is_empty()
+    });
+}
+
+/// Defect 5: `sandbox stop` used to end a running action as the task's failure (`killed by
+/// signal 15`, `KIND_USER`); a shutdown is the system's doing.
+#[test]
+fn a_sandbox_stop_is_a_system_event_not_the_tasks_failure() {
+    let home = Home::new();
+    let out = home.run(&[
+        "-e",
+        r#"runs::launch(#{ name: "long", command: ["sleep", "300"] });
+        runs::wait("long", #{ timeout: 60, poll_interval: 0 })"#,
+    ]);
+    assert_eq!(text(&out.stdout), "RUNNING\n", "{}", text(&out.stderr));
+    let stop = home.run(&["sandbox", "stop"]);
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    let out = home.run(&[
+        "-e",
+        r#"let v = runs::details("long"); `${v.phase} ${v.error.kind} ${v.error.code}`"#,
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        "FAILED KIND_SYSTEM SandboxStopped\n",
+        "{}",
+        text(&out.stderr)
     );
 }

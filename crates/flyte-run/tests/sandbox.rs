@@ -502,7 +502,8 @@ fn runs_survive_a_sigkilled_sandbox_and_interrupted_actions_fail_as_system_error
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    // The task's process group outlives the killed sandbox; stop it by its pid, as we started it.
+    // Defect 4 of issue 13: the task's process group used to outlive the killed sandbox. The
+    // sandbox's watchdog ends it now (SIGTERM at once): a bounded wait for it to go.
     let mut victim = String::new();
     for _ in 0..400 {
         victim = std::fs::read_to_string(&pid_file).unwrap_or_default();
@@ -511,11 +512,22 @@ fn runs_survive_a_sigkilled_sandbox_and_interrupted_actions_fail_as_system_error
         }
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
-    let victim: i32 = victim.trim().parse().unwrap();
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(victim),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    let victim: u32 = victim.trim().parse().unwrap();
+    let mut ended = false;
+    for _ in 0..400 {
+        if !flyte_reaper::group_is_alive(victim) {
+            ended = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    if !ended {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(i32::try_from(victim).unwrap()),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        panic!("the task outlived the SIGKILLed sandbox");
+    }
     // Wait for the killed sandbox to be dead (a zombie is: the next start must see a stale pid
     // file even before whoever adopted it reaps it).
     for _ in 0..400 {

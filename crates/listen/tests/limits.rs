@@ -1,5 +1,8 @@
 //! The listener's limits, on real loopback sockets.
 
+// Helpers outside #[test] functions may unwrap too: this whole file is test code.
+#![allow(clippy::unwrap_used)]
+
 use flyte_listen::{GuardedListener, Limits};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -60,6 +60,8 @@ struct Process {
     pid: u32,
     attempt: u32,
     exit: Option<std::process::ExitStatus>,
+    /// The attempt's process group in the sandbox's set, while it may still hold processes.
+    member: Option<flyte_reaper::Member>,
 }
 
 /// A run and everything the API shows of it.
@@ -75,6 +77,12 @@ pub(crate) struct RunEntry {
     /// The debug route of a debug run, once its server is up.
     ide_link: Option<api::TaskLog>,
     debug: Option<DebugRoute>,
+    /// The debug run's server, while its route is open: ended with the run.
+    debug_server: Option<flyte_debug_server::DebugServer>,
+    /// Every process group of this sandbox (tasks and debug sessions).
+    groups: flyte_reaper::Groups,
+    /// Set when the sandbox shuts down: drivers stop, nothing is blamed on the task.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     store: Arc<crate::store::Store>,
     task_json: String,
     /// Every phase the attempts entered, oldest first (also in the store).
@@ -284,6 +292,8 @@ impl Ingress {
 #[derive(Debug)]
 pub(crate) struct Runs {
     slots: Mutex<HashMap<String, Arc<RunSlot>>>,
+    groups: flyte_reaper::Groups,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     store: Arc<crate::store::Store>,
     pub(crate) ingress: Arc<Ingress>,
     /// Where debug servers keep their host keys: `<state>/debug/<project>-<domain>-<run>`.
@@ -354,8 +364,15 @@ fn to_api_error(error: &ExecutionError) -> api::ErrorInfo {
 
 impl Runs {
     pub(crate) fn new(state_dir: &std::path::Path, store: Arc<crate::store::Store>) -> Self {
+        // A watchdog ends the tasks and shells even if the sandbox is SIGKILLed.
+        let groups = flyte_reaper::Groups::with_watchdog().unwrap_or_else(|error| {
+            tracing::warn!(%error, "running without a process watchdog");
+            flyte_reaper::Groups::new()
+        });
         Self {
             slots: Mutex::default(),
+            groups,
+            stopping: Arc::default(),
             store,
             ingress: Arc::default(),
             debug_dir: state_dir.join("debug"),
@@ -390,7 +407,7 @@ impl Runs {
                 phase = api::ActionPhase::Failed;
                 error = Some(api::ErrorInfo {
                     message:
-                        "the sandbox stopped while this action ran; its process did not survive"
+                        "the sandbox stopped while this action ran; its processes were stopped with it"
                             .to_owned(),
                     kind: api::ErrorKind::System,
                     code: "SandboxRestarted".to_owned(),
@@ -414,6 +431,9 @@ impl Runs {
                 process: None,
                 ide_link: None,
                 debug: None,
+                debug_server: None,
+                groups: self.groups.clone(),
+                stopping: Arc::clone(&self.stopping),
                 // Nothing drives a loaded run: it is over.
                 gone: true,
                 store: Arc::clone(&self.store),
@@ -436,34 +456,40 @@ impl Runs {
         Ok(records.len())
     }
 
-    /// Stop every running action's process group (the sandbox is shutting down): SIGTERM, up to
-    /// `grace` for them to go, then SIGKILL. Their runs stay unfinished in the store, so the next
-    /// start reports them as interrupted (`SandboxRestarted`). Blocks the calling thread.
+    /// The sandbox is shutting down: stop driving, record every unfinished action as failed
+    /// by the system (`SandboxStopped`: not the task's fault, no retry spent), end the debug
+    /// sessions, then SIGTERM every process group (tasks and shells), wait up to `grace`, and
+    /// SIGKILL what is left. Blocks the calling thread; returns how many actions were running.
     pub(crate) fn stop_processes(&self, grace: Duration) -> usize {
-        let groups: Vec<Pid> = self
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let slots: Vec<Arc<RunSlot>> = self
             .slots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
-            .filter_map(|slot| {
-                let entry = slot.lock();
-                let process = entry.process.as_ref().filter(|p| p.exit.is_none())?;
-                i32::try_from(process.pid).ok().map(Pid::from_raw)
-            })
+            .cloned()
             .collect();
-        for group in &groups {
-            let _ = killpg(*group, Signal::SIGTERM);
+        let mut running = 0;
+        for slot in slots {
+            let mut entry = slot.lock();
+            if entry.gone || entry.phase.is_terminal() {
+                continue;
+            }
+            running += usize::from(entry.process.as_ref().is_some_and(|p| p.exit.is_none()));
+            entry.phase = api::ActionPhase::Failed;
+            entry.error = Some(api::ErrorInfo {
+                message: "the sandbox was stopped while this action ran".to_owned(),
+                kind: api::ErrorKind::System,
+                code: "SandboxStopped".to_owned(),
+            });
+            let attempt = entry.object.status.attempts.max(1);
+            entry.record_event(attempt, now());
+            close_debug_route(&mut entry);
+            entry.persist();
         }
-        // Shutdown, not a test: a bounded poll for the groups to empty is the simplest wait.
-        let started = std::time::Instant::now();
-        let alive = |group: &Pid| killpg(*group, None).is_ok();
-        while groups.iter().any(alive) && started.elapsed() < grace {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        for group in groups.iter().filter(|g| alive(g)) {
-            let _ = killpg(*group, Signal::SIGKILL);
-        }
-        groups.len()
+        self.groups.terminate_all(grace);
+        running
     }
 
     pub(crate) fn get(&self, id: &RunIdentifier) -> Option<Arc<RunSlot>> {
@@ -535,6 +561,9 @@ impl Runs {
                 abort_reason: None,
                 process: None,
                 ide_link: None,
+                debug_server: None,
+                groups: self.groups.clone(),
+                stopping: Arc::clone(&self.stopping),
                 debug: flyte_debug_server::settings::enabled(|k| task.env.get(k).cloned()).then(
                     || DebugRoute {
                         ingress: Arc::clone(&self.ingress),
@@ -599,6 +628,9 @@ async fn drive(slot: Arc<RunSlot>, logs: std::path::PathBuf) {
     loop {
         let outcome = {
             let mut entry = slot.lock();
+            if entry.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
             if entry.gone
                 || (entry.object.status.is_terminal()
                     && entry.object.metadata.deletion_timestamp.is_none())
@@ -767,7 +799,8 @@ fn open_debug_route(entry: &mut RunEntry, task: &LocalTask) -> Result<(), String
     // environment, as a shell in the task's pod would have.
     let server = flyte_debug_server::DebugServer::new(settings, &route.state_dir, workdir)
         .map_err(|e| e.to_string())?
-        .with_task_environment(task.env.clone());
+        .with_task_environment(task.env.clone())
+        .with_process_groups(entry.groups.child());
     let base = route
         .ingress
         .base_url
@@ -786,6 +819,7 @@ fn open_debug_route(entry: &mut RunEntry, task: &LocalTask) -> Result<(), String
         ready: true,
         host_key: server.host_public_key().map_err(|e| e.to_string())?,
     });
+    entry.debug_server = Some(server);
     Ok(())
 }
 
@@ -793,6 +827,10 @@ fn open_debug_route(entry: &mut RunEntry, task: &LocalTask) -> Result<(), String
 fn close_debug_route(entry: &mut RunEntry) {
     if let Some(route) = &entry.debug {
         route.ingress.routes().remove(&route.path);
+    }
+    // The run is over: its shells go with it, open connections included.
+    if let Some(server) = entry.debug_server.take() {
+        server.shutdown();
     }
     if let Some(link) = entry.ide_link.as_mut() {
         link.ready = false;
@@ -856,6 +894,7 @@ fn start(
         pid,
         attempt,
         exit: None,
+        member: Some(entry.groups.adopt(pid)),
     });
     let slot = Arc::clone(slot);
     tokio::spawn(async move {
@@ -865,6 +904,10 @@ fn start(
             && process.pid == pid
         {
             process.exit = Some(status);
+            // The task's main process ended: what it left running ends too, as the rest of a
+            // container does when its main process exits.
+            flyte_reaper::kill_group(pid);
+            process.member = None;
         }
         drop(entry);
         slot.wake.notify_one();
