@@ -84,10 +84,16 @@ impl DebugServer {
     /// Load (or create) the host key in `state_dir` and prepare the server. Sessions start in
     /// `workdir` (the task's working directory).
     pub fn new(settings: Settings, state_dir: &Path, workdir: PathBuf) -> Result<Self> {
-        std::fs::create_dir_all(state_dir).map_err(|source| DebugServerError::Io {
-            action: format!("create the state directory {}", state_dir.display()),
-            source,
-        })?;
+        use std::os::unix::fs::DirBuilderExt;
+        // 0700 whatever the umask: the host key lives here.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|source| DebugServerError::Io {
+                action: format!("create the state directory {}", state_dir.display()),
+                source,
+            })?;
         let key_path = state_dir.join(HOST_KEY_FILE);
         let host_key = flyte_keys::HostKey::load_or_generate(&key_path)?;
         let public = format!("{}\n", host_key.public_key_line()?);

@@ -4,6 +4,7 @@
 //! results back.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -312,6 +313,47 @@ fn key(id: &RunIdentifier) -> String {
     format!("{}/{}/{}", id.project, id.domain, id.name)
 }
 
+/// Projects and domains as Flyte accepts them (DNS-1123 labels): lower-case letters, digits
+/// and '-', 1 to 63 characters, starting and ending with a letter or digit. They name files
+/// and directories here (`logs/<project>/<domain>/<run>.log`), so nothing else may pass:
+/// no `/`, no `..`, no NUL, and the nested layout keeps distinct runs in distinct files.
+pub(crate) fn check_label(what: &str, value: &str) -> Result<(), String> {
+    let valid = (1..=63).contains(&value.len())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {what} {value:?}: use 1 to 63 lower-case letters, digits and '-', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// The command and environment a process can actually be given: no NUL anywhere (the kernel
+/// cannot pass one), environment names non-empty and without `=`.
+pub(crate) fn check_task(task: &LocalTask) -> Result<(), String> {
+    if let Some(arg) = task.argv.iter().find(|a| a.contains('\0')) {
+        return Err(format!("the command argument {arg:?} contains a NUL byte"));
+    }
+    for (name, value) in &task.env {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(format!(
+                "invalid environment variable name {name:?}: it must be non-empty, without '=' or NUL"
+            ));
+        }
+        if value.contains('\0') {
+            return Err(format!(
+                "the value of environment variable {name} contains a NUL byte"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Run names as Kubernetes and Flyte accept them: lower-case letters, digits and '-', 1 to 30
 /// characters, starting with a letter.
 pub(crate) fn check_run_name(name: &str) -> Result<(), String> {
@@ -525,7 +567,10 @@ impl Runs {
         retries: u32,
         logs: std::path::PathBuf,
     ) -> Result<Arc<RunSlot>, CreateError> {
+        check_label("project", &id.project).map_err(CreateError::Invalid)?;
+        check_label("domain", &id.domain).map_err(CreateError::Invalid)?;
         check_run_name(&id.name).map_err(CreateError::Invalid)?;
+        check_task(task).map_err(CreateError::Invalid)?;
         if task.argv.is_empty() {
             return Err(CreateError::Invalid("the task has no command".to_owned()));
         }
@@ -571,9 +616,12 @@ impl Runs {
                             "/v1/debug/{}/{}/{}/{ACTION_NAME}",
                             id.project, id.domain, id.name
                         ),
+                        // Validated names without '/', nested: one directory per run.
                         state_dir: self
                             .debug_dir
-                            .join(format!("{}-{}-{}", id.project, id.domain, id.name)),
+                            .join(&id.project)
+                            .join(&id.domain)
+                            .join(&id.name),
                     },
                 ),
                 gone: false,
@@ -860,9 +908,18 @@ fn start(
         serde_json::from_slice(&entry.object.spec.task_template).map_err(|e| e.to_string())?;
     open_debug_route(entry, &task)?;
     let machine = |e: std::io::Error, what: &str| StartFailure::Machine(format!("{what}: {e}"));
+    if let Some(dir) = logs.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| machine(e, &format!("cannot create {}", dir.display())))?;
+    }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(logs)
         .map_err(|e| machine(e, &format!("cannot open the log {}", logs.display())))?;
     let stdout = log

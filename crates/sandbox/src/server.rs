@@ -394,10 +394,14 @@ async fn create_run(
     authenticate(&shared, &headers)?;
     let request: CreateRunRequest = parse(&body)?;
     let (id, task, retries) = decode_run(&request)?;
-    let logs = shared.state_dir.join("logs");
-    std::fs::create_dir_all(&logs)
-        .map_err(|e| crate::SandboxError::Io(format!("{}: {e}", logs.display())))?;
-    let log = logs.join(format!("{}-{}-{}.log", id.project, id.domain, id.name));
+    // `create` validates the names before anything is written; the nested layout keeps the
+    // path injective (names hold no '/').
+    let log = shared
+        .state_dir
+        .join("logs")
+        .join(&id.project)
+        .join(&id.domain)
+        .join(format!("{}.log", id.name));
     let slot = shared
         .runs
         .create(&id, &task, retries, log)

@@ -253,6 +253,66 @@ fn bad_requests_get_the_right_codes() {
     assert_eq!(err.code, Code::Unauthenticated);
 }
 
+/// Issue 13, defect 6: a project like `/tmp/x/abs` wrote its log outside the sandbox, `a-b/c`
+/// and `a/b-c` shared one log file, and NUL bytes ended as system failures. Every identifier is
+/// checked at the API boundary now, and files are laid out one directory per name.
+#[test]
+fn identifiers_are_validated_and_paths_cannot_escape_or_collide() {
+    let home = TempHome::new();
+    let outside = home.path().join("outside");
+    let sandbox = start_in(home, |s| s);
+    let with_project = |project: &str, domain: &str, argv: &[&str], env: &[(&str, &str)]| {
+        let mut request = request("r", argv, env);
+        let id = request.run_id.as_mut().unwrap();
+        id.project = project.to_owned();
+        id.domain = domain.to_owned();
+        request
+    };
+    let escape = format!("{}/abs", outside.display());
+    let cases = [
+        with_project(&escape, "d", &["true"], &[]),
+        with_project("..", "d", &["true"], &[]),
+        with_project("a-b/c", "d", &["true"], &[]),
+        with_project("p", "x/../..", &["true"], &[]),
+        with_project("p", "", &["true"], &[]),
+        with_project("Caps", "d", &["true"], &[]),
+        with_project("p", "d", &["echo", "nul\0byte"], &[]),
+        with_project("p", "d", &["true"], &[("A=B", "v")]),
+        with_project("p", "d", &["true"], &[("", "v")]),
+        with_project("p", "d", &["true"], &[("A", "nul\0")]),
+    ];
+    for request in cases {
+        let err = sandbox.create(&request).unwrap_err();
+        assert_eq!(err.code, Code::InvalidArgument, "{request:?}: {err:?}");
+    }
+    assert!(!outside.exists(), "a file was written outside the sandbox");
+
+    // Names that the old flat layout mapped to one file get one each.
+    for (project, domain) in [("a-b", "c"), ("a", "b-c")] {
+        let mut request = with_project(
+            project,
+            domain,
+            &["sh", "-c", &format!("echo {project}/{domain}")],
+            &[],
+        );
+        request.run_id.as_mut().unwrap().name = "col".to_owned();
+        sandbox.create(&request).unwrap();
+    }
+    let logs = sandbox.home.path().join("sandbox/logs");
+    for (project, domain) in [("a-b", "c"), ("a", "b-c")] {
+        let log = logs.join(project).join(domain).join("col.log");
+        let mut text = String::new();
+        for _ in 0..400 {
+            text = std::fs::read_to_string(&log).unwrap_or_default();
+            if !text.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        assert_eq!(text, format!("{project}/{domain}\n"));
+    }
+}
+
 #[test]
 fn abort_kills_the_process_group_and_the_action_ends_aborted() {
     let sandbox = start();
@@ -505,7 +565,7 @@ fn a_machine_failure_is_retried_as_a_system_error_then_fails_the_action() {
     // The run's log path is taken by a directory: no attempt can start, through no fault of
     // the task. The reconciler restarts it after each system failure, then gives up.
     let logs = sandbox.home.path().join("sandbox/logs");
-    std::fs::create_dir_all(logs.join("flytesnacks-development-unloggable.log")).unwrap();
+    std::fs::create_dir_all(logs.join("flytesnacks/development/unloggable.log")).unwrap();
     sandbox
         .create(&request("unloggable", &["true"], &[]))
         .unwrap();
