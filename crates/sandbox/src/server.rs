@@ -17,6 +17,15 @@ use serde_json::json;
 use crate::Shared;
 use crate::tokens::Refused;
 
+/// Whether `token` is one this sandbox signed, unexpired, for an API key that still exists:
+/// the ingress's check, the same as the API's.
+pub(crate) fn token_is_live(shared: &Shared, token: &str) -> bool {
+    shared
+        .signer
+        .verify(token, now())
+        .is_ok_and(|claims| matches!(shared.store.api_key(&claims.sub), Ok(Some(_))))
+}
+
 pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -77,7 +86,15 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<String, Rejectio
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| Rejection::new(Code::Unauthenticated, "a bearer token is required"))?;
     match shared.signer.verify(token.trim(), now()) {
-        Ok(claims) => Ok(claims.sub),
+        // A token is only as good as the key it was minted for: deleting the key revokes its
+        // tokens at once (one indexed lookup per call).
+        Ok(claims) => match shared.store.api_key(&claims.sub)? {
+            Some(_) => Ok(claims.sub),
+            None => Err(Rejection::new(
+                Code::Unauthenticated,
+                "the API key this token was minted for no longer exists; mint a token with a live key",
+            )),
+        },
         Err(Refused::Expired) => Err(Rejection::new(
             Code::Unauthenticated,
             "the token has expired; mint a new one",

@@ -60,6 +60,8 @@ async fn admin_client(running: &Running, state_dir: &Path, cache: &Path) -> Clie
 }
 
 #[test]
+// One story, from the bootstrap key to a revoked one; split, it would repeat the set-up.
+#[allow(clippy::too_many_lines)]
 fn bootstrap_credential_then_api_keys_through_flyte_auth() {
     use std::os::unix::fs::MetadataExt;
     let home = TempHome::new();
@@ -123,7 +125,17 @@ fn bootstrap_credential_then_api_keys_through_flyte_auth() {
             running.endpoint.authority(),
             home.path().join("own.json"),
         );
-        own.get(false).await.unwrap();
+        let own_token = own.get(false).await.unwrap();
+        let own_client = Client::new(&running.endpoint)
+            .unwrap()
+            .with_tokens(std::sync::Arc::new(own))
+            .with_auth_header("authorization")
+            .unwrap();
+        let _: Value = own_client
+            .unary(flyte_auth::API_KEY_SERVICE, "ListApiKeys", &json!({}))
+            .await
+            .unwrap();
+        drop(own_token);
         // Deleted: not found, and ensure_api_key makes a new one.
         let _: Value = admin
             .unary(
@@ -142,6 +154,19 @@ fn bootstrap_credential_then_api_keys_through_flyte_auth() {
             .await
             .unwrap_err();
         assert_eq!(err.code, Code::NotFound);
+        // Issue 13, defect 7: the deleted key's unexpired token is refused at once, so its
+        // holder cannot mint a key that outlives the deletion.
+        for method in ["ListApiKeys", "CreateApiKey"] {
+            let err = own_client
+                .unary::<_, Value>(
+                    flyte_auth::API_KEY_SERVICE,
+                    method,
+                    &json!({"name": "escape"}),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(err.code, Code::Unauthenticated, "{method}: {err:?}");
+        }
         let replaced = flyte_auth::ensure_api_key(
             &service,
             &debug_dir,
@@ -215,7 +240,14 @@ fn missing_forged_and_expired_tokens_are_unauthenticated() {
             .as_secs(),
     )
     .unwrap();
-    let good = signer.mint("sbx-test", now, 600).unwrap();
+    let admin_id = flyte_auth::ApiKey::decode(
+        &std::fs::read_to_string(Sandbox::credential_path(&state)).unwrap(),
+    )
+    .unwrap()
+    .client_id;
+    let good = signer.mint(&admin_id, now, 600).unwrap();
+    // Issue 13, defect 7: well signed and unexpired, but for no key that exists.
+    let keyless = signer.mint("sbx-nosuchkey", now, 600).unwrap();
     let expired = signer.mint("sbx-test", now - 7200, 600).unwrap();
     let forged = format!("{}x", &good[..good.len() - 1]);
     let other_sandbox =
@@ -235,6 +267,7 @@ fn missing_forged_and_expired_tokens_are_unauthenticated() {
             (Some(expired.as_str()), 401, "expired"),
             (Some(forged.as_str()), 401, "not valid"),
             (Some(other_sandbox.as_str()), 401, "not valid"),
+            (Some(keyless.as_str()), 401, "no longer exists"),
             (Some(good.as_str()), 200, "keys"),
         ] {
             let mut request = http
