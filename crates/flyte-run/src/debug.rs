@@ -137,7 +137,7 @@ pub(crate) fn route_url(uri: &str, endpoint: &Endpoint) -> String {
     }
 }
 
-fn run_id(run: &str, options: &ConnectOptions) -> RunIdentifier {
+pub(crate) fn run_id(run: &str, options: &ConnectOptions) -> RunIdentifier {
     RunIdentifier {
         org: String::new(),
         project: options.project.clone(),
@@ -231,6 +231,16 @@ fn route_token(
     Ok((token, TokenOrigin::Fresh))
 }
 
+/// The `HostKeyAlias` of a debug action: one name per project, domain, run and action. A new
+/// debug pod has a new host key, and the same run name in two projects is two pods. Names hold
+/// no '.', so the dotted join is injective.
+pub(crate) fn host_key_alias(id: &RunIdentifier, action: &str) -> String {
+    format!(
+        "{}.{action}.{}.{}.flyte-debug",
+        id.name, id.domain, id.project
+    )
+}
+
 /// Wait for the debug route of `run`/`action` and prepare the connection to it.
 pub(crate) fn connect(
     host: &Host,
@@ -290,8 +300,7 @@ pub(crate) fn connect(
         proxy_program,
         wss_url: wss_url.clone(),
         headers_file: headers_file.clone(),
-        // One name per run and action: a new debug pod has a new host key.
-        host_key_alias: format!("{run}.{}.flyte-debug", options.action),
+        host_key_alias: host_key_alias(&id, &options.action),
         known_hosts_file: debug_dir.join("known_hosts"),
         host_key_check: if host_key.is_some() {
             HostKeyCheck::Pinned
@@ -487,6 +496,27 @@ pub(crate) fn launch_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 13, defect 12: the same run name in two projects shared one `HostKeyAlias` and so
+    /// one pinned key; the second connection failed "Host key verification failed".
+    #[test]
+    fn host_key_aliases_differ_per_project_and_domain() {
+        let id = |project: &str, domain: &str| RunIdentifier {
+            org: String::new(),
+            project: project.to_owned(),
+            domain: domain.to_owned(),
+            name: "train".to_owned(),
+        };
+        let aliases = [
+            host_key_alias(&id("p1", "development"), "a0"),
+            host_key_alias(&id("p2", "development"), "a0"),
+            host_key_alias(&id("p1", "production"), "a0"),
+            host_key_alias(&id("p1", "development"), "a1"),
+        ];
+        assert_eq!(aliases[0], "train.a0.development.p1.flyte-debug");
+        let distinct: std::collections::BTreeSet<_> = aliases.iter().collect();
+        assert_eq!(distinct.len(), aliases.len());
+    }
 
     #[test]
     fn debug_run_names_are_derived_as_flyte_derives_them() {

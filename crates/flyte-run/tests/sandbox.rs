@@ -594,7 +594,7 @@ fn the_debug_playbook_leaves_a_working_pinned_ssh_alias() {
     let resolved = stdout(&ssh(&["-G", "flyte-debug"]));
     for want in [
         "stricthostkeychecking true",
-        "hostkeyalias flyte-run-debug.a0.flyte-debug",
+        "hostkeyalias flyte-run-debug.a0.development.flytesnacks.flyte-debug",
     ] {
         assert!(resolved.lines().any(|l| l == want), "{want}: {resolved}");
     }
@@ -614,7 +614,12 @@ fn the_debug_playbook_leaves_a_working_pinned_ssh_alias() {
         .unwrap();
     std::fs::write(
         &known_hosts,
-        flyte_keys::known_hosts_line("flyte-run-debug.a0.flyte-debug", &other).unwrap() + "\n",
+        flyte_keys::known_hosts_line(
+            "flyte-run-debug.a0.development.flytesnacks.flyte-debug",
+            &other,
+        )
+        .unwrap()
+            + "\n",
     )
     .unwrap();
     let out = ssh(&["flyte-debug", "true"]);
@@ -690,7 +695,7 @@ fn flyte_run_debug_relaunches_a_run_and_reconnects() {
         stderr.contains("reconnecting to the debug run train-dbg (RUNNING)"),
         "{stderr}"
     );
-    assert!(stdout(&out).contains("HostKeyAlias train-dbg.a0.flyte-debug"));
+    assert!(stdout(&out).contains("HostKeyAlias train-dbg.a0.development.flytesnacks.flyte-debug"));
 
     // A dry run says what it would do and does nothing.
     let out = home.run(&["debug", "utrain", "--dry-run"]);
@@ -764,7 +769,9 @@ fn ended_debug_runs_keep_their_names(home: &Home) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout(&out).contains("HostKeyAlias train-dbg-2.a0.flyte-debug"));
+    assert!(
+        stdout(&out).contains("HostKeyAlias train-dbg-2.a0.development.flytesnacks.flyte-debug")
+    );
 }
 
 /// `config init` and `doctor` as a user meets them: a fresh machine is fine (notes only); a
@@ -915,7 +922,10 @@ fn debug_connect_returns_the_connection_and_replaces_a_refused_cached_token() {
     assert_eq!(std::fs::metadata(headers).unwrap().mode() & 0o777, 0o600);
     let written = std::fs::read_to_string(headers).unwrap();
     assert!(written.starts_with("Authorization: Bearer ey") && !written.contains(forged));
-    assert!(text.contains("HostKeyAlias dbg2.a0.flyte-debug"), "{text}");
+    assert!(
+        text.contains("HostKeyAlias dbg2.a0.development.flytesnacks.flyte-debug"),
+        "{text}"
+    );
     assert!(text.contains("StrictHostKeyChecking yes"), "{text}");
     let token = written.trim().trim_start_matches("Authorization: Bearer ");
     assert!(!text.contains(token) && !stderr.contains(token));

@@ -103,6 +103,10 @@ fn dry_run_map(host: &Host, run: &str, options: &ConnectOptions) -> Map {
         ),
     );
     put("host_alias", options.host_alias.clone());
+    put(
+        "host_key_alias",
+        crate::debug::host_key_alias(&crate::debug::run_id(run, options), &options.action),
+    );
     put("user", options.user.clone());
     put(
         "headers_file",
