@@ -116,6 +116,13 @@ pub enum SshConfigError {
         size: u64,
         limit: u64,
     },
+    #[error(
+        "line {line} of the ssh config already has a `Host` block for {alias:?} that flyte-run \
+         does not manage; ssh would merge its options (ForwardAgent, RemoteCommand, ...) into the \
+         debug connection. Nothing was changed: remove or rename that block, or choose another \
+         alias (host_alias / --host-alias)"
+    )]
+    AliasTaken { alias: String, line: usize },
     #[error("{path} is not UTF-8 text; nothing was changed")]
     NotUtf8 { path: PathBuf },
     #[error(

@@ -2,7 +2,8 @@
 //!
 //! A managed block is the lines from `# >>> flyte-run managed: <alias> >>>` to
 //! `# <<< flyte-run managed: <alias> <<<`. Install replaces the block in place, or inserts it
-//! before the first `Host`/`Match` line (so no earlier catch-all block can shadow it), or appends
+//! before the first `Host`/`Match` line or top-level `Include` (so nothing earlier can shadow it:
+//! an included file may hold `Host *`), or appends
 //! it when the file has no blocks. Remove deletes exactly what install added, so install then
 //! remove gives back the original bytes, including a missing final newline.
 
@@ -136,6 +137,16 @@ pub fn install_block(text: &str, alias: &str, block_lines: &[String]) -> Result<
     validate_alias(alias)?;
     let mut config = Config::parse(text);
     let blocks = managed_blocks(&config)?;
+    // An unmanaged block for the same alias would be merged by ssh into ours: refuse.
+    if let Some(line) = config.lines.iter().enumerate().position(|(i, l)| {
+        matches!(&l.kind, LineKind::Host(patterns) if patterns.iter().any(|p| p == alias))
+            && !blocks.iter().any(|b| (b.begin..=b.end).contains(&i))
+    }) {
+        return Err(SshConfigError::AliasTaken {
+            alias: alias.to_owned(),
+            line: line + 1,
+        });
+    }
     let ending = config.dominant_ending();
     let build = |last_ending: LineEnding| -> Vec<Line> {
         let mut lines = vec![comment(begin_marker(alias), ending)];
@@ -160,8 +171,9 @@ pub fn install_block(text: &str, alias: &str, block_lines: &[String]) -> Result<
         config
             .lines
             .splice(existing.begin..=existing.end, build(last_ending));
-    } else if let Some(header) = config.first_block_header() {
-        // The first header may be another managed block's `Host` line: go before its marker.
+    } else if let Some(header) = config.first_shadowing_line() {
+        // Before any Host, Match or Include that could shadow it. The first may be another
+        // managed block's `Host` line: go before its marker.
         let at = blocks
             .iter()
             .find(|b| (b.begin..=b.end).contains(&header))

@@ -96,6 +96,17 @@ impl Config {
             .unwrap_or(LineEnding::Lf)
     }
 
+    /// Index of the first line that can make options apply before a block inserted there:
+    /// a `Host` or `Match` header, or a top-level `Include` (whose files may hold `Host *`
+    /// blocks; ssh reads them in place, so an earlier `Include` wins over a later block).
+    pub fn first_shadowing_line(&self) -> Option<usize> {
+        self.lines.iter().position(|l| match &l.kind {
+            LineKind::Host(_) | LineKind::Match(_) => true,
+            LineKind::Option { keyword, .. } => keyword.eq_ignore_ascii_case("include"),
+            _ => false,
+        })
+    }
+
     /// Index of the first `Host` or `Match` line: global options end there.
     pub fn first_block_header(&self) -> Option<usize> {
         self.lines

@@ -245,6 +245,15 @@ fn block_goes_before_the_first_host_or_match_line() {
             "User me",
             "User me\n# >>> flyte-run managed: dbg >>>\nHost dbg\n  User root\n# <<< flyte-run managed: dbg <<<",
         ),
+        // Issue 13, defect 11: before a top-level Include, whose files may hold `Host *`.
+        (
+            "User me\nInclude config.d/*\nHost *\n",
+            "User me\n# >>> flyte-run managed: dbg >>>\nHost dbg\n  User root\n# <<< flyte-run managed: dbg <<<\nInclude config.d/*\nHost *\n",
+        ),
+        (
+            "include ~/.ssh/other\n",
+            "# >>> flyte-run managed: dbg >>>\nHost dbg\n  User root\n# <<< flyte-run managed: dbg <<<\ninclude ~/.ssh/other\n",
+        ),
         // CRLF files get CRLF lines.
         (
             "User me\r\nHost *\r\n",
@@ -263,6 +272,27 @@ fn block_goes_before_the_first_host_or_match_line() {
             "{after:?}"
         );
     }
+}
+
+/// Issue 13, defect 11: an unmanaged `Host flyte-debug` block used to be merged silently (its
+/// `ForwardAgent yes` and `RemoteCommand` applied to the debug connection).
+#[test]
+fn an_unmanaged_block_for_the_alias_is_refused_with_the_fix() {
+    for text in [
+        "Host dbg\n  ForwardAgent yes\n",
+        "Host other dbg\n  RemoteCommand sh\n",
+        "Host *\n  Port 2\nHost dbg\n  User x\n",
+    ] {
+        let err = install_block(text, "dbg", &block("dbg")).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, SshConfigError::AliasTaken { .. })
+                && message.contains("choose another alias"),
+            "{text:?}: {message}"
+        );
+    }
+    // Wildcards are the user's defaults, not a block for this alias; ours goes first.
+    assert!(install_block("Host d*\n  Port 2\n", "dbg", &block("dbg")).is_ok());
 }
 
 #[test]
@@ -594,6 +624,12 @@ proptest! {
     #[test]
     fn install_then_remove_restores_and_install_is_idempotent(text in config_text(), alias in "[a-z][a-z0-9-]{0,12}") {
         let lines = debug_host(&alias, Path::new("/home/u")).lines().unwrap();
+        let taken = text.lines().any(|l| l.trim_end_matches('\r').strip_prefix("Host ").is_some_and(|p| p.split_whitespace().any(|p| p == alias)));
+        if taken {
+            let refused = matches!(install_block(&text, &alias, &lines), Err(SshConfigError::AliasTaken { .. }));
+            prop_assert!(refused, "an unmanaged Host {} block must be refused", alias);
+            return Ok(());
+        }
         let once = install_block(&text, &alias, &lines).unwrap();
         let twice = install_block(&once, &alias, &lines).unwrap();
         prop_assert_eq!(&once, &twice);
