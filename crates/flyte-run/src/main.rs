@@ -31,13 +31,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// Libraries we use that log raw requests, headers included, at trace level (tungstenite's
+/// client handshake logs the whole upgrade request, `Authorization: Bearer ...` with it). Their
+/// trace lines are dropped whatever `FLYTE_RUN_LOG` asks for: no log level shows a secret.
+const RAW_REQUEST_LOGGERS: &[&str] = &["tungstenite", "tokio_tungstenite"];
+
 /// Logs go to stderr (stdout is for results), filtered by `FLYTE_RUN_LOG` (default: warnings).
 fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env(env_vars::FLYTE_RUN_LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
+    let no_raw_requests = tracing_subscriber::filter::filter_fn(|meta| {
+        *meta.level() < tracing::Level::TRACE
+            || !RAW_REQUEST_LOGGERS
+                .iter()
+                .any(|target| meta.target().starts_with(target))
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(no_raw_requests)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
         .init();
 }

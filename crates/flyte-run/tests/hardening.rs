@@ -308,9 +308,8 @@ fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     panic!("{what}");
 }
 
-/// Launch debug run `name` on the sandbox and start the system ssh running `command` in it
-/// (no pty), through our tunnel with the published host key pinned.
-fn ssh_session_in_debug_run(home: &Home, name: &str, command: &str) -> Killed {
+/// Launch debug run `name` on the sandbox: its route URL, host key and `Bearer` token.
+fn debug_run(home: &Home, name: &str) -> [String; 3] {
     let script = format!(
         r#"let key = keys::ensure_keypair();
         runs::launch(#{{ name: "{name}", command: ["sleep", "300"],
@@ -326,6 +325,17 @@ fn ssh_session_in_debug_run(home: &Home, name: &str, command: &str) -> Killed {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
+    [
+        lines[0].to_owned(),
+        lines[1].to_owned(),
+        lines[2].to_owned(),
+    ]
+}
+
+/// Launch debug run `name` on the sandbox and start the system ssh running `command` in it
+/// (no pty), through our tunnel with the published host key pinned.
+fn ssh_session_in_debug_run(home: &Home, name: &str, command: &str) -> Killed {
+    let lines = debug_run(home, name);
     let headers = home.0.path().join(format!("{name}.headers"));
     std::fs::write(&headers, format!("Authorization: {}\n", lines[2])).unwrap();
     let known_hosts = home.0.path().join(format!("{name}.known_hosts"));
@@ -404,5 +414,37 @@ fn a_sandbox_stop_is_a_system_event_not_the_tasks_failure() {
         "FAILED KIND_SYSTEM SandboxStopped\n",
         "{}",
         text(&out.stderr)
+    );
+}
+
+/// Defect 10: `FLYTE_RUN_LOG=trace` printed `authorization: Bearer eyJ...` in `flyte-run
+/// tunnel`'s stderr, which ssh shows on the terminal.
+#[test]
+fn no_log_level_shows_the_token() {
+    let home = Home::new();
+    let [uri, _, authorization] = debug_run(&home, "logged");
+    let token = authorization.trim_start_matches("Bearer ").to_owned();
+    assert!(token.len() > 20, "{authorization}");
+    let headers = home.0.path().join("logged.headers");
+    std::fs::write(&headers, format!("Authorization: {authorization}\n")).unwrap();
+    // stdin ends at once: the tunnel connects (the handshake is what logged the token), sends
+    // Close and exits.
+    let out = home
+        .command()
+        .env("FLYTE_RUN_LOG", "trace")
+        .args(["tunnel", &uri, "--http-headers-file"])
+        .arg(&headers)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    // The handshake's own logger is on (its trace line with the raw request is what leaked).
+    assert!(
+        stderr.contains("Client handshake done"),
+        "logging was not on:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains(&token),
+        "the token reached the log:\n{stderr}"
     );
 }
