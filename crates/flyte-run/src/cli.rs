@@ -56,6 +56,11 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     timeout: Option<Duration>,
 
+    /// Stop the script after this many seconds of CPU time spent computing (waits cost none),
+    /// so a runaway loop ends even without --timeout.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "120")]
+    cpu_limit: Duration,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -151,6 +156,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         args: cli.set.into_iter().map(|(k, v)| (k.into(), v)).collect(),
         dry_run: cli.dry_run,
         timeout: cli.timeout,
+        cpu_limit: cli.cpu_limit,
         ..Host::new(crate::paths::home_dir()?, cli.endpoint)
     });
     let print_result = matches!(source, ScriptSource::Inline(_));

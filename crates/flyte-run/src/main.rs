@@ -31,6 +31,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// Counts the bytes the process holds, so a script's memory budget can be enforced before the
+/// system refuses an allocation (which aborts the process).
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
+/// Bytes allocated now, by the whole process.
+pub(crate) fn allocated_bytes() -> usize {
+    ALLOCATOR.allocated()
+}
+
 /// Libraries we use that log raw requests, headers included, at trace level (tungstenite's
 /// client handshake logs the whole upgrade request, `Authorization: Bearer ...` with it). Their
 /// trace lines are dropped whatever `FLYTE_RUN_LOG` asks for: no log level shows a secret.

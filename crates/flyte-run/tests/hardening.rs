@@ -448,3 +448,47 @@ fn no_log_level_shows_the_token() {
         "the token reached the log:\n{stderr}"
     );
 }
+
+/// Defect 14: large strings held across 60 call levels aborted the process under an address
+/// space limit (exit 134); `loop { a.push(1) }` ran for minutes, the operations limit never
+/// firing. A memory budget and a CPU budget stop both with an error naming the limit.
+#[test]
+fn scripts_have_a_memory_budget_and_a_cpu_budget() {
+    let home = Home::new();
+    let deep = r#"fn f(n, s) { let t = s + "y"; if n > 0 { f(n - 1, t) } else { t.len() } }
+        let s = "x"; for i in 0..23 { s += s; }
+        s.truncate(16000000);
+        f(60, s)"#;
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -v 2500000 && exec \"$0\" -e \"$1\"",
+            BIN,
+            deep,
+        ])
+        .env("HOME", home.0.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("held more than 512 MiB of memory"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The CPU budget counts computing only: a script that waits is not stopped by it.
+    let out = home.run(&[
+        "--cpu-limit",
+        "0.5",
+        "-e",
+        "let a = []; loop { a.push(1); }",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("computed for longer than --cpu-limit"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = home.run(&["--cpu-limit", "0.5", "-e", "sleep(0.8); 7"]);
+    assert_eq!(text(&out.stdout), "7\n", "{}", text(&out.stderr));
+}

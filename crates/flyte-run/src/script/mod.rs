@@ -34,6 +34,8 @@ pub(crate) struct Host {
     /// `--dry-run`: modules show what they would change instead of changing it.
     pub(crate) dry_run: bool,
     pub(crate) timeout: Option<Duration>,
+    /// CPU time the script may compute for (`--cpu-limit`).
+    pub(crate) cpu_limit: Duration,
     /// When the script started: `--timeout` counts from here.
     pub(crate) started: Instant,
     /// The async runtime library calls run on, created on first use; the engine itself runs on
@@ -53,6 +55,7 @@ impl Host {
             endpoint,
             dry_run: false,
             timeout: None,
+            cpu_limit: limits::CPU_BUDGET,
             started: Instant::now(),
             runtime: std::sync::OnceLock::new(),
         }
@@ -111,6 +114,35 @@ mod limits {
     pub(super) const MAX_ARRAY_SIZE: usize = 1_000_000;
     pub(super) const MAX_MAP_SIZE: usize = 100_000;
     pub(super) const MAX_MODULES: usize = 64;
+    /// Memory a script may hold in all (every string, array and map at once, across call
+    /// levels): each value's own limit above does not bound their sum.
+    pub(super) const MEMORY_BUDGET: usize = 512 * 1024 * 1024;
+    /// CPU time the script's own thread may spend computing by default (`--cpu-limit`).
+    /// Waiting (`runs::wait`, `sleep`, a remote command) costs none, so only a script that
+    /// computes without end reaches it; the operations limit cannot catch every such loop,
+    /// since one operation can be slow (Rhai measures a growing array on each push).
+    pub(super) const CPU_BUDGET: std::time::Duration = std::time::Duration::from_mins(2);
+    /// How often (in operations) the CPU clock is read; memory is checked every operation.
+    pub(super) const CPU_CHECK_EVERY: u64 = 4096;
+}
+
+/// Why the engine stopped a script, as the token `on_progress` returns.
+const STOP_TIMEOUT: &str = "timeout";
+const STOP_MEMORY: &str = "memory";
+const STOP_CPU: &str = "cpu";
+
+/// CPU time used by the calling thread so far.
+fn thread_cpu_time() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_THREAD).map_or(Duration::ZERO, |usage| {
+        let user = usage.user_time();
+        let system = usage.system_time();
+        let micros = |t: nix::sys::time::TimeVal| {
+            Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
+                + Duration::from_micros(u64::try_from(t.tv_usec()).unwrap_or(0))
+        };
+        micros(user) + micros(system)
+    })
 }
 
 /// A script failed: where, and why.
@@ -163,6 +195,16 @@ impl ScriptError {
             }
         }
         let message = match &err {
+            EvalAltResult::ErrorTerminated(token, ..) if token.to_string() == STOP_MEMORY => {
+                format!(
+                    "the script held more than {} MiB of memory and was stopped",
+                    limits::MEMORY_BUDGET / (1024 * 1024)
+                )
+            }
+            EvalAltResult::ErrorTerminated(token, ..) if token.to_string() == STOP_CPU => {
+                "the script computed for longer than --cpu-limit (an endless loop?) and was stopped"
+                    .to_owned()
+            }
             EvalAltResult::ErrorTerminated(..) => format!(
                 "the script ran longer than --timeout {} s and was stopped",
                 timeout.unwrap_or_default().as_secs_f64()
@@ -218,11 +260,23 @@ pub(crate) fn new_engine(host: &Arc<Host>, source: &ScriptSource) -> Engine {
         // `eval` would run text the playbook author never saw with the playbook's powers.
         .disable_symbol("eval");
 
-    if let Some(timeout) = host.timeout {
-        let started = host.started;
-        engine
-            .on_progress(move |_| (started.elapsed() > timeout).then(|| Dynamic::from("timeout")));
-    }
+    let timeout = host.timeout;
+    let cpu_limit = host.cpu_limit;
+    let started = host.started;
+    let cpu_at_start = thread_cpu_time();
+    engine.on_progress(move |operations| {
+        if crate::allocated_bytes() > limits::MEMORY_BUDGET {
+            return Some(Dynamic::from(STOP_MEMORY));
+        }
+        if operations % limits::CPU_CHECK_EVERY == 0
+            && thread_cpu_time().saturating_sub(cpu_at_start) > cpu_limit
+        {
+            return Some(Dynamic::from(STOP_CPU));
+        }
+        timeout
+            .is_some_and(|t| started.elapsed() > t)
+            .then(|| Dynamic::from(STOP_TIMEOUT))
+    });
 
     // `debug` is a reserved word in Rhai (its `debug(x)` statement); the contract's module is
     // `debug::`, so the word is handed to the parser as a plain name. The API is marked volatile
