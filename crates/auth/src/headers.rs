@@ -49,7 +49,7 @@ pub fn write_headers_file(path: &Path, header_name: &str, token: &flyte_api::Sec
     }
     let content = format!("{header_name}: Bearer {}\n", token.expose());
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
+        flyte_fs::create_private_dir(dir)
             .map_err(|e| AuthError::InvalidHeader(format!("{}: {e}", dir.display())))?;
     }
     flyte_fs::replace(path, content.as_bytes(), flyte_fs::SECRET_MODE)?;

@@ -54,7 +54,7 @@ pub async fn ensure_api_key(
         client_secret,
         org: org.to_owned(),
     };
-    std::fs::create_dir_all(dir)
+    flyte_fs::create_private_dir(dir)
         .map_err(|e| AuthError::Cache(format!("{}: {e}", dir.display())))?;
     flyte_fs::replace(
         &path,

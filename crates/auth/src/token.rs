@@ -111,7 +111,7 @@ pub fn store(path: &Path, endpoint: &str, token: &Token) -> Result<()> {
     let json =
         serde_json::to_vec_pretty(&file).map_err(|e| crate::AuthError::Cache(e.to_string()))?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
+        flyte_fs::create_private_dir(dir)
             .map_err(|e| crate::AuthError::Cache(format!("{}: {e}", dir.display())))?;
     }
     flyte_fs::replace(path, &json, flyte_fs::SECRET_MODE)?;

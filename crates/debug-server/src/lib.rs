@@ -252,9 +252,10 @@ impl DebugServer {
     }
 }
 
+/// Write a public file: 0644 at open whatever the umask, replaced atomically.
 fn flyte_fs_write(path: &Path, contents: &[u8]) -> Result<()> {
-    std::fs::write(path, contents).map_err(|source| DebugServerError::Io {
+    flyte_fs::replace(path, contents, 0o644).map_err(|e| DebugServerError::Io {
         action: format!("write {}", path.display()),
-        source,
+        source: std::io::Error::other(e.to_string()),
     })
 }

@@ -48,6 +48,13 @@ pub(crate) fn path(home: &Path) -> PathBuf {
 /// an error naming it: guessing would send requests somewhere the user did not mean.
 pub(crate) fn load(home: &Path) -> Result<Config, String> {
     let path = path(home);
+    // As OpenSSH refuses a config others can write: they could point flyte-run (and the
+    // credentials it sends) at a server of theirs.
+    for trusted in [path.as_path()].into_iter().chain(path.parent()) {
+        if let Some(problem) = crate::paths::unsafe_for_secrets(trusted) {
+            return Err(problem);
+        }
+    }
     match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| {
             format!(
@@ -118,7 +125,8 @@ fn init(
     };
     let text = serde_json::to_string_pretty(&config)? + "\n";
     let dir = path.parent().context("the config path has a parent")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    flyte_fs::create_private_dir(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     flyte_fs::replace(&path, text.as_bytes(), 0o644)
         .with_context(|| format!("cannot write {}", path.display()))?;
     match endpoint {

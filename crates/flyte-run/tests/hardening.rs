@@ -492,3 +492,39 @@ fn scripts_have_a_memory_budget_and_a_cpu_budget() {
     let out = home.run(&["--cpu-limit", "0.5", "-e", "sleep(0.8); 7"]);
     assert_eq!(text(&out.stdout), "7\n", "{}", text(&out.stderr));
 }
+
+/// Defect 9: with umask 000, `config init` made `~/.flyte` 0777, another local user replaced
+/// `flyte-run.json` (their endpoint), and `doctor` said nothing.
+#[test]
+fn umask_000_makes_nothing_others_can_write_and_a_writable_config_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::new();
+    let init = Command::new("sh")
+        .args([
+            "-c",
+            "umask 000 && exec \"$0\" config init --endpoint https://flyte.example.com",
+            BIN,
+        ])
+        .env("HOME", home.0.path())
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let dir = home.0.path().join(".flyte");
+    let file = dir.join("flyte-run.json");
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&file) & 0o022, 0, "{:o}", mode(&file));
+
+    // Someone made it writable by others: flyte-run refuses to use it and says how to fix it.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    for args in [&["config", "show"][..], &["doctor"][..]] {
+        let out = home.run(args);
+        let all = text(&out.stdout) + &text(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {all}");
+        assert!(
+            all.contains("writable by other users") && all.contains("chmod go-w"),
+            "{args:?}: {all}"
+        );
+    }
+}

@@ -19,6 +19,17 @@ use std::path::{Path, PathBuf};
 /// Mode for private keys, tokens and other secrets.
 pub const SECRET_MODE: u32 = 0o600;
 
+/// Create `dir` and any missing parents with mode 0700, whatever the umask (with umask 000,
+/// `create_dir_all` would make them 0777 and let anyone replace the files flyte-run trusts).
+/// An existing directory is left as it is.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// Errors name the path and the operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {

@@ -10,7 +10,7 @@ const KNOWN_HOSTS_MODE: u32 = 0o600;
 
 fn rewrite(path: &Path, host_key_alias: &str, new_line: Option<&str>) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|source| SshConfigError::Io {
+    flyte_fs::create_private_dir(dir).map_err(|source| SshConfigError::Io {
         action: "create the directory",
         path: dir.to_owned(),
         source,
