@@ -84,11 +84,44 @@ fn parent_of(path: &Path) -> Result<&Path> {
     }
 }
 
+/// Prefix of our temporary files.
+const TEMP_PREFIX: &str = ".flyte-tmp-";
+/// A temporary file this old was left by a writer that died (a write takes milliseconds).
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_mins(10);
+
+/// Remove temporary files an interrupted write (a `SIGKILL` between create and rename) left in
+/// `dir`: ours by name and owner, regular files, older than [`STALE_TEMP_AGE`]. Best effort: a
+/// failure to tidy never fails the write.
+fn sweep_stale_temps(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let me = nix::unistd::Uid::current().as_raw();
+    for entry in entries.filter_map(std::result::Result::ok) {
+        if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > STALE_TEMP_AGE);
+        if meta.is_file() && meta.uid() == me && old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// A fully written, fsynced temporary file beside `path`, created with `mode` at open.
 fn staged(path: &Path, contents: &[u8], mode: u32) -> Result<tempfile::NamedTempFile> {
     let dir = parent_of(path)?;
+    sweep_stale_temps(dir);
     let mut tmp = tempfile::Builder::new()
-        .prefix(".flyte-tmp-")
+        .prefix(TEMP_PREFIX)
         .permissions(Permissions::from_mode(mode))
         .tempfile_in(dir)
         .map_err(io_err("create a temporary file in", dir))?;
@@ -232,6 +265,27 @@ mod tests {
         // 0o664 would become 0o644 under the usual umask 022 if only passed to open(2).
         replace(&path, b"x", 0o664).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o664);
+    }
+
+    /// Issue 13, defect 15: `.flyte-tmp-*` files left by writers killed mid-write piled up in
+    /// `~/.ssh`. The next write removes the stale ones and leaves a live writer's alone.
+    #[test]
+    fn a_write_removes_temporaries_that_interrupted_writes_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(".flyte-tmp-killed");
+        let fresh = dir.path().join(".flyte-tmp-writing");
+        std::fs::write(&stale, "half").unwrap();
+        std::fs::write(&fresh, "half").unwrap();
+        let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_hours(1);
+        std::fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
+        replace(&dir.path().join("config"), b"new", 0o600).unwrap();
+        assert!(!stale.exists(), "the stale temporary was left");
+        assert!(fresh.exists(), "a live writer's temporary was removed");
     }
 
     #[test]
