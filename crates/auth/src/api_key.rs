@@ -98,8 +98,61 @@ impl ApiKey {
     }
 }
 
+/// Whether a key made for `key_endpoint` (as stored in the key: host, maybe `:port`) may be sent
+/// to the control plane at `authority` (host, maybe `:port`; `https` tells its default port).
+/// A key goes only to the endpoint it was made for, compared without case and with default
+/// ports filled in; a key for a loopback address may go to any loopback address, because this
+/// machine's sandbox comes back on another port after a restart and a loopback key grants
+/// nothing beyond this machine.
+pub fn key_matches_endpoint(key_endpoint: &str, authority: &str, https: bool) -> bool {
+    let default_port = if https { "443" } else { "80" };
+    let split = |hostport: &str| -> (String, String) {
+        let hostport = hostport.trim().to_ascii_lowercase();
+        // `[v6]:port`, `host:port`, or a bare host.
+        match hostport.rsplit_once(':') {
+            Some((host, port))
+                if !port.is_empty()
+                    && port.bytes().all(|b| b.is_ascii_digit())
+                    && (!host.contains(':') || host.ends_with(']')) =>
+            {
+                (host.to_owned(), port.to_owned())
+            }
+            _ => (hostport.clone(), default_port.to_owned()),
+        }
+    };
+    let loopback = |host: &str| {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        bare == "localhost"
+            || bare
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    let (key_host, key_port) = split(key_endpoint);
+    let (host, port) = split(authority);
+    (loopback(&key_host) && loopback(&host)) || (key_host == host && key_port == port)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn keys_go_only_to_their_own_endpoint() {
+        use super::key_matches_endpoint as ok;
+        for (key, authority, https, expected) in [
+            ("prod.example.com", "prod.example.com", true, true),
+            ("prod.example.com:443", "prod.example.com", true, true),
+            ("PROD.example.com", "prod.example.com:443", true, true),
+            // Issue 13, defect 8: a key for prod went to a local server.
+            ("prod.example.com:443", "127.0.0.1:47301", false, false),
+            ("prod.example.com", "prod.example.com:8443", true, false),
+            ("prod.example.com", "staging.example.com", true, false),
+            ("127.0.0.1:40033", "127.0.0.1:39697", false, true),
+            ("localhost:1", "[::1]:2", false, true),
+            ("127.0.0.1:40033", "prod.example.com", true, false),
+        ] {
+            assert_eq!(ok(key, authority, https), expected, "{key} -> {authority}");
+        }
+    }
+
     use super::*;
 
     fn key(endpoint: &str, org: &str) -> ApiKey {

@@ -19,7 +19,7 @@ mod service;
 mod source;
 pub mod token;
 
-pub use api_key::{ApiKey, strip_scheme};
+pub use api_key::{ApiKey, key_matches_endpoint, strip_scheme};
 pub use connect_service::{API_KEY_SERVICE, ConnectApiKeyService};
 pub use headers::{default_headers_file, write_headers_file};
 pub use oauth::AuthConfig;

@@ -101,6 +101,19 @@ pub(crate) async fn token_source(
         return Ok(None);
     };
     let key = ApiKey::decode(&text).map_err(|e| format!("{}: {e}", files.key_file.display()))?;
+    // A key is sent only to the endpoint it was made for (the user's own key file could have
+    // been made for another deployment, or the endpoint pointed elsewhere).
+    if !flyte_auth::key_matches_endpoint(&key.endpoint, endpoint.authority(), endpoint.is_https()) {
+        return Err(format!(
+            "{} holds an API key made for {}, not for {}; flyte-run sends a key only to its own endpoint. \
+             Point flyte-run at {} (--endpoint, FLYTE_ENDPOINT), or make a key for this endpoint with \
+             auth::ensure_api_key after moving that file away",
+            files.key_file.display(),
+            key.endpoint,
+            endpoint.authority(),
+            key.endpoint
+        ));
+    }
     let config = flyte_auth::oauth::discover(client)
         .await
         .map_err(|e| e.to_string())?;
