@@ -56,9 +56,16 @@ pub(crate) fn unsafe_for_secrets(path: &std::path::Path) -> Option<String> {
             meta.uid()
         ));
     }
-    // A sticky directory (/tmp) lets others add entries but not replace ours.
+    // A sticky directory (/tmp) lets others add entries but not replace ours. A directory's
+    // group write bit is left alone: with user-private groups (umask 002, common on Ubuntu)
+    // the group is the user alone; files must not be group-writable, as OpenSSH insists.
     let sticky_dir = meta.is_dir() && mode & 0o1000 != 0;
-    (mode & 0o022 != 0 && !sticky_dir).then(|| {
+    let others_can_write = if meta.is_dir() {
+        mode & 0o002 != 0
+    } else {
+        mode & 0o022 != 0
+    };
+    (others_can_write && !sticky_dir).then(|| {
         format!(
             "{} is writable by other users (mode {mode:03o}), who could replace what flyte-run reads there; fix it with `chmod go-w {}`",
             path.display(),
