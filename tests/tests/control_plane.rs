@@ -7,29 +7,14 @@
 use std::sync::Arc;
 
 use flyte_api::{Client, Code, Endpoint, HttpClient, Secret};
-use flyte_auth::{AuthConfig, ClientCredentials, ConnectApiKeyService, oauth};
+use flyte_auth::{ClientCredentials, ConnectApiKeyService, oauth};
 use flyte_testkit::TempHome;
-use flyte_testkit::control_plane::{CLIENT_ID, CLIENT_SECRET, ControlPlane};
+use flyte_testkit::control_plane::{CLIENT_SECRET, ControlPlane};
 use serde_json::{Value, json};
 
-fn endpoint(plane: &ControlPlane) -> Endpoint {
-    Endpoint::parse(plane.base_url(), false).unwrap()
-}
+mod plane;
 
-fn credentials(
-    plane: &ControlPlane,
-    config: AuthConfig,
-    cache: std::path::PathBuf,
-) -> ClientCredentials {
-    ClientCredentials::new(
-        HttpClient::default(),
-        config,
-        CLIENT_ID.to_owned(),
-        Secret::new(CLIENT_SECRET),
-        endpoint(plane).authority(),
-        cache,
-    )
-}
+use plane::{credentials, endpoint};
 
 #[test]
 fn discovery_then_client_credentials_then_authenticated_calls_with_one_refresh() {

@@ -8,30 +8,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use flyte_api::{Client, Endpoint, HttpClient, Secret};
-use flyte_auth::{AuthConfig, ClientCredentials, oauth};
+use flyte_api::Client;
+use flyte_auth::oauth;
 use flyte_testkit::TempHome;
-use flyte_testkit::control_plane::{CLIENT_ID, CLIENT_SECRET, ControlPlane};
+use flyte_testkit::control_plane::{CLIENT_SECRET, ControlPlane};
 use serde_json::{Value, json};
 
-fn endpoint(plane: &ControlPlane) -> Endpoint {
-    Endpoint::parse(plane.base_url(), false).unwrap()
-}
+mod plane;
 
-fn credentials(
-    plane: &ControlPlane,
-    config: AuthConfig,
-    cache: std::path::PathBuf,
-) -> ClientCredentials {
-    ClientCredentials::new(
-        HttpClient::default(),
-        config,
-        CLIENT_ID.to_owned(),
-        Secret::new(CLIENT_SECRET),
-        endpoint(plane).authority(),
-        cache,
-    )
-}
+use plane::{credentials, endpoint};
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);

@@ -58,8 +58,14 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Start `flyte-run ARGS` under `ulimit -n LIMIT` and return it with the first line it prints.
-fn start_with_fd_limit(home: &Home, limit: u32, args: &str) -> (Killed, String) {
+/// Start `flyte-run ARGS` (with `env` added) under `ulimit -n LIMIT` and return it with the
+/// first line it prints.
+fn start_with_fd_limit(
+    home: &Home,
+    limit: u32,
+    args: &str,
+    env: &[(&str, &str)],
+) -> (Killed, String) {
     let mut command = Command::new("sh");
     command
         .args([
@@ -69,6 +75,7 @@ fn start_with_fd_limit(home: &Home, limit: u32, args: &str) -> (Killed, String) 
         .env("HOME", home.0.path())
         .env("FLYTE_RUN_BIN", BIN)
         .env_remove("FLYTE_ENDPOINT")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = command.spawn().unwrap();
@@ -134,7 +141,8 @@ fn get(target: SocketAddr) -> String {
 #[test]
 fn one_client_holding_connections_cannot_stop_the_sandbox() {
     let home = Home::new();
-    let (mut sandbox, line) = start_with_fd_limit(&home, 256, "sandbox serve --header-timeout 1");
+    let (mut sandbox, line) =
+        start_with_fd_limit(&home, 256, "sandbox serve --header-timeout 1", &[]);
     let api = address_after(&line, "serving on ");
     let ingress = address_after(&line, "debug ingress on ");
 
@@ -169,27 +177,15 @@ fn one_client_holding_connections_cannot_stop_the_debug_server() {
     flyte_testkit::ssh_keygen(&key_path, "client");
     let key = std::fs::read_to_string(key_path.with_extension("pub")).unwrap();
     let port = flyte_testkit::reserve_port();
-    let mut command = Command::new("sh");
-    command
-        .args([
-            "-c",
-            &format!(
-                "ulimit -n 128 && exec \"$FLYTE_RUN_BIN\" debug-server --port {} --state-dir \"$HOME/dbg\"",
-                port.port()
-            ),
-        ])
-        .env("HOME", home.0.path())
-        .env("FLYTE_RUN_BIN", BIN)
-        .env("_F_E_SSH", "1")
-        .env("_F_SSH_PK", key)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let mut server = Killed(child);
+    let (mut server, _ready) = start_with_fd_limit(
+        &home,
+        128,
+        &format!(
+            "debug-server --port {} --state-dir \"$HOME/dbg\"",
+            port.port()
+        ),
+        &[("_F_E_SSH", "1"), ("_F_SSH_PK", key.trim())],
+    );
     let target: SocketAddr = format!("127.0.0.1:{}", port.port()).parse().unwrap();
     let held = flood(target, 240);
     assert!(held.len() > 32, "only {} connections were made", held.len());

@@ -83,8 +83,10 @@ pub struct ProcessStopper {
 }
 
 impl ProcessStopper {
-    /// SIGTERM every running action's process group, wait up to `grace`, SIGKILL what is left.
-    /// Returns how many groups were signalled. Blocks the calling thread.
+    /// Shut the runs down: stop the drivers, record every unfinished action as failed by the
+    /// system (`SandboxStopped`), end the debug sessions, then SIGTERM every process group
+    /// (tasks and shells), wait up to `grace`, SIGKILL what is left. Returns how many actions
+    /// were running. Blocks the calling thread.
     pub fn stop_all(&self, grace: std::time::Duration) -> usize {
         self.runs.stop_processes(grace)
     }
