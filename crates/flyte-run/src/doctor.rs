@@ -159,6 +159,17 @@ fn ssh_config(home: &Path) -> Check {
                 );
             };
             let config = flyte_ssh_config::Config::parse(&text);
+            match flyte_ssh_config::shadowing(&config) {
+                Ok(found) if !found.is_empty() => {
+                    let problems: Vec<String> = found.iter().map(ToString::to_string).collect();
+                    return Check::new(
+                        Status::Fail,
+                        "ssh config",
+                        format!("{}: {}", path.display(), problems.join("; ")),
+                    );
+                }
+                Ok(_) | Err(_) => {}
+            }
             match flyte_ssh_config::managed_blocks(&config) {
                 Ok(blocks) => {
                     let aliases: Vec<&str> = blocks.iter().map(|b| b.alias.as_str()).collect();
@@ -200,6 +211,14 @@ fn control_plane_checks(host: &Host) -> Vec<Check> {
         Ok(endpoint) => endpoint,
         Err(e) => return vec![Check::new(Status::Fail, "endpoint", e)],
     };
+    // A key made for another endpoint is reported whether or not this one answers.
+    let files = control_plane::credential_files(host, &endpoint);
+    if let Err(e) = control_plane::stored_key(&files, &endpoint) {
+        return vec![
+            Check::new(Status::Note, "endpoint", source.to_string()),
+            Check::new(Status::Fail, "token", e),
+        ];
+    }
     let client = match flyte_api::Client::new(&endpoint) {
         Ok(client) => client,
         Err(e) => return vec![Check::new(Status::Fail, "endpoint", e.to_string())],
@@ -221,7 +240,6 @@ fn control_plane_checks(host: &Host) -> Vec<Check> {
     if reachable.is_err() {
         return checks;
     }
-    let files = control_plane::credential_files(host, &endpoint);
     let key_file = files.key_file.clone();
     let token = host.block_on(async {
         match control_plane::token_source(&client, &endpoint, files).await? {

@@ -11,3 +11,6 @@ pub(crate) const FLYTE_ENDPOINT: &str = flyte_api::ENV_ENDPOINT;
 /// `1`/`true` lets `--endpoint http://...` name a host other than this machine (tokens then
 /// travel unencrypted). Loopback endpoints never need it.
 pub(crate) const FLYTE_INSECURE: &str = "FLYTE_INSECURE";
+/// The endpoint authority (`host:port`) to which a stored API key made for another endpoint may
+/// be sent anyway (a renamed or proxied deployment). Only that endpoint; unset by default.
+pub(crate) const FLYTE_RUN_ALLOW_KEY_ENDPOINT: &str = "FLYTE_RUN_ALLOW_KEY_ENDPOINT";

@@ -560,3 +560,103 @@ fn an_api_key_is_sent_only_to_the_endpoint_it_was_made_for() {
         "the key's holder contacted the foreign endpoint"
     );
 }
+
+/// Defect 8, the rest: `doctor` names a key made for another endpoint without contacting that
+/// endpoint, and the explicit opt-out lets the key go to the one endpoint it names.
+#[test]
+fn doctor_flags_a_key_for_another_endpoint_and_the_opt_out_names_one_endpoint() {
+    let home = Home::new();
+    let dir = home.0.ssh_debug_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = flyte_auth::ApiKey {
+        endpoint: "prod.example.com:443".to_owned(),
+        client_id: "prod-client".to_owned(),
+        client_secret: flyte_api::Secret::new("prod-secret"),
+        org: String::new(),
+    };
+    std::fs::write(dir.join("api-key"), key.encode().unwrap() + "\n").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let endpoint = format!("http://{address}");
+    listener.set_nonblocking(true).unwrap();
+    let out = home.run(&["doctor", "--endpoint", &endpoint]);
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains("FAIL  token") && all.contains("made for prod.example.com:443"),
+        "{all}"
+    );
+    assert!(listener.accept().is_err(), "doctor contacted the endpoint");
+
+    // Naming another endpoint in the opt-out changes nothing; naming this one lets it through.
+    let refused = home
+        .command()
+        .env("FLYTE_RUN_ALLOW_KEY_ENDPOINT", "127.0.0.1:1")
+        .args(["--endpoint", &endpoint, "-e", r#"runs::details("x")"#])
+        .output()
+        .unwrap();
+    assert!(
+        text(&refused.stderr).contains("FLYTE_RUN_ALLOW_KEY_ENDPOINT="),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(listener.accept().is_err());
+    listener.set_nonblocking(false).unwrap();
+    let allowed = home
+        .command()
+        .env("FLYTE_RUN_ALLOW_KEY_ENDPOINT", address.to_string())
+        .args(["--endpoint", &endpoint, "-e", r#"runs::details("x")"#])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let allowed = Killed(allowed);
+    let (mut stream, _) = listener.accept().unwrap();
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).unwrap();
+    assert!(
+        text(&head[..n]).starts_with("POST /"),
+        "{}",
+        text(&head[..n])
+    );
+    drop(stream);
+    drop(allowed);
+}
+
+/// Defect 11, the rest: a hand edit that lets another block override the managed one (an
+/// earlier `Host *`, an `Include` above it, an unmanaged block for the alias) fails `doctor`.
+#[test]
+fn doctor_flags_ssh_blocks_that_shadow_the_managed_one() {
+    let home = Home::new();
+    let ssh = home.0.path().join(".ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    let managed = "# >>> flyte-run managed: flyte-debug >>>\nHost flyte-debug\n  User root\n# <<< flyte-run managed: flyte-debug <<<\n";
+    for (before, after, expected) in [
+        ("", "Host *\n  User me\n", None),
+        ("Host *\n  User me\n", "", Some("line 1 (`Host *`)")),
+        ("Include config.d/*\n", "", Some("line 1 (`Include`)")),
+        (
+            "",
+            "Host flyte-debug\n  ForwardAgent yes\n",
+            Some("line 5 has a `Host` block"),
+        ),
+    ] {
+        std::fs::write(ssh.join("config"), format!("{before}{managed}{after}")).unwrap();
+        let out = home.run(&["doctor"]);
+        let stdout = text(&out.stdout);
+        let line = stdout
+            .lines()
+            .find(|l| l.contains("ssh config"))
+            .unwrap_or_default()
+            .to_owned();
+        match expected {
+            None => assert!(line.starts_with("ok"), "{stdout}"),
+            Some(expected) => {
+                assert!(!out.status.success(), "{stdout}");
+                assert!(
+                    line.starts_with("FAIL") && line.contains(expected),
+                    "{line}"
+                );
+            }
+        }
+    }
+}

@@ -14,6 +14,7 @@
 //! assert_eq!(remove_block(&installed, "dbg").unwrap().as_deref(), Some(user));
 //! ```
 
+mod audit;
 mod block;
 mod file;
 mod known_hosts;
@@ -24,6 +25,7 @@ mod quote;
 use std::fmt;
 use std::path::PathBuf;
 
+pub use audit::{ShadowKind, Shadowing, shadowing};
 pub use block::{DebugHost, HostKeyCheck, SERVER_ALIVE_INTERVAL, validate_alias};
 pub use file::{EditOptions, MAX_CONFIG_BYTES, Outcome, install, remove};
 pub use known_hosts::{forget_host_key, pin_host_key};

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use flyte_ssh_config::{
-    Config, DebugHost, EditOptions, HostKeyCheck, Outcome, SshConfigError, install, install_block,
-    pin_host_key, remove, remove_block,
+    Config, DebugHost, EditOptions, HostKeyCheck, Outcome, ShadowKind, SshConfigError, install,
+    install_block, pin_host_key, remove, remove_block, shadowing,
 };
 use flyte_testkit::{ReadOnlyDir, Sshd, TempHome};
 use proptest::prelude::*;
@@ -293,6 +293,67 @@ fn an_unmanaged_block_for_the_alias_is_refused_with_the_fix() {
     }
     // Wildcards are the user's defaults, not a block for this alias; ours goes first.
     assert!(install_block("Host d*\n  Port 2\n", "dbg", &block("dbg")).is_ok());
+}
+
+#[test]
+fn doctor_sees_what_a_hand_edit_lets_override_a_managed_block() {
+    let managed = "# >>> flyte-run managed: dbg >>>\nHost dbg\n  User root\n# <<< flyte-run managed: dbg <<<\n";
+    let cases: &[(&str, &[(usize, &str)])] = &[
+        // Installed by us, left alone: nothing to report.
+        (&format!("{managed}Host *\n  User me\n"), &[]),
+        (&format!("Host other\n  Port 2\n{managed}"), &[]),
+        (
+            &format!("Host *\n  User me\n{managed}"),
+            &[(1, "host-before")],
+        ),
+        (
+            &format!("Host d*\n  User me\n{managed}"),
+            &[(1, "host-before")],
+        ),
+        (&format!("Host * !dbg\n  User me\n{managed}"), &[]),
+        (
+            &format!("Include config.d/*\n{managed}"),
+            &[(1, "include-before")],
+        ),
+        (
+            &format!("Match all\n  User me\n{managed}"),
+            &[(1, "match-before")],
+        ),
+        (
+            &format!("{managed}Host dbg\n  ForwardAgent yes\n"),
+            &[(5, "unmanaged")],
+        ),
+        (
+            &format!("Host x dbg\n  ForwardAgent yes\n{managed}"),
+            &[(1, "unmanaged")],
+        ),
+    ];
+    for (text, expected) in cases {
+        let found = shadowing(&Config::parse(text)).unwrap();
+        let got: Vec<(usize, &str)> = found
+            .iter()
+            .map(|s| {
+                let kind = match s.kind {
+                    ShadowKind::HostBefore { .. } => "host-before",
+                    ShadowKind::MatchBefore => "match-before",
+                    ShadowKind::IncludeBefore => "include-before",
+                    ShadowKind::UnmanagedBlock => "unmanaged",
+                };
+                (s.line, kind)
+            })
+            .collect();
+        assert_eq!(&got, expected, "{text}");
+        assert!(
+            found
+                .iter()
+                .all(|s| s.alias == "dbg" && s.to_string().contains("\"dbg\""))
+        );
+    }
+    // The real client agrees that the earlier `Host *` wins for User.
+    let home = TempHome::new();
+    let path = home.path().join("config");
+    fs::write(&path, format!("Host *\n  User me\n{managed}")).unwrap();
+    assert_eq!(one(&resolved(&path, "dbg"), "user"), "me");
 }
 
 #[test]

@@ -337,7 +337,10 @@ async fn bridge(socket: WebSocketStream<TcpStream>, target: Box<dyn AsyncStream>
                     Ok(0) | Err(_) => {
                         let reason = refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
                         let close = reason.unwrap_or(CloseFrame { code: CloseCode::Normal, reason: "ssh server closed".into() });
+                        // When the client's close already arrived, the WebSocket layer refuses a
+                        // second close frame before flushing its queued reply; `close` flushes it.
                         let _ = sink.send(Message::Close(Some(close))).await;
+                        let _ = sink.close().await;
                         return;
                     }
                     Ok(n) => {

@@ -90,6 +90,45 @@ pub(crate) fn api_key_files(host: &Host) -> CredentialFiles {
     }
 }
 
+/// The API key in `files`, when there is one and it may be sent to `endpoint`.
+///
+/// A key is sent only to the endpoint it was made for (the user's own key file could have been
+/// made for another deployment, or the endpoint pointed elsewhere), unless the user names this
+/// endpoint in `FLYTE_RUN_ALLOW_KEY_ENDPOINT`: an explicit, per-endpoint opt-out.
+pub(crate) fn stored_key(
+    files: &CredentialFiles,
+    endpoint: &Endpoint,
+) -> Result<Option<ApiKey>, String> {
+    let Ok(text) = std::fs::read_to_string(&files.key_file) else {
+        return Ok(None);
+    };
+    let key = ApiKey::decode(&text).map_err(|e| format!("{}: {e}", files.key_file.display()))?;
+    let allowed = std::env::var(crate::env_vars::FLYTE_RUN_ALLOW_KEY_ENDPOINT)
+        .is_ok_and(|v| v.trim() == endpoint.authority());
+    if allowed
+        || flyte_auth::key_matches_endpoint(
+            &key.endpoint,
+            endpoint.authority(),
+            endpoint.is_https(),
+        )
+    {
+        return Ok(Some(key));
+    }
+    Err(format!(
+        "{} holds an API key made for {}, not for {}; flyte-run sends a key only to its own endpoint. \
+         Point flyte-run at {} (--endpoint, FLYTE_ENDPOINT), make a key for this endpoint with \
+         auth::ensure_api_key after moving that file away, or, if {} really is the same deployment, \
+         set {}={}",
+        files.key_file.display(),
+        key.endpoint,
+        endpoint.authority(),
+        key.endpoint,
+        endpoint.authority(),
+        crate::env_vars::FLYTE_RUN_ALLOW_KEY_ENDPOINT,
+        endpoint.authority(),
+    ))
+}
+
 /// Client credentials from `files` for `endpoint`, and the header tokens go in; `None` when the
 /// key file does not exist.
 pub(crate) async fn token_source(
@@ -97,23 +136,9 @@ pub(crate) async fn token_source(
     endpoint: &Endpoint,
     files: CredentialFiles,
 ) -> Result<Option<(ClientCredentials, String)>, String> {
-    let Ok(text) = std::fs::read_to_string(&files.key_file) else {
+    let Some(key) = stored_key(&files, endpoint)? else {
         return Ok(None);
     };
-    let key = ApiKey::decode(&text).map_err(|e| format!("{}: {e}", files.key_file.display()))?;
-    // A key is sent only to the endpoint it was made for (the user's own key file could have
-    // been made for another deployment, or the endpoint pointed elsewhere).
-    if !flyte_auth::key_matches_endpoint(&key.endpoint, endpoint.authority(), endpoint.is_https()) {
-        return Err(format!(
-            "{} holds an API key made for {}, not for {}; flyte-run sends a key only to its own endpoint. \
-             Point flyte-run at {} (--endpoint, FLYTE_ENDPOINT), or make a key for this endpoint with \
-             auth::ensure_api_key after moving that file away",
-            files.key_file.display(),
-            key.endpoint,
-            endpoint.authority(),
-            key.endpoint
-        ));
-    }
     let config = flyte_auth::oauth::discover(client)
         .await
         .map_err(|e| e.to_string())?;
