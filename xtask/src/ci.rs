@@ -63,6 +63,9 @@ pub(crate) fn run() -> anyhow::Result<()> {
             "import flyteidl2.workflow.run_service_pb2",
         )
     })?;
+    step(&mut timings, "codegen --check", || {
+        crate::codegen::run(&["--check".to_owned()])
+    })?;
     step(&mut timings, "fmt", || {
         cargo(&root, &["fmt", "--all", "--check"])
     })?;
@@ -154,10 +157,15 @@ fn ensure_prerequisites() -> anyhow::Result<()> {
 /// WebSocket client.
 const INTEROP_PACKAGES: &[&str] = &["flyte==2.12.1", "websockets"];
 /// The official flyteidl2 message classes our JSON is checked against.
-const IDL_PACKAGES: &[&str] = &["flyteidl2==2.0.53"];
+pub(crate) const IDL_PACKAGES: &[&str] = &["flyteidl2==2.0.53"];
 
 /// Create `target/<name>` with `packages` unless it can already run `probe`.
-fn ensure_venv(root: &Path, name: &str, packages: &[&str], probe: &str) -> anyhow::Result<()> {
+pub(crate) fn ensure_venv(
+    root: &Path,
+    name: &str,
+    packages: &[&str],
+    probe: &str,
+) -> anyhow::Result<()> {
     let venv = root.join("target").join(name);
     let python = venv.join("bin/python");
     let ready = || {
@@ -274,7 +282,7 @@ fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     run_checked(Command::new(cargo_bin()).current_dir(root).args(args))
 }
 
-fn run_checked(cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run_checked(cmd: &mut Command) -> anyhow::Result<()> {
     let shown = format!("{cmd:?}");
     let status = cmd
         .status()
@@ -285,7 +293,7 @@ fn run_checked(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn workspace_root() -> anyhow::Result<PathBuf> {
+pub(crate) fn workspace_root() -> anyhow::Result<PathBuf> {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest_dir
         .parent()

@@ -2,12 +2,15 @@
 //!
 //! - `ci`: install what the tests need (when root), then fmt, clippy and the tests, timing each
 //!   step. This is the README's test command and all that `.ci/run` calls.
+//! - `codegen [--check]`: the generated files the repository commits (flyteidl2 descriptors);
+//!   `--check`, run by `ci`, fails when one is stale.
 //! - `bench [reconciler|tunnel|sandbox|cli]`: performance figures, measured side by side with a reference
 //!   in the same run (never asserted in tests).
 #![allow(clippy::print_stdout)]
 
 mod bench;
 mod ci;
+mod codegen;
 
 use std::process::ExitCode;
 
@@ -16,6 +19,8 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   ci                         install test prerequisites (as root), then cargo fmt --check,
                              clippy -D warnings, and the tests
+  codegen [--check]          write the generated files (the flyteidl2 descriptors from the
+                             pinned PyPI release); --check fails when one is stale
   bench [reconciler|tunnel|sandbox|cli]
                              decisions per second of the reconciler core; the SSH tunnel
                              against direct OpenSSH (download, upload, connect, start-up);
@@ -26,6 +31,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run(),
         Some("bench") => bench::run(&args[1..]),
+        Some("codegen") => codegen::run(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
