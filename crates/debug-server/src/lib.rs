@@ -220,7 +220,11 @@ impl DebugServer {
 
     /// Serve on `listener` until the max uptime passes.
     pub async fn serve(&self, listener: TcpListener) -> Result<()> {
-        let bridge = Arc::new(BridgeConfig::new(self.target()));
+        let mut bridge = BridgeConfig::new(self.target());
+        // Any path: the cluster's ingress may rewrite it.
+        let key = self.host_public_key()?;
+        bridge.host_key = Some(Arc::new(move |_path: &str| Some(key.clone())));
+        let bridge = Arc::new(bridge);
         let max_uptime = self.shared.settings.max_uptime;
         tokio::select! {
             result = flyte_tunnel::bridge::serve(listener, bridge) => result.map_err(|source| DebugServerError::Io {

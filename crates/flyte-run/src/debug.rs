@@ -282,7 +282,7 @@ pub(crate) fn connect(
         }
     }
 
-    let host_key = Some(link.host_key.trim().to_owned()).filter(|k| !k.is_empty());
+    let host_key = fetch_host_key(host, &wss_url, &headers_file)?;
     let host_key_fingerprint = host_key
         .as_deref()
         .map(flyte_keys::public_key_fingerprint)
@@ -396,6 +396,26 @@ impl std::fmt::Display for ProbeError {
 
 /// Open the route's WebSocket (and close it again) until it answers 101. 401/403 end at once;
 /// 404, 5xx and network errors mean the route is still starting.
+/// The host key the route publishes for pinning, or `None` (then ssh learns it on first use).
+fn fetch_host_key(
+    host: &Host,
+    url: &str,
+    headers_file: &std::path::Path,
+) -> Result<Option<String>, String> {
+    let mut options = ClientOptions::new(url);
+    options.headers = flyte_tunnel::read_headers_file(headers_file).map_err(|e| e.to_string())?;
+    options.connect_timeout = PROBE_TIMEOUT;
+    match host.block_on(flyte_tunnel::client::fetch_host_key(&options)) {
+        Ok(key) => Ok(key),
+        Err(e @ TunnelError::AuthRefused { .. }) => Err(e.to_string()),
+        // The route is reached later by ssh, which reports its own failure; pin nothing now.
+        Err(e) => {
+            tracing::debug!(error = %e, "the route's host key could not be fetched");
+            Ok(None)
+        }
+    }
+}
+
 fn probe_until_open(
     host: &Host,
     url: &str,

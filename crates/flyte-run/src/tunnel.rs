@@ -30,9 +30,12 @@ async fn tunnel(args: &TunnelArgs) -> Result<(), TunnelError> {
         flyte_tunnel::client::stdin_chunks(),
         tokio::io::stdout(),
     );
+    // An interrupt wins over a tunnel that ended in the same instant (its stdin closing as the
+    // signal arrived): the user asked to stop, and the exit code says so.
     tokio::select! {
-        result = run => result,
+        biased;
         () = interrupted() => Err(TunnelError::Interrupted),
+        result = run => result,
     }
 }
 

@@ -314,7 +314,7 @@ fn debug_run(home: &Home, name: &str) -> [String; 3] {
         runs::wait("{name}", #{{ timeout: 60, poll_interval: 0 }});
         let link = runs::details("{name}").log_links.filter(|l| l.type == "IDE")[0];
         print(link.uri);
-        print(link.host_key);
+        print(debug::host_key(link.uri));
         print(auth::bearer_token().authorization());"#
     );
     let out = home.run(&["-e", &script]);

@@ -294,7 +294,7 @@ fn a_debug_run_on_the_sandbox_is_reachable_with_the_system_ssh_client() {
         runs::wait("dbg", #{ timeout: 60, poll_interval: 0 });
         let link = runs::details("dbg").log_links.filter(|l| l.type == "IDE")[0];
         print(link.uri);
-        print(link.host_key);
+        print(debug::host_key(link.uri));
         print(link.ready);
         print(auth::bearer_token().authorization());
     "#;
@@ -308,7 +308,7 @@ fn a_debug_run_on_the_sandbox_is_reachable_with_the_system_ssh_client() {
     let lines: Vec<&str> = text.lines().collect();
     let (uri, host_key, ready, authorization) = (lines[0], lines[1], lines[2], lines[3]);
     assert!(
-        uri.starts_with("ws://127.0.0.1:")
+        uri.starts_with("http://127.0.0.1:")
             && uri.ends_with("/v1/debug/flytesnacks/development/dbg/a0"),
         "{uri}"
     );
@@ -395,12 +395,12 @@ fn several_debug_runs_at_once_each_reach_their_own_server() {
             runs::launch(#{ name: name, command: ["sleep", "120"],
                             env: #{ _F_E_SSH: "1", _F_SSH_PK: key.public_key } });
         }
+        auth::ensure_api_key("flyte-ssh-debug");
         for name in names {
             runs::wait(name, #{ timeout: 60, poll_interval: 0 });
             let link = runs::details(name).log_links.filter(|l| l.type == "IDE")[0];
-            print(link.uri + " " + link.host_key);
+            print(link.uri + " " + debug::host_key(link.uri));
         }
-        auth::ensure_api_key("flyte-ssh-debug");
         print(auth::bearer_token().authorization());
     "#;
     let out = home.run(&["-e", script]);

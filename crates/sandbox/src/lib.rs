@@ -11,6 +11,7 @@
 //! Files in the state directory (`~/.flyte/sandbox` by default):
 //! `sandbox.db`, `signing.key` (0600), `credential` (0600; the bootstrap API key).
 
+mod connect;
 pub mod instance;
 mod runs;
 mod server;
@@ -27,6 +28,9 @@ use crate::tokens::Signer;
 
 /// The `iss` of every token; constant, so tokens survive a restart on another port.
 pub const ISSUER: &str = "flyte-sandbox";
+/// The project every sandbox lists (Flyte's sample project), and the domains it has.
+pub const DEFAULT_PROJECT: &str = "flytesnacks";
+pub const DEFAULT_DOMAINS: [&str; 3] = ["development", "staging", "production"];
 /// Lifetime of issued tokens.
 pub const TOKEN_TTL_SECS: i64 = 3600;
 /// The bootstrap credential's file name in the state directory.
@@ -234,14 +238,18 @@ impl Sandbox {
         listener: TcpListener,
         ingress: TcpListener,
     ) -> std::io::Result<()> {
-        let ingress_url = format!("ws://{}", ingress.local_addr()?);
+        // Flyte's clients expect an http(s) IDE link and derive ws(s) themselves.
+        let ingress_url = format!("http://{}", ingress.local_addr()?);
         let routes = Arc::clone(&self.shared.runs.ingress);
         // Set once; a second `serve` of the same sandbox would keep the first URL.
         let _ = routes.base_url.set(ingress_url);
         let shared = Arc::clone(&self.shared);
-        let mut config = flyte_tunnel::bridge::BridgeConfig::new(
-            flyte_tunnel::bridge::Target::Route(Arc::new(move |path: &str| routes.route(path))),
-        );
+        let mut config =
+            flyte_tunnel::bridge::BridgeConfig::new(flyte_tunnel::bridge::Target::Route({
+                let routes = Arc::clone(&routes);
+                Arc::new(move |path: &str| routes.route(path))
+            }));
+        config.host_key = Some(Arc::new(move |path: &str| routes.host_key(path)));
         // The ingress takes the same tokens as the API, checked the same way.
         config.verifier = Some(Arc::new(move |token: &str| {
             server::token_is_live(&shared, token)

@@ -233,7 +233,8 @@ impl RunEntry {
                 attempts,
                 ..api::ActionStatus::default()
             },
-            error_info: self.error.clone(),
+            // `result` is a oneof in flyteidl2: an aborted action shows why it was aborted.
+            error_info: self.error.clone().filter(|_| self.abort_reason.is_none()),
             abort_info: self
                 .abort_reason
                 .clone()
@@ -259,11 +260,18 @@ impl RunSlot {
     }
 }
 
+/// One debug run's route: its in-process server, and that server's host key.
+#[derive(Clone)]
+pub(crate) struct IngressRoute {
+    pub(crate) target: flyte_tunnel::bridge::Target,
+    pub(crate) host_key: String,
+}
+
 /// Where debug runs are reached: the ingress's routes (request path -> the run's in-process
 /// debug server) and its base URL, known once it listens.
 #[derive(Default)]
 pub(crate) struct Ingress {
-    pub(crate) routes: Mutex<HashMap<String, flyte_tunnel::bridge::Target>>,
+    pub(crate) routes: Mutex<HashMap<String, IngressRoute>>,
     pub(crate) base_url: std::sync::OnceLock<String>,
 }
 
@@ -276,7 +284,7 @@ impl std::fmt::Debug for Ingress {
 }
 
 impl Ingress {
-    fn routes(&self) -> MutexGuard<'_, HashMap<String, flyte_tunnel::bridge::Target>> {
+    fn routes(&self) -> MutexGuard<'_, HashMap<String, IngressRoute>> {
         self.routes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -285,7 +293,13 @@ impl Ingress {
     /// The target serving `path`, for the ingress bridge.
     pub(crate) fn route(&self, path: &str) -> Option<flyte_tunnel::bridge::Target> {
         let path = path.split('?').next().unwrap_or(path);
-        self.routes().get(path).cloned()
+        self.routes().get(path).map(|r| r.target.clone())
+    }
+
+    /// The host key of the server at `path`, for `?ssh-host-key`.
+    pub(crate) fn host_key(&self, path: &str) -> Option<String> {
+        let path = path.split('?').next().unwrap_or(path);
+        self.routes().get(path).map(|r| r.host_key.clone())
     }
 }
 
@@ -540,6 +554,21 @@ impl Runs {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&key(id))
             .cloned()
+    }
+
+    /// Every (project, domain) a run was made in.
+    pub(crate) fn projects(&self) -> std::collections::BTreeSet<(String, String)> {
+        let slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots
+            .values()
+            .map(|s| {
+                let e = s.lock();
+                (e.id.project.clone(), e.id.domain.clone())
+            })
+            .collect()
     }
 
     pub(crate) fn list(&self, project: &str, domain: &str) -> Vec<Arc<RunSlot>> {
@@ -855,17 +884,22 @@ fn open_debug_route(entry: &mut RunEntry, task: &LocalTask) -> Result<(), String
         .get()
         .cloned()
         .ok_or("the sandbox's ingress is not listening")?;
-    route
-        .ingress
-        .routes()
-        .insert(route.path.clone(), server.target());
+    // The host key is not in the link (flyteidl2's TaskLog has no field for it): the route
+    // serves it to token holders (`?ssh-host-key`), as our debug server does in a cluster.
+    route.ingress.routes().insert(
+        route.path.clone(),
+        IngressRoute {
+            target: server.target(),
+            host_key: server.host_public_key().map_err(|e| e.to_string())?,
+        },
+    );
     entry.ide_link = Some(api::TaskLog {
         uri: format!("{base}{}", route.path),
         name: "SSH debug (flyte-run)".to_owned(),
         link_type: api::LinkType::Ide,
         // The server is in this process: it answers as soon as the route exists.
         ready: true,
-        host_key: server.host_public_key().map_err(|e| e.to_string())?,
+        host_key: String::new(),
     });
     entry.debug_server = Some(server);
     Ok(())

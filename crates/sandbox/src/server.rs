@@ -44,13 +44,13 @@ fn connect_error(code: Code, message: impl Into<String>) -> Response {
 }
 
 /// A refused request: answered with Connect error JSON. Handlers return `Result<_, Rejection>`.
-struct Rejection {
-    code: Code,
-    message: String,
+pub(crate) struct Rejection {
+    pub(crate) code: Code,
+    pub(crate) message: String,
 }
 
 impl Rejection {
-    fn new(code: Code, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -79,7 +79,7 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Rejection> {
 }
 
 /// The caller's identity from a valid bearer token, or `unauthenticated`.
-fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<String, Rejection> {
+pub(crate) fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<String, Rejection> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -108,21 +108,6 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<String, Rejectio
 
 async fn health() -> &'static str {
     "ok"
-}
-
-async fn oauth2_metadata(State(shared): State<Arc<Shared>>) -> Response {
-    axum::Json(json!({
-        "issuer": crate::ISSUER,
-        "tokenEndpoint": format!("{}/oauth2/token", shared.base_url),
-        "grantTypesSupported": ["client_credentials"],
-        "tokenEndpointAuthMethodsSupported": ["client_secret_basic"],
-    }))
-    .into_response()
-}
-
-async fn public_client_config() -> Response {
-    axum::Json(json!({"clientId": "flyte-run", "authorizationMetadataKey": "authorization"}))
-        .into_response()
 }
 
 async fn well_known(State(shared): State<Arc<Shared>>) -> Response {
@@ -306,10 +291,8 @@ async fn connect_body_limit(response: Response) -> Response {
 /// More retries than this is a mistake in a local sandbox, not a plan.
 const MAX_RETRIES: u32 = 10;
 
-const RUN_SERVICE: &str = flyte_api::types::services::RUN_SERVICE;
-
 /// The run `id` names, or `not_found` naming it.
-fn run_slot(
+pub(crate) fn run_slot(
     shared: &Shared,
     id: &flyte_api::types::RunIdentifier,
 ) -> Result<Arc<crate::runs::RunSlot>, Rejection> {
@@ -321,14 +304,10 @@ fn run_slot(
     })
 }
 
-fn json_response<T: serde::Serialize>(value: &T) -> Response {
-    axum::Json(value).into_response()
-}
-
 /// What a `CreateRunRequest` asks the sandbox to run: the run's identity, its command and
 /// environment (the container's, then the run spec's), and its user retries
 /// (`taskTemplate.metadata.retries.retries`, flyteidl2 `core.RetryStrategy`).
-fn decode_run(
+pub(crate) fn decode_run(
     request: &flyte_api::types::CreateRunRequest,
 ) -> Result<(flyte_api::types::RunIdentifier, crate::runs::LocalTask, u32), Rejection> {
     let invalid = |message: &str| Rejection::new(Code::InvalidArgument, message);
@@ -400,28 +379,31 @@ fn decode_run(
     ))
 }
 
-async fn create_run(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Rejection> {
-    use flyte_api::types::{
-        Action, ActionIdentifier, ActionStatus, CreateRunRequest, CreateRunResponse, Run,
-    };
-    authenticate(&shared, &headers)?;
-    let request: CreateRunRequest = parse(&body)?;
-    let (id, task, retries) = decode_run(&request)?;
-    // `create` validates the names before anything is written; the nested layout keeps the
-    // path injective (names hold no '/').
-    let log = shared
+/// Where a run's task output goes: `logs/<project>/<domain>/<run>.log` under the state
+/// directory. Names are validated before anything is written, and the nested layout keeps the
+/// path injective (names hold no '/').
+pub(crate) fn log_path(
+    shared: &Shared,
+    id: &flyte_api::types::RunIdentifier,
+) -> std::path::PathBuf {
+    shared
         .state_dir
         .join("logs")
         .join(&id.project)
         .join(&id.domain)
-        .join(format!("{}.log", id.name));
-    let slot = shared
+        .join(format!("{}.log", id.name))
+}
+
+/// Register and start a run, or say why not.
+pub(crate) fn create_run(
+    shared: &Shared,
+    id: &flyte_api::types::RunIdentifier,
+    task: &crate::runs::LocalTask,
+    retries: u32,
+) -> Result<Arc<crate::runs::RunSlot>, Rejection> {
+    shared
         .runs
-        .create(&id, &task, retries, log)
+        .create(id, task, retries, log_path(shared, id))
         .map_err(|e| match e {
             crate::runs::CreateError::AlreadyExists => Rejection::new(
                 Code::AlreadyExists,
@@ -436,182 +418,16 @@ async fn create_run(
             crate::runs::CreateError::Store(message) => {
                 Rejection::from(crate::SandboxError::Store(message))
             }
-        })?;
-    let phase = slot.lock().phase.clone();
-    Ok(json_response(&CreateRunResponse {
-        run: Run {
-            action: Action {
-                id: ActionIdentifier {
-                    run: id,
-                    name: crate::runs::ACTION_NAME.to_owned(),
-                },
-                metadata: None,
-                status: ActionStatus {
-                    phase,
-                    attempts: 1,
-                    ..ActionStatus::default()
-                },
-            },
-            labels: std::collections::BTreeMap::new(),
-        },
-    }))
-}
-
-async fn get_action_details(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Rejection> {
-    use flyte_api::types::{GetActionDetailsRequest, GetActionDetailsResponse};
-    authenticate(&shared, &headers)?;
-    let request: GetActionDetailsRequest = parse(&body)?;
-    let slot = run_slot(&shared, &request.action_id.run)?;
-    if request.action_id.name != crate::runs::ACTION_NAME {
-        return Err(Rejection::new(
-            Code::NotFound,
-            format!("no action {:?} in that run", request.action_id.name),
-        ));
-    }
-    let details = slot.lock().details();
-    Ok(json_response(&GetActionDetailsResponse { details }))
+        })
 }
 
 /// How often a watch looks for changes (the driver has no subscriber list yet).
-const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+pub(crate) const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// `WatchActionDetails`: one envelope with the details each time they change, ending after the
 /// first terminal phase with the end-of-stream envelope.
-async fn watch_action_details(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Rejection> {
-    use flyte_api::envelope;
-    use flyte_api::types::{GetActionDetailsRequest, GetActionDetailsResponse};
-    authenticate(&shared, &headers)?;
-    let mut decoder = envelope::Decoder::new(MAX_BODY_BYTES);
-    decoder.push(&body);
-    let request = match decoder.next_envelope() {
-        Ok(Some(frame)) => parse::<GetActionDetailsRequest>(&Bytes::from(frame.payload))?,
-        _ => {
-            return Err(Rejection::new(
-                Code::InvalidArgument,
-                "expected one enveloped request message",
-            ));
-        }
-    };
-    let slot = run_slot(&shared, &request.action_id.run)?;
-    let stream = futures_util::stream::unfold(
-        (slot, None::<flyte_api::types::ActionDetails>, false),
-        |(slot, last, ended)| async move {
-            if ended {
-                return None;
-            }
-            loop {
-                let details = slot.lock().details();
-                if last.as_ref() != Some(&details) {
-                    let terminal = details.status.phase.is_terminal();
-                    let json = serde_json::to_vec(&GetActionDetailsResponse {
-                        details: details.clone(),
-                    })
-                    .unwrap_or_default();
-                    let mut frames = envelope::encode(0, &json);
-                    if terminal {
-                        frames.extend(envelope::encode(envelope::END_STREAM, b"{}"));
-                    }
-                    return Some((
-                        Ok::<_, std::convert::Infallible>(Bytes::from(frames)),
-                        (slot, Some(details), terminal),
-                    ));
-                }
-                tokio::time::sleep(WATCH_POLL).await;
-            }
-        },
-    );
-    Ok((
-        [("content-type", "application/connect+json")],
-        axum::body::Body::from_stream(stream),
-    )
-        .into_response())
-}
-
-async fn get_run_details(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Rejection> {
-    use flyte_api::types::{GetRunDetailsRequest, GetRunDetailsResponse, RunDetails};
-    authenticate(&shared, &headers)?;
-    let request: GetRunDetailsRequest = parse(&body)?;
-    let slot = run_slot(&shared, &request.run_id)?;
-    let action = slot.lock().details();
-    Ok(json_response(&GetRunDetailsResponse {
-        details: RunDetails {
-            run_spec: None,
-            action,
-        },
-    }))
-}
-
-async fn abort_run(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Rejection> {
-    use flyte_api::types::{AbortRunRequest, AbortRunResponse};
-    authenticate(&shared, &headers)?;
-    let request: AbortRunRequest = parse(&body)?;
-    let slot = run_slot(&shared, &request.run_id)?;
-    crate::runs::abort(
-        &slot,
-        request
-            .reason
-            .unwrap_or_else(|| "aborted by request".to_owned()),
-    );
-    Ok(json_response(&AbortRunResponse {}))
-}
-
-async fn list_runs(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Rejection> {
-    use flyte_api::types::{Action, ActionIdentifier, ListRunsRequest, ListRunsResponse, Run};
-    authenticate(&shared, &headers)?;
-    let request: ListRunsRequest = parse(&body)?;
-    let project = request.project_id.ok_or_else(|| {
-        Rejection::new(
-            Code::InvalidArgument,
-            "give projectId (name and domain) to list runs",
-        )
-    })?;
-    let runs = shared
-        .runs
-        .list(&project.name, &project.domain)
-        .iter()
-        .map(|slot| {
-            let details = slot.lock().details();
-            Run {
-                action: Action {
-                    id: ActionIdentifier {
-                        run: details.id.run.clone(),
-                        name: details.id.name.clone(),
-                    },
-                    metadata: None,
-                    status: details.status,
-                },
-                labels: std::collections::BTreeMap::new(),
-            }
-        })
-        .collect();
-    Ok(json_response(&ListRunsResponse {
-        runs,
-        token: String::new(),
-    }))
-}
-
 /// Largest request body accepted; bigger ones are refused before they are read into memory.
-const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Read the whole request body before the handler runs, within `limit`. Without this a client
 /// that announces a body and never sends it holds a connection and a task for ever; with it the
@@ -669,35 +485,14 @@ pub(crate) fn router(shared: Arc<Shared>, body_read_timeout: std::time::Duration
     let keys = flyte_auth::API_KEY_SERVICE;
     axum::Router::new()
         .route("/healthz", get(health))
-        .route(
-            "/flyteidl2.auth.AuthMetadataService/GetOAuth2Metadata",
-            post(oauth2_metadata),
-        )
-        .route(
-            "/flyteidl2.auth.AuthMetadataService/GetPublicClientConfig",
-            post(public_client_config),
-        )
         .route("/.well-known/oauth-authorization-server", get(well_known))
         .route("/oauth2/token", post(token))
         .route(&format!("/{keys}/CreateApiKey"), post(create_api_key))
         .route(&format!("/{keys}/GetApiKey"), post(get_api_key))
         .route(&format!("/{keys}/DeleteApiKey"), post(delete_api_key))
         .route(&format!("/{keys}/ListApiKeys"), post(list_api_keys))
-        .route(&format!("/{RUN_SERVICE}/CreateRun"), post(create_run))
-        .route(
-            &format!("/{RUN_SERVICE}/GetRunDetails"),
-            post(get_run_details),
-        )
-        .route(
-            &format!("/{RUN_SERVICE}/GetActionDetails"),
-            post(get_action_details),
-        )
-        .route(
-            &format!("/{RUN_SERVICE}/WatchActionDetails"),
-            post(watch_action_details),
-        )
-        .route(&format!("/{RUN_SERVICE}/AbortRun"), post(abort_run))
-        .route(&format!("/{RUN_SERVICE}/ListRuns"), post(list_runs))
+        // Flyte's services (and `unimplemented` for any other path) on the connectrpc runtime.
+        .fallback_service(crate::connect::router(Arc::clone(&shared)).into_axum_service())
         .layer(axum::middleware::from_fn_with_state(
             body_read_timeout,
             read_body_within,

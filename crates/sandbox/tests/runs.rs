@@ -666,7 +666,8 @@ fn watch_streams_each_change_and_ends_after_the_terminal_phase() {
                 name: "a0".into(),
             },
         };
-        sandbox
+        // Connect sends a stream's error in its end-of-stream message.
+        let mut stream = sandbox
             .client
             .server_stream::<_, GetActionDetailsResponse>(
                 RUN_SERVICE,
@@ -674,8 +675,8 @@ fn watch_streams_each_change_and_ends_after_the_terminal_phase() {
                 &request,
             )
             .await
-            .map(|_| ())
-            .unwrap_err()
+            .unwrap();
+        stream.next().await.unwrap().map(|_| ()).unwrap_err()
     });
     assert_eq!(err.code, Code::NotFound);
 }

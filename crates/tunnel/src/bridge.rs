@@ -48,6 +48,15 @@ pub type InProcessServer = Arc<dyn Fn(DuplexStream) + Send + Sync>;
 pub type Router = Arc<dyn Fn(&str) -> Option<Target> + Send + Sync>;
 /// Says whether a presented bearer token is good (for tokens that are verified, not compared).
 pub type TokenVerifier = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// The SSH server's public key (an OpenSSH `ssh-ed25519 AAAA...` line) for a request path.
+pub type HostKeyLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The query that asks the bridge for its SSH server's host key instead of the readiness answer:
+/// `GET <route>?ssh-host-key`, authorized like an upgrade. The key travels on the route the
+/// client already trusts with its token, so a client can pin it before its first SSH connection;
+/// servers that do not know the query (Flyte's own pod side) answer the probe's `200 ok`, which
+/// is not a key, and the client falls back to learning the key on first use.
+pub const HOST_KEY_QUERY: &str = "ssh-host-key";
 
 /// Where upgraded connections go.
 #[derive(Clone)]
@@ -81,6 +90,8 @@ pub struct BridgeConfig {
     pub head_timeout: Duration,
     /// Connections held at once (in all, and per peer address).
     pub limits: Limits,
+    /// Answers `GET <path>?ssh-host-key`; `None` answers it `404`.
+    pub host_key: Option<HostKeyLookup>,
 }
 
 impl fmt::Debug for BridgeConfig {
@@ -94,6 +105,7 @@ impl fmt::Debug for BridgeConfig {
             .field("verifier", &self.verifier.is_some())
             .field("head_timeout", &self.head_timeout)
             .field("limits", &self.limits)
+            .field("host_key", &self.host_key.is_some())
             .finish()
     }
 }
@@ -106,6 +118,7 @@ impl BridgeConfig {
             verifier: None,
             head_timeout: HEAD_TIMEOUT,
             limits: Limits::default(),
+            host_key: None,
         }
     }
 }
@@ -199,12 +212,14 @@ pub async fn handle(mut stream: TcpStream, config: &BridgeConfig) -> std::io::Re
     let Some(head) = head? else {
         return respond(&mut stream, "400 Bad Request", "bad request").await;
     };
-    if !head.upgrade {
+    let (path, query) = head
+        .path
+        .split_once('?')
+        .unwrap_or((head.path.as_str(), ""));
+    let wants_host_key = query.split('&').any(|q| q == HOST_KEY_QUERY);
+    if !head.upgrade && !wants_host_key {
         return respond(&mut stream, "200 OK", "ok").await;
     }
-    let Some(key) = head.key else {
-        return respond(&mut stream, "400 Bad Request", "missing Sec-WebSocket-Key").await;
-    };
     let presented = head
         .authorization
         .as_deref()
@@ -226,6 +241,15 @@ pub async fn handle(mut stream: TcpStream, config: &BridgeConfig) -> std::io::Re
         )
         .await;
     }
+    if wants_host_key {
+        return match config.host_key.as_ref().and_then(|lookup| lookup(path)) {
+            Some(key) => respond(&mut stream, "200 OK", &format!("{}\n", key.trim())).await,
+            None => respond(&mut stream, "404 Not Found", "no host key at this path").await,
+        };
+    }
+    let Some(key) = head.key else {
+        return respond(&mut stream, "400 Bad Request", "missing Sec-WebSocket-Key").await;
+    };
     let target = match &config.target {
         Target::Route(route) => match route(&head.path) {
             Some(target) => target,

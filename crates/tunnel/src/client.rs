@@ -121,6 +121,114 @@ pub async fn connect(options: &ClientOptions) -> Result<Socket> {
     }
 }
 
+/// The SSH host key the route's bridge publishes (`GET <route>?ssh-host-key`, with the same
+/// headers as the tunnel), or `None` when the server there does not publish one (Flyte's own pod
+/// side answers its readiness `200 ok`; anything that is not one OpenSSH public-key line counts as
+/// none). Errors are for routes that cannot be reached or refuse the token.
+pub async fn fetch_host_key(options: &ClientOptions) -> Result<Option<String>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = normalize_url(&options.url)?;
+    let bad = |reason: &str| TunnelError::BadUrl {
+        url: options.url.clone(),
+        reason: reason.to_owned(),
+    };
+    let uri: tungstenite::http::Uri = url.parse().map_err(|_| bad("it is not a valid URL"))?;
+    let secure = uri.scheme_str() == Some("wss");
+    let host = uri.host().ok_or_else(|| bad("it has no host"))?.to_owned();
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let authority = uri
+        .authority()
+        .map_or(host.as_str(), |a| a.as_str())
+        .to_owned();
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let separator = if path.contains('?') { '&' } else { '?' };
+    let bare_host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let address = (bare_host.clone(), port);
+    let mut head = format!(
+        "GET {path}{separator}{} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n",
+        crate::bridge::HOST_KEY_QUERY
+    );
+    for header in &options.headers {
+        if header.name.contains(['\r', '\n']) || header.value.contains(['\r', '\n']) {
+            return Err(TunnelError::LocalFile {
+                what: "the headers",
+                path: PathBuf::from(&header.name),
+                reason: "this header's name or value is not valid in HTTP (a line break?)"
+                    .to_owned(),
+            });
+        }
+        for part in [header.name.as_str(), ": ", header.value.as_str(), "\r\n"] {
+            head.push_str(part);
+        }
+    }
+    head.push_str("\r\n");
+    let exchange = async {
+        let tcp = TcpStream::connect(address.clone()).await?;
+        let mut response = Vec::new();
+        if secure {
+            let config = tls::client_config(options.extra_ca.as_deref())
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let name = rustls::pki_types::ServerName::try_from(bare_host.clone())
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let mut stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            stream.write_all(head.as_bytes()).await?;
+            (&mut stream)
+                .take(MAX_HOST_KEY_RESPONSE)
+                .read_to_end(&mut response)
+                .await?;
+        } else {
+            let mut stream = tcp;
+            stream.write_all(head.as_bytes()).await?;
+            (&mut stream)
+                .take(MAX_HOST_KEY_RESPONSE)
+                .read_to_end(&mut response)
+                .await?;
+        }
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = match tokio::time::timeout(options.connect_timeout, exchange).await {
+        Err(_) => {
+            return Err(TunnelError::RouteNotServing {
+                detail: format!("no answer within {} s", options.connect_timeout.as_secs()),
+            });
+        }
+        Ok(Err(e)) => {
+            return Err(TunnelError::RouteNotServing {
+                detail: e.to_string(),
+            });
+        }
+        Ok(Ok(response)) => response,
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(body_at)) = parsed.parse(&response) else {
+        return Ok(None);
+    };
+    match parsed.code {
+        Some(401 | 403) => {
+            return Err(TunnelError::AuthRefused {
+                status: parsed.code.unwrap_or(401),
+            });
+        }
+        Some(200) => {}
+        _ => return Ok(None),
+    }
+    let body = String::from_utf8_lossy(&response[body_at..]);
+    let line = body.trim();
+    let looks_like_a_key = line.lines().count() == 1
+        && line.split_whitespace().count() >= 2
+        && line.starts_with("ssh-");
+    Ok(looks_like_a_key.then(|| line.to_owned()))
+}
+
+/// A host-key answer is one line; anything longer is not one.
+const MAX_HOST_KEY_RESPONSE: u64 = 16 * 1024;
+
 fn classify_handshake_error(error: tungstenite::Error) -> TunnelError {
     match error {
         tungstenite::Error::Http(response) => {

@@ -9,7 +9,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
+use flyte_tunnel::Header;
 use flyte_tunnel::bridge::{BridgeConfig, Target};
+use flyte_tunnel::client::ClientOptions;
 
 /// A TCP echo server standing in for the SSH server, and a bridge in front of it.
 struct Setup {
@@ -325,4 +327,72 @@ fn routes_pick_targets_by_path_and_a_verifier_checks_tokens() {
         upgrade_with("/v1/debug/p/d/r1/a0", "forged"),
         "HTTP/1.1 401 Unauthorized"
     );
+}
+
+/// `?ssh-host-key` asks for the SSH server's key, authorized like an upgrade; our client reads it,
+/// and takes a server that does not know the query (the readiness `ok`) as publishing none.
+#[test]
+fn the_host_key_is_served_to_token_holders_and_fetched_by_the_client() {
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+    let guarded = setup(|c| {
+        c.bearer_token = Some("s3cret-token".to_owned());
+        c.host_key = Some(Arc::new(|path: &str| {
+            (path == "/v1/debug/r/a0").then(|| KEY.to_owned())
+        }));
+    });
+    let unpublished = setup(|_| {});
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fetch = |bridge: SocketAddr, path: &str, token: Option<&str>| {
+        let mut options = ClientOptions::new(format!("ws://{bridge}{path}"));
+        options.headers = token
+            .map(|t| Header {
+                name: "Authorization".to_owned(),
+                value: format!("Bearer {t}"),
+            })
+            .into_iter()
+            .collect();
+        runtime.block_on(flyte_tunnel::client::fetch_host_key(&options))
+    };
+    let cases: [(SocketAddr, &str, Option<&str>, Result<Option<&str>, &str>); 6] = [
+        (
+            guarded.bridge,
+            "/v1/debug/r/a0",
+            Some("s3cret-token"),
+            Ok(Some(KEY)),
+        ),
+        // Another query on the route stays: the key query is added to it.
+        (
+            guarded.bridge,
+            "/v1/debug/r/a0?x=1",
+            Some("s3cret-token"),
+            Ok(Some(KEY)),
+        ),
+        (
+            guarded.bridge,
+            "/v1/debug/r/a0",
+            Some("wrong"),
+            Err("refused"),
+        ),
+        (guarded.bridge, "/v1/debug/r/a0", None, Err("refused")),
+        (guarded.bridge, "/elsewhere", Some("s3cret-token"), Ok(None)),
+        (unpublished.bridge, "/any", None, Ok(None)),
+    ];
+    for (bridge, path, token, want) in cases {
+        let got = fetch(bridge, path, token);
+        match (want, &got) {
+            (Ok(key), Ok(found)) => assert_eq!(found.as_deref(), key, "{path} {token:?}"),
+            (Err(words), Err(e)) => assert!(e.to_string().contains(words), "{path}: {e}"),
+            _ => panic!("{path} {token:?}: {got:?}"),
+        }
+    }
+    // A server that does not know the query answers the readiness probe: not a key.
+    let mut stream = connect(unpublished.bridge);
+    write!(stream, "GET /any HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
 }

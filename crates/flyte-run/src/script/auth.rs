@@ -59,7 +59,11 @@ fn ensure_api_key(host: &Host, name: &str) -> Result<ScriptApiKey, String> {
     })
 }
 
-fn bearer_token(host: &Host, use_api_key: bool, refresh: bool) -> Result<ScriptToken, String> {
+pub(super) fn bearer_token(
+    host: &Host,
+    use_api_key: bool,
+    refresh: bool,
+) -> Result<ScriptToken, String> {
     if host.dry_run {
         println!("dry-run: get a bearer token (use_api_key: {use_api_key}, refresh: {refresh})");
         return Ok(ScriptToken {
@@ -100,6 +104,16 @@ fn bearer_token(host: &Host, use_api_key: bool, refresh: bool) -> Result<ScriptT
             .map(|token| ScriptToken { token })
             .map_err(|e| e.to_string())
     })
+}
+
+impl ScriptToken {
+    /// The `Authorization` header carrying this token.
+    pub(super) fn header(&self) -> flyte_tunnel::Header {
+        flyte_tunnel::Header {
+            name: "Authorization".to_owned(),
+            value: format!("Bearer {}", self.token.value.expose()),
+        }
+    }
 }
 
 pub(super) fn register_types(engine: &mut Engine) {

@@ -62,6 +62,21 @@ fn connect_options(
 }
 
 /// The `SSHDebug` map: Flyte's fields, plus what `ssh::install` needs to rebuild the block.
+fn route_host_key(host: &Host, uri: &str) -> Result<Dynamic, String> {
+    if host.dry_run {
+        println!("dry-run: fetch the host key of the debug route {uri}");
+        return Ok(Dynamic::UNIT);
+    }
+    let token = super::auth::bearer_token(host, true, false)?;
+    let mut options = flyte_tunnel::client::ClientOptions::new(uri);
+    options.headers = vec![token.header()];
+    match host.block_on(flyte_tunnel::client::fetch_host_key(&options)) {
+        Ok(Some(key)) => Ok(key.into()),
+        Ok(None) => Ok(Dynamic::UNIT),
+        Err(e) => Err(format!("{uri}: {e}")),
+    }
+}
+
 fn connection_map(connection: &Connection) -> Result<Map, String> {
     let block = &connection.block;
     let path = |p: &std::path::Path| Dynamic::from(p.display().to_string());
@@ -171,6 +186,15 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     module.set_native_fn("launch_env", move |ctx: NativeCallContext<'_>| {
         launch_env(&ctx, &h, Map::new())
     });
+    // debug::host_key(uri) -> the SSH host key the debug route publishes, or () when it publishes
+    // none (Flyte's own pod side); fetched with the API key's bearer token.
+    let h = Arc::clone(host);
+    module.set_native_fn(
+        "host_key",
+        move |ctx: NativeCallContext<'_>, uri: &str| -> ScriptResult<Dynamic> {
+            route_host_key(&h, uri).map_err(|e| script_err(&ctx, e))
+        },
+    );
     // debug::run_name(run) -> the name `flyte-run debug RUN` relaunches RUN under
     module.set_native_fn(
         "run_name",

@@ -321,7 +321,6 @@ fn details_map(d: ActionDetails) -> Map {
             link.insert("name".into(), l.name.clone().into());
             link.insert("type".into(), l.link_type.as_str().to_owned().into());
             link.insert("ready".into(), l.ready.into());
-            link.insert("host_key".into(), l.host_key.clone().into());
             Dynamic::from(link)
         })
         .collect();

@@ -1,0 +1,123 @@
+//! Issue 14: Flyte's own client stack against the sandbox. The flyteidl2 Connect clients Flyte's
+//! SDK uses (`PyPI` `flyte==2.12.1` with its `flyteidl2`, binary protobuf, gzip-compressed
+//! requests, over the SDK's own HTTP client) call every read path, the logs service and abort;
+//! each answer is decoded by the official classes. Runs in the interop venv `cargo xtask ci`
+//! creates (`FLYTE_INTEROP_PYTHON` points elsewhere).
+
+// Helpers outside #[test] functions may unwrap too: this whole file is test code.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use flyte_testkit::TempHome;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flyte-run");
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("FLYTE_INTEROP_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/interop-venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the interop venv is missing: run `cargo xtask ci` (it creates target/interop-venv) or set FLYTE_INTEROP_PYTHON"
+    );
+    venv
+}
+
+struct Home(TempHome);
+
+impl Home {
+    fn run(&self, args: &[&str]) -> Output {
+        self.0
+            .command(BIN)
+            .env_remove("FLYTE_ENDPOINT")
+            .env_remove("DAP_RUNNER_SSH_HOST")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = self.run(&["sandbox", "stop"]);
+    }
+}
+
+#[test]
+fn flytes_own_client_reads_watches_tails_and_aborts_a_sandbox_run() {
+    let home = Home(TempHome::new());
+    let script = r#"
+        runs::launch(#{ name: "fc", command: ["sh", "-c", "echo hello-from-task; exec sleep 120"] });
+        runs::wait("fc", #{ timeout: 60, poll_interval: 0 });
+        auth::ensure_api_key("flyte-ssh-debug");
+        print(auth::bearer_token().authorization());
+    "#;
+    let out = home.run(&["-e", script]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let authorization = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let token = authorization.strip_prefix("Bearer ").unwrap().to_owned();
+    let endpoint = stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no endpoint in {stderr}"))
+        .to_owned();
+
+    let mut child = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/flyte_client.py"
+        ))
+        .args([&endpoint, "fc"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(token.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected = [
+        (
+            "/oauth2/token_endpoint",
+            Value::from(format!("{endpoint}/oauth2/token")),
+        ),
+        ("/client_config/client_id", "flyte-run".into()),
+        ("/projects/0", "flytesnacks".into()),
+        ("/projects_without_token/error", "unauthenticated".into()),
+        ("/list_runs/0", "fc".into()),
+        ("/details/phase", "ACTION_PHASE_RUNNING".into()),
+        ("/actions/0", "a0".into()),
+        ("/action", "ACTION_PHASE_RUNNING".into()),
+        ("/missing/error", "not_found".into()),
+        ("/logs/0", "hello-from-task".into()),
+        ("/abort", "ok".into()),
+        ("/not_served/error", "unimplemented".into()),
+    ];
+    for (pointer, value) in expected {
+        assert_eq!(got.pointer(pointer), Some(&value), "{pointer} in {got}");
+    }
+    let watched: Vec<&str> = got["watched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(watched.last(), Some(&"ACTION_PHASE_ABORTED"), "{got}");
+}

@@ -1,0 +1,634 @@
+//! The Connect services the sandbox serves, on the connectrpc runtime with the generated
+//! flyteidl2 types (flyte-idl): binary protobuf and JSON, gzip, unary and server streams, Connect
+//! errors (`unimplemented` for every method the sandbox does not serve), size limits.
+//!
+//! The run model inside the sandbox is still flyte-api's JSON types; each message crosses into
+//! the generated types through its proto3 JSON form (`to_wire` / `from_wire`), which both sides
+//! define identically, so a field the schema does not know cannot reach a client.
+
+// The generated traits return `impl Future`; `async fn` refines that, as connectrpc documents.
+#![allow(refining_impl_trait)]
+
+use std::sync::Arc;
+
+use connectrpc::{
+    ConnectError, ErrorCode, RequestContext, Response, ServiceRequest, ServiceResult, ServiceStream,
+};
+use flyte_api::types as model;
+use flyte_idl::flyteidl2::{auth, project, workflow};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Shared;
+use crate::server::{Rejection, authenticate, decode_run, run_slot};
+
+impl From<Rejection> for ConnectError {
+    fn from(rejection: Rejection) -> Self {
+        let code = rejection
+            .code
+            .as_str()
+            .parse()
+            .unwrap_or(ErrorCode::Internal);
+        ConnectError::new(code, rejection.message)
+    }
+}
+
+/// A model message as the flyteidl2 type of the same name.
+fn to_wire<W: DeserializeOwned>(message: &impl Serialize) -> Result<W, ConnectError> {
+    serde_json::to_value(message)
+        .and_then(serde_json::from_value)
+        .map_err(|error| {
+            tracing::error!(%error, "a sandbox message does not fit its flyteidl2 type");
+            ConnectError::internal("the sandbox failed; see its log")
+        })
+}
+
+/// A decoded flyteidl2 request as the model's type of the same name.
+fn from_wire<M: DeserializeOwned>(message: &impl Serialize) -> Result<M, ConnectError> {
+    serde_json::to_value(message)
+        .and_then(serde_json::from_value)
+        .map_err(|e| ConnectError::invalid_argument(format!("malformed request: {e}")))
+}
+
+fn not_served(method: &str) -> ConnectError {
+    ConnectError::unimplemented(format!("the flyte-run sandbox does not serve {method}"))
+}
+
+/// The services, each holding the sandbox's shared state.
+#[derive(Clone)]
+pub(crate) struct Api {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
+}
+
+/// Every Connect service of the sandbox on one router. Paths it does not know answer
+/// `unimplemented` (HTTP 404), as Connect servers do.
+pub(crate) fn router(shared: Arc<Shared>) -> connectrpc::Router {
+    let api = Arc::new(Api { shared });
+    let router = connectrpc::Router::new();
+    let router = <Api as auth::AuthMetadataServiceExt>::register(Arc::clone(&api), router);
+    let router = <Api as project::ProjectServiceExt>::register(Arc::clone(&api), router);
+    let router = <Api as workflow::RunServiceExt>::register(Arc::clone(&api), router);
+    <Api as workflow::RunLogsServiceExt>::register(api, router)
+}
+
+impl Api {
+    fn caller(&self, ctx: &RequestContext) -> Result<String, ConnectError> {
+        authenticate(&self.shared, ctx.headers()).map_err(ConnectError::from)
+    }
+
+    fn slot(
+        &self,
+        run: Option<&flyte_idl::flyteidl2::common::RunIdentifier>,
+    ) -> Result<Arc<crate::runs::RunSlot>, ConnectError> {
+        let run = run.ok_or_else(|| ConnectError::invalid_argument("give runId"))?;
+        let id: model::RunIdentifier = from_wire(run)?;
+        run_slot(&self.shared, &id).map_err(ConnectError::from)
+    }
+
+    fn action_slot(
+        &self,
+        action: Option<&flyte_idl::flyteidl2::common::ActionIdentifier>,
+    ) -> Result<Arc<crate::runs::RunSlot>, ConnectError> {
+        let action = action.ok_or_else(|| ConnectError::invalid_argument("give actionId"))?;
+        let slot = self.slot(action.run.as_option())?;
+        if action.name != crate::runs::ACTION_NAME {
+            return Err(ConnectError::not_found(format!(
+                "no action {:?} in that run",
+                action.name
+            )));
+        }
+        Ok(slot)
+    }
+}
+
+/// A run as the list and watch calls show it: its one action's id and status.
+fn run_summary(details: &model::ActionDetails) -> model::Run {
+    model::Run {
+        action: model::Action {
+            id: details.id.clone(),
+            metadata: None,
+            status: details.status.clone(),
+        },
+        labels: std::collections::BTreeMap::new(),
+    }
+}
+
+/// Each change of a run's details, mapped by `message`, until the first terminal phase.
+fn watch<T: Send + 'static>(
+    slot: Arc<crate::runs::RunSlot>,
+    message: impl Fn(&model::ActionDetails) -> Result<T, ConnectError> + Send + 'static,
+) -> ServiceStream<T> {
+    let stream = futures_util::stream::unfold(
+        (slot, None::<model::ActionDetails>, false, message),
+        |(slot, last, ended, message)| async move {
+            if ended {
+                return None;
+            }
+            loop {
+                let details = slot.lock().details();
+                if last.as_ref() != Some(&details) {
+                    let terminal = details.status.phase.is_terminal();
+                    let item = message(&details);
+                    let ended = terminal || item.is_err();
+                    return Some((item, (slot, Some(details), ended, message)));
+                }
+                tokio::time::sleep(crate::server::WATCH_POLL).await;
+            }
+        },
+    );
+    Box::pin(stream)
+}
+
+impl auth::AuthMetadataService for Api {
+    async fn get_o_auth2_metadata(
+        &self,
+        _ctx: RequestContext,
+        _request: ServiceRequest<'_, auth::GetOAuth2MetadataRequest>,
+    ) -> ServiceResult<auth::GetOAuth2MetadataResponse> {
+        Response::ok(auth::GetOAuth2MetadataResponse {
+            issuer: crate::ISSUER.to_owned(),
+            token_endpoint: format!("{}/oauth2/token", self.shared.base_url),
+            grant_types_supported: vec!["client_credentials".to_owned()],
+            token_endpoint_auth_methods_supported: vec!["client_secret_basic".to_owned()],
+            ..Default::default()
+        })
+    }
+
+    async fn get_public_client_config(
+        &self,
+        _ctx: RequestContext,
+        _request: ServiceRequest<'_, auth::GetPublicClientConfigRequest>,
+    ) -> ServiceResult<auth::GetPublicClientConfigResponse> {
+        Response::ok(auth::GetPublicClientConfigResponse {
+            client_id: "flyte-run".to_owned(),
+            authorization_metadata_key: "authorization".to_owned(),
+            ..Default::default()
+        })
+    }
+}
+
+/// The projects the sandbox knows: the default one, and every project a run was made in, each
+/// with the domains its runs use (Flyte's three by default).
+fn projects(shared: &Shared) -> Vec<project::Project> {
+    let mut known: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        std::collections::BTreeMap::new();
+    known.insert(
+        crate::DEFAULT_PROJECT.to_owned(),
+        crate::DEFAULT_DOMAINS
+            .iter()
+            .map(|d| (*d).to_owned())
+            .collect(),
+    );
+    for (project, domain) in shared.runs.projects() {
+        known.entry(project).or_default().insert(domain);
+    }
+    known
+        .into_iter()
+        .map(|(id, domains)| project::Project {
+            name: id.clone(),
+            id,
+            domains: domains
+                .into_iter()
+                .map(|d| project::Domain {
+                    id: d.clone(),
+                    name: d,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+impl project::ProjectService for Api {
+    async fn create_project(
+        &self,
+        _ctx: RequestContext,
+        _request: ServiceRequest<'_, project::CreateProjectRequest>,
+    ) -> ServiceResult<project::CreateProjectResponse> {
+        Err(not_served(
+            "CreateProject (projects exist once a run uses them)",
+        ))
+    }
+
+    async fn update_project(
+        &self,
+        _ctx: RequestContext,
+        _request: ServiceRequest<'_, project::UpdateProjectRequest>,
+    ) -> ServiceResult<project::UpdateProjectResponse> {
+        Err(not_served("UpdateProject"))
+    }
+
+    async fn get_project(
+        &self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, project::GetProjectRequest>,
+    ) -> ServiceResult<project::GetProjectResponse> {
+        let request = request.to_owned_message();
+        self.caller(&ctx)?;
+        let wanted = request.id;
+        let found = projects(&self.shared)
+            .into_iter()
+            .find(|p| p.id == wanted)
+            .ok_or_else(|| ConnectError::not_found(format!("no project {wanted:?}")))?;
+        Response::ok(project::GetProjectResponse {
+            project: buffa::MessageField::some(found),
+            ..Default::default()
+        })
+    }
+
+    async fn list_projects(
+        &self,
+        ctx: RequestContext,
+        _request: ServiceRequest<'_, project::ListProjectsRequest>,
+    ) -> ServiceResult<project::ListProjectsResponse> {
+        self.caller(&ctx)?;
+        Response::ok(project::ListProjectsResponse {
+            projects: buffa::MessageField::some(project::Projects {
+                projects: projects(&self.shared),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+}
+
+/// Lines per `TailLogsResponse`: a long log arrives in several messages, none of them large.
+const LINES_PER_MESSAGE: usize = 500;
+
+struct Tail {
+    slot: Arc<crate::runs::RunSlot>,
+    path: std::path::PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+    done: bool,
+}
+
+/// The task's output (stdout and stderr, as the sandbox writes them to its log), line by line,
+/// following the file until the run ends.
+fn tail(
+    slot: Arc<crate::runs::RunSlot>,
+    path: std::path::PathBuf,
+) -> ServiceStream<workflow::TailLogsResponse> {
+    let start = Tail {
+        slot,
+        path,
+        offset: 0,
+        partial: Vec::new(),
+        done: false,
+    };
+    Box::pin(futures_util::stream::unfold(start, |mut tail| async move {
+        if tail.done {
+            return None;
+        }
+        loop {
+            // Read the phase before the file: lines written before the end are then seen.
+            let ended = tail.slot.lock().phase.is_terminal();
+            let lines = match read_lines(&mut tail).await {
+                Ok(lines) => lines,
+                Err(error) => {
+                    tail.done = true;
+                    tracing::error!(%error, path = %tail.path.display(), "cannot read a task log");
+                    return Some((
+                        Err(ConnectError::internal("cannot read the task's log")),
+                        tail,
+                    ));
+                }
+            };
+            if ended && lines.len() < LINES_PER_MESSAGE {
+                if !tail.partial.is_empty() {
+                    let rest = std::mem::take(&mut tail.partial);
+                    let mut lines = lines;
+                    lines.push(String::from_utf8_lossy(&rest).into_owned());
+                    tail.done = true;
+                    return Some((Ok(logs_message(lines)), tail));
+                }
+                tail.done = true;
+                if lines.is_empty() {
+                    return None;
+                }
+                return Some((Ok(logs_message(lines)), tail));
+            }
+            if !lines.is_empty() {
+                return Some((Ok(logs_message(lines)), tail));
+            }
+            tokio::time::sleep(crate::server::WATCH_POLL).await;
+        }
+    }))
+}
+
+/// Up to [`LINES_PER_MESSAGE`] complete lines after `tail.offset`.
+async fn read_lines(tail: &mut Tail) -> std::io::Result<Vec<String>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut file = match tokio::fs::File::open(&tail.path).await {
+        Ok(file) => file,
+        // Not written yet: the task has not started.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    file.seek(std::io::SeekFrom::Start(tail.offset)).await?;
+    let mut lines = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    while lines.len() < LINES_PER_MESSAGE {
+        let n = file.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        let mut consumed = 0;
+        for (i, byte) in chunk[..n].iter().enumerate() {
+            if *byte == b'\n' {
+                tail.partial.extend_from_slice(&chunk[consumed..i]);
+                consumed = i + 1;
+                let line = std::mem::take(&mut tail.partial);
+                lines.push(String::from_utf8_lossy(&line).into_owned());
+                if lines.len() == LINES_PER_MESSAGE {
+                    break;
+                }
+            }
+        }
+        if lines.len() < LINES_PER_MESSAGE {
+            tail.partial.extend_from_slice(&chunk[consumed..n]);
+            consumed = n;
+        }
+        tail.offset += consumed as u64;
+    }
+    Ok(lines)
+}
+
+fn logs_message(lines: Vec<String>) -> workflow::TailLogsResponse {
+    use flyte_idl::flyteidl2::logs::dataplane::{LogLine, LogLineOriginator};
+    workflow::TailLogsResponse {
+        logs: vec![workflow::tail_logs_response::Logs {
+            lines: lines
+                .into_iter()
+                .map(|message| LogLine {
+                    message,
+                    originator: buffa::EnumValue::from(LogLineOriginator::USER),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+impl workflow::RunLogsService for Api {
+    async fn tail_logs(
+        &self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, workflow::TailLogsRequest>,
+    ) -> ServiceResult<ServiceStream<workflow::TailLogsResponse>> {
+        let request = request.to_owned_message();
+        self.caller(&ctx)?;
+        let slot = self.action_slot(request.action_id.as_option())?;
+        let path = {
+            let id = &slot.lock().id;
+            crate::server::log_path(&self.shared, id)
+        };
+        Ok(Response::new(tail(slot, path)))
+    }
+}
+
+impl workflow::RunService for Api {
+    async fn create_run(
+        &self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, workflow::CreateRunRequest>,
+    ) -> ServiceResult<workflow::CreateRunResponse> {
+        let request = request.to_owned_message();
+        self.caller(&ctx)?;
+        let request: model::CreateRunRequest = from_wire(&request)?;
+        let (id, task, retries) = decode_run(&request)?;
+        let slot = crate::server::create_run(&self.shared, &id, &task, retries)?;
+        let details = slot.lock().details();
+        Response::ok(to_wire(&model::CreateRunResponse {
+            run: run_summary(&details),
+        })?)
+    }
+
+    async fn abort_run(
+        &self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, workflow::AbortRunRequest>,
+    ) -> ServiceResult<workflow::AbortRunResponse> {
+        let request = request.to_owned_message();
+        self.caller(&ctx)?;
+        let slot = self.slot(request.run_id.as_option())?;
+        let reason = request
+            .reason
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "aborted by request".to_owned());
+        crate::runs::abort(&slot, reason);
+        Response::ok(workflow::AbortRunResponse::default())
+    }
+
+    async fn get_run_details(
+        &self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, workflow::GetRunDetailsRequest>,
+    ) -> ServiceResult<workflow::GetRunDetailsResponse> {
+        let request = request.to_owned_message();
+        self.caller(&ctx)?;
+        let slot = self.slot(request.run_id.as_option())?;
+        let action = slot.lock().details();
+        Response::ok(to_wire(&model::GetRunDetailsResponse {
+            details: model::RunDetails {
+                run_spec: None,
+                action,
+            },
+        })?)
+    }
+
+    async fn watch_run_details(
+        &self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, workflow::WatchRunDetailsRequest>,
+    ) -> ServiceResult<ServiceStream<workflow::WatchRunDetailsResponse>> {
+        let request = request.to_owned_message();
+        self.caller(&ctx)?;
+        let slot = self.slot(request.run_id.as_option())?;
+        Ok(Response::new(watch(slot, |details| {
+            to_wire(&model::GetRunDetailsResponse {
+                details: model::RunDetails {
+                    run_spec: None,
+                    action: details.clone(),
+                },
+            })
+        })))
+    }
+
+    async fn get_action_details(
+        &self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, workflow::GetActionDetailsRequest>,
+    ) -> ServiceResult<workflow::GetActionDetailsResponse> {
+        let request = request.to_owned_message();
+        self.caller(&ctx)?;
+        let slot = self.action_slot(request.action_id.as_option())?;
+        let details = slot.lock().details();
+        Response::ok(to_wire(&model::GetActionDetailsResponse { details })?)
+    }
+
+    async fn watch_action_details(
+        &self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, workflow::WatchActionDetailsRequest>,
+    ) -> ServiceResult<ServiceStream<workflow::WatchActionDetailsResponse>> {
+        let request = request.to_owned_message();
+        self.caller(&ctx)?;
+        let slot = self.action_slot(request.action_id.as_option())?;
+        Ok(Response::new(watch(slot, |details| {
+            to_wire(&model::GetActionDetailsResponse {
+                details: details.clone(),
+            })
+        })))
+    }
+
+    async fn get_action_data(
+        &self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, workflow::GetActionDataRequest>,
+    ) -> ServiceResult<workflow::GetActionDataResponse> {
+        let request = request.to_owned_message();
+        // Local tasks take no typed inputs and record no outputs: both are empty.
+        self.caller(&ctx)?;
+        self.action_slot(request.action_id.as_option())?;
+        Response::ok(workflow::GetActionDataResponse::default())
+    }
+
+    async fn list_runs(
+        &self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, workflow::ListRunsRequest>,
+    ) -> ServiceResult<workflow::ListRunsResponse> {
+        let request = request.to_owned_message();
+        self.caller(&ctx)?;
+        let request: model::ListRunsRequest = from_wire(&request)?;
+        let (project, domain) = request.project_id.map_or_else(
+            || {
+                (
+                    crate::DEFAULT_PROJECT.to_owned(),
+                    crate::DEFAULT_DOMAINS[0].to_owned(),
+                )
+            },
+            |p| (p.name, p.domain),
+        );
+        let runs: Vec<model::Run> = self
+            .shared
+            .runs
+            .list(&project, &domain)
+            .iter()
+            .map(|slot| run_summary(&slot.lock().details()))
+            .collect();
+        Response::ok(to_wire(&model::ListRunsResponse {
+            runs,
+            token: String::new(),
+        })?)
+    }
+
+    async fn watch_runs(
+        &self,
+        _ctx: RequestContext,
+        _request: ServiceRequest<'_, workflow::WatchRunsRequest>,
+    ) -> ServiceResult<ServiceStream<workflow::WatchRunsResponse>> {
+        Err(not_served("WatchRuns"))
+    }
+
+    async fn list_actions(
+        &self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, workflow::ListActionsRequest>,
+    ) -> ServiceResult<workflow::ListActionsResponse> {
+        let request = request.to_owned_message();
+        self.caller(&ctx)?;
+        let slot = self.slot(request.run_id.as_option())?;
+        let action = run_summary(&slot.lock().details()).action;
+        Response::ok(workflow::ListActionsResponse {
+            actions: vec![to_wire(&action)?],
+            ..Default::default()
+        })
+    }
+
+    async fn watch_actions(
+        &self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, workflow::WatchActionsRequest>,
+    ) -> ServiceResult<ServiceStream<workflow::WatchActionsResponse>> {
+        let request = request.to_owned_message();
+        self.caller(&ctx)?;
+        let slot = self.slot(request.run_id.as_option())?;
+        Ok(Response::new(watch(slot, |details| {
+            Ok(workflow::WatchActionsResponse {
+                enriched_actions: vec![workflow::EnrichedAction {
+                    action: buffa::MessageField::some(to_wire(&run_summary(details).action)?),
+                    meets_filter: true,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+        })))
+    }
+
+    async fn watch_cluster_events(
+        &self,
+        _ctx: RequestContext,
+        _request: ServiceRequest<'_, workflow::WatchClusterEventsRequest>,
+    ) -> ServiceResult<ServiceStream<workflow::WatchClusterEventsResponse>> {
+        Err(not_served("WatchClusterEvents"))
+    }
+
+    async fn abort_action(
+        &self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, workflow::AbortActionRequest>,
+    ) -> ServiceResult<workflow::AbortActionResponse> {
+        let request = request.to_owned_message();
+        // A sandbox run has one action: aborting it aborts the run.
+        self.caller(&ctx)?;
+        let slot = self.action_slot(request.action_id.as_option())?;
+        let reason = Some(request.reason)
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "aborted by request".to_owned());
+        crate::runs::abort(&slot, reason);
+        Response::ok(workflow::AbortActionResponse::default())
+    }
+
+    async fn signal_event(
+        &self,
+        _ctx: RequestContext,
+        _request: ServiceRequest<'_, workflow::SignalEventRequest>,
+    ) -> ServiceResult<workflow::SignalEventResponse> {
+        Err(not_served("SignalEvent"))
+    }
+
+    async fn watch_groups(
+        &self,
+        _ctx: RequestContext,
+        _request: ServiceRequest<'_, workflow::WatchGroupsRequest>,
+    ) -> ServiceResult<ServiceStream<workflow::WatchGroupsResponse>> {
+        Err(not_served("WatchGroups"))
+    }
+
+    async fn get_action_data_ur_is(
+        &self,
+        _ctx: RequestContext,
+        _request: ServiceRequest<'_, workflow::GetActionDataURIsRequest>,
+    ) -> ServiceResult<workflow::GetActionDataURIsResponse> {
+        Err(not_served("GetActionDataURIs"))
+    }
+
+    async fn get_action_log_context(
+        &self,
+        _ctx: RequestContext,
+        _request: ServiceRequest<'_, workflow::GetActionLogContextRequest>,
+    ) -> ServiceResult<workflow::GetActionLogContextResponse> {
+        Err(not_served("GetActionLogContext"))
+    }
+}
