@@ -357,7 +357,14 @@ fn the_host_key_is_served_to_token_holders_and_fetched_by_the_client() {
             .collect();
         runtime.block_on(flyte_tunnel::client::fetch_host_key(&options))
     };
-    let cases: [(SocketAddr, &str, Option<&str>, Result<Option<&str>, &str>); 6] = [
+    // (bridge, path, token, the key found or words of the error)
+    type Case<'a> = (
+        SocketAddr,
+        &'a str,
+        Option<&'a str>,
+        Result<Option<&'a str>, &'a str>,
+    );
+    let cases: [Case<'_>; 6] = [
         (
             guarded.bridge,
             "/v1/debug/r/a0",
