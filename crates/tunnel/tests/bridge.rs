@@ -329,6 +329,14 @@ fn routes_pick_targets_by_path_and_a_verifier_checks_tokens() {
     );
 }
 
+/// (bridge, path, token, the key found or words of the error)
+type HostKeyCase<'a> = (
+    SocketAddr,
+    &'a str,
+    Option<&'a str>,
+    Result<Option<&'a str>, &'a str>,
+);
+
 /// `?ssh-host-key` asks for the SSH server's key, authorized like an upgrade; our client reads it,
 /// and takes a server that does not know the query (the readiness `ok`) as publishing none.
 #[test]
@@ -357,14 +365,7 @@ fn the_host_key_is_served_to_token_holders_and_fetched_by_the_client() {
             .collect();
         runtime.block_on(flyte_tunnel::client::fetch_host_key(&options))
     };
-    // (bridge, path, token, the key found or words of the error)
-    type Case<'a> = (
-        SocketAddr,
-        &'a str,
-        Option<&'a str>,
-        Result<Option<&'a str>, &'a str>,
-    );
-    let cases: [Case<'_>; 6] = [
+    let cases: [HostKeyCase<'_>; 6] = [
         (
             guarded.bridge,
             "/v1/debug/r/a0",
