@@ -112,6 +112,20 @@ impl Endpoint {
     pub fn is_https(&self) -> bool {
         self.scheme == "https"
     }
+
+    /// The key Flyte's SSH-debug client files this endpoint's token under in `bearer.json`:
+    /// `https://host` for a secure endpoint (its port too, unless 443), `http://host:port` for an
+    /// insecure one.
+    pub fn token_cache_key(&self) -> String {
+        let authority = if self.is_https() {
+            self.authority
+                .strip_suffix(":443")
+                .unwrap_or(&self.authority)
+        } else {
+            &self.authority
+        };
+        format!("{}://{authority}", self.scheme)
+    }
 }
 
 #[cfg(test)]

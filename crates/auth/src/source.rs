@@ -15,7 +15,7 @@ pub struct ClientCredentials {
     config: AuthConfig,
     client_id: String,
     client_secret: Secret,
-    /// Cache key: the endpoint without scheme, as in Flyte's file.
+    /// Cache key: the endpoint as Flyte's debug client keys it (`Endpoint::token_cache_key`).
     endpoint: String,
     cache: PathBuf,
     /// Serializes mints within this process; the file itself is replaced atomically.
@@ -46,7 +46,7 @@ impl ClientCredentials {
             config,
             client_id,
             client_secret,
-            endpoint: crate::strip_scheme(endpoint).to_owned(),
+            endpoint: endpoint.to_owned(),
             cache,
             current: Mutex::new(None),
         }

@@ -82,23 +82,40 @@ pub fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// The cached token for `endpoint` (scheme-less form), if any.
+/// Whether two cache keys name one endpoint: Flyte's scheme-qualified form (`https://host`,
+/// `http://host:port`) and the scheme-less `host:port` earlier flyte-run releases wrote.
+fn same_endpoint(a: &str, b: &str) -> bool {
+    fn bare(key: &str) -> &str {
+        let https = key.starts_with("https://") || !key.contains("://");
+        let rest = crate::strip_scheme(key);
+        if https {
+            rest.strip_suffix(":443").unwrap_or(rest)
+        } else {
+            rest
+        }
+    }
+    bare(a) == bare(b)
+}
+
+/// The cached token for `endpoint` (either key form), if any.
 pub fn cached(path: &Path, endpoint: &str) -> Option<Token> {
     read_entries(path)
         .into_iter()
-        .find(|e| e.endpoint == endpoint)
+        .find(|e| same_endpoint(&e.endpoint, endpoint))
         .map(|e| Token {
             exp: e.exp.or_else(|| jwt_exp(&e.token)),
             value: Secret::new(e.token),
         })
 }
 
-/// Store `token` for `endpoint`, keeping other endpoints' entries. Written 0600 at open and
-/// replaced atomically, so concurrent writers never leave a torn file (the last one wins).
+/// Store `token` for `endpoint` (give Flyte's key, `Endpoint::token_cache_key`), replacing
+/// that endpoint's entry in either form and keeping other endpoints' entries. Written 0600 at
+/// open and replaced atomically, so concurrent writers never leave a torn file (the last one
+/// wins).
 pub fn store(path: &Path, endpoint: &str, token: &Token) -> Result<()> {
     let others = read_entries(path)
         .into_iter()
-        .filter(|e| e.endpoint != endpoint)
+        .filter(|e| !same_endpoint(&e.endpoint, endpoint))
         .collect();
     let file = CacheFile {
         newest: Entry {
@@ -174,6 +191,50 @@ mod tests {
         // The last writer's entry is there; earlier endpoints may have been dropped by a race
         // (last writer wins), which only costs a re-mint, never a broken file.
         assert!(!read_entries(&path).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn flytes_scheme_qualified_keys_and_our_old_bare_keys_name_one_endpoint() {
+        let cases = [
+            ("https://flyte.example.com", "flyte.example.com:443", true),
+            ("https://flyte.example.com", "flyte.example.com", true),
+            (
+                "https://flyte.example.com:8443",
+                "flyte.example.com:8443",
+                true,
+            ),
+            ("http://127.0.0.1:30080", "127.0.0.1:30080", true),
+            ("http://127.0.0.1:30080", "http://127.0.0.1:30080", true),
+            ("http://127.0.0.1:30080", "127.0.0.1:30081", false),
+            ("https://a.example.com", "b.example.com:443", false),
+            ("https://flyte.example.com:8443", "flyte.example.com", false),
+        ];
+        for (flyte, ours, same) in cases {
+            assert_eq!(same_endpoint(flyte, ours), same, "{flyte} vs {ours}");
+        }
+        // A file written under the old key is read, and a store under Flyte's key replaces it.
+        let dir = std::env::temp_dir().join(format!("flyte-bearer-keys-{}", std::process::id()));
+        let path = dir.join("bearer.json");
+        let _ = std::fs::remove_dir_all(&dir);
+        store(&path, "127.0.0.1:30080", &Token::new(Secret::new("old"))).unwrap();
+        assert_eq!(
+            cached(&path, "http://127.0.0.1:30080")
+                .unwrap()
+                .value
+                .expose(),
+            "old"
+        );
+        store(
+            &path,
+            "http://127.0.0.1:30080",
+            &Token::new(Secret::new("new")),
+        )
+        .unwrap();
+        let file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(file["endpoint"], "http://127.0.0.1:30080");
+        assert!(file.get("others").is_none(), "{file}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -196,7 +196,7 @@ fn route_token(
         let debug_cache = flyte_keys::default_dir(&host.home).join("bearer.json");
         let now = flyte_auth::token::unix_now();
         for cache in [&debug_cache, &files.cache] {
-            if let Some(token) = flyte_auth::token::cached(cache, endpoint.authority())
+            if let Some(token) = flyte_auth::token::cached(cache, &endpoint.token_cache_key())
                 && token.usable_at(now)
             {
                 return Ok((token, TokenOrigin::Cache));
@@ -225,7 +225,7 @@ fn route_token(
     // Flyte's debug cache gets the fresh token, replacing one the route may have refused, so the
     // next connect starts from a good one.
     let debug_cache = flyte_keys::default_dir(&host.home).join("bearer.json");
-    if let Err(e) = flyte_auth::token::store(&debug_cache, endpoint.authority(), &token) {
+    if let Err(e) = flyte_auth::token::store(&debug_cache, &endpoint.token_cache_key(), &token) {
         tracing::warn!(error = %e, "cannot cache the debug token");
     }
     Ok((token, TokenOrigin::Fresh))

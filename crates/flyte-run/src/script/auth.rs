@@ -95,7 +95,7 @@ pub(super) fn bearer_token(
             config,
             key.client_id.clone(),
             key.client_secret.clone(),
-            endpoint.authority(),
+            &endpoint.token_cache_key(),
             debug_dir(host).join("bearer.json"),
         );
         source

@@ -148,7 +148,7 @@ pub(crate) async fn token_source(
         config,
         key.client_id,
         key.client_secret,
-        endpoint.authority(),
+        &endpoint.token_cache_key(),
         files.cache,
     );
     Ok(Some((tokens, header)))
