@@ -17,6 +17,8 @@ use crate::ci::{IDL_PACKAGES, ensure_venv, run_checked, workspace_root};
 
 /// The proto files whose services flyte-run serves or calls; their imports come along.
 pub(crate) const ROOT_FILES: &[&str] = &[
+    "flyteidl2/cluster/service.proto",
+    "flyteidl2/dataproxy/dataproxy_service.proto",
     "flyteidl2/auth/auth_service.proto",
     "flyteidl2/project/project_service.proto",
     "flyteidl2/workflow/run_logs_service.proto",

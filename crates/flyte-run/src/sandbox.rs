@@ -120,6 +120,10 @@ pub(crate) fn run(command: &SandboxCommand) -> anyhow::Result<ExitCode> {
             } else {
                 println!("the sandbox already runs at {endpoint} (pid {pid})");
             }
+            println!(
+                "Flyte's own CLI and SDK use it with: flyte --config {} get run",
+                dir.join(flyte_sandbox::FLYTE_CONFIG_FILE).display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         SandboxCommand::Stop => stop(&dir),

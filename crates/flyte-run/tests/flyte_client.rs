@@ -121,3 +121,71 @@ fn flytes_own_client_reads_watches_tails_and_aborts_a_sandbox_run() {
         .collect();
     assert_eq!(watched.last(), Some(&"ACTION_PHASE_ABORTED"), "{got}");
 }
+
+/// Issue 14's "done when": Flyte's own `flyte` CLI, configured only by the file
+/// `flyte-run sandbox start` wrote (TLS with the sandbox's CA, client credentials), lists the
+/// run, shows its action and its logs, and aborts it.
+#[test]
+fn flytes_own_cli_configured_by_the_written_file_lists_shows_tails_and_aborts() {
+    let home = Home(TempHome::new());
+    let out = home.run(&["sandbox", "start"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = r#"
+        runs::launch(#{ name: "cli-run", command: ["sh", "-c", "echo hello-from-task; exec sleep 120"] });
+        runs::wait("cli-run", #{ timeout: 60, poll_interval: 0 });
+    "#;
+    let out = home.run(&["-e", script]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = home.0.path().join(".flyte/sandbox/flyte-config.yaml");
+    let flyte_cli = python().with_file_name("flyte");
+    let flyte = |args: &[&str]| {
+        let out = Command::new(&flyte_cli)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            // No ~/.flyte/config.yaml or keyring of the developer's: only the written file.
+            .env("HOME", home.0.path())
+            .env("COLUMNS", "250")
+            .env("NO_COLOR", "1")
+            .current_dir(home.0.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "flyte {args:?}: {text}");
+        text
+    };
+    for (args, expected) in [
+        (&["get", "project"][..], &["flytesnacks"][..]),
+        (&["get", "run"], &["cli-run", "ACTION_PHASE_RUNNING"]),
+        (
+            &["get", "run", "cli-run"],
+            &["cli-run", "ACTION_PHASE_RUNNING"],
+        ),
+        (
+            &["get", "action", "cli-run"],
+            &["a0", "ACTION_PHASE_RUNNING"],
+        ),
+        (
+            &["get", "action", "cli-run", "a0"],
+            &["a0", "ACTION_PHASE_RUNNING"],
+        ),
+        (&["abort", "run", "cli-run"], &["aborted"]),
+        (&["get", "run", "cli-run"], &["ACTION_PHASE_ABORTED"]),
+        // Of a running action, `get logs` follows until it ends; of an ended one it returns.
+        (&["get", "logs", "cli-run"], &["hello-from-task"]),
+    ] {
+        let text = flyte(args);
+        for word in expected {
+            assert!(text.contains(word), "flyte {args:?} lacks {word:?}: {text}");
+        }
+    }
+}

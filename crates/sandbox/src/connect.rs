@@ -15,7 +15,7 @@ use connectrpc::{
     ConnectError, ErrorCode, RequestContext, Response, ServiceRequest, ServiceResult, ServiceStream,
 };
 use flyte_api::types as model;
-use flyte_idl::flyteidl2::{auth, project, workflow};
+use flyte_idl::flyteidl2::{auth, cluster, dataproxy, project, workflow};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -72,6 +72,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> connectrpc::Router {
     let api = Arc::new(Api { shared });
     let router = connectrpc::Router::new();
     let router = <Api as auth::AuthMetadataServiceExt>::register(Arc::clone(&api), router);
+    let router = <Api as cluster::ClusterServiceExt>::register(Arc::clone(&api), router);
+    let router = <Api as dataproxy::DataProxyServiceExt>::register(Arc::clone(&api), router);
     let router = <Api as project::ProjectServiceExt>::register(Arc::clone(&api), router);
     let router = <Api as workflow::RunServiceExt>::register(Arc::clone(&api), router);
     <Api as workflow::RunLogsServiceExt>::register(api, router)
@@ -151,6 +153,9 @@ impl auth::AuthMetadataService for Api {
         _ctx: RequestContext,
         _request: ServiceRequest<'_, auth::GetOAuth2MetadataRequest>,
     ) -> ServiceResult<auth::GetOAuth2MetadataResponse> {
+        // Plain http on loopback even for TLS callers: Flyte 2.12.1's token client does not use
+        // `caCertFilePath` (it builds an SSL context from it and then drops it), so it could
+        // not verify the sandbox's CA at an https token endpoint.
         Response::ok(auth::GetOAuth2MetadataResponse {
             issuer: crate::ISSUER.to_owned(),
             token_endpoint: format!("{}/oauth2/token", self.shared.base_url),
@@ -170,6 +175,18 @@ impl auth::AuthMetadataService for Api {
             authorization_metadata_key: "authorization".to_owned(),
             ..Default::default()
         })
+    }
+}
+
+impl cluster::ClusterService for Api {
+    async fn select_cluster(
+        &self,
+        ctx: RequestContext,
+        _request: ServiceRequest<'_, cluster::SelectClusterRequest>,
+    ) -> ServiceResult<cluster::SelectClusterResponse> {
+        // One machine, one cluster: an empty endpoint tells Flyte's client to stay here.
+        self.caller(&ctx)?;
+        Response::ok(cluster::SelectClusterResponse::default())
     }
 }
 
@@ -268,59 +285,76 @@ struct Tail {
     offset: u64,
     partial: Vec<u8>,
     done: bool,
+    idle_polls: u32,
 }
+
+/// Polls without a line before an empty message is sent (about 10 s).
+const HEARTBEAT_POLLS: u32 = 100;
 
 /// The task's output (stdout and stderr, as the sandbox writes them to its log), line by line,
 /// following the file until the run ends.
-fn tail(
+fn tail<T: Send + 'static>(
     slot: Arc<crate::runs::RunSlot>,
     path: std::path::PathBuf,
-) -> ServiceStream<workflow::TailLogsResponse> {
+    logs_message: fn(Vec<String>) -> T,
+) -> ServiceStream<T> {
     let start = Tail {
         slot,
         path,
         offset: 0,
         partial: Vec::new(),
         done: false,
+        idle_polls: 0,
     };
-    Box::pin(futures_util::stream::unfold(start, |mut tail| async move {
-        if tail.done {
-            return None;
-        }
-        loop {
-            // Read the phase before the file: lines written before the end are then seen.
-            let ended = tail.slot.lock().phase.is_terminal();
-            let lines = match read_lines(&mut tail).await {
-                Ok(lines) => lines,
-                Err(error) => {
+    Box::pin(futures_util::stream::unfold(
+        start,
+        move |mut tail| async move {
+            if tail.done {
+                return None;
+            }
+            loop {
+                // Read the phase before the file: lines written before the end are then seen.
+                let ended = tail.slot.lock().phase.is_terminal();
+                let lines = match read_lines(&mut tail).await {
+                    Ok(lines) => lines,
+                    Err(error) => {
+                        tail.done = true;
+                        tracing::error!(%error, path = %tail.path.display(), "cannot read a task log");
+                        return Some((
+                            Err(ConnectError::internal("cannot read the task's log")),
+                            tail,
+                        ));
+                    }
+                };
+                if ended && lines.len() < LINES_PER_MESSAGE {
+                    if !tail.partial.is_empty() {
+                        let rest = std::mem::take(&mut tail.partial);
+                        let mut lines = lines;
+                        lines.push(String::from_utf8_lossy(&rest).into_owned());
+                        tail.done = true;
+                        return Some((Ok(logs_message(lines)), tail));
+                    }
                     tail.done = true;
-                    tracing::error!(%error, path = %tail.path.display(), "cannot read a task log");
-                    return Some((
-                        Err(ConnectError::internal("cannot read the task's log")),
-                        tail,
-                    ));
-                }
-            };
-            if ended && lines.len() < LINES_PER_MESSAGE {
-                if !tail.partial.is_empty() {
-                    let rest = std::mem::take(&mut tail.partial);
-                    let mut lines = lines;
-                    lines.push(String::from_utf8_lossy(&rest).into_owned());
-                    tail.done = true;
+                    if lines.is_empty() {
+                        return None;
+                    }
                     return Some((Ok(logs_message(lines)), tail));
                 }
-                tail.done = true;
-                if lines.is_empty() {
-                    return None;
+                if !lines.is_empty() {
+                    tail.idle_polls = 0;
+                    return Some((Ok(logs_message(lines)), tail));
                 }
-                return Some((Ok(logs_message(lines)), tail));
+                // A quiet task still gets a message now and then: Flyte's CLI gives up on a stream
+                // that says nothing for 30 s while the action runs (and cannot resume it).
+                tail.idle_polls += 1;
+                if tail.idle_polls >= HEARTBEAT_POLLS {
+                    tail.idle_polls = 0;
+                    return Some((Ok(logs_message(Vec::new())), tail));
+                }
+                tokio::time::sleep(crate::server::WATCH_POLL).await;
             }
-            if !lines.is_empty() {
-                return Some((Ok(logs_message(lines)), tail));
-            }
-            tokio::time::sleep(crate::server::WATCH_POLL).await;
-        }
-    }))
+        },
+    ))
 }
 
 /// Up to [`LINES_PER_MESSAGE`] complete lines after `tail.offset`.
@@ -361,18 +395,32 @@ async fn read_lines(tail: &mut Tail) -> std::io::Result<Vec<String>> {
     Ok(lines)
 }
 
-fn logs_message(lines: Vec<String>) -> workflow::TailLogsResponse {
+fn log_lines(lines: Vec<String>) -> Vec<flyte_idl::flyteidl2::logs::dataplane::LogLine> {
     use flyte_idl::flyteidl2::logs::dataplane::{LogLine, LogLineOriginator};
+    lines
+        .into_iter()
+        .map(|message| LogLine {
+            message,
+            originator: buffa::EnumValue::from(LogLineOriginator::USER),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn run_logs_message(lines: Vec<String>) -> workflow::TailLogsResponse {
     workflow::TailLogsResponse {
         logs: vec![workflow::tail_logs_response::Logs {
-            lines: lines
-                .into_iter()
-                .map(|message| LogLine {
-                    message,
-                    originator: buffa::EnumValue::from(LogLineOriginator::USER),
-                    ..Default::default()
-                })
-                .collect(),
+            lines: log_lines(lines),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn data_proxy_logs_message(lines: Vec<String>) -> dataproxy::TailLogsResponse {
+    dataproxy::TailLogsResponse {
+        logs: vec![dataproxy::tail_logs_response::Logs {
+            lines: log_lines(lines),
             ..Default::default()
         }],
         ..Default::default()
@@ -392,7 +440,61 @@ impl workflow::RunLogsService for Api {
             let id = &slot.lock().id;
             crate::server::log_path(&self.shared, id)
         };
-        Ok(Response::new(tail(slot, path)))
+        Ok(Response::new(tail(slot, path, run_logs_message)))
+    }
+}
+
+/// `flyte get logs` asks the data proxy for a task's logs; the rest of it (uploads, download
+/// links) has nothing to serve on one machine.
+impl dataproxy::DataProxyService for Api {
+    async fn create_upload_location(
+        &self,
+        _ctx: RequestContext,
+        _request: ServiceRequest<'_, dataproxy::CreateUploadLocationRequest>,
+    ) -> ServiceResult<dataproxy::CreateUploadLocationResponse> {
+        Err(not_served("CreateUploadLocation"))
+    }
+
+    async fn upload_inputs(
+        &self,
+        _ctx: RequestContext,
+        _request: ServiceRequest<'_, dataproxy::UploadInputsRequest>,
+    ) -> ServiceResult<dataproxy::UploadInputsResponse> {
+        Err(not_served("UploadInputs"))
+    }
+
+    async fn create_download_link(
+        &self,
+        _ctx: RequestContext,
+        _request: ServiceRequest<'_, dataproxy::CreateDownloadLinkRequest>,
+    ) -> ServiceResult<dataproxy::CreateDownloadLinkResponse> {
+        Err(not_served("CreateDownloadLink"))
+    }
+
+    async fn get_action_data(
+        &self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, dataproxy::GetActionDataRequest>,
+    ) -> ServiceResult<dataproxy::GetActionDataResponse> {
+        let request = request.to_owned_message();
+        self.caller(&ctx)?;
+        self.action_slot(request.action_id.as_option())?;
+        Response::ok(dataproxy::GetActionDataResponse::default())
+    }
+
+    async fn tail_logs(
+        &self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, dataproxy::TailLogsRequest>,
+    ) -> ServiceResult<ServiceStream<dataproxy::TailLogsResponse>> {
+        let request = request.to_owned_message();
+        self.caller(&ctx)?;
+        let slot = self.action_slot(request.action_id.as_option())?;
+        let path = {
+            let id = &slot.lock().id;
+            crate::server::log_path(&self.shared, id)
+        };
+        Ok(Response::new(tail(slot, path, data_proxy_logs_message)))
     }
 }
 

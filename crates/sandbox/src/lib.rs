@@ -16,6 +16,7 @@ pub mod instance;
 mod runs;
 mod server;
 pub mod store;
+mod tls;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,12 @@ pub const DEFAULT_PROJECT: &str = "flytesnacks";
 pub const DEFAULT_DOMAINS: [&str; 3] = ["development", "staging", "production"];
 /// Lifetime of issued tokens.
 pub const TOKEN_TTL_SECS: i64 = 3600;
+/// The Flyte SDK config for this sandbox, in the state directory (`flyte --config <it>`).
+pub const FLYTE_CONFIG_FILE: &str = "flyte-config.yaml";
+/// This start's CA certificate (PEM), which the Flyte config trusts.
+pub const CA_FILE: &str = "ca.pem";
+/// The bootstrap credential's secret alone, for the Flyte config's `clientSecretLocation`.
+pub const CLIENT_SECRET_FILE: &str = "client-secret";
 /// The bootstrap credential's file name in the state directory.
 pub const CREDENTIAL_FILE: &str = "credential";
 /// The name of the bootstrap API key.
@@ -104,6 +111,8 @@ pub struct Sandbox {
     state_dir: PathBuf,
     body_read_timeout: std::time::Duration,
     header_timeout: std::time::Duration,
+    /// This start's TLS (made at open, before the server is announced).
+    tls: tls::LoopbackTls,
 }
 
 /// How long a client may take to send a request body once its headers arrived.
@@ -140,7 +149,9 @@ impl Sandbox {
         let loaded = runs.load()?;
         tracing::info!(runs = loaded, "loaded the runs of earlier starts");
         let signer = Signer::load_or_create(&state_dir.join("signing.key"), ISSUER)?;
+        let tls = tls::generate()?;
         let sandbox = Self {
+            tls,
             lock,
             shared: Arc::new(Shared {
                 store,
@@ -155,6 +166,7 @@ impl Sandbox {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
         };
         sandbox.ensure_credential()?;
+        sandbox.write_flyte_config()?;
         Ok(sandbox)
     }
 
@@ -216,6 +228,45 @@ impl Sandbox {
         Ok(())
     }
 
+    /// Write what Flyte's own CLI and SDK need to use this sandbox, all 0600: the CA of this
+    /// start (`ca.pem`), the bootstrap credential's secret (`client-secret`), and a Flyte config
+    /// (`flyte-config.yaml`: the endpoint over TLS, the CA, client credentials; the default
+    /// project and domain), so `flyte --config ~/.flyte/sandbox/flyte-config.yaml get run` works.
+    fn write_flyte_config(&self) -> Result<()> {
+        let endpoint = flyte_auth::strip_scheme(&self.shared.base_url);
+        let ca = self.state_dir.join(CA_FILE);
+        flyte_fs::replace(&ca, self.tls.ca_pem.as_bytes(), flyte_fs::SECRET_MODE)?;
+        let text = std::fs::read_to_string(Self::credential_path(&self.state_dir))
+            .map_err(|e| SandboxError::Io(format!("the bootstrap credential: {e}")))?;
+        let key = flyte_auth::ApiKey::decode(&text)?;
+        let secret = self.state_dir.join(CLIENT_SECRET_FILE);
+        flyte_fs::replace(
+            &secret,
+            key.client_secret.expose().as_bytes(),
+            flyte_fs::SECRET_MODE,
+        )?;
+        // YAML double-quoted scalars, as JSON strings are: paths may hold anything.
+        let quote = |value: &str| serde_json::to_string(value).unwrap_or_default();
+        let config = format!(
+            "# Written by flyte-run for the local sandbox; rewritten at each start.\n\
+             admin:\n  endpoint: {}\n  insecure: false\n  caCertFilePath: {}\n  \
+             authType: ClientSecret\n  clientId: {}\n  clientSecretLocation: {}\n\
+             task:\n  project: {}\n  domain: {}\n",
+            quote(&format!("dns:///{endpoint}")),
+            quote(&ca.display().to_string()),
+            quote(&key.client_id),
+            quote(&secret.display().to_string()),
+            quote(DEFAULT_PROJECT),
+            quote(DEFAULT_DOMAINS[0]),
+        );
+        flyte_fs::replace(
+            &self.state_dir.join(FLYTE_CONFIG_FILE),
+            config.as_bytes(),
+            flyte_fs::SECRET_MODE,
+        )?;
+        Ok(())
+    }
+
     /// The HTTP router (for embedding in a larger server or a test).
     pub fn router(&self) -> axum::Router {
         server::router(Arc::clone(&self.shared), self.body_read_timeout)
@@ -258,7 +309,7 @@ impl Sandbox {
         let config = Arc::new(config);
         let api = flyte_listen::GuardedListener::new(listener, flyte_listen::Limits::default());
         tokio::select! {
-            () = server::serve_http(api, self.router(), self.header_timeout) => Ok(()),
+            () = server::serve_http(api, self.router(), self.header_timeout, Some(self.tls.acceptor.clone())) => Ok(()),
             result = flyte_tunnel::bridge::serve(ingress, config) => result,
         }
     }

@@ -222,6 +222,13 @@ impl RunEntry {
 
     pub(crate) fn details(&self) -> api::ActionDetails {
         let attempts = self.object.status.attempts.max(1);
+        let history = self.attempts();
+        // The action started with its first attempt and, once terminal, ended with its last.
+        let start_time = history.first().and_then(|a| a.start_time.clone());
+        let end_time = history
+            .last()
+            .filter(|_| self.phase.is_terminal())
+            .and_then(|a| a.end_time.clone());
         api::ActionDetails {
             id: ActionIdentifier {
                 run: self.id.clone(),
@@ -231,6 +238,8 @@ impl RunEntry {
             status: api::ActionStatus {
                 phase: self.phase.clone(),
                 attempts,
+                start_time,
+                end_time,
                 ..api::ActionStatus::default()
             },
             // `result` is a oneof in flyteidl2: an aborted action shows why it was aborted.
@@ -240,7 +249,7 @@ impl RunEntry {
                 .clone()
                 .map(|reason| api::AbortInfo { reason }),
             task: self.task_spec(),
-            attempts: self.attempts(),
+            attempts: history,
         }
     }
 }

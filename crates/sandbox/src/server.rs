@@ -456,29 +456,62 @@ async fn read_body_within(
     }
 }
 
-/// Serve HTTP/1.1 on `listener` for ever: each connection on its own task, closed when a request
-/// head takes longer than `header_timeout` to arrive (which also bounds idle keep-alive time).
-/// The listener's permit is held as long as the connection, so its slot frees however it ends.
+/// Serve HTTP/1.1 on `listener` for ever, plain or (when `tls` is given and the client's first
+/// byte opens a TLS handshake) over TLS, on the same port: each connection on its own task,
+/// closed when a request head (or the handshake) takes longer than `header_timeout` to arrive,
+/// which also bounds idle keep-alive time. The listener's permit is held as long as the
+/// connection, so its slot frees however it ends.
 pub(crate) async fn serve_http(
     listener: flyte_listen::GuardedListener,
     router: axum::Router,
     header_timeout: std::time::Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
+    /// The first byte of a TLS record carrying a handshake.
+    const TLS_HANDSHAKE: u8 = 0x16;
     loop {
         let (stream, peer, permit) = listener.accept().await;
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
+            let mut first = [0u8; 1];
+            let peeked = tokio::time::timeout(header_timeout, stream.peek(&mut first)).await;
+            let served = match (peeked, tls) {
+                (Ok(Ok(1)), Some(acceptor)) if first[0] == TLS_HANDSHAKE => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, service, header_timeout).await,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => Ok(()),
+                    }
+                }
+                (Ok(Ok(1)), _) => serve_connection(stream, service, header_timeout).await,
+                // Closed, failed or silent before its first byte.
+                _ => Ok(()),
+            };
             if let Err(error) = served {
                 tracing::debug!(%peer, %error, "API connection ended with an error");
             }
             drop(permit);
         });
     }
+}
+
+async fn serve_connection<I>(
+    io: I,
+    service: hyper_util::service::TowerToHyperService<axum::Router>,
+    header_timeout: std::time::Duration,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .await
 }
 
 pub(crate) fn router(shared: Arc<Shared>, body_read_timeout: std::time::Duration) -> axum::Router {
