@@ -309,10 +309,6 @@ pub struct TaskLog {
     pub name: String,
     pub link_type: LinkType,
     pub ready: bool,
-    /// flyte-run extension, not in flyteidl2: on an IDE link, the debug server's host public
-    /// key (one OpenSSH line), so the client can pin it. Flyte's clients ignore unknown fields.
-    #[serde(rename = "hostKey", skip_serializing_if = "String::is_empty")]
-    pub host_key: String,
 }
 
 /// `flyteidl2.workflow.ErrorInfo`.

@@ -109,6 +109,10 @@ fn flytes_own_client_reads_watches_tails_and_aborts_a_sandbox_run() {
         ("/logs/0", "hello-from-task".into()),
         ("/abort", "ok".into()),
         ("/not_served/error", "unimplemented".into()),
+        (
+            "/json",
+            serde_json::json!(["fc", "a0", "fc", "a0", "flytesnacks"]),
+        ),
     ];
     for (pointer, value) in expected {
         assert_eq!(got.pointer(pointer), Some(&value), "{pointer} in {got}");

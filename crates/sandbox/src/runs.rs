@@ -908,7 +908,6 @@ fn open_debug_route(entry: &mut RunEntry, task: &LocalTask) -> Result<(), String
         link_type: api::LinkType::Ide,
         // The server is in this process: it answers as soon as the route exists.
         ready: true,
-        host_key: String::new(),
     });
     entry.debug_server = Some(server);
     Ok(())

@@ -1,0 +1,155 @@
+//! The sandbox's Connect server against bad input (issue 14): each malformed request gets a
+//! Connect error naming the problem, and the sandbox keeps serving and loses no run.
+
+// Helpers outside #[test] functions may unwrap too: this whole file is test code.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+
+use flyte_sandbox::Sandbox;
+use flyte_testkit::TempHome;
+
+struct Running {
+    base: String,
+    runtime: tokio::runtime::Runtime,
+    _home: TempHome,
+}
+
+fn start() -> Running {
+    let home = TempHome::new();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let sandbox = Sandbox::open(&home.path().join("sandbox"), &base).unwrap();
+    runtime.spawn(sandbox.serve(listener));
+    Running {
+        base,
+        runtime,
+        _home: home,
+    }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// The status and the body of one POST.
+fn post(running: &Running, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, String) {
+    running.runtime.block_on(async {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}{path}", running.base))
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    })
+}
+
+/// What is wrong, the method path, the headers, the body, the Connect code expected ("" for
+/// HTTP 415).
+type BadRequest<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Vec<u8>, &'a str);
+
+const GET_RUN: &str = "/flyteidl2.workflow.RunService/GetRunDetails";
+const WATCH_RUN: &str = "/flyteidl2.workflow.RunService/WatchRunDetails";
+const METADATA: &str = "/flyteidl2.auth.AuthMetadataService/GetOAuth2Metadata";
+
+#[test]
+fn malformed_requests_get_connect_errors_and_the_sandbox_keeps_serving() {
+    let running = start();
+    let proto = [("content-type", "application/proto")];
+    let stream = [("content-type", "application/connect+proto")];
+    let bomb = gzip(&vec![0u8; 64 * 1024 * 1024]);
+    let cases: Vec<BadRequest<'_>> = vec![
+        (
+            "corrupt protobuf",
+            GET_RUN,
+            proto.to_vec(),
+            vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f],
+            "invalid_argument",
+        ),
+        (
+            "a gzip bomb (64 MiB of zeros)",
+            GET_RUN,
+            vec![
+                ("content-type", "application/proto"),
+                ("content-encoding", "gzip"),
+            ],
+            bomb,
+            "resource_exhausted",
+        ),
+        (
+            "an unknown compression",
+            GET_RUN,
+            vec![
+                ("content-type", "application/proto"),
+                ("content-encoding", "lzma"),
+            ],
+            vec![0x0a, 0x00],
+            "unimplemented",
+        ),
+        (
+            "a wrong content type",
+            GET_RUN,
+            vec![("content-type", "text/plain")],
+            b"hello".to_vec(),
+            "",
+        ),
+        (
+            "a body over the limit",
+            GET_RUN,
+            proto.to_vec(),
+            vec![0u8; 5 * 1024 * 1024],
+            "invalid_argument",
+        ),
+        (
+            "a stream envelope longer than its body",
+            WATCH_RUN,
+            stream.to_vec(),
+            vec![0, 0, 0, 0, 100, 0x0a, 0x00],
+            "invalid_argument",
+        ),
+        (
+            "an unknown method",
+            "/flyteidl2.workflow.RunService/NoSuchMethod",
+            proto.to_vec(),
+            Vec::new(),
+            "unimplemented",
+        ),
+    ];
+    for (what, path, headers, body, code) in cases {
+        let (status, text) = post(&running, path, &headers, body);
+        assert!(
+            status != 200 || path == WATCH_RUN,
+            "{what}: {status} {text}"
+        );
+        if code.is_empty() {
+            // Connect answers an unsupported content type with HTTP 415 and no Connect body.
+            assert_eq!(status, 415, "{what}: {text}");
+        } else {
+            assert!(
+                text.contains(&format!("\"code\":\"{code}\"")),
+                "{what}: {status} {text}"
+            );
+        }
+        // After each one the sandbox still answers.
+        let (status, text) = post(
+            &running,
+            METADATA,
+            &[("content-type", "application/json")],
+            b"{}".to_vec(),
+        );
+        assert_eq!(status, 200, "after {what}: {text}");
+        assert!(text.contains("tokenEndpoint"), "after {what}: {text}");
+    }
+}
