@@ -193,3 +193,47 @@ fn flytes_own_cli_configured_by_the_written_file_lists_shows_tails_and_aborts() 
         }
     }
 }
+
+/// Flyte's SDK (`flyte.init_from_config` with the written file): `Run.listall`, `Run.get`,
+/// `Action.get`, `abort` and `wait`.
+#[test]
+fn flytes_own_sdk_lists_gets_aborts_and_waits_for_a_sandbox_run() {
+    let home = Home(TempHome::new());
+    let script = r#"
+        runs::launch(#{ name: "sdk-run", command: ["sleep", "120"] });
+        runs::wait("sdk-run", #{ timeout: 60, poll_interval: 0 });
+    "#;
+    let out = home.run(&["-e", script]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = home.0.path().join(".flyte/sandbox/flyte-config.yaml");
+    let out = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/flyte_sdk.py"
+        ))
+        .arg(&config)
+        .arg("sdk-run")
+        .env("HOME", home.0.path())
+        .current_dir(home.0.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "listall": ["sdk-run"],
+            "get": ["sdk-run", "ActionPhase.RUNNING"],
+            "action": ["a0", "ActionPhase.RUNNING"],
+            "waited": "ActionPhase.ABORTED",
+        })
+    );
+}
