@@ -237,3 +237,44 @@ fn flytes_own_sdk_lists_gets_aborts_and_waits_for_a_sandbox_run() {
         })
     );
 }
+
+/// Flyte's API-key format (`base64(endpoint:client_id:client_secret:org)`, split on the first
+/// three `:`) cannot carry a port. Ours writes the endpoint's `:` as `%3A`, so Flyte's own
+/// decoder still reads the client id, the secret and the org of a sandbox key; only the endpoint
+/// field is ours alone (Flyte uses its configured endpoint).
+#[test]
+fn flytes_decoder_reads_the_credential_fields_of_a_key_for_an_endpoint_with_a_port() {
+    let home = Home(TempHome::new());
+    let out = home.run(&["sandbox", "start"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let encoded = std::fs::read_to_string(home.0.path().join(".flyte/sandbox/credential")).unwrap();
+    let ours = flyte_auth::ApiKey::decode(&encoded).unwrap();
+    assert!(ours.endpoint.contains(':'), "{}", ours.endpoint);
+    let mut child = Command::new(python())
+        .args([
+            "-c",
+            "import json, sys\n\
+             from flyte.remote._client.auth._auth_utils import decode_api_key\n\
+             print(json.dumps(decode_api_key(sys.stdin.read().strip())))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(encoded.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let theirs: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(theirs[1], ours.client_id);
+    assert_eq!(theirs[2], ours.client_secret.expose());
+    assert_eq!(theirs[3], "None", "an empty org reads as Flyte's \"None\"");
+}
