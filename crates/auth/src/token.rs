@@ -85,23 +85,37 @@ pub fn unix_now() -> i64 {
 /// Whether two cache keys name one endpoint: Flyte's scheme-qualified form (`https://host`,
 /// `http://host:port`) and the scheme-less `host:port` earlier flyte-run releases wrote.
 fn same_endpoint(a: &str, b: &str) -> bool {
-    fn bare(key: &str) -> &str {
-        let https = key.starts_with("https://") || !key.contains("://");
+    // (scheme if the key has one, host:port with https's default port dropped)
+    fn parts(key: &str) -> (Option<&str>, &str) {
+        let scheme = key.split_once("://").map(|(s, _)| s);
         let rest = crate::strip_scheme(key);
-        if https {
+        let https_or_old = matches!(scheme, None | Some("https"));
+        let rest = if https_or_old {
             rest.strip_suffix(":443").unwrap_or(rest)
         } else {
             rest
-        }
+        };
+        (scheme, rest)
     }
-    bare(a) == bare(b)
+    let ((scheme_a, a), (scheme_b, b)) = (parts(a), parts(b));
+    // Two scheme-qualified keys must agree on the scheme: a token for the TLS endpoint never
+    // goes to a plain-http one on the same host and port. An old bare key matches either.
+    a == b && (scheme_a.is_none() || scheme_b.is_none() || scheme_a == scheme_b)
 }
 
 /// The cached token for `endpoint` (either key form), if any.
 pub fn cached(path: &Path, endpoint: &str) -> Option<Token> {
-    read_entries(path)
-        .into_iter()
-        .find(|e| same_endpoint(&e.endpoint, endpoint))
+    let entries = read_entries(path);
+    // An exact key first: a stale entry under the old key must not hide a fresh one.
+    entries
+        .iter()
+        .find(|e| e.endpoint == endpoint)
+        .or_else(|| {
+            entries
+                .iter()
+                .find(|e| same_endpoint(&e.endpoint, endpoint))
+        })
+        .cloned()
         .map(|e| Token {
             exp: e.exp.or_else(|| jwt_exp(&e.token)),
             value: Secret::new(e.token),
@@ -209,6 +223,8 @@ mod tests {
             ("http://127.0.0.1:30080", "127.0.0.1:30081", false),
             ("https://a.example.com", "b.example.com:443", false),
             ("https://flyte.example.com:8443", "flyte.example.com", false),
+            ("https://h:8443", "http://h:8443", false),
+            ("https://h:80", "http://h:80", false),
         ];
         for (flyte, ours, same) in cases {
             assert_eq!(same_endpoint(flyte, ours), same, "{flyte} vs {ours}");

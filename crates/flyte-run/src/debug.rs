@@ -394,14 +394,18 @@ impl std::fmt::Display for ProbeError {
     }
 }
 
-/// Open the route's WebSocket (and close it again) until it answers 101. 401/403 end at once;
-/// 404, 5xx and network errors mean the route is still starting.
 /// The host key the route publishes for pinning, or `None` (then ssh learns it on first use).
+/// Only over TLS or on loopback: over plain `ws://` to another host, whoever can answer for the
+/// route could answer for the key too, so pinning what it says would pin an attacker's key.
 fn fetch_host_key(
     host: &Host,
     url: &str,
     headers_file: &std::path::Path,
 ) -> Result<Option<String>, String> {
+    if !route_is_private(url) {
+        tracing::debug!(url, "not fetching a host key over plain ws to another host");
+        return Ok(None);
+    }
     let mut options = ClientOptions::new(url);
     options.headers = flyte_tunnel::read_headers_file(headers_file).map_err(|e| e.to_string())?;
     options.connect_timeout = PROBE_TIMEOUT;
@@ -416,6 +420,29 @@ fn fetch_host_key(
     }
 }
 
+/// Whether what travels to `url` is private: `wss://`/`https://`, or a loopback host.
+fn route_is_private(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    if matches!(scheme, "wss" | "https") {
+        return true;
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = authority
+        .rsplit_once(':')
+        .filter(|(h, port)| !port.contains(']') && !h.is_empty())
+        .map_or(authority, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Open the route's WebSocket (and close it again) until it answers 101. 401/403 end at once;
+/// 404, 5xx and network errors mean the route is still starting.
 fn probe_until_open(
     host: &Host,
     url: &str,
@@ -516,6 +543,23 @@ pub(crate) fn launch_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_keys_are_fetched_only_over_tls_or_loopback() {
+        for (url, private) in [
+            ("wss://flyte.example.com/v1/debug/r", true),
+            ("https://flyte.example.com/x", true),
+            ("ws://127.0.0.1:9/v1/debug/p/d/r/a0", true),
+            ("ws://[::1]:9/x", true),
+            ("ws://localhost/x", true),
+            ("ws://flyte.example.com/x", false),
+            ("ws://10.0.0.7:8080/x", false),
+            ("http://[2001:db8::1]:80/x", false),
+            ("no scheme", false),
+        ] {
+            assert_eq!(route_is_private(url), private, "{url}");
+        }
+    }
 
     /// Issue 13, defect 12: the same run name in two projects shared one `HostKeyAlias` and so
     /// one pinned key; the second connection failed "Host key verification failed".

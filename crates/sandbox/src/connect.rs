@@ -132,9 +132,13 @@ fn watch<T: Send + 'static>(
             if ended {
                 return None;
             }
+            let mut quiet_polls = 0;
             loop {
                 let details = slot.lock().details();
-                if last.as_ref() != Some(&details) {
+                quiet_polls += 1;
+                // Unchanged details are sent again after about 10 s of quiet: a client that
+                // drops a silent stream (Flyte's CLI does, for logs) keeps watching.
+                if last.as_ref() != Some(&details) || quiet_polls >= HEARTBEAT_POLLS {
                     let terminal = details.status.phase.is_terminal();
                     let item = message(&details);
                     let ended = terminal || item.is_err();
@@ -276,8 +280,11 @@ impl project::ProjectService for Api {
     }
 }
 
-/// Lines per `TailLogsResponse`: a long log arrives in several messages, none of them large.
+/// Lines per `TailLogsResponse`: a long log arrives in several messages, none of them large
+/// (at most `LINES_PER_MESSAGE` x `MAX_LINE_BYTES`, 2 MiB, under the 4 MiB message limit).
 const LINES_PER_MESSAGE: usize = 500;
+/// A longer line is cut into lines of this size.
+const MAX_LINE_BYTES: usize = 4 * 1024;
 
 struct Tail {
     slot: Arc<crate::runs::RunSlot>,
@@ -315,7 +322,8 @@ fn tail<T: Send + 'static>(
             loop {
                 // Read the phase before the file: lines written before the end are then seen.
                 let ended = tail.slot.lock().phase.is_terminal();
-                let lines = match read_lines(&mut tail).await {
+                let lines = match read_lines(&tail.path, &mut tail.offset, &mut tail.partial).await
+                {
                     Ok(lines) => lines,
                     Err(error) => {
                         tail.done = true;
@@ -357,16 +365,21 @@ fn tail<T: Send + 'static>(
     ))
 }
 
-/// Up to [`LINES_PER_MESSAGE`] complete lines after `tail.offset`.
-async fn read_lines(tail: &mut Tail) -> std::io::Result<Vec<String>> {
+/// Up to [`LINES_PER_MESSAGE`] complete lines of `path` after `offset` (both advanced past
+/// what was read; an unfinished line waits in `partial`).
+async fn read_lines(
+    path: &std::path::Path,
+    offset: &mut u64,
+    partial: &mut Vec<u8>,
+) -> std::io::Result<Vec<String>> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut file = match tokio::fs::File::open(&tail.path).await {
+    let mut file = match tokio::fs::File::open(path).await {
         Ok(file) => file,
         // Not written yet: the task has not started.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    file.seek(std::io::SeekFrom::Start(tail.offset)).await?;
+    file.seek(std::io::SeekFrom::Start(*offset)).await?;
     let mut lines = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     while lines.len() < LINES_PER_MESSAGE {
@@ -376,10 +389,13 @@ async fn read_lines(tail: &mut Tail) -> std::io::Result<Vec<String>> {
         }
         let mut consumed = 0;
         for (i, byte) in chunk[..n].iter().enumerate() {
-            if *byte == b'\n' {
-                tail.partial.extend_from_slice(&chunk[consumed..i]);
-                consumed = i + 1;
-                let line = std::mem::take(&mut tail.partial);
+            // A line ends at a newline, or at MAX_LINE_BYTES: a task printing without newlines
+            // cannot make the sandbox hold its whole output, nor one message carry it.
+            let full = partial.len() + (i - consumed) >= MAX_LINE_BYTES;
+            if *byte == b'\n' || full {
+                partial.extend_from_slice(&chunk[consumed..i]);
+                consumed = if *byte == b'\n' { i + 1 } else { i };
+                let line = std::mem::take(partial);
                 lines.push(String::from_utf8_lossy(&line).into_owned());
                 if lines.len() == LINES_PER_MESSAGE {
                     break;
@@ -387,10 +403,10 @@ async fn read_lines(tail: &mut Tail) -> std::io::Result<Vec<String>> {
             }
         }
         if lines.len() < LINES_PER_MESSAGE {
-            tail.partial.extend_from_slice(&chunk[consumed..n]);
+            partial.extend_from_slice(&chunk[consumed..n]);
             consumed = n;
         }
-        tail.offset += consumed as u64;
+        *offset += consumed as u64;
     }
     Ok(lines)
 }
@@ -732,5 +748,54 @@ impl workflow::RunService for Api {
         _request: ServiceRequest<'_, workflow::GetActionLogContextRequest>,
     ) -> ServiceResult<workflow::GetActionLogContextResponse> {
         Err(not_served("GetActionLogContext"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn log_lines_are_split_bounded_and_resumed() {
+        let dir = std::env::temp_dir().join(format!("flyte-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("task.log");
+        let (mut offset, mut partial) = (0u64, Vec::new());
+        // Not written yet: nothing, no error.
+        assert!(
+            read_lines(&path, &mut offset, &mut partial)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let long = "x".repeat(MAX_LINE_BYTES * 2 + 10);
+        let many = (0..LINES_PER_MESSAGE + 3).fold(String::new(), |mut all, i| {
+            use std::fmt::Write as _;
+            let _ = writeln!(all, "l{i}");
+            all
+        });
+        std::fs::write(&path, format!("one\ntwo\n{long}\n{many}unfinished")).unwrap();
+        let first = read_lines(&path, &mut offset, &mut partial).await.unwrap();
+        assert_eq!(first.len(), LINES_PER_MESSAGE);
+        assert_eq!(&first[..2], ["one", "two"]);
+        // A line with no end in sight is cut at MAX_LINE_BYTES, and nothing is lost.
+        assert_eq!(first[2].len(), MAX_LINE_BYTES);
+        assert_eq!(first[3].len(), MAX_LINE_BYTES);
+        assert_eq!(first[4], "x".repeat(10));
+        assert_eq!(first[5], "l0");
+        let second = read_lines(&path, &mut offset, &mut partial).await.unwrap();
+        assert_eq!(second.len(), 8, "{second:?}");
+        assert_eq!(second.last().map(String::as_str), Some("l502"));
+        // The unfinished line waits until its newline arrives.
+        assert_eq!(partial, b"unfinished");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, b" now\n").unwrap();
+        let third = read_lines(&path, &mut offset, &mut partial).await.unwrap();
+        assert_eq!(third, ["unfinished now"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -234,6 +234,24 @@ impl Sandbox {
     /// project and domain), so `flyte --config ~/.flyte/sandbox/flyte-config.yaml get run` works.
     fn write_flyte_config(&self) -> Result<()> {
         let endpoint = flyte_auth::strip_scheme(&self.shared.base_url);
+        // The certificate names the loopback addresses only, and the token endpoint is plain
+        // http (see `connect.rs`): for any other address there is no safe config to write.
+        let host = endpoint
+            .rsplit_once(':')
+            .map_or(endpoint, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            tracing::warn!(
+                endpoint,
+                "not writing a Flyte config: the sandbox is not on loopback"
+            );
+            return Ok(());
+        }
         let ca = self.state_dir.join(CA_FILE);
         flyte_fs::replace(&ca, self.tls.ca_pem.as_bytes(), flyte_fs::SECRET_MODE)?;
         let text = std::fs::read_to_string(Self::credential_path(&self.state_dir))

@@ -1,6 +1,6 @@
 //! TLS on the sandbox's API port, for clients that speak only https (Flyte's SDK sends tokens
 //! only over TLS): a CA made fresh at each start, whose key never touches the disk, and a
-//! server certificate for `127.0.0.1` and `localhost` it signs. Clients trust `ca.pem` in the
+//! server certificate for `127.0.0.1`, `::1` and `localhost` it signs. Clients trust `ca.pem` in the
 //! state directory (Flyte's `admin.caCertFilePath`).
 
 use std::sync::Arc;
@@ -38,9 +38,12 @@ pub(crate) fn generate() -> Result<LoopbackTls> {
     let issuer = Issuer::new(ca_params, ca_key);
 
     let server_key = KeyPair::generate().map_err(tls_error)?;
-    let mut server_params =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .map_err(tls_error)?;
+    let mut server_params = CertificateParams::new(vec![
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+        "localhost".to_owned(),
+    ])
+    .map_err(tls_error)?;
     server_params
         .distinguished_name
         .push(DnType::CommonName, "flyte-run sandbox");

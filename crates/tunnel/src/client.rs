@@ -126,7 +126,7 @@ pub async fn connect(options: &ClientOptions) -> Result<Socket> {
 /// side answers its readiness `200 ok`; anything that is not one OpenSSH public-key line counts as
 /// none). Errors are for routes that cannot be reached or refuse the token.
 pub async fn fetch_host_key(options: &ClientOptions) -> Result<Option<String>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let url = normalize_url(&options.url)?;
     let bad = |reason: &str| TunnelError::BadUrl {
         url: options.url.clone(),
@@ -167,7 +167,7 @@ pub async fn fetch_host_key(options: &ClientOptions) -> Result<Option<String>> {
     head.push_str("\r\n");
     let exchange = async {
         let tcp = TcpStream::connect(address.clone()).await?;
-        let mut response = Vec::new();
+        let response;
         if secure {
             let config = tls::client_config(options.extra_ca.as_deref())
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -177,17 +177,11 @@ pub async fn fetch_host_key(options: &ClientOptions) -> Result<Option<String>> {
                 .connect(name, tcp)
                 .await?;
             stream.write_all(head.as_bytes()).await?;
-            (&mut stream)
-                .take(MAX_HOST_KEY_RESPONSE)
-                .read_to_end(&mut response)
-                .await?;
+            response = read_response(&mut stream).await?;
         } else {
             let mut stream = tcp;
             stream.write_all(head.as_bytes()).await?;
-            (&mut stream)
-                .take(MAX_HOST_KEY_RESPONSE)
-                .read_to_end(&mut response)
-                .await?;
+            response = read_response(&mut stream).await?;
         }
         Ok::<_, std::io::Error>(response)
     };
@@ -227,7 +221,45 @@ pub async fn fetch_host_key(options: &ClientOptions) -> Result<Option<String>> {
 }
 
 /// A host-key answer is one line; anything longer is not one.
-const MAX_HOST_KEY_RESPONSE: u64 = 16 * 1024;
+const MAX_HOST_KEY_RESPONSE: usize = 16 * 1024;
+
+/// One HTTP response: its head and, when it names a `Content-Length`, that many body bytes
+/// (a keep-alive server that ignores `Connection: close` does not hold us), else up to EOF.
+/// An EOF without TLS's `close_notify` after a whole response is still that response.
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut response = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => 0,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(response);
+        }
+        response.extend_from_slice(&chunk[..n]);
+        if response.len() > MAX_HOST_KEY_RESPONSE {
+            return Ok(response);
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(body_at)) = parsed.parse(&response) {
+            let length = parsed
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|length| response.len() >= body_at + length) {
+                return Ok(response);
+            }
+        }
+    }
+}
 
 fn classify_handshake_error(error: tungstenite::Error) -> TunnelError {
     match error {

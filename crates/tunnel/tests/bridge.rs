@@ -404,3 +404,39 @@ fn the_host_key_is_served_to_token_holders_and_fetched_by_the_client() {
     stream.read_to_string(&mut answer).unwrap();
     assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
 }
+
+/// A server that keeps the connection open after a complete answer (ignoring
+/// `Connection: close`) still gives its key: the client stops at `Content-Length`.
+#[test]
+fn a_keep_alive_answer_is_read_to_its_length_not_to_eof() {
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut head = [0u8; 1024];
+        let _ = stream.read(&mut head).unwrap();
+        let body = format!("{KEY}\n");
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        // Hold the connection until the client has gone.
+        let mut rest = [0u8; 16];
+        let _ = stream.read(&mut rest);
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut options = ClientOptions::new(format!("ws://{address}/route"));
+    options.connect_timeout = Duration::from_secs(20);
+    let key = runtime
+        .block_on(flyte_tunnel::client::fetch_host_key(&options))
+        .unwrap();
+    assert_eq!(key.as_deref(), Some(KEY));
+    server.join().unwrap();
+}

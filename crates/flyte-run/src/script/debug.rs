@@ -61,7 +61,7 @@ fn connect_options(
     Ok(options)
 }
 
-/// The `SSHDebug` map: Flyte's fields, plus what `ssh::install` needs to rebuild the block.
+/// `debug::host_key(uri)`: the key the route publishes, asked with the stored API key's token.
 fn route_host_key(host: &Host, uri: &str) -> Result<Dynamic, String> {
     if host.dry_run {
         println!("dry-run: fetch the host key of the debug route {uri}");
@@ -77,6 +77,7 @@ fn route_host_key(host: &Host, uri: &str) -> Result<Dynamic, String> {
     }
 }
 
+/// The `SSHDebug` map: Flyte's fields, plus what `ssh::install` needs to rebuild the block.
 fn connection_map(connection: &Connection) -> Result<Map, String> {
     let block = &connection.block;
     let path = |p: &std::path::Path| Dynamic::from(p.display().to_string());
