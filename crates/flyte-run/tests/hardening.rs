@@ -634,6 +634,7 @@ fn doctor_flags_ssh_blocks_that_shadow_the_managed_one() {
         ("", "Host *\n  User me\n", None),
         ("Host *\n  User me\n", "", Some("line 1 (`Host *`)")),
         ("Include config.d/*\n", "", Some("line 1 (`Include`)")),
+        ("User me\n", "", Some("line 1 sets `User` for every host")),
         (
             "",
             "Host flyte-debug\n  ForwardAgent yes\n",

@@ -25,6 +25,9 @@ pub enum ShadowKind {
     IncludeBefore,
     /// An unmanaged `Host` block naming the alias exactly: merged into ours.
     UnmanagedBlock,
+    /// A global option (before any `Host`/`Match`) that the block also sets: ssh takes the
+    /// first value, so the global one wins (`StrictHostKeyChecking no` undoes pinning).
+    GlobalOption { keyword: String },
 }
 
 /// One problem: the alias, the 1-based line that causes it, and what it is.
@@ -55,6 +58,12 @@ impl fmt::Display for Shadowing {
                 "line {line} (`Include`) comes before the managed block for {alias:?}; an included \
                  `Host *` would win. Move the managed block above it"
             ),
+            ShadowKind::GlobalOption { keyword } => write!(
+                f,
+                "line {line} sets `{keyword}` for every host before the managed block for \
+                 {alias:?}, so it wins over the block's own `{keyword}`; move it into a \
+                 `Host *` block at the end of the file"
+            ),
             ShadowKind::UnmanagedBlock => write!(
                 f,
                 "line {line} has a `Host` block for {alias:?} that flyte-run does not manage; ssh \
@@ -70,7 +79,15 @@ pub fn shadowing(config: &Config) -> Result<Vec<Shadowing>> {
     let inside = |i: usize| blocks.iter().any(|b| (b.begin..=b.end).contains(&i));
     let mut found = Vec::new();
     for block in &blocks {
-        let ManagedBlock { alias, begin, .. } = block;
+        let ManagedBlock { alias, begin, end } = block;
+        let own: Vec<&str> = config.lines[*begin..=*end]
+            .iter()
+            .filter_map(|l| match &l.kind {
+                LineKind::Option { keyword, .. } => Some(keyword.as_str()),
+                _ => None,
+            })
+            .collect();
+        let global_until = config.first_block_header().unwrap_or(config.lines.len());
         for (i, line) in config.lines.iter().enumerate() {
             if inside(i) {
                 continue;
@@ -89,6 +106,15 @@ pub fn shadowing(config: &Config) -> Result<Vec<Shadowing>> {
                     if i < *begin && keyword.eq_ignore_ascii_case("include") =>
                 {
                     Some(ShadowKind::IncludeBefore)
+                }
+                LineKind::Option { keyword, .. }
+                    if i < *begin
+                        && i < global_until
+                        && own.iter().any(|k| k.eq_ignore_ascii_case(keyword)) =>
+                {
+                    Some(ShadowKind::GlobalOption {
+                        keyword: keyword.clone(),
+                    })
                 }
                 _ => None,
             };

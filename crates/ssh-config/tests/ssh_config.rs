@@ -338,6 +338,7 @@ fn doctor_sees_what_a_hand_edit_lets_override_a_managed_block() {
                     ShadowKind::MatchBefore => "match-before",
                     ShadowKind::IncludeBefore => "include-before",
                     ShadowKind::UnmanagedBlock => "unmanaged",
+                    ShadowKind::GlobalOption { .. } => "global",
                 };
                 (s.line, kind)
             })
