@@ -661,3 +661,35 @@ fn doctor_flags_ssh_blocks_that_shadow_the_managed_one() {
         }
     }
 }
+
+/// Defect 2, the rest: sixteen copies of the main job started at once in a fresh HOME all end
+/// connected to one run (one launches it, the others reuse it, including those that lost the
+/// race to launch the same name).
+#[test]
+fn sixteen_concurrent_main_jobs_in_a_fresh_home_all_succeed() {
+    let home = Home::new();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let jobs: Vec<Child> = (0..16)
+        .map(|_| {
+            home.command()
+                .current_dir(root)
+                .arg("playbooks/debug.rhai")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<Output> = jobs
+        .into_iter()
+        .map(|job| job.wait_with_output().unwrap())
+        .collect();
+    let mut launched = 0;
+    for out in &outputs {
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        assert!(stdout.contains("checked:     connected as "), "{stdout}");
+        launched += usize::from(stdout.contains("launched:    run flyte-run-debug "));
+    }
+    assert_eq!(launched, 1, "exactly one job launches the run");
+}
