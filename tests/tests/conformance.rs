@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use flyte_api::types::AbortRunRequest;
@@ -23,18 +22,6 @@ const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/fixtures/flyteidl2_conformance.py"
 );
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("FLYTEIDL2_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/idl-venv/bin/python");
-    assert!(
-        venv.exists(),
-        "the flyteidl2 venv is missing: run `cargo xtask ci` (it creates target/idl-venv) or set FLYTEIDL2_PYTHON"
-    );
-    venv
-}
 
 fn run_id() -> RunIdentifier {
     RunIdentifier {
@@ -161,7 +148,7 @@ fn requests_we_send() -> Vec<(&'static str, Value)> {
 
 /// Parse each document strictly with the official classes: one "ok" or "error: ..." per item.
 fn check(documents: &[(&str, Value)]) -> Vec<String> {
-    let mut child = Command::new(python())
+    let mut child = Command::new(flyte_testkit::idl_python())
         .arg(SCRIPT)
         .arg("check")
         .stdin(Stdio::piped())
@@ -201,7 +188,7 @@ fn requests_we_send_parse_strictly_with_the_official_classes() {
 
 #[test]
 fn responses_the_official_classes_write_are_read_by_our_types() {
-    let out = Command::new(python())
+    let out = Command::new(flyte_testkit::idl_python())
         .arg(SCRIPT)
         .arg("responses")
         .output()

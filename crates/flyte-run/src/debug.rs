@@ -429,16 +429,7 @@ fn route_is_private(url: &str) -> bool {
         return true;
     }
     let authority = rest.split('/').next().unwrap_or_default();
-    let host = authority
-        .rsplit_once(':')
-        .filter(|(h, port)| !port.contains(']') && !h.is_empty())
-        .map_or(authority, |(h, _)| h)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    Endpoint::parse(&format!("http://{authority}"), true).is_ok_and(|e| e.is_loopback())
 }
 
 /// Open the route's WebSocket (and close it again) until it answers 101. 401/403 end at once;

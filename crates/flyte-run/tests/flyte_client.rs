@@ -8,26 +8,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use flyte_testkit::TempHome;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flyte-run");
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("FLYTE_INTEROP_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/interop-venv/bin/python");
-    assert!(
-        venv.exists(),
-        "the interop venv is missing: run `cargo xtask ci` (it creates target/interop-venv) or set FLYTE_INTEROP_PYTHON"
-    );
-    venv
-}
 
 struct Home(TempHome);
 
@@ -69,7 +55,7 @@ fn flytes_own_client_reads_watches_tails_and_aborts_a_sandbox_run() {
         .unwrap_or_else(|| panic!("no endpoint in {stderr}"))
         .to_owned();
 
-    let mut child = Command::new(python())
+    let mut child = Command::new(flyte_testkit::interop_python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/flyte_client.py"
@@ -149,7 +135,7 @@ fn flytes_own_cli_configured_by_the_written_file_lists_shows_tails_and_aborts() 
         String::from_utf8_lossy(&out.stderr)
     );
     let config = home.0.path().join(".flyte/sandbox/flyte-config.yaml");
-    let flyte_cli = python().with_file_name("flyte");
+    let flyte_cli = flyte_testkit::interop_python().with_file_name("flyte");
     let flyte = |args: &[&str]| {
         let out = Command::new(&flyte_cli)
             .arg("--config")
@@ -210,7 +196,7 @@ fn flytes_own_sdk_lists_gets_aborts_and_waits_for_a_sandbox_run() {
         String::from_utf8_lossy(&out.stderr)
     );
     let config = home.0.path().join(".flyte/sandbox/flyte-config.yaml");
-    let out = Command::new(python())
+    let out = Command::new(flyte_testkit::interop_python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/flyte_sdk.py"
@@ -254,7 +240,7 @@ fn flytes_decoder_reads_the_credential_fields_of_a_key_for_an_endpoint_with_a_po
     let encoded = std::fs::read_to_string(home.0.path().join(".flyte/sandbox/credential")).unwrap();
     let ours = flyte_auth::ApiKey::decode(&encoded).unwrap();
     assert!(ours.endpoint.contains(':'), "{}", ours.endpoint);
-    let mut child = Command::new(python())
+    let mut child = Command::new(flyte_testkit::interop_python())
         .args([
             "-c",
             "import json, sys\n\

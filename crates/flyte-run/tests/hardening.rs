@@ -525,11 +525,8 @@ fn umask_000_makes_nothing_others_can_write_and_a_writable_config_is_refused() {
     }
 }
 
-/// Defect 8: an API key made for `prod.example.com:443` was sent as Basic auth to whatever
-/// endpoint was configured (a server on 127.0.0.1). Now it goes only to its own endpoint.
-#[test]
-fn an_api_key_is_sent_only_to_the_endpoint_it_was_made_for() {
-    let home = Home::new();
+/// Store an API key made for `prod.example.com:443` as the user's key.
+fn write_foreign_key(home: &Home) {
     let dir = home.0.ssh_debug_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let key = flyte_auth::ApiKey {
@@ -539,6 +536,14 @@ fn an_api_key_is_sent_only_to_the_endpoint_it_was_made_for() {
         org: String::new(),
     };
     std::fs::write(dir.join("api-key"), key.encode().unwrap() + "\n").unwrap();
+}
+
+/// Defect 8: an API key made for `prod.example.com:443` was sent as Basic auth to whatever
+/// endpoint was configured (a server on 127.0.0.1). Now it goes only to its own endpoint.
+#[test]
+fn an_api_key_is_sent_only_to_the_endpoint_it_was_made_for() {
+    let home = Home::new();
+    write_foreign_key(&home);
     // A server that records what it is sent: it must see no request at all.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
@@ -566,15 +571,7 @@ fn an_api_key_is_sent_only_to_the_endpoint_it_was_made_for() {
 #[test]
 fn doctor_flags_a_key_for_another_endpoint_and_the_opt_out_names_one_endpoint() {
     let home = Home::new();
-    let dir = home.0.ssh_debug_dir();
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = flyte_auth::ApiKey {
-        endpoint: "prod.example.com:443".to_owned(),
-        client_id: "prod-client".to_owned(),
-        client_secret: flyte_api::Secret::new("prod-secret"),
-        org: String::new(),
-    };
-    std::fs::write(dir.join("api-key"), key.encode().unwrap() + "\n").unwrap();
+    write_foreign_key(&home);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     let endpoint = format!("http://{address}");

@@ -6,26 +6,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use flyte_testkit::TempHome;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flyte-run");
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("FLYTE_INTEROP_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/interop-venv/bin/python");
-    assert!(
-        venv.exists(),
-        "the interop venv is missing: run `cargo xtask ci` (it creates target/interop-venv with flyte==2.12.1 \
-         and websockets) or set FLYTE_INTEROP_PYTHON"
-    );
-    venv
-}
 
 /// A child killed by pid when dropped.
 struct Process(Child);
@@ -63,7 +48,7 @@ fn our_tunnel_reaches_flytes_own_pod_side_server() {
     flyte_testkit::ssh_keygen(&key, "client");
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     let scratch = home.path().join("flyte-ssh-debug");
-    let mut child = Command::new(python())
+    let mut child = Command::new(flyte_testkit::interop_python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/flyte_pod_side.py"
@@ -153,7 +138,7 @@ with connect(sys.argv[1], open_timeout=10) as ws:
     banner = ws.recv(timeout=10)
     print(type(banner).__name__, bytes(banner).split(b"\r\n")[0].decode())
 "#;
-    let out = Command::new(python())
+    let out = Command::new(flyte_testkit::interop_python())
         .args([
             "-c",
             script,

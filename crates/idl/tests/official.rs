@@ -8,7 +8,6 @@
 
 use std::fmt::Debug;
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use base64ct::{Base64, Encoding};
@@ -27,18 +26,6 @@ use flyte_idl::flyteidl2::workflow::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("FLYTEIDL2_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/idl-venv/bin/python");
-    assert!(
-        venv.exists(),
-        "the flyteidl2 venv is missing: run `cargo xtask ci` (it creates target/idl-venv) or set FLYTEIDL2_PYTHON"
-    );
-    venv
-}
 
 /// Checks the official re-encodings (binary, JSON) against the message we sent.
 type Check = Box<dyn Fn(&[u8], &Value)>;
@@ -192,7 +179,7 @@ fn the_official_classes_read_what_we_write_and_we_read_what_they_write() {
             },
         ),
     ];
-    let mut child = Command::new(python())
+    let mut child = Command::new(flyte_testkit::idl_python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/official.py"

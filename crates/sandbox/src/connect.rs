@@ -109,6 +109,29 @@ impl Api {
     }
 }
 
+impl Api {
+    /// The task log of an action the caller may see, followed until the action ends, each batch
+    /// of lines as `message` wraps it (the run-logs and data-proxy services differ only there).
+    fn tail_action<T: Send + 'static>(
+        &self,
+        ctx: &RequestContext,
+        action: Option<&flyte_idl::flyteidl2::common::ActionIdentifier>,
+        message: fn(Vec<String>) -> T,
+    ) -> ServiceResult<ServiceStream<T>> {
+        self.caller(ctx)?;
+        let slot = self.action_slot(action)?;
+        let path = crate::server::log_path(&self.shared, &slot.lock().id);
+        Ok(Response::new(tail(slot, path, message)))
+    }
+}
+
+/// The reason an abort records: the caller's, else a default.
+fn abort_reason(reason: Option<String>) -> String {
+    reason
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "aborted by request".to_owned())
+}
+
 /// A run as the list and watch calls show it: its one action's id and status.
 fn run_summary(details: &model::ActionDetails) -> model::Run {
     model::Run {
@@ -450,13 +473,7 @@ impl workflow::RunLogsService for Api {
         request: ServiceRequest<'_, workflow::TailLogsRequest>,
     ) -> ServiceResult<ServiceStream<workflow::TailLogsResponse>> {
         let request = request.to_owned_message();
-        self.caller(&ctx)?;
-        let slot = self.action_slot(request.action_id.as_option())?;
-        let path = {
-            let id = &slot.lock().id;
-            crate::server::log_path(&self.shared, id)
-        };
-        Ok(Response::new(tail(slot, path, run_logs_message)))
+        self.tail_action(&ctx, request.action_id.as_option(), run_logs_message)
     }
 }
 
@@ -504,13 +521,7 @@ impl dataproxy::DataProxyService for Api {
         request: ServiceRequest<'_, dataproxy::TailLogsRequest>,
     ) -> ServiceResult<ServiceStream<dataproxy::TailLogsResponse>> {
         let request = request.to_owned_message();
-        self.caller(&ctx)?;
-        let slot = self.action_slot(request.action_id.as_option())?;
-        let path = {
-            let id = &slot.lock().id;
-            crate::server::log_path(&self.shared, id)
-        };
-        Ok(Response::new(tail(slot, path, data_proxy_logs_message)))
+        self.tail_action(&ctx, request.action_id.as_option(), data_proxy_logs_message)
     }
 }
 
@@ -539,11 +550,7 @@ impl workflow::RunService for Api {
         let request = request.to_owned_message();
         self.caller(&ctx)?;
         let slot = self.slot(request.run_id.as_option())?;
-        let reason = request
-            .reason
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| "aborted by request".to_owned());
-        crate::runs::abort(&slot, reason);
+        crate::runs::abort(&slot, abort_reason(request.reason));
         Response::ok(workflow::AbortRunResponse::default())
     }
 
@@ -711,10 +718,7 @@ impl workflow::RunService for Api {
         // A sandbox run has one action: aborting it aborts the run.
         self.caller(&ctx)?;
         let slot = self.action_slot(request.action_id.as_option())?;
-        let reason = Some(request.reason)
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| "aborted by request".to_owned());
-        crate::runs::abort(&slot, reason);
+        crate::runs::abort(&slot, abort_reason(Some(request.reason)));
         Response::ok(workflow::AbortActionResponse::default())
     }
 

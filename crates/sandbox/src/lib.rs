@@ -236,15 +236,8 @@ impl Sandbox {
         let endpoint = flyte_auth::strip_scheme(&self.shared.base_url);
         // The certificate names the loopback addresses only, and the token endpoint is plain
         // http (see `connect.rs`): for any other address there is no safe config to write.
-        let host = endpoint
-            .rsplit_once(':')
-            .map_or(endpoint, |(h, _)| h)
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let loopback = host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
+        let loopback =
+            flyte_api::Endpoint::parse(&self.shared.base_url, true).is_ok_and(|e| e.is_loopback());
         if !loopback {
             tracing::warn!(
                 endpoint,

@@ -20,6 +20,7 @@ mod ports;
 mod readonly;
 mod runner_lab;
 mod sshd;
+mod venv;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +30,7 @@ pub use ports::{PortReservation, reserve_port};
 pub use readonly::ReadOnlyDir;
 pub use runner_lab::RunnerLab;
 pub use sshd::{Sshd, SshdBuilder, ssh_keygen};
+pub use venv::{idl_python, interop_python};
 
 /// A temporary home directory, removed on drop.
 #[derive(Debug)]
