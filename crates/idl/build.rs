@@ -1,19 +1,27 @@
-//! Generates the flyteidl2 types and Connect services from the committed descriptor set
-//! (`cargo xtask codegen` writes it from the pinned `PyPI` release). No protoc needed.
+//! Generates the Rust types and Connect services from the committed descriptor sets
+//! (`cargo xtask codegen` writes them: flyteidl2 from the pinned `PyPI` release, flyterun from
+//! `proto/`). No protoc needed to build.
 
-fn main() {
-    let names = std::fs::read_to_string("descriptors/flyteidl2.files")
-        .expect("descriptors/flyteidl2.files is committed; run `cargo xtask codegen`");
+fn generate(set: &str, include_file: &str) {
+    let list = format!("descriptors/{set}.files");
+    let names = std::fs::read_to_string(&list)
+        .unwrap_or_else(|e| panic!("{list} is committed ({e}); run `cargo xtask codegen`"));
     // Google's well-known types come from buffa-types, not from here.
     let files: Vec<&str> = names
         .lines()
         .filter(|name| !name.is_empty() && !name.starts_with("google/protobuf/"))
         .collect();
-    println!("cargo:rerun-if-changed=descriptors/flyteidl2.files");
+    println!("cargo:rerun-if-changed={list}");
+    println!("cargo:rerun-if-changed=descriptors/{set}.binpb");
     connectrpc_build::Config::new()
-        .descriptor_set("descriptors/flyteidl2.binpb")
+        .descriptor_set(format!("descriptors/{set}.binpb"))
         .files(&files)
-        .include_file("_connectrpc.rs")
+        .include_file(include_file)
         .compile()
-        .expect("generate the flyteidl2 code");
+        .unwrap_or_else(|e| panic!("generate the {set} code: {e}"));
+}
+
+fn main() {
+    generate("flyteidl2", "_connectrpc.rs");
+    generate("flyterun", "_flyterun.rs");
 }

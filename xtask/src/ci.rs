@@ -56,12 +56,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
             "import flyte._debug.ssh, websockets.sync.client",
         )?;
         // flyte==2.12.1 pins an older flyteidl2, so the conformance check gets its own venv.
-        ensure_venv(
-            &root,
-            "idl-venv",
-            IDL_PACKAGES,
-            "import flyteidl2.workflow.run_service_pb2",
-        )
+        ensure_venv(&root, "idl-venv", IDL_PACKAGES, IDL_PROBE)
     })?;
     step(&mut timings, "codegen --check", || {
         crate::codegen::run(&["--check".to_owned()])
@@ -156,8 +151,11 @@ fn ensure_prerequisites() -> anyhow::Result<()> {
 /// Python packages the interop tests run: Flyte's own pod-side SSH debug server and a standard
 /// WebSocket client.
 const INTEROP_PACKAGES: &[&str] = &["flyte==2.12.1", "websockets"];
-/// The official flyteidl2 message classes our JSON is checked against.
-pub(crate) const IDL_PACKAGES: &[&str] = &["flyteidl2==2.0.53"];
+/// The official flyteidl2 message classes our JSON is checked against, and the protobuf compiler
+/// (`protoc`, packaged for `PyPI`) that `cargo xtask codegen` compiles our own protos with.
+pub(crate) const IDL_PACKAGES: &[&str] = &["flyteidl2==2.0.53", "grpcio-tools==1.85.1"];
+/// What a ready IDL venv can import.
+pub(crate) const IDL_PROBE: &str = "import flyteidl2.workflow.run_service_pb2, grpc_tools.protoc";
 
 /// Create `target/<name>` with `packages` unless it can already run `probe`.
 pub(crate) fn ensure_venv(

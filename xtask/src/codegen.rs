@@ -5,6 +5,8 @@
 //!   from the `_pb2` modules of the pinned `PyPI` `flyteidl2` release (the official build of
 //!   Flyte's protos). `crates/idl/build.rs` generates the Rust types and service traits from it
 //!   with connectrpc-build, so no `protoc` is needed to build.
+//! - `crates/idl/descriptors/flyterun.binpb` (and `.files`): our own services
+//!   (`crates/idl/proto/`), compiled by the protoc that the pinned `PyPI` `grpcio-tools` ships.
 //!
 //! `--check` regenerates into a temporary directory and fails when a committed file differs.
 
@@ -13,7 +15,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use crate::ci::{IDL_PACKAGES, ensure_venv, run_checked, workspace_root};
+use crate::ci::{IDL_PACKAGES, IDL_PROBE, ensure_venv, run_checked, workspace_root};
 
 /// The proto files whose services flyte-run serves or calls; their imports come along.
 pub(crate) const ROOT_FILES: &[&str] = &[
@@ -25,8 +27,16 @@ pub(crate) const ROOT_FILES: &[&str] = &[
     "flyteidl2/workflow/run_service.proto",
 ];
 
+/// Our own protos, under `crates/idl/proto/`.
+pub(crate) const OWN_FILES: &[&str] = &["flyterun/sandbox/v1/sandbox.proto"];
+
 const SCRIPT: &str = include_str!("descriptors.py");
-const OUTPUTS: &[&str] = &["flyteidl2.binpb", "flyteidl2.files"];
+const OUTPUTS: &[&str] = &[
+    "flyteidl2.binpb",
+    "flyteidl2.files",
+    "flyterun.binpb",
+    "flyterun.files",
+];
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let check = match args {
@@ -35,12 +45,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         _ => bail!("usage: cargo xtask codegen [--check]"),
     };
     let root = workspace_root()?;
-    ensure_venv(
-        &root,
-        "idl-venv",
-        IDL_PACKAGES,
-        "import flyteidl2.workflow.run_service_pb2",
-    )?;
+    ensure_venv(&root, "idl-venv", IDL_PACKAGES, IDL_PROBE)?;
     let committed = root.join("crates/idl/descriptors");
     let scratch = root.join("target/codegen");
     std::fs::create_dir_all(&scratch).context("cannot create target/codegen")?;
@@ -81,5 +86,15 @@ fn generate(root: &Path, out: &Path) -> anyhow::Result<()> {
             .arg(out.join(OUTPUTS[1]))
             .args(ROOT_FILES),
     )
-    .context("cannot extract the flyteidl2 descriptors")
+    .context("cannot extract the flyteidl2 descriptors")?;
+    run_checked(
+        Command::new(root.join("target/idl-venv/bin/python"))
+            .arg(&script)
+            .arg("--compile")
+            .arg(root.join("crates/idl/proto"))
+            .arg(out.join(OUTPUTS[2]))
+            .arg(out.join(OUTPUTS[3]))
+            .args(OWN_FILES),
+    )
+    .context("cannot compile crates/idl/proto")
 }

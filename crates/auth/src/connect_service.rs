@@ -1,8 +1,8 @@
-//! The API-key service our embedded sandbox serves (open-source Flyte has none), over Connect:
+//! The services of our own that the embedded sandbox serves (open-source Flyte has neither),
+//! over Connect (`crates/idl/proto/flyterun/sandbox/v1/sandbox.proto`):
 //!
-//! - `flyterun.sandbox.v1.ApiKeyService/CreateApiKey` `{"name"}` -> `{"clientId", "clientSecret"}`
-//! - `flyterun.sandbox.v1.ApiKeyService/GetApiKey` `{"clientId"}` -> `{"clientId", "name"}`, or
-//!   `not_found`
+//! - `flyterun.sandbox.v1.ApiKeyService`: create a key, or ask whether one exists;
+//! - `flyterun.sandbox.v1.RouteTokenService`: a token that opens one debug route only.
 
 use flyte_api::{Client, Code, Secret};
 use serde::{Deserialize, Serialize};
@@ -11,6 +11,46 @@ use crate::service::{ApiKeyService, ServiceFuture};
 
 /// The Connect service name.
 pub const API_KEY_SERVICE: &str = "flyterun.sandbox.v1.ApiKeyService";
+/// The Connect service that mints route-scoped tokens.
+pub const ROUTE_TOKEN_SERVICE: &str = "flyterun.sandbox.v1.RouteTokenService";
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RouteTokenRequest<'a> {
+    route_uri: &'a str,
+}
+
+#[derive(Deserialize)]
+struct RouteTokenResponse {
+    token: String,
+}
+
+/// A token that opens the debug route at `route_uri` and nothing else, minted by the control
+/// plane `client` talks to (with the client's own credential), for files that hold a token
+/// longer than a call does (the headers file ssh's `ProxyCommand` reads): a copy of such a file
+/// can neither call the API nor open another run's shell.
+///
+/// `Ok(None)` when the control plane does not mint such tokens (`unimplemented`: a Flyte
+/// deployment, whose ingress takes the access token itself).
+pub async fn create_route_token(client: &Client, route_uri: &str) -> crate::Result<Option<Secret>> {
+    match client
+        .unary::<_, RouteTokenResponse>(
+            ROUTE_TOKEN_SERVICE,
+            "CreateRouteToken",
+            &RouteTokenRequest { route_uri },
+        )
+        .await
+    {
+        Ok(response) if !response.token.is_empty() => Ok(Some(Secret::new(response.token))),
+        Ok(_) => Err(flyte_api::ApiError::new(
+            Code::Internal,
+            "CreateRouteToken answered without a token",
+        )
+        .into()),
+        Err(e) if e.code == Code::Unimplemented => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// [`ApiKeyService`] over a [`Client`] (which must be authenticated as a user who may create
 /// keys).

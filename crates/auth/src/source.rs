@@ -88,3 +88,20 @@ impl TokenSource for ClientCredentials {
         })
     }
 }
+
+/// One token the caller already holds, sent as it is: for a call that must be made with that
+/// token and no other (a refused one is the caller's to replace, so `refresh` changes nothing).
+pub struct FixedToken(pub Secret);
+
+impl std::fmt::Debug for FixedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FixedToken(<redacted>)")
+    }
+}
+
+impl TokenSource for FixedToken {
+    fn token(&self, _refresh: bool) -> TokenFuture<'_> {
+        let token = self.0.clone();
+        Box::pin(async move { Ok(Some(token)) })
+    }
+}

@@ -7,6 +7,7 @@
 //! replaced once before giving up.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flyte_api::types::{
@@ -263,10 +264,44 @@ pub(crate) fn connect(
         .unwrap_or_else(|| flyte_auth::default_headers_file(&debug_dir, &options.host_alias));
 
     let write_token = |refresh: bool| -> Result<TokenOrigin, String> {
-        let (token, origin) = route_token(host, &endpoint, &client, options, refresh)?;
-        flyte_auth::write_headers_file(&headers_file, AUTH_HEADER, &token.value)
-            .map_err(|e| format!("{}: {e}", headers_file.display()))?;
-        Ok(origin)
+        let write = |value: &flyte_api::Secret| {
+            flyte_auth::write_headers_file(&headers_file, AUTH_HEADER, value)
+                .map_err(|e| format!("{}: {e}", headers_file.display()))
+        };
+        let mut refresh = refresh;
+        loop {
+            let (token, origin) = route_token(host, &endpoint, &client, options, refresh)?;
+            // The headers file outlives this command, so it gets a token for this route only
+            // when the control plane mints one (our sandbox), minted with the credential the
+            // user chose; Flyte's ingress takes the access token itself.
+            let minter = client
+                .clone()
+                .with_tokens(Arc::new(flyte_auth::FixedToken(token.value.clone())));
+            match host.block_on(flyte_auth::create_route_token(&minter, &link.uri)) {
+                Ok(Some(scoped)) => {
+                    write(&scoped)?;
+                    return Ok(TokenOrigin::Fresh);
+                }
+                Ok(None) => {
+                    write(&token.value)?;
+                    return Ok(origin);
+                }
+                // A cached token the control plane refuses is replaced once.
+                Err(flyte_auth::AuthError::Api(e))
+                    if e.code == flyte_api::Code::Unauthenticated
+                        && matches!(origin, TokenOrigin::Cache)
+                        && !refresh =>
+                {
+                    refresh = true;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot get a token for the debug route {}: {e}",
+                        link.uri
+                    ));
+                }
+            }
+        }
     };
     let origin = write_token(options.refresh_token)?;
     if options.wait_for_route {

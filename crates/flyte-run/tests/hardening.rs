@@ -334,10 +334,29 @@ fn ssh_session_in_debug_run(home: &Home, name: &str, command: &str) -> Killed {
     let lines = debug_run(home, name);
     let headers = home.0.path().join(format!("{name}.headers"));
     std::fs::write(&headers, format!("Authorization: {}\n", lines[2])).unwrap();
+    let child = ssh_through_route(home, name, &lines[0], &lines[1], &headers, command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Killed(child)
+}
+
+/// The system ssh running `command` in debug run `name` through our tunnel to `route`, with
+/// `host_key` pinned and the token in `headers`.
+fn ssh_through_route(
+    home: &Home,
+    name: &str,
+    route: &str,
+    host_key: &str,
+    headers: &std::path::Path,
+    command: &str,
+) -> Command {
     let known_hosts = home.0.path().join(format!("{name}.known_hosts"));
-    std::fs::write(&known_hosts, format!("{name}.pinned {}\n", lines[1])).unwrap();
-    let child = Command::new("ssh")
-        .args(["-F", "none", "-i"])
+    std::fs::write(&known_hosts, format!("{name}.pinned {host_key}\n")).unwrap();
+    let mut ssh = Command::new("ssh");
+    ssh.args(["-F", "none", "-i"])
         .arg(home.0.ssh_debug_dir().join("id_ed25519"))
         .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
         .arg("-o")
@@ -347,17 +366,42 @@ fn ssh_session_in_debug_run(home: &Home, name: &str, command: &str) -> Killed {
         .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
         .arg("-o")
         .arg(format!(
-            "ProxyCommand={BIN} tunnel {} --http-headers-file {}",
-            lines[0],
+            "ProxyCommand={BIN} tunnel {route} --http-headers-file {}",
             headers.display()
         ))
-        .args([&format!("root@{name}"), command])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+        .args([&format!("root@{name}"), command]);
+    ssh
+}
+
+/// One plain HTTP/1.1 request to `url`'s host (`http://` only) for its path plus `suffix`, with
+/// `authorization` and `body`: the status line and the body.
+fn http(
+    method: &str,
+    url: &str,
+    suffix: &str,
+    authorization: &str,
+    body: &str,
+) -> (String, String) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = TcpStream::connect(authority).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_mins(1)))
         .unwrap();
-    Killed(child)
+    write!(
+        stream,
+        "{method} {path}{suffix} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: {authorization}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Defect 3: after `AbortRun` an open ssh session kept running commands; after `sandbox stop` a
@@ -689,4 +733,71 @@ fn sixteen_concurrent_main_jobs_in_a_fresh_home_all_succeed() {
         launched += usize::from(stdout.contains("launched:    run flyte-run-debug "));
     }
     assert_eq!(launched, 1, "exactly one job launches the run");
+}
+
+/// "A debug-route token is not tied to a run": the headers file ssh's `ProxyCommand` reads now
+/// holds a token for its own route only. With it, ssh reaches that run's shell; the other run's
+/// route, the API, and minting another token all refuse it. The access token (what Flyte's own
+/// client sends to a route) still opens every route.
+#[test]
+fn the_headers_file_token_opens_its_own_route_and_nothing_else() {
+    let home = Home::new();
+    let [alpha_route, alpha_key, access] = debug_run(&home, "alpha");
+    let [beta_route, _, _] = debug_run(&home, "beta");
+    let out = home.run(&[
+        "-e",
+        r#"let c = debug::connect("alpha", #{ host_alias: "alpha" }); print(c.headers_file);"#,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let headers = std::path::PathBuf::from(text(&out.stdout).trim());
+    let line = std::fs::read_to_string(&headers).unwrap();
+    let scoped = line
+        .trim()
+        .strip_prefix("Authorization: ")
+        .unwrap()
+        .to_owned();
+    assert_ne!(scoped, access, "the headers file holds the access token");
+
+    let ssh = ssh_through_route(
+        &home,
+        "alpha",
+        &alpha_route,
+        &alpha_key,
+        &headers,
+        "echo in-alpha",
+    )
+    .output()
+    .unwrap();
+    assert_eq!(text(&ssh.stdout), "in-alpha\n", "{}", text(&ssh.stderr));
+
+    let host_key = |route: &str, token: &str| http("GET", route, "?ssh-host-key", token, "").0;
+    assert_eq!(host_key(&alpha_route, &scoped), "HTTP/1.1 200 OK");
+    assert_eq!(host_key(&beta_route, &scoped), "HTTP/1.1 401 Unauthorized");
+    assert_eq!(host_key(&beta_route, &access), "HTTP/1.1 200 OK");
+
+    let api = std::fs::read_to_string(home.sandbox_dir().join("endpoint")).unwrap();
+    let api = api.trim();
+    let call = |method: &str, token: &str, body: &str| {
+        http("POST", &format!("{api}/{method}"), "", token, body)
+    };
+    let (status, body) = call("flyteidl2.workflow.RunService/ListRuns", &scoped, "{}");
+    assert_eq!(status, "HTTP/1.1 401 Unauthorized", "{body}");
+    assert!(body.contains("opens one debug route"), "{body}");
+    let mint = format!("{{\"routeUri\": \"{beta_route}\"}}");
+    let route_tokens = "flyterun.sandbox.v1.RouteTokenService/CreateRouteToken";
+    assert_eq!(
+        call(route_tokens, &scoped, &mint).0,
+        "HTTP/1.1 401 Unauthorized"
+    );
+    assert_eq!(call(route_tokens, &access, &mint).0, "HTTP/1.1 200 OK");
+    // Bad input names the field and the fix.
+    let (status, body) = call(route_tokens, &access, r#"{"routeUri": "beta"}"#);
+    assert_eq!(status, "HTTP/1.1 400 Bad Request", "{body}");
+    assert!(
+        body.contains("route_uri") && body.contains("IDE link"),
+        "{body}"
+    );
+    let gone = format!("{{\"routeUri\": \"{alpha_route}-gone\"}}");
+    let (status, body) = call(route_tokens, &access, &gone);
+    assert_eq!(status, "HTTP/1.1 404 Not Found", "{body}");
 }

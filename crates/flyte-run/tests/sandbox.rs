@@ -869,9 +869,9 @@ fn doctor_and_config_init_name_problems_with_their_fixes() {
     check(&["doctor"], 1, &["FAIL  key pair", "chmod 600"]);
 }
 
-/// `debug::connect` against a debug run: the `SSHDebug` map it returns, a cached token the route
-/// refuses being replaced once (the probe would otherwise fail with 401), `use_api_key` without
-/// a key, and bad options. No token appears in what the script prints.
+/// `debug::connect` against a debug run: the `SSHDebug` map it returns, a cached token the
+/// control plane refuses being replaced once (minting the route token would otherwise fail),
+/// `use_api_key` without a key, and bad options. No token appears in what the script prints.
 #[test]
 fn debug_connect_returns_the_connection_and_replaces_a_refused_cached_token() {
     let home = Home(TempHome::new());
@@ -930,10 +930,13 @@ fn debug_connect_returns_the_connection_and_replaces_a_refused_cached_token() {
     let token = written.trim().trim_start_matches("Authorization: Bearer ");
     assert!(!text.contains(token) && !stderr.contains(token));
 
-    // The fresh token replaced the refused one in the debug cache, and the next connect uses it
-    // as it is (no new mint while it is valid).
-    let cache = std::fs::read_to_string(home.0.ssh_debug_dir().join("bearer.json")).unwrap();
-    assert!(cache.contains(token) && !cache.contains(forged), "{cache}");
+    // Minting the route token refused the cached (forged) token, so a fresh access token
+    // replaced it in the cache (the headers file holds a route token, not that one); the next
+    // connect uses the cached one as it is (no new mint while it is valid).
+    let cache_file = home.0.ssh_debug_dir().join("bearer.json");
+    let cache = std::fs::read_to_string(&cache_file).unwrap();
+    let fresh = cache.contains("\"token\": \"ey") && !cache.contains(forged);
+    assert!(fresh && !cache.contains(token), "{cache}");
     let out = home.run(&[
         "-e",
         r#"debug::connect("dbg2", #{ timeout: 30, poll_interval: 0, host_alias: "dbg-two" }); ()"#,
@@ -943,7 +946,12 @@ fn debug_connect_returns_the_connection_and_replaces_a_refused_cached_token() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(std::fs::read_to_string(headers).unwrap(), written);
+    assert_eq!(std::fs::read_to_string(&cache_file).unwrap(), cache);
+    let rewritten = std::fs::read_to_string(headers).unwrap();
+    assert!(
+        rewritten.starts_with("Authorization: Bearer ey"),
+        "{rewritten}"
+    );
 
     for (script, want) in [
         (

@@ -15,6 +15,10 @@
 )]
 mod generated {
     connectrpc::include_generated!();
+    // flyte-run's own services (`proto/flyterun/`), the ones only the embedded sandbox serves.
+    // Flyte defines neither, so they sit in a package of their own (`flyterun`) and never touch
+    // a Flyte message.
+    connectrpc::include_generated!("_flyterun.rs");
 }
 
 pub use generated::*;

@@ -33,6 +33,12 @@ impl From<Rejection> for ConnectError {
     }
 }
 
+impl From<crate::SandboxError> for ConnectError {
+    fn from(error: crate::SandboxError) -> Self {
+        Rejection::from(error).into()
+    }
+}
+
 /// A model message as the flyteidl2 type of the same name.
 fn to_wire<W: DeserializeOwned>(message: &impl Serialize) -> Result<W, ConnectError> {
     serde_json::to_value(message)
@@ -76,7 +82,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> connectrpc::Router {
     let router = <Api as dataproxy::DataProxyServiceExt>::register(Arc::clone(&api), router);
     let router = <Api as project::ProjectServiceExt>::register(Arc::clone(&api), router);
     let router = <Api as workflow::RunServiceExt>::register(Arc::clone(&api), router);
-    <Api as workflow::RunLogsServiceExt>::register(api, router)
+    let router = <Api as workflow::RunLogsServiceExt>::register(Arc::clone(&api), router);
+    crate::own_services::register(Arc::clone(&api.shared), router)
 }
 
 impl Api {

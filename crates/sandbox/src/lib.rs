@@ -1,9 +1,12 @@
 //! The embedded control plane: what a Flyte 2 deployment serves for SSH debugging, on one
-//! machine, over the same Connect-JSON API, so the same client and playbooks work against both.
+//! machine, over the same Connect API (flyteidl2, binary protobuf and JSON), so the same client
+//! and playbooks, and Flyte's own CLI and SDK, work against both.
 //!
-//! Served today: `AuthMetadataService`, `/.well-known/oauth-authorization-server`, an OAuth2 token
-//! endpoint (client credentials; HS256 JWTs that expire), and an API-key service of our own
-//! (`flyterun.sandbox.v1.ApiKeyService`: create, get, delete, list; secrets stored as SHA-256).
+//! Served today: Flyte's run, logs, project, cluster and auth-metadata services,
+//! `/.well-known/oauth-authorization-server`, an OAuth2 token endpoint (client credentials; HS256
+//! JWTs that expire), and two services of our own (`flyterun.sandbox.v1`): `ApiKeyService`
+//! (create, get, delete, list; secrets stored as SHA-256) and `RouteTokenService` (tokens that
+//! open one debug route only, for the headers file ssh reads).
 //! Every call but metadata, token and health needs a valid bearer token. The first start creates
 //! a bootstrap credential (an API key, encoded as Flyte encodes them, 0600) so the local user can
 //! authenticate with no configuration. State is SQLite in the state directory.
@@ -13,6 +16,7 @@
 
 mod connect;
 pub mod instance;
+mod own_services;
 mod runs;
 mod server;
 pub mod store;
@@ -313,8 +317,8 @@ impl Sandbox {
             }));
         config.host_key = Some(Arc::new(move |path: &str| routes.host_key(path)));
         // The ingress takes the same tokens as the API, checked the same way.
-        config.verifier = Some(Arc::new(move |token: &str| {
-            server::token_is_live(&shared, token)
+        config.verifier = Some(Arc::new(move |token: &str, path: &str| {
+            server::token_opens_route(&shared, token, path)
         }));
         config.head_timeout = self.header_timeout;
         let config = Arc::new(config);

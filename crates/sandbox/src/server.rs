@@ -10,20 +10,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64ct::{Base64, Encoding};
 use flyte_api::Code;
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::Shared;
 use crate::tokens::Refused;
 
-/// Whether `token` is one this sandbox signed, unexpired, for an API key that still exists:
-/// the ingress's check, the same as the API's.
-pub(crate) fn token_is_live(shared: &Shared, token: &str) -> bool {
-    shared
-        .signer
-        .verify(token, now())
-        .is_ok_and(|claims| matches!(shared.store.api_key(&claims.sub), Ok(Some(_))))
+/// Whether `token` opens the debug route at `path`: one this sandbox signed, unexpired, for an
+/// API key that still exists (the API's check), and either an access token or a route token for
+/// this very path.
+pub(crate) fn token_opens_route(shared: &Shared, token: &str, path: &str) -> bool {
+    shared.signer.verify(token, now()).is_ok_and(|claims| {
+        claims.route.as_deref().is_none_or(|route| route == path)
+            && matches!(shared.store.api_key(&claims.sub), Ok(Some(_)))
+    })
 }
 
 pub(crate) fn now() -> i64 {
@@ -72,12 +71,6 @@ impl From<crate::SandboxError> for Rejection {
     }
 }
 
-/// The request message, or `invalid_argument`.
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Rejection> {
-    serde_json::from_slice(body)
-        .map_err(|e| Rejection::new(Code::InvalidArgument, format!("malformed request: {e}")))
-}
-
 /// The caller's identity from a valid bearer token, or `unauthenticated`.
 pub(crate) fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<String, Rejection> {
     let token = headers
@@ -86,6 +79,10 @@ pub(crate) fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Strin
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| Rejection::new(Code::Unauthenticated, "a bearer token is required"))?;
     match shared.signer.verify(token.trim(), now()) {
+        Ok(claims) if claims.route.is_some() => Err(Rejection::new(
+            Code::Unauthenticated,
+            "this token opens one debug route and cannot call the API; use an access token",
+        )),
         // A token is only as good as the key it was minted for: deleting the key revokes its
         // tokens at once (one indexed lookup per call).
         Ok(claims) => match shared.store.api_key(&claims.sub)? {
@@ -193,84 +190,6 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
             .into_response(),
         Err(e) => Rejection::from(e).into_response(),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct NameRequest {
-    #[serde(default)]
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ClientIdRequest {
-    #[serde(default)]
-    client_id: String,
-}
-
-async fn create_api_key(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Rejection> {
-    authenticate(&shared, &headers)?;
-    let request: NameRequest = parse(&body)?;
-    if request.name.trim().is_empty() || request.name.len() > 100 {
-        return Err(Rejection::new(
-            Code::InvalidArgument,
-            "name must be 1 to 100 characters",
-        ));
-    }
-    let (client_id, secret) = crate::create_api_key(&shared.store, &request.name)?;
-    Ok(axum::Json(json!({"clientId": client_id, "clientSecret": secret})).into_response())
-}
-
-fn key_json(key: &crate::store::ApiKeyRecord) -> serde_json::Value {
-    json!({"clientId": key.client_id, "name": key.name, "createdAt": key.created_at})
-}
-
-fn no_such_key(client_id: &str) -> Rejection {
-    Rejection::new(
-        Code::NotFound,
-        format!("no API key with client id {client_id:?}"),
-    )
-}
-
-async fn get_api_key(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Rejection> {
-    authenticate(&shared, &headers)?;
-    let request: ClientIdRequest = parse(&body)?;
-    let key = shared
-        .store
-        .api_key(&request.client_id)?
-        .ok_or_else(|| no_such_key(&request.client_id))?;
-    Ok(axum::Json(key_json(&key)).into_response())
-}
-
-async fn delete_api_key(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Rejection> {
-    authenticate(&shared, &headers)?;
-    let request: ClientIdRequest = parse(&body)?;
-    if !shared.store.delete_api_key(&request.client_id)? {
-        return Err(no_such_key(&request.client_id));
-    }
-    Ok(axum::Json(json!({})).into_response())
-}
-
-async fn list_api_keys(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-) -> Result<Response, Rejection> {
-    authenticate(&shared, &headers)?;
-    let keys = shared.store.api_keys()?;
-    Ok(axum::Json(json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()})).into_response())
 }
 
 /// axum refuses a body over the limit (without reading it into memory) with a plain-text 413;
@@ -515,16 +434,12 @@ where
 }
 
 pub(crate) fn router(shared: Arc<Shared>, body_read_timeout: std::time::Duration) -> axum::Router {
-    let keys = flyte_auth::API_KEY_SERVICE;
     axum::Router::new()
         .route("/healthz", get(health))
         .route("/.well-known/oauth-authorization-server", get(well_known))
         .route("/oauth2/token", post(token))
-        .route(&format!("/{keys}/CreateApiKey"), post(create_api_key))
-        .route(&format!("/{keys}/GetApiKey"), post(get_api_key))
-        .route(&format!("/{keys}/DeleteApiKey"), post(delete_api_key))
-        .route(&format!("/{keys}/ListApiKeys"), post(list_api_keys))
-        // Flyte's services (and `unimplemented` for any other path) on the connectrpc runtime.
+        // Flyte's services, our own (API keys, route tokens), and `unimplemented` for any other
+        // path, on the connectrpc runtime.
         .fallback_service(crate::connect::router(Arc::clone(&shared)).into_axum_service())
         .layer(axum::middleware::from_fn_with_state(
             body_read_timeout,

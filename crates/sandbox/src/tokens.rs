@@ -1,5 +1,6 @@
 //! Bearer tokens the sandbox issues: HS256 JWTs with `sub` (the client id), `iss` (the sandbox's
-//! URL), `iat` and `exp`. The signing key is 32 random bytes created 0600 at open.
+//! URL), `iat` and `exp`, and for a token that opens one debug route only, `route` (the route's
+//! path). The signing key is 32 random bytes created 0600 at open.
 
 use std::path::Path;
 
@@ -14,6 +15,10 @@ pub struct Claims {
     pub iss: String,
     pub iat: i64,
     pub exp: i64,
+    /// Set: the token opens the debug route at this path and nothing else (no API call, no
+    /// other route). Absent: an access token, good for the API and every route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
 }
 
 /// Signs and checks tokens. `Debug` shows nothing of the key.
@@ -62,14 +67,36 @@ impl Signer {
         })
     }
 
+    /// An access token for `client_id`.
     pub fn mint(&self, client_id: &str, now: i64, ttl_secs: i64) -> Result<String> {
-        let claims = Claims {
+        self.sign(&Claims {
             sub: client_id.to_owned(),
             iss: self.issuer.clone(),
             iat: now,
             exp: now + ttl_secs,
-        };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            route: None,
+        })
+    }
+
+    /// A token for `client_id` that opens the debug route at `route` only.
+    pub fn mint_route(
+        &self,
+        client_id: &str,
+        route: &str,
+        now: i64,
+        ttl_secs: i64,
+    ) -> Result<String> {
+        self.sign(&Claims {
+            sub: client_id.to_owned(),
+            iss: self.issuer.clone(),
+            iat: now,
+            exp: now + ttl_secs,
+            route: Some(route.to_owned()),
+        })
+    }
+
+    fn sign(&self, claims: &Claims) -> Result<String> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
             .map_err(|e| SandboxError::Io(format!("signing a token: {e}")))
     }
 

@@ -222,7 +222,7 @@ fn secrets_are_stored_hashed_and_state_survives_a_restart() {
             )
             .await
             .unwrap();
-        assert_eq!(got["name"], "flyte-ssh-debug");
+        assert_eq!(got["key"]["name"], "flyte-ssh-debug");
     });
 }
 
@@ -293,6 +293,7 @@ fn missing_forged_and_expired_tokens_are_unauthenticated() {
                 flyte_auth::API_KEY_SERVICE
             ))
             .header("authorization", format!("Bearer {good}"))
+            .header("content-type", "application/json")
             .body("{not json")
             .send()
             .await

@@ -46,8 +46,10 @@ pub const MAX_CLIENT_MESSAGE_BYTES: usize = 1024 * 1024;
 pub type InProcessServer = Arc<dyn Fn(DuplexStream) + Send + Sync>;
 /// Chooses the target for a request path (`None`: nothing serves that path, a 404).
 pub type Router = Arc<dyn Fn(&str) -> Option<Target> + Send + Sync>;
-/// Says whether a presented bearer token is good (for tokens that are verified, not compared).
-pub type TokenVerifier = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// Says whether a presented bearer token (first argument) is good for the request path (second,
+/// without the query): for tokens that are verified, not compared, and that may be scoped to one
+/// route.
+pub type TokenVerifier = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 /// The SSH server's public key (an OpenSSH `ssh-ed25519 AAAA...` line) for a request path.
 pub type HostKeyLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -232,7 +234,7 @@ pub async fn handle(mut stream: TcpStream, config: &BridgeConfig) -> std::io::Re
         || config
             .verifier
             .as_ref()
-            .is_some_and(|verify| !presented.is_some_and(|p| verify(p)));
+            .is_some_and(|verify| !presented.is_some_and(|p| verify(p, path)));
     if refused {
         return respond(
             &mut stream,

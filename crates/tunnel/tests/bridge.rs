@@ -290,10 +290,13 @@ fn routes_pick_targets_by_path_and_a_verifier_checks_tokens() {
     let echo_bridge = plain.bridge;
     let routed = setup(move |c| {
         c.target = Target::Route(Arc::new(move |path: &str| {
-            path.starts_with("/v1/debug/p/d/r1/")
+            (path.starts_with("/v1/debug/p/d/r1/") || path.starts_with("/v1/debug/p/d/r2/"))
                 .then(|| Target::Tcp(echo_bridge))
         }));
-        c.verifier = Some(Arc::new(|token: &str| token == "signed-ok"));
+        // "signed-ok" opens any route; "r1-only" the one path, given without the query.
+        c.verifier = Some(Arc::new(|token: &str, path: &str| {
+            token == "signed-ok" || (token == "r1-only" && path == "/v1/debug/p/d/r1/a0")
+        }));
     });
     let upgrade_with = |path: &str, token: &str| {
         let mut stream = connect(routed.bridge);
@@ -327,6 +330,17 @@ fn routes_pick_targets_by_path_and_a_verifier_checks_tokens() {
         upgrade_with("/v1/debug/p/d/r1/a0", "forged"),
         "HTTP/1.1 401 Unauthorized"
     );
+    for (path, status) in [
+        ("/v1/debug/p/d/r1/a0", "HTTP/1.1 101 Switching Protocols"),
+        (
+            "/v1/debug/p/d/r1/a0?resume=1",
+            "HTTP/1.1 101 Switching Protocols",
+        ),
+        ("/v1/debug/p/d/r2/a0", "HTTP/1.1 401 Unauthorized"),
+        ("/v1/debug/p/d/r1/a1", "HTTP/1.1 401 Unauthorized"),
+    ] {
+        assert_eq!(upgrade_with(path, "r1-only"), status, "{path}");
+    }
 }
 
 /// (bridge, path, token, the key found or words of the error)
