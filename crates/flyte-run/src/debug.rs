@@ -455,6 +455,30 @@ fn fetch_host_key(
     }
 }
 
+/// Whether the control plane's token (for `endpoint`) may go to the route at `url` that a
+/// script named (a route the API published is trusted as it is): over TLS to the endpoint's own
+/// host, or to a loopback host when the endpoint is on loopback too. Otherwise a refusal that
+/// names both hosts.
+pub(crate) fn token_may_go_to(url: &str, endpoint: &Endpoint) -> Result<(), String> {
+    let url = route_url(url, endpoint);
+    let route = ["ws://", "wss://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme))
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|authority| Endpoint::parse(&format!("http://{authority}"), true).ok())
+        .ok_or_else(|| format!("{url} is not a ws(s) or http(s) URL with a host"))?;
+    let same_host = route.host().eq_ignore_ascii_case(endpoint.host());
+    let allowed =
+        (url.starts_with("wss://") && same_host) || (route.is_loopback() && endpoint.is_loopback());
+    if allowed {
+        return Ok(());
+    }
+    Err(format!(
+        "not sending the token for {} to {url}: it goes only to that host over TLS (or between loopback addresses); give the route URL the API published for that control plane",
+        endpoint.host()
+    ))
+}
+
 /// Whether what travels to `url` is private: `wss://`/`https://`, or a loopback host.
 fn route_is_private(url: &str) -> bool {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -634,6 +658,31 @@ mod tests {
                 err.contains("cannot derive a debug run name"),
                 "{run:?}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn a_scripts_route_url_gets_the_token_only_on_the_endpoints_host() {
+        let cluster = Endpoint::parse("dns:///flyte.example.com", false).unwrap();
+        let sandbox = Endpoint::parse("http://127.0.0.1:30080", true).unwrap();
+        for (url, endpoint, allowed) in [
+            ("https://flyte.example.com/v1/debug/x", &cluster, true),
+            ("wss://FLYTE.example.com:8443/v1/debug/x", &cluster, true),
+            ("/v1/debug/x", &cluster, true),
+            ("http://flyte.example.com/v1/debug/x", &cluster, false),
+            ("https://evil.example.net/v1/debug/x", &cluster, false),
+            ("https://flyte.example.com.evil.net/x", &cluster, false),
+            ("http://127.0.0.1:1234/v1/debug/x", &cluster, false),
+            ("http://127.0.0.1:41000/v1/debug/x", &sandbox, true),
+            ("ws://localhost:41000/v1/debug/x", &sandbox, true),
+            ("http://10.0.0.5:41000/v1/debug/x", &sandbox, false),
+            ("ftp://127.0.0.1/x", &sandbox, false),
+        ] {
+            let result = token_may_go_to(url, endpoint);
+            assert_eq!(result.is_ok(), allowed, "{url}: {result:?}");
+            if let Err(message) = result {
+                assert!(message.contains(endpoint.host()), "{message}");
+            }
         }
     }
 

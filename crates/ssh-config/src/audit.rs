@@ -93,7 +93,7 @@ pub fn shadowing(config: &Config) -> Result<Vec<Shadowing>> {
                 continue;
             }
             let kind = match &line.kind {
-                LineKind::Host(patterns) if patterns.iter().any(|p| p == alias) => {
+                LineKind::Host(patterns) if names_alias(patterns, alias) => {
                     Some(ShadowKind::UnmanagedBlock)
                 }
                 LineKind::Host(patterns) if i < *begin && host_matches(patterns, alias) => {
@@ -130,6 +130,12 @@ pub fn shadowing(config: &Config) -> Result<Vec<Shadowing>> {
     Ok(found)
 }
 
+/// Whether a `Host` line is a block for `alias` itself: it names the alias literally and applies
+/// to it (`Host !dbg dbg` names it but never applies).
+pub(crate) fn names_alias(patterns: &[String], alias: &str) -> bool {
+    patterns.iter().any(|p| p == alias) && host_matches(patterns, alias)
+}
+
 /// OpenSSH's `Host` rule: some pattern matches and no negated (`!`) pattern does.
 fn host_matches(patterns: &[String], host: &str) -> bool {
     let mut matched = false;
@@ -145,7 +151,8 @@ fn host_matches(patterns: &[String], host: &str) -> bool {
     matched
 }
 
-/// `*` and `?` wildcards, case-insensitive as ssh matches host names.
+/// `*` and `?` wildcards. Case matters: ssh matches `Host` patterns against the name as typed
+/// (OpenSSH 9.2: `Host FLYTE-DEBUG` applies to `ssh FLYTE-DEBUG`, not to `ssh flyte-debug`).
 fn glob(pattern: &[u8], text: &[u8]) -> bool {
     match pattern.split_first() {
         None => text.is_empty(),
@@ -153,7 +160,7 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
         Some((b'?', rest)) => !text.is_empty() && glob(rest, &text[1..]),
         Some((c, rest)) => text
             .split_first()
-            .is_some_and(|(t, tail)| t.eq_ignore_ascii_case(c) && glob(rest, tail)),
+            .is_some_and(|(t, tail)| t == c && glob(rest, tail)),
     }
 }
 
@@ -166,7 +173,8 @@ mod tests {
         let cases: &[(&[&str], &str, bool)] = &[
             (&["*"], "flyte-debug", true),
             (&["flyte-*"], "flyte-debug", true),
-            (&["FLYTE-DEBUG"], "flyte-debug", true),
+            (&["FLYTE-DEBUG"], "flyte-debug", false),
+            (&["F*"], "flyte-debug", false),
             (&["flyte-debu?"], "flyte-debug", true),
             (&["flyte-debu?"], "flyte-debugx", false),
             (&["*", "!flyte-*"], "flyte-debug", false),

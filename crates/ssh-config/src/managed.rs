@@ -139,7 +139,7 @@ pub fn install_block(text: &str, alias: &str, block_lines: &[String]) -> Result<
     let blocks = managed_blocks(&config)?;
     // An unmanaged block for the same alias would be merged by ssh into ours: refuse.
     if let Some(line) = config.lines.iter().enumerate().position(|(i, l)| {
-        matches!(&l.kind, LineKind::Host(patterns) if patterns.iter().any(|p| p == alias))
+        matches!(&l.kind, LineKind::Host(patterns) if crate::audit::names_alias(patterns, alias))
             && !blocks.iter().any(|b| (b.begin..=b.end).contains(&i))
     }) {
         return Err(SshConfigError::AliasTaken {

@@ -291,8 +291,18 @@ fn an_unmanaged_block_for_the_alias_is_refused_with_the_fix() {
             "{text:?}: {message}"
         );
     }
-    // Wildcards are the user's defaults, not a block for this alias; ours goes first.
-    assert!(install_block("Host d*\n  Port 2\n", "dbg", &block("dbg")).is_ok());
+    // Wildcards are the user's defaults, not a block for this alias; ours goes first. A line
+    // that names the alias only to exclude it, or names it in another case, never applies.
+    for text in [
+        "Host d*\n  Port 2\n",
+        "Host !dbg dbg\n  Port 2\n",
+        "Host DBG\n  Port 2\n",
+    ] {
+        assert!(
+            install_block(text, "dbg", &block("dbg")).is_ok(),
+            "{text:?}"
+        );
+    }
 }
 
 #[test]
@@ -311,6 +321,11 @@ fn doctor_sees_what_a_hand_edit_lets_override_a_managed_block() {
             &[(1, "host-before")],
         ),
         (&format!("Host * !dbg\n  User me\n{managed}"), &[]),
+        (&format!("Host !dbg dbg\n  User me\n{managed}"), &[]),
+        (
+            &format!("Host DBG D*\n  User me\n{managed}Host DBG\n  User me\n"),
+            &[],
+        ),
         (
             &format!("Include config.d/*\n{managed}"),
             &[(1, "include-before")],
@@ -350,11 +365,18 @@ fn doctor_sees_what_a_hand_edit_lets_override_a_managed_block() {
                 .all(|s| s.alias == "dbg" && s.to_string().contains("\"dbg\""))
         );
     }
-    // The real client agrees that the earlier `Host *` wins for User.
+    // The real client agrees: the earlier `Host *` wins for User; a negated or other-case
+    // pattern does not apply.
     let home = TempHome::new();
     let path = home.path().join("config");
-    fs::write(&path, format!("Host *\n  User me\n{managed}")).unwrap();
-    assert_eq!(one(&resolved(&path, "dbg"), "user"), "me");
+    for (before, user) in [
+        ("Host *", "me"),
+        ("Host !dbg dbg", "root"),
+        ("Host DBG D*", "root"),
+    ] {
+        fs::write(&path, format!("{before}\n  User me\n{managed}")).unwrap();
+        assert_eq!(one(&resolved(&path, "dbg"), "user"), user, "{before}");
+    }
 }
 
 #[test]

@@ -61,12 +61,15 @@ fn connect_options(
     Ok(options)
 }
 
-/// `debug::host_key(uri)`: the key the route publishes, asked with the stored API key's token.
+/// `debug::host_key(uri)`: the key the route publishes, asked with the stored API key's token,
+/// which goes only to the control plane's own host (see `debug::token_may_go_to`).
 fn route_host_key(host: &Host, uri: &str) -> Result<Dynamic, String> {
     if host.dry_run {
         println!("dry-run: fetch the host key of the debug route {uri}");
         return Ok(Dynamic::UNIT);
     }
+    let endpoint = super::control_plane::endpoint(host, super::control_plane::WhenNone::Fail)?;
+    crate::debug::token_may_go_to(uri, &endpoint)?;
     let token = super::auth::bearer_token(host, true, false)?;
     let mut options = flyte_tunnel::client::ClientOptions::new(uri);
     options.headers = vec![token.header()];
