@@ -131,6 +131,41 @@ impl Client {
         Ok(self)
     }
 
+    /// The transport for the generated connectrpc clients (flyte-idl): this client's HTTP
+    /// settings, token header and tokens.
+    pub fn transport(&self) -> crate::Transport {
+        crate::Transport {
+            http: self.http.clone(),
+            auth_header: self.auth_header.clone(),
+            tokens: self.tokens.clone(),
+        }
+    }
+
+    /// How generated clients talk to this endpoint, as Flyte's own client does: Connect with
+    /// binary protobuf and gzip-compressed requests; responses up to 16 MiB.
+    pub fn connect_config(&self) -> Result<connectrpc::client::ClientConfig> {
+        let base: http::Uri = self.base.parse().map_err(|_| {
+            ApiError::new(Code::InvalidArgument, format!("{} is not a URI", self.base))
+        })?;
+        Ok(connectrpc::client::ClientConfig::new(base)
+            .proto()
+            .compress_requests("gzip")
+            .with_default_max_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// A generated client (`RunServiceClient::new`, say) on this client's transport and config.
+    pub fn connect<C>(
+        &self,
+        make: impl FnOnce(crate::Transport, connectrpc::client::ClientConfig) -> C,
+    ) -> Result<C> {
+        Ok(make(self.transport(), self.connect_config()?))
+    }
+
+    /// Per-call options of a unary call: it ends within a minute.
+    pub fn unary_options() -> connectrpc::client::CallOptions {
+        connectrpc::client::CallOptions::default().with_timeout(UNARY_TIMEOUT)
+    }
+
     /// The `https://host:port` this client calls.
     pub fn base_url(&self) -> &str {
         &self.base

@@ -12,6 +12,7 @@ mod client;
 mod code;
 mod endpoint;
 pub mod envelope;
+mod transport;
 pub mod types;
 
 use std::fmt;
@@ -19,6 +20,7 @@ use std::fmt;
 pub use client::{Client, ServerStream, TokenFuture, TokenSource};
 pub use code::Code;
 pub use endpoint::{Endpoint, resolve};
+pub use transport::Transport;
 
 /// The HTTP client this crate uses, for callers that make plain requests to the same deployment
 /// (`OAuth2` token endpoints).
@@ -34,6 +36,20 @@ pub const ENV_ENDPOINT: &str = "FLYTE_ENDPOINT";
 pub struct ApiError {
     pub code: Code,
     pub message: String,
+}
+
+impl From<connectrpc::ConnectError> for ApiError {
+    fn from(error: connectrpc::ConnectError) -> Self {
+        let code = Code::ALL
+            .into_iter()
+            .find(|c| c.as_str() == error.code.as_str())
+            .unwrap_or(Code::Unknown);
+        let message = error
+            .message
+            .clone()
+            .unwrap_or_else(|| code.as_str().replace('_', " "));
+        Self { code, message }
+    }
 }
 
 impl ApiError {

@@ -12,7 +12,7 @@ use flyte_testkit::TempHome;
 struct Running {
     base: String,
     runtime: tokio::runtime::Runtime,
-    _home: TempHome,
+    home: TempHome,
 }
 
 fn start() -> Running {
@@ -31,7 +31,7 @@ fn start() -> Running {
     Running {
         base,
         runtime,
-        _home: home,
+        home,
     }
 }
 
@@ -165,4 +165,99 @@ fn assert_still_serving(running: &Running, what: &str) {
     );
     assert_eq!(status, 200, "after {what}: {text}");
     assert!(text.contains("tokenEndpoint"), "after {what}: {text}");
+}
+
+/// Issue 14: flyte-api's transport under the generated clients, against the sandbox's own
+/// services: binary protobuf with gzip-compressed requests (as Flyte's client sends) and JSON
+/// without compression, Connect error bodies as typed errors, and one token refresh on 401.
+#[test]
+fn generated_clients_on_our_transport_speak_proto_and_json_and_refresh_once() {
+    use flyte_api::{ApiError, Client, Code, Endpoint, Secret, TokenFuture, TokenSource};
+    use flyte_idl::flyterun::sandbox::v1 as own;
+    use std::sync::Arc;
+
+    /// A stale token first; the good one only when asked to refresh.
+    struct StaleFirst(Secret);
+    impl TokenSource for StaleFirst {
+        fn token(&self, refresh: bool) -> TokenFuture<'_> {
+            let token = if refresh {
+                self.0.clone()
+            } else {
+                Secret::new("stale")
+            };
+            Box::pin(async move { Ok(Some(token)) })
+        }
+    }
+
+    let running = start();
+    let state = running.home.path().join("sandbox");
+    let key = flyte_auth::ApiKey::decode(
+        &std::fs::read_to_string(Sandbox::credential_path(&state)).unwrap(),
+    )
+    .unwrap();
+    let endpoint = Endpoint::parse(&running.base, true).unwrap();
+    running.runtime.block_on(async {
+        let anonymous = Client::new(&endpoint).unwrap();
+        let config = flyte_auth::oauth::discover(&anonymous).await.unwrap();
+        let token = flyte_auth::oauth::client_credentials(
+            anonymous.http(),
+            &config,
+            &key.client_id,
+            &key.client_secret,
+        )
+        .await
+        .unwrap();
+        let client = anonymous
+            .clone()
+            .with_tokens(Arc::new(StaleFirst(token.value)));
+        let proto = client.connect(own::ApiKeyServiceClient::new).unwrap();
+        let base: http::Uri = running.base.parse().unwrap();
+        let json = own::ApiKeyServiceClient::new(
+            client.transport(),
+            connectrpc::client::ClientConfig::new(base).json(),
+        );
+
+        for (codec, keys) in [("proto+gzip", &proto), ("json", &json)] {
+            let created = keys
+                .create_api_key(own::CreateApiKeyRequest {
+                    name: format!("made over {codec}"),
+                    ..Default::default()
+                })
+                .await
+                .map_err(ApiError::from)
+                .unwrap()
+                .into_owned();
+            let got = keys
+                .get_api_key(own::GetApiKeyRequest {
+                    client_id: created.client_id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_owned();
+            assert_eq!(got.key.name, format!("made over {codec}"), "{codec}");
+            let missing = keys
+                .get_api_key(own::GetApiKeyRequest {
+                    client_id: "sbx-none".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+                .map_err(ApiError::from)
+                .unwrap_err();
+            assert_eq!(missing.code, Code::NotFound, "{codec}: {missing}");
+            assert!(missing.message.contains("sbx-none"), "{codec}: {missing}");
+        }
+
+        let refused = anonymous
+            .connect(own::ApiKeyServiceClient::new)
+            .unwrap()
+            .list_api_keys(own::ListApiKeysRequest::default())
+            .await
+            .map(|_| ())
+            .map_err(ApiError::from)
+            .unwrap_err();
+        assert_eq!(refused.code, Code::Unauthenticated, "{refused}");
+        assert!(refused.message.contains("bearer token"), "{refused}");
+    });
 }
