@@ -99,6 +99,9 @@ impl Client {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("flyte-run/", env!("CARGO_PKG_VERSION")))
+            // A redirect could carry the token (in a header reqwest does not strip, such as
+            // `flyte-authorization`) to another host: Connect servers never redirect.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| transport(&e))?;
         Ok(Self {

@@ -316,7 +316,8 @@ impl Sandbox {
                 Arc::new(move |path: &str| routes.route(path))
             }));
         config.host_key = Some(Arc::new(move |path: &str| routes.host_key(path)));
-        // The ingress takes the same tokens as the API, checked the same way.
+        // The ingress takes the API's tokens, checked the same way, and route tokens for
+        // their own path only.
         config.verifier = Some(Arc::new(move |token: &str, path: &str| {
             server::token_opens_route(&shared, token, path)
         }));

@@ -71,7 +71,9 @@ fn route_host_key(host: &Host, uri: &str) -> Result<Dynamic, String> {
     let endpoint = super::control_plane::endpoint(host, super::control_plane::WhenNone::Fail)?;
     crate::debug::token_may_go_to(uri, &endpoint)?;
     let token = super::auth::bearer_token(host, true, false)?;
-    let mut options = flyte_tunnel::client::ClientOptions::new(uri);
+    // The URL checked is the URL used (a relative link resolved against the endpoint).
+    let url = crate::debug::route_url(uri, &endpoint);
+    let mut options = flyte_tunnel::client::ClientOptions::new(url.as_str());
     options.headers = vec![token.header()];
     match host.block_on(flyte_tunnel::client::fetch_host_key(&options)) {
         Ok(Some(key)) => Ok(key.into()),
