@@ -47,7 +47,7 @@ impl std::fmt::Debug for Client {
     }
 }
 
-fn transport(error: &reqwest::Error) -> ApiError {
+pub(crate) fn transport(error: &reqwest::Error) -> ApiError {
     // reqwest's Display names the URL, never headers or bodies, so it is safe to show.
     let code = if error.is_timeout() {
         Code::DeadlineExceeded

@@ -31,20 +31,14 @@ impl std::fmt::Debug for Transport {
     }
 }
 
-/// A transport failure as connectrpc surfaces it. reqwest's `Display` names the URL, never
-/// headers or bodies, so it is safe to show.
+/// A transport failure as connectrpc surfaces it (the same code and message as
+/// [`crate::Client`]'s own calls give).
 fn transport_error(error: &reqwest::Error) -> ConnectError {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    if error.is_timeout() {
-        ConnectError::deadline_exceeded(message)
+    let error = crate::client::transport(error);
+    if error.code == crate::Code::DeadlineExceeded {
+        ConnectError::deadline_exceeded(error.message)
     } else {
-        ConnectError::unavailable(message)
+        ConnectError::unavailable(error.message)
     }
 }
 
