@@ -1,6 +1,7 @@
-//! Our flyteidl2 JSON against the official message classes (`PyPI` package `flyteidl2==2.0.53`, in the
+//! The generated flyteidl2 types' JSON against the official message classes (`PyPI` package `flyteidl2==2.0.53`, in the
 //! venv `cargo xtask ci` creates at `target/idl-venv`; `FLYTEIDL2_PYTHON` points elsewhere):
-//! what we send parses strictly, and what the classes write, our types read.
+//! the requests flyte-run builds parse strictly, and what the classes write, our types read
+//! (zero values omitted, the debug link found).
 
 // Helpers outside #[test] functions may unwrap too: this whole file is test code.
 #![allow(clippy::unwrap_used)]
@@ -8,13 +9,19 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use flyte_api::types::AbortRunRequest;
-use flyte_api::types::{
-    ActionIdentifier, ActionPhase, Container, CreateRunRequest, CreateRunResponse, Envs, ErrorKind,
-    GetActionDetailsRequest, GetActionDetailsResponse, GetOAuth2MetadataResponse,
-    GetPublicClientConfigResponse, GetRunDetailsRequest, GetRunDetailsResponse, KeyValuePair,
-    LinkType, ListRequest, ListRunsRequest, ListRunsResponse, ProjectIdentifier, RunIdentifier,
-    RunSpec, TaskSpec, TaskTemplate,
+use buffa::MessageField;
+use flyte_api::ActionDetailsExt;
+use flyte_api::idl::flyteidl2::auth::{GetOAuth2MetadataResponse, GetPublicClientConfigResponse};
+use flyte_api::idl::flyteidl2::common::{
+    ActionIdentifier, ActionPhase, ListRequest, ProjectIdentifier, RunIdentifier,
+};
+use flyte_api::idl::flyteidl2::core::task_log::LinkType;
+use flyte_api::idl::flyteidl2::core::{Container, KeyValuePair, TaskTemplate};
+use flyte_api::idl::flyteidl2::task::{Envs, RunSpec, TaskSpec};
+use flyte_api::idl::flyteidl2::workflow::{
+    AbortRunRequest, CreateRunRequest, CreateRunResponse, GetActionDetailsRequest,
+    GetActionDetailsResponse, GetRunDetailsRequest, GetRunDetailsResponse, ListRunsRequest,
+    ListRunsResponse, WatchActionDetailsRequest, action_details, error_info::Kind as ErrorKind,
 };
 use serde_json::Value;
 
@@ -29,6 +36,16 @@ fn run_id() -> RunIdentifier {
         project: "flytesnacks".into(),
         domain: "development".into(),
         name: "r1".into(),
+        ..Default::default()
+    }
+}
+
+fn project() -> ProjectIdentifier {
+    ProjectIdentifier {
+        organization: "o".into(),
+        domain: "development".into(),
+        name: "flytesnacks".into(),
+        ..Default::default()
     }
 }
 
@@ -37,29 +54,37 @@ fn create_run_request() -> CreateRunRequest {
     let kv = |k: &str, v: &str| KeyValuePair {
         key: k.into(),
         value: v.into(),
+        ..Default::default()
+    };
+    let container = Container {
+        image: "python:3.12".into(),
+        command: vec!["python".into(), "-m".into(), "train".into()],
+        args: vec!["--epochs".into(), "1".into()],
+        env: vec![kv("LOG_LEVEL", "debug")],
+        ..Default::default()
     };
     CreateRunRequest {
-        run_id: Some(run_id()),
-        task_spec: Some(TaskSpec {
-            task_template: TaskTemplate {
-                task_type: "container".into(),
-                container: Some(Container {
-                    image: "python:3.12".into(),
-                    command: vec!["python".into(), "-m".into(), "train".into()],
-                    args: vec!["--epochs".into(), "1".into()],
-                    env: vec![kv("LOG_LEVEL", "debug")],
+        id: Some(run_id().into()),
+        task: Some(
+            TaskSpec {
+                task_template: MessageField::some(TaskTemplate {
+                    r#type: "container".into(),
+                    target: Some(container.into()),
+                    ..TaskTemplate::default()
                 }),
-                ..TaskTemplate::default()
-            },
-            short_name: "train".into(),
-        }),
-        run_spec: Some(RunSpec {
-            envs: Some(Envs {
+                short_name: "train".into(),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        run_spec: MessageField::some(RunSpec {
+            envs: MessageField::some(Envs {
                 values: vec![
                     kv("_F_E_SSH", "1"),
                     kv("_F_SSH_PK", "ssh-ed25519 AAAA x"),
                     kv("_F_E_VS", "True"),
                 ],
+                ..Default::default()
             }),
             ..RunSpec::default()
         }),
@@ -71,17 +96,14 @@ fn create_run_request() -> CreateRunRequest {
 fn requests_we_send() -> Vec<(&'static str, Value)> {
     let create = create_run_request();
     let by_project = CreateRunRequest {
-        project_id: Some(ProjectIdentifier {
-            organization: "o".into(),
-            domain: "development".into(),
-            name: "flytesnacks".into(),
-        }),
+        id: Some(project().into()),
         ..create.clone()
     };
-    let action = ActionIdentifier {
-        run: run_id(),
+    let action = MessageField::some(ActionIdentifier {
+        run: MessageField::some(run_id()),
         name: "a0".into(),
-    };
+        ..Default::default()
+    });
     let documents: Vec<(&'static str, Value)> = vec![
         (
             "flyteidl2.workflow.CreateRunRequest",
@@ -89,48 +111,51 @@ fn requests_we_send() -> Vec<(&'static str, Value)> {
         ),
         (
             "flyteidl2.workflow.CreateRunRequest",
-            serde_json::to_value(CreateRunRequest {
-                run_id: None,
-                ..by_project
-            })
-            .unwrap(),
+            serde_json::to_value(by_project).unwrap(),
         ),
         (
             "flyteidl2.workflow.GetActionDetailsRequest",
             serde_json::to_value(GetActionDetailsRequest {
                 action_id: action.clone(),
+                ..Default::default()
             })
             .unwrap(),
         ),
         (
             "flyteidl2.workflow.WatchActionDetailsRequest",
-            serde_json::to_value(GetActionDetailsRequest { action_id: action }).unwrap(),
+            serde_json::to_value(WatchActionDetailsRequest {
+                action_id: action,
+                ..Default::default()
+            })
+            .unwrap(),
         ),
         (
             "flyteidl2.workflow.GetRunDetailsRequest",
-            serde_json::to_value(GetRunDetailsRequest { run_id: run_id() }).unwrap(),
+            serde_json::to_value(GetRunDetailsRequest {
+                run_id: MessageField::some(run_id()),
+                ..Default::default()
+            })
+            .unwrap(),
         ),
         (
             "flyteidl2.workflow.AbortRunRequest",
             serde_json::to_value(AbortRunRequest {
-                run_id: run_id(),
+                run_id: MessageField::some(run_id()),
                 reason: Some("done debugging".into()),
+                ..Default::default()
             })
             .unwrap(),
         ),
         (
             "flyteidl2.workflow.ListRunsRequest",
             serde_json::to_value(ListRunsRequest {
-                request: Some(ListRequest {
+                request: MessageField::some(ListRequest {
                     limit: 50,
                     token: "page-2".into(),
+                    ..Default::default()
                 }),
-                project_id: Some(ProjectIdentifier {
-                    organization: "o".into(),
-                    domain: "development".into(),
-                    name: "flytesnacks".into(),
-                }),
-                org: None,
+                scope_by: Some(project().into()),
+                ..Default::default()
             })
             .unwrap(),
         ),
@@ -210,21 +235,23 @@ fn responses_the_official_classes_write_are_read_by_our_types() {
     );
     assert_eq!(
         (
-            d.status.phase.clone(),
+            d.status.phase.as_known(),
             d.status.attempts,
             d.status.duration_ms
         ),
-        (ActionPhase::Failed, 2, Some(12345))
+        (Some(ActionPhase::Failed), 2, Some(12345))
     );
-    let error = d.error_info.as_ref().unwrap();
+    let Some(action_details::Result::ErrorInfo(error)) = &d.result else {
+        panic!("no error info: {d:?}");
+    };
     assert_eq!(
-        (error.kind.clone(), error.code.as_str()),
-        (ErrorKind::User, "MaxRetriesExceeded")
+        (error.kind.as_known(), error.code.as_str()),
+        (Some(ErrorKind::User), "MaxRetriesExceeded")
     );
     let ide = d.ide_link().unwrap();
     assert_eq!(
-        (ide.uri.as_str(), ide.link_type.clone(), ide.ready),
-        ("/v1/ssh/r1/a0?target_port=6060", LinkType::Ide, true)
+        (ide.uri.as_str(), ide.link_type.as_known(), ide.ready),
+        ("/v1/ssh/r1/a0?target_port=6060", Some(LinkType::Ide), true)
     );
     // The EXTERNAL link's linkType was omitted by the official writer (zero value).
     assert_eq!(d.attempts[0].log_info[0].link_type, LinkType::External);
@@ -233,20 +260,17 @@ fn responses_the_official_classes_write_are_read_by_our_types() {
         serde_json::from_value(get("flyteidl2.workflow.CreateRunResponse")).unwrap();
     assert_eq!(
         (
-            created.run.action.status.phase,
+            created.run.action.status.phase.as_known(),
             created.run.labels["team"].as_str()
         ),
-        (ActionPhase::Queued, "ml")
+        (Some(ActionPhase::Queued), "ml")
     );
     let listed: ListRunsResponse =
         serde_json::from_value(get("flyteidl2.workflow.ListRunsResponse")).unwrap();
     assert_eq!((listed.runs.len(), listed.token.as_str()), (1, "next-page"));
     let run: GetRunDetailsResponse =
         serde_json::from_value(get("flyteidl2.workflow.GetRunDetailsResponse")).unwrap();
-    assert_eq!(
-        run.details.run_spec.unwrap().envs.unwrap().values[0].key,
-        "_F_E_SSH"
-    );
+    assert_eq!(run.details.run_spec.envs.values[0].key, "_F_E_SSH");
     let meta: GetOAuth2MetadataResponse =
         serde_json::from_value(get("flyteidl2.auth.GetOAuth2MetadataResponse")).unwrap();
     assert_eq!(

@@ -1,20 +1,20 @@
-//! flyte-api and flyte-auth against a real HTTP server on 127.0.0.1 (flyte-testkit's axum
-//! stand-in for a control plane, until the embedded sandbox serves these).
+//! flyte-api and flyte-auth against flyte-testkit's stand-in for a Flyte deployment that is not
+//! our sandbox (generated Connect servers on 127.0.0.1, another token header, a token endpoint
+//! that can be told to fail).
 
 // Helpers outside #[test] functions may unwrap too: this whole file is test code.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
-use flyte_api::{Client, Code, Endpoint, HttpClient, Secret};
+use flyte_api::{ApiError, Client, Code, Endpoint, HttpClient, Secret};
 use flyte_auth::{ClientCredentials, ConnectApiKeyService, oauth};
 use flyte_testkit::TempHome;
 use flyte_testkit::control_plane::{CLIENT_SECRET, ControlPlane};
-use serde_json::{Value, json};
 
 mod plane;
 
-use plane::{credentials, endpoint};
+use plane::{credentials, endpoint, list_keys};
 
 #[test]
 fn discovery_then_client_credentials_then_authenticated_calls_with_one_refresh() {
@@ -38,24 +38,16 @@ fn discovery_then_client_credentials_then_authenticated_calls_with_one_refresh()
             .with_tokens(tokens)
             .with_auth_header(&config.header_name)
             .unwrap();
-        let said: Value = authed
-            .unary("test.Echo", "Protected", &json!({"hello": 1}))
-            .await
-            .unwrap();
-        assert_eq!(said, json!({"said": {"hello": 1}}));
+        // The token goes in the header the plane's client config names (flyte-authorization):
+        // the plane refuses it anywhere else.
+        assert!(list_keys(&authed).await.unwrap().keys.is_empty());
         assert_eq!(plane.mints(), 1);
         // Cached: a second call mints nothing.
-        let _: Value = authed
-            .unary("test.Echo", "Protected", &json!({}))
-            .await
-            .unwrap();
+        list_keys(&authed).await.unwrap();
         assert_eq!(plane.mints(), 1);
         // The server forgets the token: one refresh, one retry, success.
         plane.revoke_tokens();
-        let _: Value = authed
-            .unary("test.Echo", "Protected", &json!({}))
-            .await
-            .unwrap();
+        list_keys(&authed).await.unwrap();
         assert_eq!(plane.mints(), 2);
         // A fresh process reuses the cached token from bearer.json.
         let again = Arc::new(credentials(&plane, config.clone(), cache.clone()));
@@ -64,16 +56,18 @@ fn discovery_then_client_credentials_then_authenticated_calls_with_one_refresh()
             .with_tokens(again)
             .with_auth_header(&config.header_name)
             .unwrap();
-        let _: Value = authed
-            .unary("test.Echo", "Protected", &json!({}))
-            .await
-            .unwrap();
+        list_keys(&authed).await.unwrap();
         assert_eq!(plane.mints(), 2);
         // Without any token source the call is unauthenticated, and not retried.
-        let err = client
-            .unary::<_, Value>("test.Echo", "Protected", &json!({}))
-            .await
-            .unwrap_err();
+        let err = list_keys(&client).await.unwrap_err();
+        assert_eq!(err.code, Code::Unauthenticated);
+        // In the standard header the plane does not read, the token does not count.
+        let misplaced = client
+            .clone()
+            .with_tokens(Arc::new(credentials(&plane, config.clone(), cache.clone())))
+            .with_auth_header("authorization")
+            .unwrap();
+        let err = list_keys(&misplaced).await.unwrap_err();
         assert_eq!(err.code, Code::Unauthenticated);
     });
 }
@@ -117,58 +111,50 @@ fn token_endpoint_failures_are_clear_and_secret_free() {
     });
 }
 
+/// Connect errors from a generated server, and a transport failure, reach callers as codes.
 #[test]
-fn connect_errors_and_streams() {
+fn connect_errors_and_a_dead_endpoint_are_typed() {
+    use flyte_api::Answer;
+    use flyte_api::idl::flyterun::sandbox::v1 as own;
     let plane = ControlPlane::start();
     plane.block_on(async {
-        let client = Client::new(&endpoint(&plane)).unwrap();
-        for (how, code) in [
-            ("not_found", Code::NotFound),
-            ("already_exists", Code::AlreadyExists),
-            ("proxy", Code::Unavailable),
-            ("garbage", Code::Internal),
-        ] {
-            let err = client
-                .unary::<_, Value>("test.Echo", "Fail", &json!({"how": how}))
-                .await
-                .unwrap_err();
-            assert_eq!(err.code, code, "{how}: {err}");
-        }
-        let collect = |end: &'static str| {
-            let client = client.clone();
-            async move {
-                let mut stream = client
-                    .server_stream::<_, Value>("test.Echo", "Stream", &json!({"end": end}))
-                    .await
-                    .unwrap();
-                let mut got = Vec::new();
-                while let Some(item) = stream.next().await {
-                    got.push(item.map(|v| v["n"].as_i64().unwrap()).map_err(|e| e.code));
-                }
-                got
-            }
+        let keys = Client::new(&endpoint(&plane))
+            .unwrap()
+            .connect(own::ApiKeyServiceClient::new)
+            .unwrap();
+        let get = |client_id: &str| own::GetApiKeyRequest {
+            client_id: client_id.to_owned(),
+            ..Default::default()
         };
-        assert_eq!(collect("ok").await, [Ok(0), Ok(1), Ok(2)]);
+        let err = keys.get_api_key(get("nobody")).await.owned().unwrap_err();
         assert_eq!(
-            collect("error").await,
-            [Ok(0), Ok(1), Ok(2), Err(Code::Aborted)]
+            (err.code, err.message.as_str()),
+            (Code::NotFound, "no such API key")
         );
-        assert_eq!(
-            collect("cut").await,
-            [Ok(0), Ok(1), Ok(2), Err(Code::Unavailable)]
-        );
-        // Nothing listens here: unavailable.
+        let err = keys
+            .create_api_key(own::CreateApiKeyRequest::default())
+            .await
+            .owned()
+            .unwrap_err();
+        assert_eq!(err.code, Code::InvalidArgument, "{err}");
+        let err = keys
+            .delete_api_key(own::DeleteApiKeyRequest::default())
+            .await
+            .owned()
+            .unwrap_err();
+        assert_eq!(err.code, Code::Unimplemented, "{err}");
+        // Nothing listens here: unavailable, naming the address.
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap();
-        let dead =
-            Client::new(&Endpoint::parse(&format!("http://{closed}"), false).unwrap()).unwrap();
-        let err = dead
-            .unary::<_, Value>("test.Echo", "Fail", &json!({}))
-            .await
-            .unwrap_err();
+        let dead = Client::new(&Endpoint::parse(&format!("http://{closed}"), false).unwrap())
+            .unwrap()
+            .connect(own::ApiKeyServiceClient::new)
+            .unwrap();
+        let err: ApiError = dead.get_api_key(get("x")).await.owned().unwrap_err();
         assert_eq!(err.code, Code::Unavailable, "{err}");
+        assert!(err.message.contains(&closed.to_string()), "{err}");
     });
 }
 

@@ -12,11 +12,9 @@ use flyte_api::Client;
 use flyte_auth::oauth;
 use flyte_testkit::TempHome;
 use flyte_testkit::control_plane::{CLIENT_SECRET, ControlPlane};
-use serde_json::{Value, json};
-
 mod plane;
 
-use plane::{credentials, endpoint};
+use plane::{credentials, endpoint, list_keys};
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -54,15 +52,9 @@ fn no_secret_reaches_a_log_line_an_error_or_debug_output() {
                 .with_tokens(source.clone())
                 .with_auth_header(&config.header_name)
                 .unwrap();
-            let _: Value = authed
-                .unary("test.Echo", "Protected", &json!({}))
-                .await
-                .unwrap();
+            list_keys(&authed).await.unwrap();
             plane.revoke_tokens();
-            let _: Value = authed
-                .unary("test.Echo", "Protected", &json!({}))
-                .await
-                .unwrap();
+            list_keys(&authed).await.unwrap();
             let token = source.get(false).await.unwrap();
             let debug = format!("{source:?} {token:?} {authed:?}");
             (token.value.expose().to_owned(), debug)

@@ -1,26 +1,55 @@
-//! A client for Flyte 2's control plane: the Connect protocol with the JSON codec, and serde
-//! types with flyteidl2's service, method and field names for the parts SSH debugging uses.
+//! A client for Flyte 2's control plane: the generated flyteidl2 clients of [`flyte_idl`] on a
+//! transport that carries Flyte's settings (Connect, binary protobuf, gzip-compressed requests)
+//! and its authentication.
 //!
-//! - [`Client::unary`] and [`Client::server_stream`] speak Connect over HTTP/1.1 or h2; errors
-//!   come back as [`ApiError`] with the Connect [`Code`].
+//! - [`Client::connect`] makes any generated client (`RunServiceClient::new`, say) for one
+//!   endpoint; [`Answer::owned`] turns its unary answer into the owned message or an [`ApiError`] with
+//!   the Connect [`Code`].
 //! - Authentication is pluggable: a [`TokenSource`] supplies the bearer token, sent in the header
-//!   the server's public client config names; on `unauthenticated` the client asks the source for
-//!   a fresh token once and retries.
+//!   the server's public client config names; on HTTP 401 the transport asks the source for a
+//!   fresh token once and retries.
 //! - [`Secret`] holds tokens: `Debug` and `Display` never show them.
+//! - [`ActionPhaseExt`] and [`ActionDetailsExt`]: what flyteidl2's actions mean to a client (a
+//!   phase terminal or not, its short name; the debug route an action publishes).
+//! - [`request`]: the requests built most (a run of a container task).
 
+mod action;
 mod client;
-mod code;
 mod endpoint;
-pub mod envelope;
+pub mod request;
 mod transport;
-pub mod types;
 
 use std::fmt;
 
-pub use client::{Client, ServerStream, TokenFuture, TokenSource};
-pub use code::Code;
+pub use action::{ActionDetailsExt, ActionPhaseExt};
+pub use client::{Client, TokenFuture, TokenSource};
+/// The Connect (and gRPC) status codes, as connectrpc defines them.
+pub use connectrpc::ErrorCode as Code;
 pub use endpoint::{Endpoint, resolve};
+pub use flyte_idl as idl;
 pub use transport::Transport;
+
+/// The owned message of a generated client's unary answer, or its error as an [`ApiError`]:
+/// `runs.get_run_details(request).await.owned()?`.
+pub trait Answer {
+    type Message;
+    fn owned(self) -> Result<Self::Message>;
+}
+
+impl<V> Answer
+    for std::result::Result<
+        connectrpc::client::UnaryResponse<buffa::view::OwnedView<V>>,
+        connectrpc::ConnectError,
+    >
+where
+    V: buffa::MessageView<'static>,
+{
+    type Message = V::Owned;
+
+    fn owned(self) -> Result<V::Owned> {
+        Ok(self?.into_owned())
+    }
+}
 
 /// The HTTP client this crate uses, for callers that make plain requests to the same deployment
 /// (`OAuth2` token endpoints).
@@ -32,7 +61,7 @@ pub const ENV_ENDPOINT: &str = "FLYTE_ENDPOINT";
 /// A failed call: the Connect code and a message for people. Messages never contain tokens or
 /// request bodies.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
+#[error("{}: {message}", code.as_str())]
 pub struct ApiError {
     pub code: Code,
     pub message: String,
@@ -40,10 +69,7 @@ pub struct ApiError {
 
 impl From<connectrpc::ConnectError> for ApiError {
     fn from(error: connectrpc::ConnectError) -> Self {
-        let code = Code::ALL
-            .into_iter()
-            .find(|c| c.as_str() == error.code.as_str())
-            .unwrap_or(Code::Unknown);
+        let code = error.code;
         let message = error
             .message
             .clone()

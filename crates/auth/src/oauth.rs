@@ -1,9 +1,8 @@
 //! OAuth2 for machines: discover the token endpoint, then the client-credentials grant.
 
 use base64ct::{Base64, Encoding};
-use flyte_api::types::services::AUTH_METADATA_SERVICE;
-use flyte_api::types::{GetOAuth2MetadataResponse, GetPublicClientConfigResponse};
-use flyte_api::{Client, Code, Secret};
+use flyte_api::idl::flyteidl2::auth;
+use flyte_api::{Answer, Client, Code, Secret};
 use serde::Deserialize;
 
 use crate::token::Token;
@@ -28,10 +27,11 @@ struct WellKnown {
 /// Ask the deployment how to get tokens: `AuthMetadataService` first, then the standard
 /// `/.well-known/oauth-authorization-server` document.
 pub async fn discover(client: &Client) -> Result<AuthConfig> {
-    let empty = serde_json::json!({});
-    let token_endpoint = match client
-        .unary::<_, GetOAuth2MetadataResponse>(AUTH_METADATA_SERVICE, "GetOAuth2Metadata", &empty)
+    let metadata = client.connect(auth::AuthMetadataServiceClient::new)?;
+    let token_endpoint = match metadata
+        .get_o_auth2_metadata(auth::GetOAuth2MetadataRequest::default())
         .await
+        .owned()
     {
         Ok(meta) if !meta.token_endpoint.is_empty() => meta.token_endpoint,
         Ok(_) | Err(_) => {
@@ -63,17 +63,14 @@ pub async fn discover(client: &Client) -> Result<AuthConfig> {
             doc.token_endpoint
         }
     };
-    let public = match client
-        .unary::<_, GetPublicClientConfigResponse>(
-            AUTH_METADATA_SERVICE,
-            "GetPublicClientConfig",
-            &empty,
-        )
+    let public = match metadata
+        .get_public_client_config(auth::GetPublicClientConfigRequest::default())
         .await
+        .owned()
     {
         Ok(config) => config,
         Err(e) if matches!(e.code, Code::Unimplemented | Code::NotFound) => {
-            GetPublicClientConfigResponse::default()
+            auth::GetPublicClientConfigResponse::default()
         }
         Err(e) => return Err(e.into()),
     };

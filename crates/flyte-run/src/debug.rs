@@ -10,11 +10,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flyte_api::types::{
-    ActionDetails, ActionIdentifier, GetActionDetailsRequest, GetActionDetailsResponse,
-    RunIdentifier, services::RUN_SERVICE,
-};
-use flyte_api::{Client, Code, Endpoint};
+use flyte_api::idl::flyteidl2::common::{ActionIdentifier, RunIdentifier};
+use flyte_api::idl::flyteidl2::core::TaskLog;
+use flyte_api::idl::flyteidl2::workflow::{self, ActionDetails};
+use flyte_api::{ActionDetailsExt, ActionPhaseExt, Answer, Client, Code, Endpoint};
 use flyte_ssh_config::{DebugHost, EditOptions, HostKeyCheck, Outcome};
 use flyte_tunnel::TunnelError;
 use flyte_tunnel::client::ClientOptions;
@@ -140,10 +139,10 @@ pub(crate) fn route_url(uri: &str, endpoint: &Endpoint) -> String {
 
 pub(crate) fn run_id(run: &str, options: &ConnectOptions) -> RunIdentifier {
     RunIdentifier {
-        org: String::new(),
         project: options.project.clone(),
         domain: options.domain.clone(),
         name: run.to_owned(),
+        ..Default::default()
     }
 }
 
@@ -153,17 +152,19 @@ pub(crate) async fn action_details(
     run: &RunIdentifier,
     action: &str,
 ) -> Result<Option<ActionDetails>, String> {
-    let request = GetActionDetailsRequest {
-        action_id: ActionIdentifier {
-            run: run.clone(),
+    let request = workflow::GetActionDetailsRequest {
+        action_id: buffa::MessageField::some(ActionIdentifier {
+            run: buffa::MessageField::some(run.clone()),
             name: action.to_owned(),
-        },
+            ..Default::default()
+        }),
+        ..Default::default()
     };
-    match client
-        .unary::<_, GetActionDetailsResponse>(RUN_SERVICE, "GetActionDetails", &request)
-        .await
-    {
-        Ok(response) => Ok(Some(response.details)),
+    let runs = client
+        .connect(workflow::RunServiceClient::new)
+        .map_err(|e| e.to_string())?;
+    match runs.get_action_details(request).await.owned() {
+        Ok(response) => Ok(Some(response.details.into_option().unwrap_or_default())),
         Err(e) if e.code == Code::NotFound => Ok(None),
         Err(e) => Err(format!("run {:?}: {e}", run.name)),
     }
@@ -364,7 +365,7 @@ fn wait_for_link(
     id: &RunIdentifier,
     options: &ConnectOptions,
     deadline: Instant,
-) -> Result<flyte_api::types::TaskLog, String> {
+) -> Result<TaskLog, String> {
     let mut progress = Progress::new(format!(
         "waiting for the debug route of run {}/{}",
         id.name, options.action
@@ -378,7 +379,7 @@ fn wait_for_link(
                     options.action, id.name, id.project, id.domain
                 )
             })?;
-        let phase = details.status.phase.short_name().to_owned();
+        let phase = details.status.phase.short_name();
         if details.status.phase.is_terminal() {
             return Err(format!(
                 "run {:?} has already ended ({phase}): its task is gone, so there is nothing to \
@@ -616,10 +617,10 @@ mod tests {
     #[test]
     fn host_key_aliases_differ_per_project_and_domain() {
         let id = |project: &str, domain: &str| RunIdentifier {
-            org: String::new(),
             project: project.to_owned(),
             domain: domain.to_owned(),
             name: "train".to_owned(),
+            ..Default::default()
         };
         let aliases = [
             host_key_alias(&id("p1", "development"), "a0"),

@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
-use flyte_api::Code;
-use flyte_api::types::{
-    CreateRunRequest, CreateRunResponse, Envs, GetRunDetailsRequest, GetRunDetailsResponse,
-    KeyValuePair, RunIdentifier, RunSpec, services::RUN_SERVICE,
+use buffa::MessageField;
+use flyte_api::idl::flyteidl2::common::RunIdentifier;
+use flyte_api::idl::flyteidl2::core::KeyValuePair;
+use flyte_api::idl::flyteidl2::task::{Envs, RunSpec};
+use flyte_api::idl::flyteidl2::workflow::{
+    self, CreateRunRequest, GetRunDetailsRequest, action_details,
 };
+use flyte_api::{ActionPhaseExt, Answer, Code};
 use flyte_ssh_config::{EditOptions, Outcome};
 
 use crate::debug::{self, ConnectOptions};
@@ -82,10 +85,10 @@ pub(crate) struct DebugArgs {
 
 fn run_id(args: &DebugArgs, name: &str) -> RunIdentifier {
     RunIdentifier {
-        org: String::new(),
         project: args.project.clone(),
         domain: args.domain.clone(),
         name: name.to_owned(),
+        ..Default::default()
     }
 }
 
@@ -110,28 +113,33 @@ fn relaunch(
                 args.action, args.run, args.project, args.domain
             )
         })?;
-    let task = original.task.with_context(|| {
+    let task = match original.spec {
+        Some(action_details::Spec::Task(task)) => Some(*task),
+        _ => None,
+    };
+    let task = task.with_context(|| {
         format!(
             "the control plane did not return the task of run {:?}, so it cannot be relaunched; launch it in debug mode from a playbook (debug::launch_env)",
             args.run
         )
     })?;
     // The original run's settings (environment, labels) carry over; the debug variables win.
+    let runs = client.connect(workflow::RunServiceClient::new)?;
     let original_spec = host
-        .block_on(client.unary::<_, GetRunDetailsResponse>(
-            RUN_SERVICE,
-            "GetRunDetails",
-            &GetRunDetailsRequest {
-                run_id: run_id(args, &args.run),
-            },
-        ))
+        .block_on(runs.get_run_details(GetRunDetailsRequest {
+            run_id: MessageField::some(run_id(args, &args.run)),
+            ..Default::default()
+        }))
+        .owned()
         .map_err(|e| anyhow!("run {:?}: {e}", args.run))?
         .details
-        .run_spec
+        .into_option()
+        .and_then(|d| d.run_spec.into_option())
         .unwrap_or_default();
     let original_env = original_spec
         .envs
-        .iter()
+        .as_option()
+        .into_iter()
         .flat_map(|e| &e.values)
         .map(|kv| (kv.key.clone(), kv.value.clone()));
     let pair = flyte_keys::ensure_keypair(&flyte_keys::default_dir(&host.home))?;
@@ -143,20 +151,25 @@ fn relaunch(
         env.push((key, value));
     }
     let request = CreateRunRequest {
-        run_id: Some(run_id(args, name)),
-        task_spec: Some(task),
-        run_spec: Some(RunSpec {
-            envs: Some(Envs {
+        id: Some(run_id(args, name).into()),
+        task: Some(task.into()),
+        run_spec: MessageField::some(RunSpec {
+            envs: MessageField::some(Envs {
                 values: env
                     .into_iter()
-                    .map(|(key, value)| KeyValuePair { key, value })
+                    .map(|(key, value)| KeyValuePair {
+                        key,
+                        value,
+                        ..Default::default()
+                    })
                     .collect(),
+                ..Default::default()
             }),
             ..original_spec
         }),
         ..CreateRunRequest::default()
     };
-    match host.block_on(client.unary::<_, CreateRunResponse>(RUN_SERVICE, "CreateRun", &request)) {
+    match host.block_on(runs.create_run(request)).owned() {
         Ok(_) => Ok(true),
         Err(e) if e.code == Code::AlreadyExists => Ok(false),
         Err(e) => Err(anyhow!("cannot launch the debug run {name:?}: {e}")),

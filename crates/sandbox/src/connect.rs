@@ -2,22 +2,20 @@
 //! flyteidl2 types (flyte-idl): binary protobuf and JSON, gzip, unary and server streams, Connect
 //! errors (`unimplemented` for every method the sandbox does not serve), size limits.
 //!
-//! The run model inside the sandbox is still flyte-api's JSON types; each message crosses into
-//! the generated types through its proto3 JSON form (`to_wire` / `from_wire`), which both sides
-//! define identically, so a field the schema does not know cannot reach a client.
+//! The run model inside the sandbox is made of the same generated types, so a field the schema
+//! does not define cannot reach a client.
 
 // The generated traits return `impl Future`; `async fn` refines that, as connectrpc documents.
 #![allow(refining_impl_trait)]
 
 use std::sync::Arc;
 
+use buffa::MessageField;
 use connectrpc::{
     ConnectError, ErrorCode, RequestContext, Response, ServiceRequest, ServiceResult, ServiceStream,
 };
-use flyte_api::types as model;
-use flyte_idl::flyteidl2::{auth, cluster, dataproxy, project, workflow};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use flyte_api::ActionPhaseExt;
+use flyte_idl::flyteidl2::{auth, cluster, common, dataproxy, project, workflow};
 
 use crate::Shared;
 use crate::server::{Rejection, authenticate, decode_run, run_slot};
@@ -37,23 +35,6 @@ impl From<crate::SandboxError> for ConnectError {
     fn from(error: crate::SandboxError) -> Self {
         Rejection::from(error).into()
     }
-}
-
-/// A model message as the flyteidl2 type of the same name.
-fn to_wire<W: DeserializeOwned>(message: &impl Serialize) -> Result<W, ConnectError> {
-    serde_json::to_value(message)
-        .and_then(serde_json::from_value)
-        .map_err(|error| {
-            tracing::error!(%error, "a sandbox message does not fit its flyteidl2 type");
-            ConnectError::internal("the sandbox failed; see its log")
-        })
-}
-
-/// A decoded flyteidl2 request as the model's type of the same name.
-fn from_wire<M: DeserializeOwned>(message: &impl Serialize) -> Result<M, ConnectError> {
-    serde_json::to_value(message)
-        .and_then(serde_json::from_value)
-        .map_err(|e| ConnectError::invalid_argument(format!("malformed request: {e}")))
 }
 
 fn not_served(method: &str) -> ConnectError {
@@ -96,8 +77,7 @@ impl Api {
         run: Option<&flyte_idl::flyteidl2::common::RunIdentifier>,
     ) -> Result<Arc<crate::runs::RunSlot>, ConnectError> {
         let run = run.ok_or_else(|| ConnectError::invalid_argument("give runId"))?;
-        let id: model::RunIdentifier = from_wire(run)?;
-        run_slot(&self.shared, &id).map_err(ConnectError::from)
+        run_slot(&self.shared, run).map_err(ConnectError::from)
     }
 
     fn action_slot(
@@ -140,24 +120,109 @@ fn abort_reason(reason: Option<String>) -> String {
 }
 
 /// A run as the list and watch calls show it: its one action's id and status.
-fn run_summary(details: &model::ActionDetails) -> model::Run {
-    model::Run {
-        action: model::Action {
-            id: details.id.clone(),
-            metadata: None,
-            status: details.status.clone(),
-        },
-        labels: std::collections::BTreeMap::new(),
+fn run_summary(details: &workflow::ActionDetails) -> workflow::Run {
+    workflow::Run {
+        action: MessageField::some(action_summary(details)),
+        ..Default::default()
     }
+}
+
+/// An action as the list and watch calls show it: its id and status.
+fn action_summary(details: &workflow::ActionDetails) -> workflow::Action {
+    workflow::Action {
+        id: details.id.clone(),
+        status: details.status.clone(),
+        ..Default::default()
+    }
+}
+
+/// A run's details as `GetRunDetails` and `WatchRunDetails` show them.
+fn run_details(action: workflow::ActionDetails) -> workflow::RunDetails {
+    workflow::RunDetails {
+        action: MessageField::some(action),
+        ..Default::default()
+    }
+}
+
+/// The project and domain a list or watch covers: the one named, else the sandbox's default.
+fn scope(project: Option<&common::ProjectIdentifier>) -> (String, String) {
+    project.map_or_else(
+        || {
+            (
+                crate::DEFAULT_PROJECT.to_owned(),
+                crate::DEFAULT_DOMAINS[0].to_owned(),
+            )
+        },
+        |p| (p.name.clone(), p.domain.clone()),
+    )
+}
+
+/// The scope of a `ListRunsRequest`.
+fn list_scope(
+    scope_by: Option<&workflow::list_runs_request::ScopeBy>,
+) -> Result<(String, String), ConnectError> {
+    match scope_by {
+        None => Ok(scope(None)),
+        Some(workflow::list_runs_request::ScopeBy::ProjectId(p)) => Ok(scope(Some(p))),
+        Some(_) => Err(ConnectError::invalid_argument(
+            "the sandbox lists runs by projectId (or, given none, its default project)",
+        )),
+    }
+}
+
+/// The runs of one project and domain: all of them first, then each run whose summary changed
+/// (a new run, a new phase), as long as the caller listens. A quiet stretch of about 10 s sends
+/// an empty message, so a client that drops silent streams keeps watching.
+fn watch_runs(
+    shared: Arc<Shared>,
+    project: String,
+    domain: String,
+) -> ServiceStream<workflow::WatchRunsResponse> {
+    let seen: std::collections::HashMap<String, workflow::Run> = std::collections::HashMap::new();
+    Box::pin(futures_util::stream::unfold(
+        (shared, seen, true),
+        move |(shared, mut seen, first)| {
+            let (project, domain) = (project.clone(), domain.clone());
+            async move {
+                let mut quiet_polls = 0;
+                loop {
+                    let mut changed = Vec::new();
+                    for slot in shared.runs.list(&project, &domain) {
+                        let details = slot.lock().details();
+                        let name = details
+                            .id
+                            .as_option()
+                            .and_then(|id| id.run.as_option())
+                            .map(|run| run.name.clone())
+                            .unwrap_or_default();
+                        let run = run_summary(&details);
+                        if seen.get(&name) != Some(&run) {
+                            seen.insert(name, run.clone());
+                            changed.push(run);
+                        }
+                    }
+                    quiet_polls += 1;
+                    if first || !changed.is_empty() || quiet_polls >= HEARTBEAT_POLLS {
+                        let message = workflow::WatchRunsResponse {
+                            runs: changed,
+                            ..Default::default()
+                        };
+                        return Some((Ok(message), (shared, seen, false)));
+                    }
+                    tokio::time::sleep(crate::server::WATCH_POLL).await;
+                }
+            }
+        },
+    ))
 }
 
 /// Each change of a run's details, mapped by `message`, until the first terminal phase.
 fn watch<T: Send + 'static>(
     slot: Arc<crate::runs::RunSlot>,
-    message: impl Fn(&model::ActionDetails) -> Result<T, ConnectError> + Send + 'static,
+    message: impl Fn(&workflow::ActionDetails) -> Result<T, ConnectError> + Send + 'static,
 ) -> ServiceStream<T> {
     let stream = futures_util::stream::unfold(
-        (slot, None::<model::ActionDetails>, false, message),
+        (slot, None::<workflow::ActionDetails>, false, message),
         |(slot, last, ended, message)| async move {
             if ended {
                 return None;
@@ -540,13 +605,13 @@ impl workflow::RunService for Api {
     ) -> ServiceResult<workflow::CreateRunResponse> {
         let request = request.to_owned_message();
         self.caller(&ctx)?;
-        let request: model::CreateRunRequest = from_wire(&request)?;
         let (id, task, retries) = decode_run(&request)?;
         let slot = crate::server::create_run(&self.shared, &id, &task, retries)?;
         let details = slot.lock().details();
-        Response::ok(to_wire(&model::CreateRunResponse {
-            run: run_summary(&details),
-        })?)
+        Response::ok(workflow::CreateRunResponse {
+            run: MessageField::some(run_summary(&details)),
+            ..Default::default()
+        })
     }
 
     async fn abort_run(
@@ -570,12 +635,10 @@ impl workflow::RunService for Api {
         self.caller(&ctx)?;
         let slot = self.slot(request.run_id.as_option())?;
         let action = slot.lock().details();
-        Response::ok(to_wire(&model::GetRunDetailsResponse {
-            details: model::RunDetails {
-                run_spec: None,
-                action,
-            },
-        })?)
+        Response::ok(workflow::GetRunDetailsResponse {
+            details: MessageField::some(run_details(action)),
+            ..Default::default()
+        })
     }
 
     async fn watch_run_details(
@@ -587,11 +650,9 @@ impl workflow::RunService for Api {
         self.caller(&ctx)?;
         let slot = self.slot(request.run_id.as_option())?;
         Ok(Response::new(watch(slot, |details| {
-            to_wire(&model::GetRunDetailsResponse {
-                details: model::RunDetails {
-                    run_spec: None,
-                    action: details.clone(),
-                },
+            Ok(workflow::WatchRunDetailsResponse {
+                details: MessageField::some(run_details(details.clone())),
+                ..Default::default()
             })
         })))
     }
@@ -605,7 +666,10 @@ impl workflow::RunService for Api {
         self.caller(&ctx)?;
         let slot = self.action_slot(request.action_id.as_option())?;
         let details = slot.lock().details();
-        Response::ok(to_wire(&model::GetActionDetailsResponse { details })?)
+        Response::ok(workflow::GetActionDetailsResponse {
+            details: MessageField::some(details),
+            ..Default::default()
+        })
     }
 
     async fn watch_action_details(
@@ -617,8 +681,9 @@ impl workflow::RunService for Api {
         self.caller(&ctx)?;
         let slot = self.action_slot(request.action_id.as_option())?;
         Ok(Response::new(watch(slot, |details| {
-            to_wire(&model::GetActionDetailsResponse {
-                details: details.clone(),
+            Ok(workflow::WatchActionDetailsResponse {
+                details: MessageField::some(details.clone()),
+                ..Default::default()
             })
         })))
     }
@@ -642,35 +707,42 @@ impl workflow::RunService for Api {
     ) -> ServiceResult<workflow::ListRunsResponse> {
         let request = request.to_owned_message();
         self.caller(&ctx)?;
-        let request: model::ListRunsRequest = from_wire(&request)?;
-        let (project, domain) = request.project_id.map_or_else(
-            || {
-                (
-                    crate::DEFAULT_PROJECT.to_owned(),
-                    crate::DEFAULT_DOMAINS[0].to_owned(),
-                )
-            },
-            |p| (p.name, p.domain),
-        );
-        let runs: Vec<model::Run> = self
+        let (project, domain) = list_scope(request.scope_by.as_ref())?;
+        let runs = self
             .shared
             .runs
             .list(&project, &domain)
             .iter()
             .map(|slot| run_summary(&slot.lock().details()))
             .collect();
-        Response::ok(to_wire(&model::ListRunsResponse {
+        Response::ok(workflow::ListRunsResponse {
             runs,
-            token: String::new(),
-        })?)
+            ..Default::default()
+        })
     }
 
     async fn watch_runs(
         &self,
-        _ctx: RequestContext,
-        _request: ServiceRequest<'_, workflow::WatchRunsRequest>,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, workflow::WatchRunsRequest>,
     ) -> ServiceResult<ServiceStream<workflow::WatchRunsResponse>> {
-        Err(not_served("WatchRuns"))
+        let request = request.to_owned_message();
+        self.caller(&ctx)?;
+        let project = match &request.target {
+            None => None,
+            Some(workflow::watch_runs_request::Target::ProjectId(p)) => Some((**p).clone()),
+            Some(_) => {
+                return Err(ConnectError::invalid_argument(
+                    "the sandbox watches runs by projectId (or, given none, its default project)",
+                ));
+            }
+        };
+        let (project, domain) = scope(project.as_ref());
+        Ok(Response::new(watch_runs(
+            Arc::clone(&self.shared),
+            project,
+            domain,
+        )))
     }
 
     async fn list_actions(
@@ -681,9 +753,9 @@ impl workflow::RunService for Api {
         let request = request.to_owned_message();
         self.caller(&ctx)?;
         let slot = self.slot(request.run_id.as_option())?;
-        let action = run_summary(&slot.lock().details()).action;
+        let action = action_summary(&slot.lock().details());
         Response::ok(workflow::ListActionsResponse {
-            actions: vec![to_wire(&action)?],
+            actions: vec![action],
             ..Default::default()
         })
     }
@@ -699,7 +771,7 @@ impl workflow::RunService for Api {
         Ok(Response::new(watch(slot, |details| {
             Ok(workflow::WatchActionsResponse {
                 enriched_actions: vec![workflow::EnrichedAction {
-                    action: buffa::MessageField::some(to_wire(&run_summary(details).action)?),
+                    action: MessageField::some(action_summary(details)),
                     meets_filter: true,
                     ..Default::default()
                 }],

@@ -10,7 +10,11 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use flyte_api::types::{self as api, ActionIdentifier, RunIdentifier};
+use buffa::{EnumValue, MessageField};
+use buffa_types::google::protobuf::Timestamp as ProtoTimestamp;
+use flyte_api::ActionPhaseExt;
+use flyte_idl::flyteidl2::common::{ActionIdentifier, ActionPhase, RunIdentifier};
+use flyte_idl::flyteidl2::{core, task, workflow};
 use flyte_reconciler_core::{
     self as rc, CallResult, Config, Effect, EffectResult, ErrorKind, ExecutionError, PhaseInfo,
     PluginPhase, PluginResult, PluginTransition, TaskAction, TaskActionSpec, Timestamp,
@@ -71,12 +75,12 @@ pub(crate) struct RunEntry {
     pub(crate) id: RunIdentifier,
     object: TaskAction,
     /// The last phase announced by an action event.
-    pub(crate) phase: api::ActionPhase,
-    pub(crate) error: Option<api::ErrorInfo>,
+    pub(crate) phase: ActionPhase,
+    pub(crate) error: Option<workflow::ErrorInfo>,
     pub(crate) abort_reason: Option<String>,
     process: Option<Process>,
     /// The debug route of a debug run, once its server is up.
-    ide_link: Option<api::TaskLog>,
+    ide_link: Option<core::TaskLog>,
     debug: Option<DebugRoute>,
     /// The debug run's server, while its route is open: ended with the run.
     debug_server: Option<flyte_debug_server::DebugServer>,
@@ -107,7 +111,7 @@ impl RunEntry {
     fn record_event(&mut self, attempt: u32, at: rc::Timestamp) {
         let event = crate::store::EventRecord {
             attempt,
-            phase: self.phase.as_str().to_owned(),
+            phase: buffa::Enumeration::proto_name(&self.phase).to_owned(),
             error_json: self
                 .error
                 .as_ref()
@@ -127,60 +131,51 @@ impl RunEntry {
 
     /// The task as a flyteidl2 container spec: its command and (merged) environment, so a client
     /// can launch it again, e.g. in debug mode.
-    fn task_spec(&self) -> Option<api::TaskSpec> {
-        let task: LocalTask = serde_json::from_str(&self.task_json).ok()?;
-        Some(api::TaskSpec {
-            task_template: api::TaskTemplate {
-                task_type: "container".to_owned(),
-                container: Some(api::Container {
-                    command: task.argv,
-                    env: task
-                        .env
-                        .into_iter()
-                        .map(|(key, value)| api::KeyValuePair { key, value })
-                        .collect(),
-                    ..api::Container::default()
-                }),
-                metadata: task.cache_version.map(|version| {
-                    serde_json::json!({ "discoverable": true, "discoveryVersion": version })
-                }),
-                ..api::TaskTemplate::default()
-            },
-            short_name: String::new(),
-        })
+    fn task_spec(&self) -> Option<task::TaskSpec> {
+        let local: LocalTask = serde_json::from_str(&self.task_json).ok()?;
+        let mut spec = flyte_api::request::container_task(local.argv, local.env);
+        if let (Some(version), Some(template)) =
+            (local.cache_version, spec.task_template.as_option_mut())
+        {
+            template.metadata = MessageField::some(core::TaskMetadata {
+                discoverable: true,
+                discovery_version: version,
+                ..Default::default()
+            });
+        }
+        Some(spec)
     }
 
     /// One entry per attempt, from the history: its last phase and error, when it started and
     /// (once it moved on or ended) when it ended. The debug link belongs to the latest attempt.
-    fn attempts(&self) -> Vec<api::ActionAttempt> {
-        let time = |ms: i64| Some(rc::Timestamp::from_millis(ms).to_string());
-        let mut attempts: Vec<api::ActionAttempt> = Vec::new();
+    fn attempts(&self) -> Vec<workflow::ActionAttempt> {
+        let time = |ms: i64| MessageField::some(timestamp(ms));
+        let mut attempts: Vec<workflow::ActionAttempt> = Vec::new();
         for event in &self.history {
-            let phase = serde_json::from_value::<api::ActionPhase>(serde_json::Value::String(
-                event.phase.clone(),
-            ))
-            .unwrap_or(api::ActionPhase::Unspecified);
-            let error = event
+            let phase = EnumValue::from(stored_phase(&event.phase));
+            let error: Option<workflow::ErrorInfo> = event
                 .error_json
                 .as_deref()
                 .and_then(|e| serde_json::from_str(e).ok());
             match attempts.last_mut() {
                 Some(last) if last.attempt == event.attempt => {
                     last.phase = phase;
-                    last.error_info = error.or(last.error_info.take());
+                    if let Some(error) = error {
+                        last.error_info = MessageField::some(error);
+                    }
                 }
                 _ => {
                     if let Some(last) = attempts.last_mut()
-                        && last.end_time.is_none()
+                        && last.end_time.is_unset()
                     {
                         last.end_time = time(event.occurred_at_ms);
                     }
-                    attempts.push(api::ActionAttempt {
+                    attempts.push(workflow::ActionAttempt {
                         phase,
                         attempt: event.attempt,
                         start_time: time(event.occurred_at_ms),
-                        error_info: error,
-                        ..api::ActionAttempt::default()
+                        error_info: error.into(),
+                        ..Default::default()
                     });
                 }
             }
@@ -191,11 +186,11 @@ impl RunEntry {
             }
         }
         if attempts.is_empty() {
-            attempts.push(api::ActionAttempt {
-                phase: self.phase.clone(),
+            attempts.push(workflow::ActionAttempt {
+                phase: self.phase.into(),
                 attempt: self.object.status.attempts.max(1),
-                error_info: self.error.clone(),
-                ..api::ActionAttempt::default()
+                error_info: self.error.clone().into(),
+                ..Default::default()
             });
         }
         if let Some(last) = attempts.last_mut() {
@@ -210,7 +205,7 @@ impl RunEntry {
             domain: self.id.domain.clone(),
             name: self.id.name.clone(),
             task_json: self.task_json.clone(),
-            phase: self.phase.as_str().to_owned(),
+            phase: buffa::Enumeration::proto_name(&self.phase).to_owned(),
             attempts: self.object.status.attempts.max(1),
             error_json: self
                 .error
@@ -220,36 +215,48 @@ impl RunEntry {
         }
     }
 
-    pub(crate) fn details(&self) -> api::ActionDetails {
+    pub(crate) fn details(&self) -> workflow::ActionDetails {
         let attempts = self.object.status.attempts.max(1);
         let history = self.attempts();
         // The action started with its first attempt and, once terminal, ended with its last.
-        let start_time = history.first().and_then(|a| a.start_time.clone());
+        let start_time = history
+            .first()
+            .map(|a| a.start_time.clone())
+            .unwrap_or_default();
         let end_time = history
             .last()
             .filter(|_| self.phase.is_terminal())
-            .and_then(|a| a.end_time.clone());
-        api::ActionDetails {
-            id: ActionIdentifier {
-                run: self.id.clone(),
+            .map(|a| a.end_time.clone())
+            .unwrap_or_default();
+        // `result` is a oneof: an aborted action shows why it was aborted.
+        let result = match (&self.abort_reason, &self.error) {
+            (Some(reason), _) => Some(
+                workflow::AbortInfo {
+                    reason: reason.clone(),
+                    ..Default::default()
+                }
+                .into(),
+            ),
+            (None, Some(error)) => Some(error.clone().into()),
+            (None, None) => None,
+        };
+        workflow::ActionDetails {
+            id: MessageField::some(ActionIdentifier {
+                run: MessageField::some(self.id.clone()),
                 name: ACTION_NAME.to_owned(),
-            },
-            metadata: None,
-            status: api::ActionStatus {
-                phase: self.phase.clone(),
+                ..Default::default()
+            }),
+            status: MessageField::some(workflow::ActionStatus {
+                phase: self.phase.into(),
                 attempts,
                 start_time,
                 end_time,
-                ..api::ActionStatus::default()
-            },
-            // `result` is a oneof in flyteidl2: an aborted action shows why it was aborted.
-            error_info: self.error.clone().filter(|_| self.abort_reason.is_none()),
-            abort_info: self
-                .abort_reason
-                .clone()
-                .map(|reason| api::AbortInfo { reason }),
-            task: self.task_spec(),
+                ..Default::default()
+            }),
+            result,
+            spec: self.task_spec().map(Into::into),
             attempts: history,
+            ..Default::default()
         }
     }
 }
@@ -403,28 +410,51 @@ fn now() -> Timestamp {
     )
 }
 
-fn to_api_phase(phase: rc::ActionPhase) -> api::ActionPhase {
+fn to_api_phase(phase: rc::ActionPhase) -> ActionPhase {
     match phase {
-        rc::ActionPhase::Queued => api::ActionPhase::Queued,
-        rc::ActionPhase::WaitingForResources => api::ActionPhase::WaitingForResources,
-        rc::ActionPhase::Initializing => api::ActionPhase::Initializing,
-        rc::ActionPhase::Running => api::ActionPhase::Running,
-        rc::ActionPhase::Succeeded => api::ActionPhase::Succeeded,
-        rc::ActionPhase::Failed => api::ActionPhase::Failed,
-        rc::ActionPhase::Aborted => api::ActionPhase::Aborted,
-        rc::ActionPhase::TimedOut => api::ActionPhase::TimedOut,
+        rc::ActionPhase::Queued => ActionPhase::Queued,
+        rc::ActionPhase::WaitingForResources => ActionPhase::WaitingForResources,
+        rc::ActionPhase::Initializing => ActionPhase::Initializing,
+        rc::ActionPhase::Running => ActionPhase::Running,
+        rc::ActionPhase::Succeeded => ActionPhase::Succeeded,
+        rc::ActionPhase::Failed => ActionPhase::Failed,
+        rc::ActionPhase::Aborted => ActionPhase::Aborted,
+        rc::ActionPhase::TimedOut => ActionPhase::TimedOut,
     }
 }
 
-fn to_api_error(error: &ExecutionError) -> api::ErrorInfo {
-    api::ErrorInfo {
+fn to_api_error(error: &ExecutionError) -> workflow::ErrorInfo {
+    let kind = match error.kind {
+        ErrorKind::User => workflow::error_info::Kind::User,
+        ErrorKind::System => workflow::error_info::Kind::System,
+    };
+    workflow::ErrorInfo {
         message: error.message.clone(),
-        kind: match error.kind {
-            ErrorKind::User => api::ErrorKind::User,
-            ErrorKind::System => api::ErrorKind::System,
-        },
+        kind: kind.into(),
         code: error.code.clone(),
+        ..Default::default()
     }
+}
+
+/// A system error the sandbox itself records (it stopped while the action ran).
+fn system_error(message: &str, code: &str) -> workflow::ErrorInfo {
+    workflow::ErrorInfo {
+        message: message.to_owned(),
+        kind: workflow::error_info::Kind::System.into(),
+        code: code.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// A phase as the store keeps it (its proto name); an unknown name reads as unspecified.
+fn stored_phase(name: &str) -> ActionPhase {
+    <ActionPhase as buffa::Enumeration>::from_proto_name(name).unwrap_or(ActionPhase::Unspecified)
+}
+
+/// Milliseconds since the epoch as a protobuf timestamp.
+fn timestamp(ms: i64) -> ProtoTimestamp {
+    let nanos = i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0);
+    ProtoTimestamp::from_unix(ms.div_euclid(1000), nanos)
 }
 
 impl Runs {
@@ -454,29 +484,23 @@ impl Runs {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for record in &records {
             let id = RunIdentifier {
-                org: String::new(),
                 project: record.project.clone(),
                 domain: record.domain.clone(),
                 name: record.name.clone(),
+                ..Default::default()
             };
-            let mut phase = serde_json::from_value::<api::ActionPhase>(serde_json::Value::String(
-                record.phase.clone(),
-            ))
-            .unwrap_or(api::ActionPhase::Unspecified);
+            let mut phase = stored_phase(&record.phase);
             let mut error = record
                 .error_json
                 .as_deref()
                 .and_then(|e| serde_json::from_str(e).ok());
             let interrupted = !phase.is_terminal();
             if interrupted {
-                phase = api::ActionPhase::Failed;
-                error = Some(api::ErrorInfo {
-                    message:
-                        "the sandbox stopped while this action ran; its processes were stopped with it"
-                            .to_owned(),
-                    kind: api::ErrorKind::System,
-                    code: "SandboxRestarted".to_owned(),
-                });
+                phase = ActionPhase::Failed;
+                error = Some(system_error(
+                    "the sandbox stopped while this action ran; its processes were stopped with it",
+                    "SandboxRestarted",
+                ));
             }
             let mut object = TaskAction::new(
                 id.project.clone(),
@@ -542,12 +566,11 @@ impl Runs {
                 continue;
             }
             running += usize::from(entry.process.as_ref().is_some_and(|p| p.exit.is_none()));
-            entry.phase = api::ActionPhase::Failed;
-            entry.error = Some(api::ErrorInfo {
-                message: "the sandbox was stopped while this action ran".to_owned(),
-                kind: api::ErrorKind::System,
-                code: "SandboxStopped".to_owned(),
-            });
+            entry.phase = ActionPhase::Failed;
+            entry.error = Some(system_error(
+                "the sandbox was stopped while this action ran",
+                "SandboxStopped",
+            ));
             let attempt = entry.object.status.attempts.max(1);
             entry.record_event(attempt, now());
             close_debug_route(&mut entry);
@@ -639,7 +662,7 @@ impl Runs {
             entry: Mutex::new(RunEntry {
                 id: id.clone(),
                 object,
-                phase: api::ActionPhase::Queued,
+                phase: ActionPhase::Queued,
                 error: None,
                 abort_reason: None,
                 process: None,
@@ -902,12 +925,13 @@ fn open_debug_route(entry: &mut RunEntry, task: &LocalTask) -> Result<(), String
             host_key: server.host_public_key().map_err(|e| e.to_string())?,
         },
     );
-    entry.ide_link = Some(api::TaskLog {
+    entry.ide_link = Some(core::TaskLog {
         uri: format!("{base}{}", route.path),
         name: "SSH debug (flyte-run)".to_owned(),
-        link_type: api::LinkType::Ide,
+        link_type: core::task_log::LinkType::Ide.into(),
         // The server is in this process: it answers as soon as the route exists.
         ready: true,
+        ..Default::default()
     });
     entry.debug_server = Some(server);
     Ok(())

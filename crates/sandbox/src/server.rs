@@ -33,10 +33,8 @@ pub(crate) fn now() -> i64 {
 
 /// A Connect error response.
 fn connect_error(code: Code, message: impl Into<String>) -> Response {
-    let status =
-        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
-        status,
+        code.http_status(),
         axum::Json(json!({"code": code.as_str(), "message": message.into()})),
     )
         .into_response()
@@ -213,7 +211,7 @@ const MAX_RETRIES: u32 = 10;
 /// The run `id` names, or `not_found` naming it.
 pub(crate) fn run_slot(
     shared: &Shared,
-    id: &flyte_api::types::RunIdentifier,
+    id: &flyte_idl::flyteidl2::common::RunIdentifier,
 ) -> Result<Arc<crate::runs::RunSlot>, Rejection> {
     shared.runs.get(id).ok_or_else(|| {
         Rejection::new(
@@ -227,21 +225,38 @@ pub(crate) fn run_slot(
 /// environment (the container's, then the run spec's), and its user retries
 /// (`taskTemplate.metadata.retries.retries`, flyteidl2 `core.RetryStrategy`).
 pub(crate) fn decode_run(
-    request: &flyte_api::types::CreateRunRequest,
-) -> Result<(flyte_api::types::RunIdentifier, crate::runs::LocalTask, u32), Rejection> {
+    request: &flyte_idl::flyteidl2::workflow::CreateRunRequest,
+) -> Result<
+    (
+        flyte_idl::flyteidl2::common::RunIdentifier,
+        crate::runs::LocalTask,
+        u32,
+    ),
+    Rejection,
+> {
+    use flyte_idl::flyteidl2::{core, workflow};
     let invalid = |message: &str| Rejection::new(Code::InvalidArgument, message);
-    let id = request
-        .run_id
-        .clone()
-        .ok_or_else(|| invalid("give runId: the sandbox does not generate run names"))?;
-    let template = request.task_spec.as_ref().map(|spec| &spec.task_template);
-    let container = template
-        .and_then(|t| t.container.as_ref())
-        .ok_or_else(|| invalid("give taskSpec.taskTemplate.container with the command to run"))?;
+    let Some(workflow::create_run_request::Id::RunId(id)) = &request.id else {
+        return Err(invalid(
+            "give runId: the sandbox does not generate run names",
+        ));
+    };
+    let id = (**id).clone();
+    let template = match &request.task {
+        Some(workflow::create_run_request::Task::TaskSpec(spec)) => spec.task_template.as_option(),
+        _ => None,
+    };
+    let Some(core::task_template::Target::Container(container)) =
+        template.and_then(|t| t.target.as_ref())
+    else {
+        return Err(invalid(
+            "give taskSpec.taskTemplate.container with the command to run",
+        ));
+    };
     let run_envs = request
         .run_spec
-        .as_ref()
-        .and_then(|spec| spec.envs.as_ref());
+        .as_option()
+        .and_then(|spec| spec.envs.as_option());
     let env = container
         .env
         .iter()
@@ -254,38 +269,26 @@ pub(crate) fn decode_run(
         .chain(&container.args)
         .cloned()
         .collect();
-    let retries = template
-        .and_then(|t| t.metadata.as_ref())
-        .and_then(|metadata| metadata.pointer("/retries/retries"))
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0);
-    let retries = u32::try_from(retries)
-        .ok()
-        .filter(|r| *r <= MAX_RETRIES)
-        .ok_or_else(|| {
-            Rejection::new(
-                Code::InvalidArgument,
-                format!("retries must be 0 to {MAX_RETRIES}"),
-            )
-        })?;
+    let metadata = template.and_then(|t| t.metadata.as_option());
+    let retries = metadata
+        .and_then(|m| m.retries.as_option())
+        .map_or(0, |r| r.retries);
+    if retries > MAX_RETRIES {
+        return Err(Rejection::new(
+            Code::InvalidArgument,
+            format!("retries must be 0 to {MAX_RETRIES}"),
+        ));
+    }
     // flyteidl2 core.TaskMetadata: `discoverable` makes the task cacheable under its
     // `discoveryVersion` (required then, as Flyte requires it).
-    let metadata = template.and_then(|t| t.metadata.as_ref());
-    let discoverable = metadata
-        .and_then(|m| m.get("discoverable"))
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
-    let cache_version = if discoverable {
-        let version = metadata
-            .and_then(|m| m.get("discoveryVersion"))
-            .and_then(serde_json::Value::as_str)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| {
-                invalid("a discoverable task needs taskTemplate.metadata.discoveryVersion")
-            })?;
-        Some(version.to_owned())
-    } else {
-        None
+    let cache_version = match metadata {
+        Some(m) if m.discoverable && m.discovery_version.is_empty() => {
+            return Err(invalid(
+                "a discoverable task needs taskTemplate.metadata.discoveryVersion",
+            ));
+        }
+        Some(m) if m.discoverable => Some(m.discovery_version.clone()),
+        _ => None,
     };
     Ok((
         id,
@@ -303,7 +306,7 @@ pub(crate) fn decode_run(
 /// path injective (names hold no '/').
 pub(crate) fn log_path(
     shared: &Shared,
-    id: &flyte_api::types::RunIdentifier,
+    id: &flyte_idl::flyteidl2::common::RunIdentifier,
 ) -> std::path::PathBuf {
     shared
         .state_dir
@@ -316,7 +319,7 @@ pub(crate) fn log_path(
 /// Register and start a run, or say why not.
 pub(crate) fn create_run(
     shared: &Shared,
-    id: &flyte_api::types::RunIdentifier,
+    id: &flyte_idl::flyteidl2::common::RunIdentifier,
     task: &crate::runs::LocalTask,
     retries: u32,
 ) -> Result<Arc<crate::runs::RunSlot>, Rejection> {

@@ -7,12 +7,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use flyte_api::{Client, Code, Endpoint, HttpClient};
+use flyte_api::idl::flyterun::sandbox::v1 as own;
+use flyte_api::{Answer, Client, Code, Endpoint, HttpClient};
 use flyte_auth::{ApiKey, ClientCredentials, ConnectApiKeyService, oauth};
 use flyte_sandbox::Sandbox;
 use flyte_sandbox::tokens::Signer;
 use flyte_testkit::TempHome;
-use serde_json::{Value, json};
 
 /// A sandbox on 127.0.0.1 on its own runtime; stopped when dropped.
 struct Running {
@@ -102,16 +102,13 @@ fn bootstrap_credential_then_api_keys_through_flyte_auth() {
         .await
         .unwrap();
         assert_eq!(again, key);
-        let listed: Value = admin
-            .unary(flyte_auth::API_KEY_SERVICE, "ListApiKeys", &json!({}))
+        let keys = admin.connect(own::ApiKeyServiceClient::new).unwrap();
+        let listed = keys
+            .list_api_keys(own::ListApiKeysRequest::default())
             .await
+            .owned()
             .unwrap();
-        let names: Vec<&str> = listed["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k["name"].as_str().unwrap())
-            .collect();
+        let names: Vec<&str> = listed.keys.iter().map(|k| k.name.as_str()).collect();
         assert_eq!(names, ["sandbox-admin", "flyte-ssh-debug"]);
         // The new key is itself a working client credential.
         let config = oauth::discover(&Client::new(&running.endpoint).unwrap())
@@ -131,40 +128,47 @@ fn bootstrap_credential_then_api_keys_through_flyte_auth() {
             .with_tokens(std::sync::Arc::new(own))
             .with_auth_header("authorization")
             .unwrap();
-        let _: Value = own_client
-            .unary(flyte_auth::API_KEY_SERVICE, "ListApiKeys", &json!({}))
+        let own_keys = own_client.connect(own::ApiKeyServiceClient::new).unwrap();
+        own_keys
+            .list_api_keys(own::ListApiKeysRequest::default())
             .await
+            .owned()
             .unwrap();
         drop(own_token);
         // Deleted: not found, and ensure_api_key makes a new one.
-        let _: Value = admin
-            .unary(
-                flyte_auth::API_KEY_SERVICE,
-                "DeleteApiKey",
-                &json!({"clientId": key.client_id}),
-            )
+        keys.delete_api_key(own::DeleteApiKeyRequest {
+            client_id: key.client_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .owned()
+        .unwrap();
+        let err = keys
+            .get_api_key(own::GetApiKeyRequest {
+                client_id: key.client_id.clone(),
+                ..Default::default()
+            })
             .await
-            .unwrap();
-        let err = admin
-            .unary::<_, Value>(
-                flyte_auth::API_KEY_SERVICE,
-                "GetApiKey",
-                &json!({"clientId": key.client_id}),
-            )
-            .await
+            .owned()
             .unwrap_err();
         assert_eq!(err.code, Code::NotFound);
         // Issue 13, defect 7: the deleted key's unexpired token is refused at once, so its
         // holder cannot mint a key that outlives the deletion.
-        for method in ["ListApiKeys", "CreateApiKey"] {
-            let err = own_client
-                .unary::<_, Value>(
-                    flyte_auth::API_KEY_SERVICE,
-                    method,
-                    &json!({"name": "escape"}),
-                )
-                .await
-                .unwrap_err();
+        let listing = own_keys
+            .list_api_keys(own::ListApiKeysRequest::default())
+            .await
+            .owned()
+            .map(|_| ());
+        let creating = own_keys
+            .create_api_key(own::CreateApiKeyRequest {
+                name: "escape".to_owned(),
+                ..Default::default()
+            })
+            .await
+            .owned()
+            .map(|_| ());
+        for (method, result) in [("ListApiKeys", listing), ("CreateApiKey", creating)] {
+            let err = result.unwrap_err();
             assert_eq!(err.code, Code::Unauthenticated, "{method}: {err:?}");
         }
         let replaced = flyte_auth::ensure_api_key(
@@ -214,15 +218,17 @@ fn secrets_are_stored_hashed_and_state_survives_a_restart() {
     let running = start(&state);
     running.runtime.block_on(async {
         let admin = admin_client(&running, &state, &home.path().join("bearer2.json")).await;
-        let got: Value = admin
-            .unary(
-                flyte_auth::API_KEY_SERVICE,
-                "GetApiKey",
-                &json!({"clientId": key.client_id}),
-            )
+        let got = admin
+            .connect(own::ApiKeyServiceClient::new)
+            .unwrap()
+            .get_api_key(own::GetApiKeyRequest {
+                client_id: key.client_id.clone(),
+                ..Default::default()
+            })
             .await
+            .owned()
             .unwrap();
-        assert_eq!(got["key"]["name"], "flyte-ssh-debug");
+        assert_eq!(got.key.name, "flyte-ssh-debug");
     });
 }
 

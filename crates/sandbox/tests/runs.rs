@@ -6,13 +6,22 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use flyte_api::types::{
-    AbortRunRequest, ActionDetails, ActionIdentifier, ActionPhase, Container, CreateRunRequest,
-    CreateRunResponse, Envs, ErrorKind, GetActionDetailsRequest, GetActionDetailsResponse,
-    KeyValuePair, ListRunsRequest, ListRunsResponse, ProjectIdentifier, RunIdentifier, RunSpec,
-    TaskSpec, TaskTemplate, services::RUN_SERVICE,
+use buffa::MessageField;
+use flyte_api::idl::flyteidl2::common::{
+    ActionIdentifier, ActionPhase, ProjectIdentifier, RunIdentifier,
 };
-use flyte_api::{ApiError, Client, Code, Endpoint, HttpClient};
+use flyte_api::idl::flyteidl2::core;
+use flyte_api::idl::flyteidl2::workflow::{
+    self, AbortRunRequest, ActionDetails, CreateRunRequest, CreateRunResponse, ErrorInfo,
+    GetActionDetailsRequest, ListRunsRequest, RunServiceClient, action_details, create_run_request,
+    error_info::Kind as ErrorKind,
+};
+use flyte_api::{ActionPhaseExt, Answer, ApiError, Client, Code, Endpoint, HttpClient};
+
+/// The Connect path of a `RunService` method.
+fn run_service_path(method: &str) -> String {
+    format!("{}/{method}", workflow::RUN_SERVICE_SERVICE_NAME)
+}
 use flyte_auth::{ApiKey, ClientCredentials, oauth};
 use flyte_sandbox::Sandbox;
 use flyte_testkit::TempHome;
@@ -74,70 +83,99 @@ async fn admin(endpoint: &Endpoint, state: &Path, cache: &Path) -> Client {
 
 fn run_id(name: &str) -> RunIdentifier {
     RunIdentifier {
-        org: String::new(),
         project: "flytesnacks".into(),
         domain: "development".into(),
         name: name.into(),
+        ..Default::default()
+    }
+}
+
+fn action_id(run: &str, action: &str) -> ActionIdentifier {
+    ActionIdentifier {
+        run: MessageField::some(run_id(run)),
+        name: action.into(),
+        ..Default::default()
     }
 }
 
 fn request(name: &str, argv: &[&str], env: &[(&str, &str)]) -> CreateRunRequest {
-    CreateRunRequest {
-        run_id: Some(run_id(name)),
-        task_spec: Some(TaskSpec {
-            task_template: TaskTemplate {
-                task_type: "container".into(),
-                container: Some(Container {
-                    command: argv.iter().map(|s| (*s).to_owned()).collect(),
-                    ..Container::default()
-                }),
-                ..TaskTemplate::default()
-            },
-            short_name: String::new(),
-        }),
-        run_spec: Some(RunSpec {
-            envs: Some(Envs {
-                values: env
-                    .iter()
-                    .map(|(k, v)| KeyValuePair {
-                        key: (*k).into(),
-                        value: (*v).into(),
-                    })
-                    .collect(),
-            }),
-            ..RunSpec::default()
-        }),
-        ..CreateRunRequest::default()
+    let owned = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
+    flyte_api::request::create_run(
+        run_id(name),
+        flyte_api::request::container_task(owned(argv), []),
+        env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    )
+}
+
+/// The run a request names.
+fn id_mut(request: &mut CreateRunRequest) -> &mut RunIdentifier {
+    match request.id.as_mut() {
+        Some(create_run_request::Id::RunId(id)) => id,
+        other => panic!("no run id: {other:?}"),
+    }
+}
+
+/// `request` with its task's metadata given as proto3 JSON (`{"retries": {"retries": 2}}`).
+fn with_metadata(mut request: CreateRunRequest, metadata: serde_json::Value) -> CreateRunRequest {
+    let metadata: core::TaskMetadata = serde_json::from_value(metadata).unwrap();
+    match request.task.as_mut() {
+        Some(create_run_request::Task::TaskSpec(spec)) => {
+            spec.task_template.get_or_insert_default().metadata = MessageField::some(metadata);
+        }
+        other => panic!("no task spec: {other:?}"),
+    }
+    request
+}
+
+fn phase_of(details: &ActionDetails) -> ActionPhase {
+    details.status.phase.as_known().unwrap()
+}
+
+fn error_of(details: &ActionDetails) -> Option<ErrorInfo> {
+    match &details.result {
+        Some(action_details::Result::ErrorInfo(e)) => Some((**e).clone()),
+        _ => None,
+    }
+}
+
+fn abort_reason_of(details: &ActionDetails) -> Option<String> {
+    match &details.result {
+        Some(action_details::Result::AbortInfo(a)) => Some(a.reason.clone()),
+        _ => None,
     }
 }
 
 impl Running {
+    fn runs(&self) -> RunServiceClient<flyte_api::Transport> {
+        self.client.connect(RunServiceClient::new).unwrap()
+    }
+
     fn create(&self, request: &CreateRunRequest) -> Result<CreateRunResponse, ApiError> {
         self.runtime
-            .block_on(self.client.unary(RUN_SERVICE, "CreateRun", request))
+            .block_on(self.runs().create_run(request.clone()))
+            .owned()
+    }
+
+    fn details_of(&self, run: &str, action: &str) -> Result<ActionDetails, ApiError> {
+        let request = GetActionDetailsRequest {
+            action_id: MessageField::some(action_id(run, action)),
+            ..Default::default()
+        };
+        self.runtime
+            .block_on(self.runs().get_action_details(request))
+            .owned()
+            .map(|r| r.details.into_option().unwrap_or_default())
     }
 
     fn details(&self, name: &str) -> Result<ActionDetails, ApiError> {
-        let request = GetActionDetailsRequest {
-            action_id: ActionIdentifier {
-                run: run_id(name),
-                name: "a0".into(),
-            },
-        };
-        self.runtime
-            .block_on(self.client.unary::<_, GetActionDetailsResponse>(
-                RUN_SERVICE,
-                "GetActionDetails",
-                &request,
-            ))
-            .map(|r| r.details)
+        self.details_of(name, "a0")
     }
 
     /// Poll until the action's phase satisfies `done` (bounded: the sandbox has no push yet).
     fn wait_for(&self, name: &str, done: impl Fn(&ActionPhase) -> bool) -> ActionDetails {
         for _ in 0..400 {
             let details = self.details(name).unwrap();
-            if done(&details.status.phase) {
+            if done(&phase_of(&details)) {
                 return details;
             }
             std::thread::sleep(std::time::Duration::from_millis(25));
@@ -168,7 +206,7 @@ fn commands_run_to_success_or_failure_with_their_environment() {
         .unwrap();
     let failed = sandbox.wait_for("bad-exit", ActionPhase::is_terminal);
     assert_eq!(failed.status.phase, ActionPhase::Failed);
-    let error = failed.error_info.unwrap();
+    let error = error_of(&failed).unwrap();
     assert_eq!(error.kind, ErrorKind::User);
     assert!(error.message.contains("attempt"), "{error:?}");
 
@@ -178,27 +216,24 @@ fn commands_run_to_success_or_failure_with_their_environment() {
     let failed = sandbox.wait_for("no-such-cmd", ActionPhase::is_terminal);
     assert_eq!(failed.status.phase, ActionPhase::Failed);
     assert!(
-        failed
-            .error_info
+        error_of(&failed)
             .unwrap()
             .message
             .contains("cannot start \"/no/such/command\"")
     );
 
-    let listed: ListRunsResponse = sandbox
+    let project = ProjectIdentifier {
+        domain: "development".into(),
+        name: "flytesnacks".into(),
+        ..Default::default()
+    };
+    let listed = sandbox
         .runtime
-        .block_on(sandbox.client.unary(
-            RUN_SERVICE,
-            "ListRuns",
-            &ListRunsRequest {
-                project_id: Some(ProjectIdentifier {
-                    organization: String::new(),
-                    domain: "development".into(),
-                    name: "flytesnacks".into(),
-                }),
-                ..ListRunsRequest::default()
-            },
-        ))
+        .block_on(sandbox.runs().list_runs(ListRunsRequest {
+            scope_by: Some(project.into()),
+            ..ListRunsRequest::default()
+        }))
+        .owned()
         .unwrap();
     let names: Vec<_> = listed
         .runs
@@ -222,7 +257,7 @@ fn bad_requests_get_the_right_codes() {
         (request("no-command", &[], &[]), Code::InvalidArgument),
         (
             CreateRunRequest {
-                run_id: None,
+                id: None,
                 ..request("x", &["true"], &[])
             },
             Code::InvalidArgument,
@@ -244,11 +279,13 @@ fn bad_requests_get_the_right_codes() {
         Client::new(&Endpoint::parse(sandbox.client.base_url(), false).unwrap()).unwrap();
     let err = sandbox
         .runtime
-        .block_on(anonymous.unary::<_, CreateRunResponse>(
-            RUN_SERVICE,
-            "CreateRun",
-            &request("anon", &["true"], &[]),
-        ))
+        .block_on(
+            anonymous
+                .connect(RunServiceClient::new)
+                .unwrap()
+                .create_run(request("anon", &["true"], &[])),
+        )
+        .owned()
         .unwrap_err();
     assert_eq!(err.code, Code::Unauthenticated);
 }
@@ -263,7 +300,7 @@ fn identifiers_are_validated_and_paths_cannot_escape_or_collide() {
     let sandbox = start_in(home, |s| s);
     let with_project = |project: &str, domain: &str, argv: &[&str], env: &[(&str, &str)]| {
         let mut request = request("r", argv, env);
-        let id = request.run_id.as_mut().unwrap();
+        let id = id_mut(&mut request);
         id.project = project.to_owned();
         id.domain = domain.to_owned();
         request
@@ -295,7 +332,7 @@ fn identifiers_are_validated_and_paths_cannot_escape_or_collide() {
             &["sh", "-c", &format!("echo {project}/{domain}")],
             &[],
         );
-        request.run_id.as_mut().unwrap().name = "col".to_owned();
+        id_mut(&mut request).name = "col".to_owned();
         sandbox.create(&request).unwrap();
     }
     let logs = sandbox.home.path().join("sandbox/logs");
@@ -333,20 +370,18 @@ fn abort_kills_the_process_group_and_the_action_ends_aborted() {
     }
     let proc_dir = format!("/proc/{}", pid.trim());
     assert!(Path::new(&proc_dir).exists());
-    let _: flyte_api::types::AbortRunResponse = sandbox
+    sandbox
         .runtime
-        .block_on(sandbox.client.unary(
-            RUN_SERVICE,
-            "AbortRun",
-            &AbortRunRequest {
-                run_id: run_id("long-run"),
-                reason: Some("done debugging".into()),
-            },
-        ))
+        .block_on(sandbox.runs().abort_run(AbortRunRequest {
+            run_id: MessageField::some(run_id("long-run")),
+            reason: Some("done debugging".into()),
+            ..Default::default()
+        }))
+        .owned()
         .unwrap();
     let aborted = sandbox.wait_for("long-run", ActionPhase::is_terminal);
     assert_eq!(aborted.status.phase, ActionPhase::Aborted, "{aborted:?}");
-    assert_eq!(aborted.abort_info.unwrap().reason, "done debugging");
+    assert_eq!(abort_reason_of(&aborted).unwrap(), "done debugging");
     for _ in 0..400 {
         if !Path::new(&proc_dir).exists() {
             return;
@@ -362,13 +397,9 @@ fn fifty_concurrent_launches_all_run() {
     let names: Vec<String> = (0..50).map(|i| format!("many-{i}")).collect();
     sandbox.runtime.block_on(async {
         let launches = names.iter().map(|name| {
-            let client = sandbox.client.clone();
+            let runs = sandbox.runs();
             let request = request(name, &["true"], &[]);
-            async move {
-                client
-                    .unary::<_, CreateRunResponse>(RUN_SERVICE, "CreateRun", &request)
-                    .await
-            }
+            async move { runs.create_run(request).await.owned() }
         });
         for result in futures_util::future::join_all(launches).await {
             result.unwrap();
@@ -390,7 +421,11 @@ fn fifty_concurrent_launches_all_run() {
 fn oversized_and_malformed_bodies_are_invalid_argument() {
     let sandbox = start();
     let http = HttpClient::default();
-    let url = format!("{}/{RUN_SERVICE}/CreateRun", sandbox.client.base_url());
+    let url = format!(
+        "{}/{}",
+        sandbox.client.base_url(),
+        run_service_path("CreateRun")
+    );
     let credential = Sandbox::credential_path(&sandbox.home.path().join("sandbox"));
     let key = ApiKey::decode(&std::fs::read_to_string(credential).unwrap()).unwrap();
     sandbox.runtime.block_on(async {
@@ -462,8 +497,9 @@ fn a_body_that_never_arrives_is_answered_and_the_connection_freed() {
     // Announces 100 bytes, sends 10, then waits: before the limit existed this hung for ever.
     write!(
         stream,
-        "POST /{RUN_SERVICE}/CreateRun HTTP/1.1\r\nhost: {address}\r\n\
-         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"runId\":"
+        "POST /{} HTTP/1.1\r\nhost: {address}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"runId\":",
+        run_service_path("CreateRun")
     )
     .unwrap();
     let mut answer = Vec::new();
@@ -491,10 +527,10 @@ fn history_and_cache_survive_a_restart_and_an_interrupted_attempt_ends_failed() 
     let marker = sandbox.home.path().join("ran");
     let script = format!("echo x >> '{}'", marker.display());
     let cacheable = |name: &str| {
-        let mut request = request(name, &["sh", "-c", &script], &[]);
-        request.task_spec.as_mut().unwrap().task_template.metadata =
-            Some(serde_json::json!({"discoverable": true, "discoveryVersion": "1"}));
-        request
+        with_metadata(
+            request(name, &["sh", "-c", &script], &[]),
+            serde_json::json!({"discoverable": true, "discoveryVersion": "1"}),
+        )
     };
     sandbox.create(&cacheable("done")).unwrap();
     sandbox.wait_for("done", ActionPhase::is_terminal);
@@ -542,9 +578,9 @@ fn history_and_cache_survive_a_restart_and_an_interrupted_attempt_ends_failed() 
         .map(|a| {
             (
                 a.attempt,
-                a.phase.clone(),
-                a.error_info.as_ref().map(|e| e.code.clone()),
-                a.start_time.is_some() && a.end_time.is_some(),
+                a.phase.as_known().unwrap(),
+                a.error_info.as_option().map(|e| e.code.clone()),
+                a.start_time.is_set() && a.end_time.is_set(),
             )
         })
         .collect();
@@ -571,9 +607,9 @@ fn a_machine_failure_is_retried_as_a_system_error_then_fails_the_action() {
         .unwrap();
     let done = sandbox.wait_for("unloggable", ActionPhase::is_terminal);
     assert_eq!(done.status.phase, ActionPhase::Failed);
-    let error = done.error_info.unwrap();
+    let error = error_of(&done).unwrap();
     assert_eq!(
-        (error.kind, error.code.as_str()),
+        (error.kind.as_known().unwrap(), error.code.as_str()),
         (ErrorKind::System, "MaxSystemFailuresExceeded"),
         "{}",
         error.message
@@ -594,9 +630,7 @@ fn a_discoverable_task_runs_once_per_version_and_later_runs_hit_the_cache() {
     let marker = sandbox.home.path().join("ran");
     let script = format!("echo x >> '{}'", marker.display());
     let cached = |name: &str, metadata: serde_json::Value| {
-        let mut request = request(name, &["sh", "-c", &script], &[]);
-        request.task_spec.as_mut().unwrap().task_template.metadata = Some(metadata);
-        request
+        with_metadata(request(name, &["sh", "-c", &script], &[]), metadata)
     };
     let v1 = serde_json::json!({"discoverable": true, "discoveryVersion": "1"});
     let v2 = serde_json::json!({"discoverable": true, "discoveryVersion": "2"});
@@ -631,25 +665,19 @@ fn watch_streams_each_change_and_ends_after_the_terminal_phase() {
     sandbox
         .create(&request("watched", &["sh", "-c", "sleep 0.3"], &[]))
         .unwrap();
+    let watching = sandbox
+        .client
+        .connect_streaming(RunServiceClient::new)
+        .unwrap();
     let phases = sandbox.runtime.block_on(async {
-        let request = GetActionDetailsRequest {
-            action_id: ActionIdentifier {
-                run: run_id("watched"),
-                name: "a0".into(),
-            },
+        let request = workflow::WatchActionDetailsRequest {
+            action_id: MessageField::some(action_id("watched", "a0")),
+            ..Default::default()
         };
-        let mut stream = sandbox
-            .client
-            .server_stream::<_, GetActionDetailsResponse>(
-                RUN_SERVICE,
-                "WatchActionDetails",
-                &request,
-            )
-            .await
-            .unwrap();
+        let mut stream = watching.watch_action_details(request).await.unwrap();
         let mut phases = Vec::new();
-        while let Some(item) = stream.next().await {
-            phases.push(item.unwrap().details.status.phase);
+        while let Some(item) = stream.message().await.unwrap() {
+            phases.push(phase_of(&item.to_owned_message().details));
         }
         phases
     });
@@ -660,23 +688,13 @@ fn watch_streams_each_change_and_ends_after_the_terminal_phase() {
     assert!(phases.len() <= 6, "{phases:?}");
 
     let err = sandbox.runtime.block_on(async {
-        let request = GetActionDetailsRequest {
-            action_id: ActionIdentifier {
-                run: run_id("nope"),
-                name: "a0".into(),
-            },
+        let request = workflow::WatchActionDetailsRequest {
+            action_id: MessageField::some(action_id("nope", "a0")),
+            ..Default::default()
         };
         // Connect sends a stream's error in its end-of-stream message.
-        let mut stream = sandbox
-            .client
-            .server_stream::<_, GetActionDetailsResponse>(
-                RUN_SERVICE,
-                "WatchActionDetails",
-                &request,
-            )
-            .await
-            .unwrap();
-        stream.next().await.unwrap().map(|_| ()).unwrap_err()
+        let mut stream = watching.watch_action_details(request).await.unwrap();
+        ApiError::from(stream.message().await.map(|_| ()).unwrap_err())
     });
     assert_eq!(err.code, Code::NotFound);
 }
@@ -690,16 +708,17 @@ fn user_retries_run_new_attempts_until_they_are_used_up() {
         "echo x >> '{0}'; test $(wc -l < '{0}') -ge 3",
         marker.display()
     );
-    let mut retried = request("flaky", &["sh", "-c", &script], &[]);
-    retried.task_spec.as_mut().unwrap().task_template.metadata =
-        Some(serde_json::json!({"retries": {"retries": 2}}));
+    let retried = with_metadata(
+        request("flaky", &["sh", "-c", &script], &[]),
+        serde_json::json!({"retries": {"retries": 2}}),
+    );
     sandbox.create(&retried).unwrap();
     let done = sandbox.wait_for("flaky", ActionPhase::is_terminal);
     assert_eq!(
-        (done.status.phase, done.status.attempts),
+        (phase_of(&done), done.status.attempts),
         (ActionPhase::Succeeded, 3),
         "{:?}",
-        done.error_info
+        error_of(&done)
     );
     // Each attempt is listed with its own outcome and times: the first two failed with the
     // command's exit status, the last succeeded.
@@ -709,9 +728,9 @@ fn user_retries_run_new_attempts_until_they_are_used_up() {
         .map(|a| {
             (
                 a.attempt,
-                a.phase.clone(),
-                a.error_info.as_ref().map(|e| e.message.clone()),
-                a.start_time.is_some() && a.end_time.is_some(),
+                a.phase.as_known().unwrap(),
+                a.error_info.as_option().map(|e| e.message.clone()),
+                a.start_time.is_set() && a.end_time.is_set(),
             )
         })
         .collect();
@@ -726,38 +745,95 @@ fn user_retries_run_new_attempts_until_they_are_used_up() {
     );
 
     // One retry is not enough for a command that always fails: FAILED after 2 attempts.
-    let mut hopeless = request("hopeless", &["false"], &[]);
-    hopeless.task_spec.as_mut().unwrap().task_template.metadata =
-        Some(serde_json::json!({"retries": {"retries": 1}}));
+    let hopeless = with_metadata(
+        request("hopeless", &["false"], &[]),
+        serde_json::json!({"retries": {"retries": 1}}),
+    );
     sandbox.create(&hopeless).unwrap();
     let failed = sandbox.wait_for("hopeless", ActionPhase::is_terminal);
     assert_eq!(
-        (failed.status.phase, failed.status.attempts),
+        (phase_of(&failed), failed.status.attempts),
         (ActionPhase::Failed, 2)
     );
-    assert!(failed.error_info.unwrap().message.contains("2 attempt"));
+    assert!(error_of(&failed).unwrap().message.contains("2 attempt"));
 
-    let mut greedy = request("greedy", &["true"], &[]);
-    greedy.task_spec.as_mut().unwrap().task_template.metadata =
-        Some(serde_json::json!({"retries": {"retries": 1000}}));
+    let greedy = with_metadata(
+        request("greedy", &["true"], &[]),
+        serde_json::json!({"retries": {"retries": 1000}}),
+    );
     assert_eq!(
         sandbox.create(&greedy).unwrap_err().code,
         Code::InvalidArgument
     );
     // An action name other than a0 is not found.
-    let request = GetActionDetailsRequest {
-        action_id: ActionIdentifier {
-            run: run_id("flaky"),
-            name: "a1".into(),
-        },
-    };
-    let err = sandbox
-        .runtime
-        .block_on(sandbox.client.unary::<_, GetActionDetailsResponse>(
-            RUN_SERVICE,
-            "GetActionDetails",
-            &request,
-        ))
-        .unwrap_err();
+    let err = sandbox.details_of("flaky", "a1").unwrap_err();
     assert_eq!(err.code, Code::NotFound);
+}
+
+/// `WatchRuns`: the project's runs first, then each run whose summary changed (not the others
+/// again), for as long as the caller listens; a target the sandbox does not scope by is refused.
+#[test]
+fn watch_runs_sends_the_project_then_each_change() {
+    let sandbox = start();
+    sandbox.create(&request("before", &["true"], &[])).unwrap();
+    sandbox.wait_for("before", ActionPhase::is_terminal);
+    let watching = sandbox
+        .client
+        .connect_streaming(RunServiceClient::new)
+        .unwrap();
+    let project = ProjectIdentifier {
+        domain: "development".into(),
+        name: "flytesnacks".into(),
+        ..Default::default()
+    };
+    let phases = sandbox.runtime.block_on(async {
+        let mut stream = watching
+            .watch_runs(workflow::WatchRunsRequest {
+                target: Some(project.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let first = stream.message().await.unwrap().unwrap().to_owned_message();
+        let names: Vec<_> = first
+            .runs
+            .iter()
+            .map(|r| r.action.id.run.name.clone())
+            .collect();
+        assert_eq!(names, ["before"]);
+        sandbox
+            .runs()
+            .create_run(request("after", &["sh", "-c", "sleep 0.2"], &[]))
+            .await
+            .owned()
+            .unwrap();
+        let mut phases = Vec::new();
+        // Bounded: the run ends in about 0.2 s, a handful of changes.
+        for _ in 0..50 {
+            let message = stream.message().await.unwrap().unwrap().to_owned_message();
+            for run in &message.runs {
+                assert_eq!(run.action.id.run.name, "after", "{message:?}");
+                phases.push(run.action.status.phase.as_known().unwrap());
+            }
+            if phases.last().is_some_and(ActionPhase::is_terminal) {
+                break;
+            }
+        }
+        phases
+    });
+    assert_eq!(phases.last(), Some(&ActionPhase::Succeeded), "{phases:?}");
+
+    let refused = sandbox.runtime.block_on(async {
+        let request = workflow::WatchRunsRequest {
+            target: Some(workflow::watch_runs_request::Target::Org("o".into())),
+            ..Default::default()
+        };
+        match watching.watch_runs(request).await {
+            Err(e) => e,
+            Ok(mut stream) => stream.message().await.map(|_| ()).unwrap_err(),
+        }
+    });
+    let refused = ApiError::from(refused);
+    assert_eq!(refused.code, Code::InvalidArgument, "{refused}");
+    assert!(refused.message.contains("projectId"), "{refused}");
 }

@@ -1,18 +1,25 @@
-//! A stand-in for the parts of a Flyte control plane that flyte-api and flyte-auth talk to, on
-//! 127.0.0.1 (real HTTP, real axum): the OAuth2 token endpoint (client credentials, HTTP Basic),
-//! `AuthMetadataService`, the well-known OAuth2 document, the API-key service our sandbox serves,
-//! and a few `test.Echo` methods for protocol tests (a protected unary call, failures, streams).
+//! A stand-in for the auth parts of a Flyte deployment that is not our sandbox, on 127.0.0.1:
+//! an OAuth2 token endpoint (client credentials, HTTP Basic; it insists on the scopes and
+//! audience the public client config names), `AuthMetadataService` that names another token
+//! header (`flyte-authorization`), the well-known OAuth2 document, and the API-key service our
+//! sandbox serves (`ListApiKeys` is the call that needs that token). The Connect services are the generated flyteidl2 (and flyterun) servers on
+//! connectrpc; the token endpoint and the well-known document are plain axum routes.
+
+// The generated traits return `impl Future`; `async fn` refines that, as connectrpc documents.
+#![allow(refining_impl_trait)]
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64ct::{Base64, Base64UrlUnpadded, Encoding};
+use connectrpc::{ConnectError, RequestContext, ServiceRequest, ServiceResult};
+use flyte_idl::flyteidl2::auth;
+use flyte_idl::flyterun::sandbox::v1 as own;
 use serde_json::{Value, json};
 
 /// The client id the token endpoint always accepts.
@@ -27,6 +34,7 @@ struct Plane {
     /// Answer `AuthMetadataService` with `unimplemented`, so clients fall back to the well-known
     /// document.
     no_metadata_service: Mutex<bool>,
+    /// Tokens the plane minted and has not forgotten.
     valid_tokens: Mutex<HashSet<String>>,
     /// API keys created through the service: client id -> (name, secret).
     api_keys: Mutex<HashMap<String, (String, String)>>,
@@ -42,15 +50,6 @@ fn jwt(exp: u64, nonce: usize) -> String {
         part(json!({"alg": "none"})),
         part(json!({"exp": exp, "n": nonce}))
     )
-}
-
-/// The Connect error response for `code` (its wire name and HTTP status).
-fn connect_error(code: &str, status: u16, message: &str) -> Response {
-    (
-        StatusCode::from_u16(status).expect("a valid status"),
-        axum::Json(json!({"code": code, "message": message})),
-    )
-        .into_response()
 }
 
 fn form_decode(s: &str) -> String {
@@ -142,109 +141,165 @@ async fn token(State(plane): State<Arc<Plane>>, headers: HeaderMap, body: String
         .into_response()
 }
 
-async fn oauth2_metadata(State(plane): State<Arc<Plane>>) -> Response {
-    if *plane.no_metadata_service.lock().expect("lock") {
-        return connect_error("unimplemented", 404, "no AuthMetadataService here");
+/// The generated Connect services over the plane's state.
+#[derive(Clone)]
+struct Services(Arc<Plane>);
+
+impl Services {
+    fn metadata_served(&self) -> Result<(), ConnectError> {
+        if *self.0.no_metadata_service.lock().expect("lock") {
+            return Err(ConnectError::unimplemented("no AuthMetadataService here"));
+        }
+        Ok(())
     }
-    let base = plane.base.lock().expect("lock").clone();
-    axum::Json(json!({"issuer": base, "tokenEndpoint": format!("{base}/oauth2/token"), "grantTypesSupported": ["client_credentials"]}))
-        .into_response()
+
+    /// A valid token in `flyte-authorization`, the header this plane's client config names.
+    fn caller(&self, ctx: &RequestContext) -> Result<(), ConnectError> {
+        let presented = ctx
+            .headers()
+            .get("flyte-authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if self
+            .0
+            .valid_tokens
+            .lock()
+            .expect("lock")
+            .contains(presented)
+        {
+            Ok(())
+        } else {
+            Err(ConnectError::unauthenticated(
+                "token missing, expired or revoked",
+            ))
+        }
+    }
 }
 
-async fn public_client_config(State(plane): State<Arc<Plane>>) -> Response {
-    if *plane.no_metadata_service.lock().expect("lock") {
-        return connect_error("unimplemented", 404, "no AuthMetadataService here");
+impl auth::AuthMetadataService for Services {
+    async fn get_o_auth2_metadata(
+        &self,
+        _ctx: RequestContext,
+        _request: ServiceRequest<'_, auth::GetOAuth2MetadataRequest>,
+    ) -> ServiceResult<auth::GetOAuth2MetadataResponse> {
+        self.metadata_served()?;
+        let base = self.0.base.lock().expect("lock").clone();
+        connectrpc::Response::ok(auth::GetOAuth2MetadataResponse {
+            issuer: base.clone(),
+            token_endpoint: format!("{base}/oauth2/token"),
+            grant_types_supported: vec!["client_credentials".to_owned()],
+            ..Default::default()
+        })
     }
-    axum::Json(json!({"clientId": "flytectl", "scopes": ["all", "offline"], "audience": "flyte-aud", "authorizationMetadataKey": "flyte-authorization"}))
-        .into_response()
+
+    async fn get_public_client_config(
+        &self,
+        _ctx: RequestContext,
+        _request: ServiceRequest<'_, auth::GetPublicClientConfigRequest>,
+    ) -> ServiceResult<auth::GetPublicClientConfigResponse> {
+        self.metadata_served()?;
+        connectrpc::Response::ok(auth::GetPublicClientConfigResponse {
+            client_id: "flytectl".to_owned(),
+            scopes: vec!["all".to_owned(), "offline".to_owned()],
+            audience: "flyte-aud".to_owned(),
+            authorization_metadata_key: "flyte-authorization".to_owned(),
+            ..Default::default()
+        })
+    }
+}
+
+impl own::ApiKeyService for Services {
+    async fn create_api_key(
+        &self,
+        _ctx: RequestContext,
+        request: ServiceRequest<'_, own::CreateApiKeyRequest>,
+    ) -> ServiceResult<own::CreateApiKeyResponse> {
+        let name = request.to_owned_message().name;
+        if name.is_empty() {
+            return Err(ConnectError::invalid_argument("name is required"));
+        }
+        let n = self.0.keys_created.fetch_add(1, Ordering::SeqCst);
+        let (client_id, client_secret) = (format!("key-{n}"), format!("key-secret-{n}"));
+        self.0
+            .api_keys
+            .lock()
+            .expect("lock")
+            .insert(client_id.clone(), (name, client_secret.clone()));
+        connectrpc::Response::ok(own::CreateApiKeyResponse {
+            client_id,
+            client_secret,
+            ..Default::default()
+        })
+    }
+
+    async fn get_api_key(
+        &self,
+        _ctx: RequestContext,
+        request: ServiceRequest<'_, own::GetApiKeyRequest>,
+    ) -> ServiceResult<own::GetApiKeyResponse> {
+        let client_id = request.to_owned_message().client_id;
+        let name = self
+            .0
+            .api_keys
+            .lock()
+            .expect("lock")
+            .get(&client_id)
+            .map(|(name, _)| name.clone());
+        match name {
+            Some(name) => connectrpc::Response::ok(own::GetApiKeyResponse {
+                key: buffa::MessageField::some(own::ApiKey {
+                    client_id,
+                    name,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            None => Err(ConnectError::not_found("no such API key")),
+        }
+    }
+
+    async fn delete_api_key(
+        &self,
+        _ctx: RequestContext,
+        _request: ServiceRequest<'_, own::DeleteApiKeyRequest>,
+    ) -> ServiceResult<own::DeleteApiKeyResponse> {
+        Err(ConnectError::unimplemented(
+            "this stand-in does not delete keys",
+        ))
+    }
+
+    /// The one call that needs a token: the keys, by client id.
+    async fn list_api_keys(
+        &self,
+        ctx: RequestContext,
+        _request: ServiceRequest<'_, own::ListApiKeysRequest>,
+    ) -> ServiceResult<own::ListApiKeysResponse> {
+        self.caller(&ctx)?;
+        let mut keys: Vec<own::ApiKey> = self
+            .0
+            .api_keys
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(client_id, (name, _))| own::ApiKey {
+                client_id: client_id.clone(),
+                name: name.clone(),
+                ..Default::default()
+            })
+            .collect();
+        keys.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        connectrpc::Response::ok(own::ListApiKeysResponse {
+            keys,
+            ..Default::default()
+        })
+    }
 }
 
 async fn well_known(State(plane): State<Arc<Plane>>) -> Response {
     let base = plane.base.lock().expect("lock").clone();
     axum::Json(json!({"issuer": base, "token_endpoint": format!("{base}/oauth2/token")}))
         .into_response()
-}
-
-fn json_body(body: &[u8]) -> Value {
-    serde_json::from_slice(body).unwrap_or(Value::Null)
-}
-
-async fn create_api_key(State(plane): State<Arc<Plane>>, body: Bytes) -> Response {
-    let name = json_body(&body)["name"].as_str().unwrap_or("").to_owned();
-    if name.is_empty() {
-        return connect_error("invalid_argument", 400, "name is required");
-    }
-    let n = plane.keys_created.fetch_add(1, Ordering::SeqCst);
-    let (client_id, secret) = (format!("key-{n}"), format!("key-secret-{n}"));
-    plane
-        .api_keys
-        .lock()
-        .expect("lock")
-        .insert(client_id.clone(), (name, secret.clone()));
-    axum::Json(json!({"clientId": client_id, "clientSecret": secret})).into_response()
-}
-
-async fn get_api_key(State(plane): State<Arc<Plane>>, body: Bytes) -> Response {
-    let id = json_body(&body)["clientId"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
-    match plane.api_keys.lock().expect("lock").get(&id) {
-        Some((name, _)) => axum::Json(json!({"clientId": id, "name": name})).into_response(),
-        None => connect_error("not_found", 404, "no such API key"),
-    }
-}
-
-/// A protected unary method: echoes `{"said": <request>}` for a valid token in
-/// `flyte-authorization`.
-async fn protected(State(plane): State<Arc<Plane>>, headers: HeaderMap, body: Bytes) -> Response {
-    let presented = headers
-        .get("flyte-authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !plane.valid_tokens.lock().expect("lock").contains(presented) {
-        return connect_error("unauthenticated", 401, "token missing, expired or revoked");
-    }
-    axum::Json(json!({"said": json_body(&body)})).into_response()
-}
-
-async fn fail(body: Bytes) -> Response {
-    match json_body(&body)["how"].as_str().unwrap_or("") {
-        "not_found" => connect_error("not_found", 404, "run r-1 not found"),
-        "already_exists" => connect_error("already_exists", 409, "run r-1 already exists"),
-        "proxy" => (StatusCode::BAD_GATEWAY, "<html>bad gateway</html>").into_response(),
-        _ => (StatusCode::OK, "not json").into_response(),
-    }
-}
-
-/// Frame one Connect envelope.
-fn envelope(flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![flags];
-    out.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// A server stream of `{"n": i}` messages; the request's `end` says how it ends: `ok`, `error`
-/// (an `aborted` error in the end-of-stream envelope) or anything else (cut short).
-async fn stream(body: Bytes) -> Response {
-    let request = json_body(body.get(5..).unwrap_or_default());
-    let mut out = Vec::new();
-    for n in 0..3 {
-        out.extend(envelope(0, json!({"n": n}).to_string().as_bytes()));
-    }
-    match request["end"].as_str().unwrap_or("") {
-        "ok" => out.extend(envelope(2, b"{}")),
-        "error" => out.extend(envelope(
-            2,
-            json!({"error": {"code": "aborted", "message": "run aborted"}})
-                .to_string()
-                .as_bytes(),
-        )),
-        _ => {}
-    }
-    ([("content-type", "application/connect+json")], out).into_response()
 }
 
 /// A running control plane. Stopped when dropped (its runtime goes with it).
@@ -270,29 +325,16 @@ impl ControlPlane {
             .build()
             .expect("a tokio runtime");
         let plane = Arc::new(Plane::default());
+        let services = Arc::new(Services(Arc::clone(&plane)));
+        let connect = connectrpc::Router::new();
+        let connect =
+            <Services as auth::AuthMetadataServiceExt>::register(Arc::clone(&services), connect);
+        let connect = <Services as own::ApiKeyServiceExt>::register(services, connect);
         let app = axum::Router::new()
             .route("/oauth2/token", post(token))
-            .route(
-                "/flyteidl2.auth.AuthMetadataService/GetOAuth2Metadata",
-                post(oauth2_metadata),
-            )
-            .route(
-                "/flyteidl2.auth.AuthMetadataService/GetPublicClientConfig",
-                post(public_client_config),
-            )
             .route("/.well-known/oauth-authorization-server", get(well_known))
-            .route(
-                "/flyterun.sandbox.v1.ApiKeyService/CreateApiKey",
-                post(create_api_key),
-            )
-            .route(
-                "/flyterun.sandbox.v1.ApiKeyService/GetApiKey",
-                post(get_api_key),
-            )
-            .route("/test.Echo/Protected", post(protected))
-            .route("/test.Echo/Fail", post(fail))
-            .route("/test.Echo/Stream", post(stream))
-            .with_state(Arc::clone(&plane));
+            .with_state(Arc::clone(&plane))
+            .fallback_service(connect.into_axum_service());
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind 127.0.0.1");

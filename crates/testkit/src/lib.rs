@@ -8,7 +8,8 @@
 //! - [`Sshd`]: the system OpenSSH server on 127.0.0.1 with a throwaway host key and a matching
 //!   client config that pins that key. Stopped by pid when dropped, also when the test panics.
 //! - [`ReadOnlyDir`]: make a directory unwritable even for root, and writable again on drop.
-//! - [`control_plane::ControlPlane`]: an axum stand-in for a Flyte control plane's auth parts.
+//! - [`control_plane::ControlPlane`]: a stand-in for the auth parts of a Flyte deployment that is
+//!   not our sandbox (generated Connect servers, another token header).
 //!
 //! This crate panics instead of returning errors: it is only used by tests, and a panic with a
 //! clear message is the most useful failure there.

@@ -1,6 +1,7 @@
 //! Helpers shared by the test files that talk to flyte-testkit's control plane.
 
-use flyte_api::{Endpoint, HttpClient, Secret};
+use flyte_api::idl::flyterun::sandbox::v1 as own;
+use flyte_api::{Answer, ApiError, Client, Endpoint, HttpClient, Secret};
 use flyte_auth::{AuthConfig, ClientCredentials};
 use flyte_testkit::control_plane::{CLIENT_ID, CLIENT_SECRET, ControlPlane};
 
@@ -22,4 +23,13 @@ pub(crate) fn credentials(
         endpoint(plane).authority(),
         cache,
     )
+}
+
+/// The plane's one call that needs a token.
+pub(crate) async fn list_keys(client: &Client) -> Result<own::ListApiKeysResponse, ApiError> {
+    client
+        .connect(own::ApiKeyServiceClient::new)?
+        .list_api_keys(own::ListApiKeysRequest::default())
+        .await
+        .owned()
 }

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flyte_api::types::{
-    AbortRunRequest, AbortRunResponse, ActionDetails, ActionPhase, Container, CreateRunRequest,
-    CreateRunResponse, Envs, KeyValuePair, RunIdentifier, RunSpec, TaskSpec, TaskTemplate,
-    services::RUN_SERVICE,
+use buffa::{EnumValue, Enumeration, MessageField};
+use flyte_api::idl::flyteidl2::common::{ActionPhase, RunIdentifier};
+use flyte_api::idl::flyteidl2::core::task_template;
+use flyte_api::idl::flyteidl2::workflow::{
+    self, AbortRunRequest, ActionDetails, CreateRunRequest, action_details, create_run_request,
 };
-use flyte_api::{Client, Endpoint};
+use flyte_api::{ActionPhaseExt, Answer, Client, Endpoint};
 use rhai::{Array, Dynamic, Map, Module, NativeCallContext};
 
 use super::Host;
@@ -38,10 +39,10 @@ fn connect(host: &Host) -> Result<(Endpoint, Client), String> {
 
 fn run_id(name: &str, project: Option<String>, domain: Option<String>) -> RunIdentifier {
     RunIdentifier {
-        org: String::new(),
         project: project.unwrap_or_else(|| DEFAULT_PROJECT.to_owned()),
         domain: domain.unwrap_or_else(|| DEFAULT_DOMAIN.to_owned()),
         name: name.to_owned(),
+        ..Default::default()
     }
 }
 
@@ -50,8 +51,10 @@ fn dry_run_launch(id: &RunIdentifier, request: &CreateRunRequest) -> Map {
     // Names only: environment values may be secrets.
     let env_names: Vec<&str> = request
         .run_spec
+        .as_option()
+        .and_then(|s| s.envs.as_option())
         .iter()
-        .flat_map(|s| s.envs.iter().flat_map(|e| &e.values))
+        .flat_map(|e| &e.values)
         .map(|kv| kv.key.as_str())
         .collect();
     println!(
@@ -59,12 +62,7 @@ fn dry_run_launch(id: &RunIdentifier, request: &CreateRunRequest) -> Map {
         id.project,
         id.domain,
         id.name,
-        request
-            .task_spec
-            .as_ref()
-            .and_then(|t| t.task_template.container.as_ref())
-            .map(|c| c.command.clone())
-            .unwrap_or_default(),
+        launched_command(request),
         env_names
     );
     let mut run = Map::new();
@@ -111,42 +109,30 @@ fn launch(ctx: &NativeCallContext<'_>, host: &Host, spec: &Map) -> ScriptResult<
             .try_cast::<Map>()
             .ok_or_else(|| script_err(ctx, "runs::launch: `env` must be a map"))?;
         for (key, value) in map {
-            env.push(KeyValuePair {
-                key: key.to_string(),
-                value: value.to_string(),
-            });
+            env.push((key.to_string(), value.to_string()));
         }
     }
     let id = run_id(&name, opts.string("project")?, opts.string("domain")?);
-    let request = CreateRunRequest {
-        run_id: Some(id.clone()),
-        task_spec: Some(TaskSpec {
-            task_template: TaskTemplate {
-                task_type: "container".to_owned(),
-                container: Some(Container {
-                    command,
-                    ..Container::default()
-                }),
-                ..TaskTemplate::default()
-            },
-            short_name: String::new(),
-        }),
-        run_spec: Some(RunSpec {
-            envs: Some(Envs { values: env }),
-            ..RunSpec::default()
-        }),
-        ..CreateRunRequest::default()
-    };
+    let request = flyte_api::request::create_run(
+        id.clone(),
+        flyte_api::request::container_task(command, []),
+        env,
+    );
     if host.dry_run {
         return Ok(dry_run_launch(&id, &request));
     }
     let (endpoint, client) = connect(host).map_err(|e| script_err(ctx, e))?;
-    let created: CreateRunResponse = host
-        .block_on(client.unary(RUN_SERVICE, "CreateRun", &request))
+    let runs = client
+        .connect(workflow::RunServiceClient::new)
+        .map_err(|e| script_err(ctx, e.to_string()))?;
+    let created = host
+        .block_on(runs.create_run(request))
+        .owned()
         .map_err(|e| script_err(ctx, format!("runs::launch {name:?}: {e}")))?;
+    let action_id = &created.run.action.id;
     let mut run = Map::new();
-    run.insert("name".into(), created.run.action.id.run.name.clone().into());
-    run.insert("action".into(), created.run.action.id.name.clone().into());
+    run.insert("name".into(), action_id.run.name.clone().into());
+    run.insert("action".into(), action_id.name.clone().into());
     run.insert(
         "url".into(),
         format!(
@@ -178,13 +164,33 @@ fn fetch(
 }
 
 /// Phases in the order a run moves through them: reaching a later one passes an earlier target.
-fn progress(phase: &ActionPhase) -> u8 {
-    match phase {
-        ActionPhase::Queued | ActionPhase::Unspecified | ActionPhase::Unknown(_) => 0,
-        ActionPhase::WaitingForResources => 1,
-        ActionPhase::Initializing => 2,
-        ActionPhase::Running | ActionPhase::Paused => 3,
-        _ => 4,
+fn progress(phase: EnumValue<ActionPhase>) -> u8 {
+    match phase.as_known() {
+        None | Some(ActionPhase::Queued | ActionPhase::Unspecified) => 0,
+        Some(ActionPhase::WaitingForResources) => 1,
+        Some(ActionPhase::Initializing) => 2,
+        Some(ActionPhase::Running | ActionPhase::Paused) => 3,
+        Some(_) => 4,
+    }
+}
+
+/// An enum value as scripts see it: its proto name, or its number when this version does not
+/// know it.
+fn enum_name<E: Enumeration>(value: EnumValue<E>) -> String {
+    value
+        .as_known()
+        .map_or_else(|| value.to_i32().to_string(), |v| v.proto_name().to_owned())
+}
+
+/// The command a launch request runs (for the dry-run line).
+fn launched_command(request: &CreateRunRequest) -> Vec<String> {
+    let template = match &request.task {
+        Some(create_run_request::Task::TaskSpec(spec)) => spec.task_template.as_option(),
+        _ => None,
+    };
+    match template.and_then(|t| t.target.as_ref()) {
+        Some(task_template::Target::Container(c)) => c.command.clone(),
+        _ => Vec::new(),
     }
 }
 
@@ -208,9 +214,8 @@ fn wait(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> Scri
         .string("phase")?
         .unwrap_or_else(|| "RUNNING".to_owned())
         .to_ascii_uppercase();
-    let target = serde_json::from_value::<ActionPhase>(serde_json::Value::String(format!("ACTION_PHASE_{target_name}")))
-        .ok()
-        .filter(|p| !matches!(p, ActionPhase::Unknown(_)))
+    let target = ActionPhase::from_proto_name(&format!("ACTION_PHASE_{target_name}"))
+        .map(EnumValue::from)
         .ok_or_else(|| script_err(ctx, format!("runs::wait: unknown phase {target_name:?}; use QUEUED, RUNNING, SUCCEEDED, FAILED, ABORTED ...")))?;
     let (timeout, poll) = (
         host.bound(opts.seconds("timeout")?.unwrap_or(DEFAULT_TIMEOUT)),
@@ -235,9 +240,9 @@ fn wait(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> Scri
         let phase = details.status.phase;
         if phase == target
             || phase.is_terminal()
-            || (!target.is_terminal() && progress(&phase) >= progress(&target))
+            || (!target.is_terminal() && progress(phase) >= progress(target))
         {
-            return Ok(phase.short_name().to_owned());
+            return Ok(phase.short_name());
         }
         if started.elapsed() >= timeout {
             return Err(script_err(
@@ -259,7 +264,7 @@ fn details(ctx: &NativeCallContext<'_>, host: &Host, run: &str, action: &str) ->
     let (_, client) = connect(host).map_err(|e| script_err(ctx, e))?;
     let d =
         fetch(host, &client, &run_id(run, None, None), action).map_err(|e| script_err(ctx, e))?;
-    Ok(details_map(d))
+    Ok(details_map(&d))
 }
 
 /// `runs::find(run) -> details map, or () when there is no such run`
@@ -283,34 +288,30 @@ fn find(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<Dyn
             DEFAULT_ACTION,
         ))
         .map_err(|e| script_err(ctx, e))?;
-    Ok(found.map_or(Dynamic::UNIT, |d| details_map(d).into()))
+    Ok(found.map_or(Dynamic::UNIT, |d| details_map(&d).into()))
 }
 
-fn details_map(d: ActionDetails) -> Map {
+fn details_map(d: &ActionDetails) -> Map {
     let mut map = Map::new();
-    map.insert(
-        "phase".into(),
-        d.status.phase.short_name().to_owned().into(),
-    );
+    map.insert("phase".into(), d.status.phase.short_name().into());
     map.insert("terminal".into(), d.status.phase.is_terminal().into());
     map.insert(
         "attempts".into(),
         Dynamic::from(i64::from(d.status.attempts)),
     );
-    map.insert(
-        "error".into(),
-        d.error_info.map_or(Dynamic::UNIT, |e| {
+    let (error, abort_reason) = match &d.result {
+        Some(action_details::Result::ErrorInfo(e)) => {
             let mut error = Map::new();
-            error.insert("message".into(), e.message.into());
-            error.insert("code".into(), e.code.into());
-            error.insert("kind".into(), e.kind.as_str().to_owned().into());
-            error.into()
-        }),
-    );
-    map.insert(
-        "abort_reason".into(),
-        d.abort_info.map_or(Dynamic::UNIT, |a| a.reason.into()),
-    );
+            error.insert("message".into(), e.message.clone().into());
+            error.insert("code".into(), e.code.clone().into());
+            error.insert("kind".into(), enum_name(e.kind).into());
+            (error.into(), Dynamic::UNIT)
+        }
+        Some(action_details::Result::AbortInfo(a)) => (Dynamic::UNIT, a.reason.clone().into()),
+        _ => (Dynamic::UNIT, Dynamic::UNIT),
+    };
+    map.insert("error".into(), error);
+    map.insert("abort_reason".into(), abort_reason);
     let links: Array = d
         .attempts
         .iter()
@@ -319,7 +320,7 @@ fn details_map(d: ActionDetails) -> Map {
             let mut link = Map::new();
             link.insert("uri".into(), l.uri.clone().into());
             link.insert("name".into(), l.name.clone().into());
-            link.insert("type".into(), l.link_type.as_str().to_owned().into());
+            link.insert("type".into(), enum_name(l.link_type).into());
             link.insert("ready".into(), l.ready.into());
             Dynamic::from(link)
         })
@@ -335,10 +336,15 @@ fn abort(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<()
     }
     let (_, client) = connect(host).map_err(|e| script_err(ctx, e))?;
     let request = AbortRunRequest {
-        run_id: run_id(run, None, None),
+        run_id: MessageField::some(run_id(run, None, None)),
         reason: Some("aborted by a flyte-run playbook".to_owned()),
+        ..Default::default()
     };
-    host.block_on(client.unary::<_, AbortRunResponse>(RUN_SERVICE, "AbortRun", &request))
+    let runs = client
+        .connect(workflow::RunServiceClient::new)
+        .map_err(|e| script_err(ctx, e.to_string()))?;
+    host.block_on(runs.abort_run(request))
+        .owned()
         .map(|_| ())
         .map_err(|e| script_err(ctx, format!("runs::abort {run:?}: {e}")))
 }
