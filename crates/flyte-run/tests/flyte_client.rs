@@ -75,8 +75,10 @@ fn flytes_own_client_reads_watches_tails_and_aborts_a_sandbox_run() {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{}: stderr {:?}, stdout {:?}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
     );
     let got: Value = serde_json::from_slice(&out.stdout).unwrap();
     let expected = [

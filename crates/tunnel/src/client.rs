@@ -126,7 +126,6 @@ pub async fn connect(options: &ClientOptions) -> Result<Socket> {
 /// side answers its readiness `200 ok`; anything that is not one OpenSSH public-key line counts as
 /// none). Errors are for routes that cannot be reached or refuse the token.
 pub async fn fetch_host_key(options: &ClientOptions) -> Result<Option<String>> {
-    use tokio::io::AsyncWriteExt;
     let url = normalize_url(&options.url)?;
     let bad = |reason: &str| TunnelError::BadUrl {
         url: options.url.clone(),
@@ -147,10 +146,6 @@ pub async fn fetch_host_key(options: &ClientOptions) -> Result<Option<String>> {
         .trim_end_matches(']')
         .to_owned();
     let address = (bare_host.clone(), port);
-    let mut head = format!(
-        "GET {path}{separator}{} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n",
-        crate::bridge::HOST_KEY_QUERY
-    );
     for header in &options.headers {
         if header.name.contains(['\r', '\n']) || header.value.contains(['\r', '\n']) {
             return Err(TunnelError::LocalFile {
@@ -160,32 +155,39 @@ pub async fn fetch_host_key(options: &ClientOptions) -> Result<Option<String>> {
                     .to_owned(),
             });
         }
-        for part in [header.name.as_str(), ": ", header.value.as_str(), "\r\n"] {
-            head.push_str(part);
-        }
     }
-    head.push_str("\r\n");
+    let mut request = tungstenite::http::Request::get(format!(
+        "{path}{separator}{}",
+        crate::bridge::HOST_KEY_QUERY
+    ))
+    .header("host", authority)
+    .header("connection", "close");
+    for header in &options.headers {
+        request = request.header(header.name.as_str(), header.value.as_str());
+    }
+    let request = request
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .map_err(|e| TunnelError::LocalFile {
+            what: "the headers",
+            path: PathBuf::new(),
+            reason: format!("not a valid HTTP request: {e}"),
+        })?;
     let exchange = async {
         let tcp = TcpStream::connect(address.clone()).await?;
-        let response;
         if secure {
             let config = tls::client_config(options.extra_ca.as_deref())
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             let name = rustls::pki_types::ServerName::try_from(bare_host.clone())
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let mut stream = tokio_rustls::TlsConnector::from(config)
+            let stream = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp)
                 .await?;
-            stream.write_all(head.as_bytes()).await?;
-            response = read_response(&mut stream).await?;
+            exchange_once(stream, request).await
         } else {
-            let mut stream = tcp;
-            stream.write_all(head.as_bytes()).await?;
-            response = read_response(&mut stream).await?;
+            exchange_once(tcp, request).await
         }
-        Ok::<_, std::io::Error>(response)
     };
-    let response = match tokio::time::timeout(options.connect_timeout, exchange).await {
+    let (status, body) = match tokio::time::timeout(options.connect_timeout, exchange).await {
         Err(_) => {
             return Err(TunnelError::RouteNotServing {
                 detail: format!("no answer within {} s", options.connect_timeout.as_secs()),
@@ -196,23 +198,18 @@ pub async fn fetch_host_key(options: &ClientOptions) -> Result<Option<String>> {
                 detail: e.to_string(),
             });
         }
-        Ok(Ok(response)) => response,
+        Ok(Ok(answer)) => answer,
     };
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut parsed = httparse::Response::new(&mut headers);
-    let Ok(httparse::Status::Complete(body_at)) = parsed.parse(&response) else {
-        return Ok(None);
-    };
-    match parsed.code {
-        Some(401 | 403) => {
-            return Err(TunnelError::AuthRefused {
-                status: parsed.code.unwrap_or(401),
-            });
-        }
-        Some(200) => {}
+    match status {
+        401 | 403 => return Err(TunnelError::AuthRefused { status }),
+        200 => {}
         _ => return Ok(None),
     }
-    let body = String::from_utf8_lossy(&response[body_at..]);
+    let Some(body) = body else {
+        // Longer than any key: not one.
+        return Ok(None);
+    };
+    let body = String::from_utf8_lossy(&body);
     let line = body.trim();
     let looks_like_a_key = line.lines().count() == 1
         && line.split_whitespace().count() >= 2
@@ -223,40 +220,46 @@ pub async fn fetch_host_key(options: &ClientOptions) -> Result<Option<String>> {
 /// A host-key answer is one line; anything longer is not one.
 const MAX_HOST_KEY_RESPONSE: usize = 16 * 1024;
 
-/// One HTTP response: its head and, when it names a `Content-Length`, that many body bytes
-/// (a keep-alive server that ignores `Connection: close` does not hold us), else up to EOF.
-/// An EOF without TLS's `close_notify` after a whole response is still that response.
-async fn read_response<S: tokio::io::AsyncRead + Unpin>(
-    stream: &mut S,
-) -> std::io::Result<Vec<u8>> {
-    use tokio::io::AsyncReadExt;
-    let mut response = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
+/// One request on a fresh HTTP/1.1 connection (hyper reads the answer's framing: a
+/// `Content-Length`, chunks, or up to EOF; a keep-alive server does not hold us once the body
+/// is complete): the status, and the body unless it is longer than any host key.
+async fn exchange_once<S>(
+    stream: S,
+    request: tungstenite::http::Request<http_body_util::Empty<hyper::body::Bytes>>,
+) -> std::io::Result<(u16, Option<Vec<u8>>)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+    // The connection is driven here, beside the request: it ends with this exchange.
+    let drive = async move {
+        let _ = connection.await;
+    };
+    let ask = async move {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(std::io::Error::other)?;
+        let status = response.status().as_u16();
+        let body = http_body_util::Limited::new(response.into_body(), MAX_HOST_KEY_RESPONSE)
+            .collect()
+            .await
+            .ok()
+            .map(|collected| collected.to_bytes().to_vec());
+        Ok::<_, std::io::Error>((status, body))
+    };
+    tokio::pin!(drive);
+    tokio::pin!(ask);
+    let mut driven = false;
     loop {
-        let n = match stream.read(&mut chunk).await {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => 0,
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
-            return Ok(response);
-        }
-        response.extend_from_slice(&chunk[..n]);
-        if response.len() > MAX_HOST_KEY_RESPONSE {
-            return Ok(response);
-        }
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut parsed = httparse::Response::new(&mut headers);
-        if let Ok(httparse::Status::Complete(body_at)) = parsed.parse(&response) {
-            let length = parsed
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok())
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            if length.is_some_and(|length| response.len() >= body_at + length) {
-                return Ok(response);
-            }
+        tokio::select! {
+            answer = &mut ask => return answer,
+            // A connection that ends first has handed over what it read; the answer follows.
+            () = &mut drive, if !driven => driven = true,
         }
     }
 }

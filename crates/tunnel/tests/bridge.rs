@@ -419,38 +419,64 @@ fn the_host_key_is_served_to_token_holders_and_fetched_by_the_client() {
     assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
 }
 
-/// A server that keeps the connection open after a complete answer (ignoring
-/// `Connection: close`) still gives its key: the client stops at `Content-Length`.
+/// Whatever framing the server picks, the key is read: a `Content-Length` answer or a chunked
+/// one from a server that keeps the connection open (ignoring `Connection: close`), or an
+/// answer that ends when the server closes.
 #[test]
-fn a_keep_alive_answer_is_read_to_its_length_not_to_eof() {
+fn host_key_answers_are_read_in_every_http_framing() {
     const KEY: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut head = [0u8; 1024];
-        let _ = stream.read(&mut head).unwrap();
-        let body = format!("{KEY}\n");
-        write!(
-            stream,
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        // Hold the connection until the client has gone.
-        let mut rest = [0u8; 16];
-        let _ = stream.read(&mut rest);
-    });
+    let body = format!("{KEY}\n");
+    let (first, rest) = body.split_at(20);
+    // (framing, the raw answer, whether the server holds the connection open afterwards)
+    let cases = [
+        (
+            "content-length, kept open",
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+            true,
+        ),
+        (
+            "chunked, kept open",
+            format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n{:x}\r\n{rest}\r\n0\r\n\r\n",
+                first.len(),
+                rest.len()
+            ),
+            true,
+        ),
+        (
+            "until close",
+            format!("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{body}"),
+            false,
+        ),
+    ];
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut options = ClientOptions::new(format!("ws://{address}/route"));
-    options.connect_timeout = Duration::from_secs(20);
-    let key = runtime
-        .block_on(flyte_tunnel::client::fetch_host_key(&options))
-        .unwrap();
-    assert_eq!(key.as_deref(), Some(KEY));
-    server.join().unwrap();
+    for (framing, answer, hold) in cases {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut head = [0u8; 1024];
+            let _ = stream.read(&mut head).unwrap();
+            stream.write_all(answer.as_bytes()).unwrap();
+            if hold {
+                // Hold the connection until the client has gone.
+                let mut rest = [0u8; 16];
+                let _ = stream.read(&mut rest);
+            }
+        });
+        let mut options = ClientOptions::new(format!("ws://{address}/route"));
+        options.connect_timeout = Duration::from_secs(20);
+        let key = runtime
+            .block_on(flyte_tunnel::client::fetch_host_key(&options))
+            .unwrap();
+        assert_eq!(key.as_deref(), Some(KEY), "{framing}");
+        server.join().unwrap();
+    }
 }

@@ -106,13 +106,23 @@ pub(super) fn bearer_token(
     })
 }
 
+/// The `Authorization` header carrying `token`.
+pub(super) fn bearer_header(token: &flyte_api::Secret) -> flyte_tunnel::Header {
+    flyte_tunnel::Header {
+        name: "Authorization".to_owned(),
+        value: format!("Bearer {}", token.expose()),
+    }
+}
+
 impl ScriptToken {
     /// The `Authorization` header carrying this token.
     pub(super) fn header(&self) -> flyte_tunnel::Header {
-        flyte_tunnel::Header {
-            name: "Authorization".to_owned(),
-            value: format!("Bearer {}", self.token.value.expose()),
-        }
+        bearer_header(&self.token.value)
+    }
+
+    /// The token itself.
+    pub(super) fn secret(&self) -> &flyte_api::Secret {
+        &self.token.value
     }
 }
 

@@ -61,8 +61,9 @@ fn connect_options(
     Ok(options)
 }
 
-/// `debug::host_key(uri)`: the key the route publishes, asked with the stored API key's token,
-/// which goes only to the control plane's own host (see `debug::token_may_go_to`).
+/// `debug::host_key(uri)`: the key the route publishes, asked with a token for that route only
+/// where the control plane mints one (our sandbox), else with the stored API key's token; either
+/// goes only to the control plane's own host (see `debug::token_may_go_to`).
 fn route_host_key(host: &Host, uri: &str) -> Result<Dynamic, String> {
     if host.dry_run {
         println!("dry-run: fetch the host key of the debug route {uri}");
@@ -73,8 +74,19 @@ fn route_host_key(host: &Host, uri: &str) -> Result<Dynamic, String> {
     let token = super::auth::bearer_token(host, true, false)?;
     // The URL checked is the URL used (a relative link resolved against the endpoint).
     let url = crate::debug::route_url(uri, &endpoint);
+    let minter = flyte_api::Client::new(&endpoint)
+        .map_err(|e| e.to_string())?
+        .with_tokens(std::sync::Arc::new(flyte_auth::FixedToken(
+            token.secret().clone(),
+        )));
+    let route_token = host
+        .block_on(flyte_auth::create_route_token(&minter, &url))
+        .map_err(|e| format!("cannot get a token for the debug route {uri}: {e}"))?;
     let mut options = flyte_tunnel::client::ClientOptions::new(url.as_str());
-    options.headers = vec![token.header()];
+    options.headers = vec![route_token.map_or_else(
+        || token.header(),
+        |scoped| super::auth::bearer_header(&scoped),
+    )];
     match host.block_on(flyte_tunnel::client::fetch_host_key(&options)) {
         Ok(Some(key)) => Ok(key.into()),
         Ok(None) => Ok(Dynamic::UNIT),
