@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!(
         "GIT_SSH_COMMAND={}",
-        git_ssh_command(Path::new("/etc/.ssh/id_rsa"), &policy)
+        git_ssh_command(Path::new("/etc/.ssh/id_rsa"), &policy)?
     );
     for step in plan(url, Path::new(dest), &init)? {
         println!("{step}");

@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "ssh {} {}",
             config.ssh_host,
-            in_vm(&config.vm, &kubectl_script(&args))
+            in_vm(&config.vm, &kubectl_script(&args)?)?
         );
         return Ok(());
     }

@@ -107,7 +107,8 @@ pub fn clone(
     check_destination(dest)?;
     let steps = plan(url, dest, init)?;
     let existed = dest.exists();
-    let result = run_steps(&steps, &git_ssh_command(&key, host_keys));
+    let ssh_command = git_ssh_command(&key, host_keys)?;
+    let result = run_steps(&steps, &ssh_command);
     if result.is_err() {
         // Leave the destination as it was (missing or empty), so a retry can start over.
         if existed {

@@ -2,8 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use flyte_shell_quote::quote;
-
 use crate::{ConnectionError, Result};
 
 /// What the initializer is asked to do (Polyaxon's `git: {url, revision, flags}`).
@@ -86,17 +84,25 @@ pub fn ssh_url(url: &str) -> String {
 
 /// `GIT_SSH_COMMAND` (git runs it through a shell): the key alone (no agent keys, no prompts),
 /// host keys checked as `policy` says, paths quoted.
-pub fn git_ssh_command(key: &Path, policy: &HostKeyPolicy) -> String {
+pub fn git_ssh_command(key: &Path, policy: &HostKeyPolicy) -> Result<String> {
     let (known_hosts, check) = match policy {
         HostKeyPolicy::Pinned { known_hosts } => (known_hosts, "yes"),
         HostKeyPolicy::LearnFirst { known_hosts } => (known_hosts, "accept-new"),
     };
-    format!(
+    let quote = |word: String| {
+        shlex::try_quote(&word)
+            .map(std::borrow::Cow::into_owned)
+            .map_err(|_| ConnectionError::Key {
+                path: word.clone(),
+                reason: "the path holds a NUL byte, which no shell command can carry".to_owned(),
+            })
+    };
+    Ok(format!(
         "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o {} -o StrictHostKeyChecking={check}",
-        quote(&key.display().to_string()),
+        quote(key.display().to_string())?,
         // ssh splits this value into several files at whitespace unless it is double-quoted.
-        quote(&format!("UserKnownHostsFile=\"{}\"", known_hosts.display()))
-    )
+        quote(format!("UserKnownHostsFile=\"{}\"", known_hosts.display()))?
+    ))
 }
 
 /// Flags the initializer passes on: each with whether it takes a value. Anything else is refused
@@ -387,11 +393,13 @@ mod tests {
                 &HostKeyPolicy::Pinned {
                     known_hosts: kh.clone()
                 }
-            ),
+            )
+            .unwrap(),
             "ssh -i '/etc/.ssh dir/id_rsa' -o IdentitiesOnly=yes -o BatchMode=yes -o 'UserKnownHostsFile=\"/etc/.ssh dir/known_hosts\"' -o StrictHostKeyChecking=yes"
         );
         assert!(
             git_ssh_command(key, &HostKeyPolicy::LearnFirst { known_hosts: kh })
+                .unwrap()
                 .ends_with("StrictHostKeyChecking=accept-new")
         );
     }

@@ -14,6 +14,7 @@ use flyte_api::idl::flyteidl2::common::{ActionIdentifier, RunIdentifier};
 use flyte_api::idl::flyteidl2::core::TaskLog;
 use flyte_api::idl::flyteidl2::workflow::{self, ActionDetails};
 use flyte_api::{ActionDetailsExt, ActionPhaseExt, Answer, Client, Code, Endpoint};
+use flyte_debug_server::settings;
 use flyte_ssh_config::{DebugHost, EditOptions, HostKeyCheck, Outcome};
 use flyte_tunnel::TunnelError;
 use flyte_tunnel::client::ClientOptions;
@@ -578,9 +579,12 @@ pub(crate) fn launch_env(
     extra: impl IntoIterator<Item = (String, String)>,
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
-        ("_F_E_SSH".to_owned(), "1".to_owned()),
-        ("_F_SSH_PK".to_owned(), public_key.trim().to_owned()),
-        ("_F_E_VS".to_owned(), "True".to_owned()),
+        (settings::ENV_ENABLE.to_owned(), "1".to_owned()),
+        (
+            settings::ENV_PUBLIC_KEY.to_owned(),
+            public_key.trim().to_owned(),
+        ),
+        (settings::ENV_VSCODE.to_owned(), "True".to_owned()),
     ];
     for (key, value) in extra {
         match env.iter_mut().find(|(k, _)| *k == key) {

@@ -133,7 +133,7 @@ impl Runner {
         timeout: Duration,
     ) -> Result<Output> {
         tracing::debug!(host = %self.config.ssh_host, vm = %self.config.vm, %script, "runner");
-        let remote = remote::in_vm_for(&self.config.vm, script, timeout.as_secs());
+        let remote = remote::in_vm_for(&self.config.vm, script, timeout.as_secs())?;
         let mut child = self.ssh(remote, input.is_some())?;
         // Stdin has its own task so a command that never reads it, or echoes it, cannot block us.
         let feeder = match (input, child.stdin.take()) {
@@ -185,7 +185,7 @@ impl Runner {
         input: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<Output> {
-        self.run_script(&remote::kubectl_script(args), input, timeout)
+        self.run_script(&remote::kubectl_script(args)?, input, timeout)
             .await
     }
 
@@ -237,8 +237,8 @@ impl Runner {
                 reason: "ports are 1 to 65535".to_owned(),
             });
         }
-        let script = remote::port_forward_script(namespace, pod, local_port, remote_port);
-        let mut child = self.ssh(remote::in_vm(&self.config.vm, &script), true)?;
+        let script = remote::port_forward_script(namespace, pod, local_port, remote_port)?;
+        let mut child = self.ssh(remote::in_vm(&self.config.vm, &script)?, true)?;
         let stdout = child.stdout.take().ok_or_else(|| RunnerError::Io {
             context: "reading ssh's output",
             source: std::io::Error::other("no stdout pipe"),

@@ -3,21 +3,21 @@
 //!
 //! ssh joins every argument after the host with spaces and hands the result to the remote
 //! shell, and `bash -lc` parses its command once more, so each argument is shell-quoted for each
-//! of those parses (flyte-shell-quote); the pure builders in [`remote`] do that, and [`Runner`] runs the
+//! of those parses (shlex; a NUL byte, which no shell word can carry, is refused); the pure
+//! builders in [`remote`] do that, and [`Runner`] runs the
 //! result with the system OpenSSH client. Secrets never travel in argv: curl's URL, headers and
 //! body go to curl's config on stdin.
 //!
 //! ```
 //! use flyte_runner_proxy::remote::{kubectl_script, in_vm};
-//! let script = kubectl_script(&["-n", "my ns", "get", "pods"]);
+//! let script = kubectl_script(&["-n", "my ns", "get", "pods"])?;
 //! assert_eq!(script, "kubectl -n 'my ns' get pods");
-//! assert_eq!(in_vm("dap-runner", &script), "incus exec dap-runner -- bash -lc 'kubectl -n '\\''my ns'\\'' get pods'");
+//! assert_eq!(in_vm("dap-runner", &script)?, r#"incus exec dap-runner -- bash -lc "kubectl -n 'my ns' get pods""#);
+//! # Ok::<(), flyte_runner_proxy::RunnerError>(())
 //! ```
 
 mod config;
 mod exec;
-/// The quoting every script here relies on (re-exported from flyte-shell-quote).
-pub use flyte_shell_quote as quote;
 pub mod remote;
 
 pub use config::{

@@ -1,21 +1,35 @@
 //! Pure builders for what runs in the runner, and parsers for what comes back. No I/O.
 
 use crate::{Result, RunnerError};
-use flyte_shell_quote::{join, quote};
+
+/// `word` quoted for a POSIX shell (shlex): one parse gives it back exactly. A NUL byte cannot
+/// be in any shell word, so it is refused.
+fn quote(word: &str) -> Result<std::borrow::Cow<'_, str>> {
+    shlex::try_quote(word).map_err(|_| RunnerError::Invalid {
+        what: "command word",
+        reason: format!("{word:?} holds a NUL byte, which no shell command can carry"),
+    })
+}
 
 /// `kubectl <args>`, each argument quoted for the shell that runs it.
-pub fn kubectl_script<S: AsRef<str>>(args: &[S]) -> String {
-    if args.is_empty() {
-        return "kubectl".to_owned();
+pub fn kubectl_script<S: AsRef<str>>(args: &[S]) -> Result<String> {
+    let mut script = "kubectl".to_owned();
+    for arg in args {
+        script.push(' ');
+        script.push_str(&quote(arg.as_ref())?);
     }
-    format!("kubectl {}", join(args))
+    Ok(script)
 }
 
 /// The command the management host runs for `script`: `incus exec <vm> -- bash -lc <script>`,
 /// quoted once more for the management host's shell (ssh hands it over as one string). A login
 /// shell, so the VM's profile (kubectl on PATH, KUBECONFIG) applies.
-pub fn in_vm(vm: &str, script: &str) -> String {
-    format!("incus exec {} -- bash -lc {}", quote(vm), quote(script))
+pub fn in_vm(vm: &str, script: &str) -> Result<String> {
+    Ok(format!(
+        "incus exec {} -- bash -lc {}",
+        quote(vm)?,
+        quote(script)?
+    ))
 }
 
 /// The exit code `timeout` gives a command it stopped.
@@ -23,13 +37,13 @@ pub const TIMED_OUT: i32 = 124;
 
 /// [`in_vm`], with the command stopped in the VM itself after `secs` seconds (TERM, then KILL 5 s
 /// later): killing the local ssh alone would leave it running there.
-pub fn in_vm_for(vm: &str, script: &str, secs: u64) -> String {
-    format!(
+pub fn in_vm_for(vm: &str, script: &str, secs: u64) -> Result<String> {
+    Ok(format!(
         "incus exec {} -- timeout -k 5 {} bash -lc {}",
-        quote(vm),
+        quote(vm)?,
         secs.max(1),
-        quote(script)
-    )
+        quote(script)?
+    ))
 }
 
 /// A URL as it may appear in messages: no user info, no query (either may hold a token).
@@ -105,17 +119,11 @@ const STATUS_MARKER: &str = "\n__flyte_run_http_status=";
 /// The curl command line: everything else (URL, method, headers, body) comes from the config on
 /// its stdin (`-K -`), so no secret is in any process's argv, here or in the runner.
 pub fn curl_script(request: &CurlRequest) -> String {
-    let mut words = vec!["curl", "-sS", "-K", "-", "-o", "-"];
-    if request.insecure {
-        words.push("-k");
-    }
-    let write_out = format!("{STATUS_MARKER}%{{http_code}}");
-    let max_time = request.timeout_secs.max(1).to_string();
-    format!(
-        "{} -w {} --max-time {max_time}",
-        join(&words),
-        quote(&write_out)
-    )
+    let insecure = if request.insecure { " -k" } else { "" };
+    let max_time = request.timeout_secs.max(1);
+    // Every word is a constant; the write-out format (a newline, the marker, curl's variable)
+    // holds no `'`, so single quotes keep it one word.
+    format!("curl -sS -K - -o -{insecure} -w '{STATUS_MARKER}%{{http_code}}' --max-time {max_time}")
 }
 
 /// A value in curl's config syntax: double-quoted, with `\\`, `\"`, `\t`, `\n`, `\r` escaped.
@@ -228,15 +236,15 @@ pub fn port_forward_script(
     pod: &str,
     local_port: u16,
     remote_port: u16,
-) -> String {
+) -> Result<String> {
     let kubectl = kubectl_script(&[
         "-n",
         namespace,
         "port-forward",
         pod,
         &format!("{local_port}:{remote_port}"),
-    ]);
-    format!(
+    ])?;
+    Ok(format!(
         "log=$(mktemp /tmp/flyte-run-port-forward.XXXXXX) || exit 1; \
          {kubectl} </dev/null >\"$log\" 2>&1 & pid=$!; \
          i=0; while ! grep -q 'Forwarding from' \"$log\"; do \
@@ -245,7 +253,7 @@ pub fn port_forward_script(
          [ $i -ge {PORT_FORWARD_READY_STEPS} ] && echo 'kubectl port-forward printed no \"Forwarding from\" line within 15 s' >&2; \
          exit 1; fi; sleep 0.1; i=$((i+1)); done; \
          echo {READY}; read -r _; kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f \"$log\""
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -330,7 +338,7 @@ mod tests {
 
     #[test]
     fn scripts_quote_every_argument() {
-        assert_eq!(kubectl_script::<&str>(&[]), "kubectl");
+        assert_eq!(kubectl_script::<&str>(&[]).unwrap(), "kubectl");
         assert_eq!(
             kubectl_script(&[
                 "get",
@@ -339,21 +347,22 @@ mod tests {
                 "app in (a, b)",
                 "-o",
                 "jsonpath={.items[*].metadata.name}"
-            ]),
+            ])
+            .unwrap(),
             "kubectl get pods -l 'app in (a, b)' -o 'jsonpath={.items[*].metadata.name}'"
         );
         assert_eq!(
-            in_vm("my vm", "echo 'x'"),
-            r"incus exec 'my vm' -- bash -lc 'echo '\''x'\'''"
+            in_vm("my vm", "echo 'x'").unwrap(),
+            r#"incus exec 'my vm' -- bash -lc "echo 'x'""#
         );
-        let pf = port_forward_script("ns", "pod/web-0", 8080, 80);
+        let pf = port_forward_script("ns", "pod/web-0", 8080, 80).unwrap();
         assert!(
             pf.contains("kubectl -n ns port-forward pod/web-0 8080:80 </dev/null"),
             "{pf}"
         );
         assert!(pf.contains("echo READY; read -r _; kill $pid"), "{pf}");
         assert_eq!(
-            in_vm_for("vm", "sleep 9", 30),
+            in_vm_for("vm", "sleep 9", 30).unwrap(),
             "incus exec vm -- timeout -k 5 30 bash -lc 'sleep 9'"
         );
         for (url, want) in [

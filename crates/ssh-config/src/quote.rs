@@ -52,8 +52,13 @@ pub(crate) fn proxy_command(words: &[&str]) -> Result<String> {
     for word in words {
         reject_control("ProxyCommand", word)?;
     }
-    let line: Vec<String> = words.iter().map(|w| flyte_shell_quote::quote(w)).collect();
-    Ok(line.join(" ").replace('%', "%%"))
+    // Control characters (NUL among them) were refused above, so shlex quotes every word.
+    let line =
+        shlex::try_join(words.iter().copied()).map_err(|e| SshConfigError::InvalidValue {
+            option: "ProxyCommand",
+            reason: e.to_string(),
+        })?;
+    Ok(line.replace('%', "%%"))
 }
 
 #[cfg(test)]
@@ -84,7 +89,7 @@ mod tests {
         );
         assert_eq!(
             proxy_command(&["/opt/my tools/it's", "50%"]).unwrap(),
-            r"'/opt/my tools/it'\''s' 50%%"
+            r#""/opt/my tools/it's" '50%%'"#
         );
         assert!(proxy_command(&["a\nb"]).is_err());
     }

@@ -105,7 +105,7 @@ fn kubectl(ctx: &NativeCallContext<'_>, host: &Host, args: Array, opts: &Map) ->
     if host.dry_run {
         println!(
             "dry-run: in the runner: {}",
-            flyte_runner_proxy::remote::kubectl_script(&args)
+            flyte_runner_proxy::remote::kubectl_script(&args).map_err(|e| script_err(ctx, e))?
         );
         return Ok(dry_run_output());
     }

@@ -175,6 +175,13 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     module
 }
 
+/// `word` as a shell word, for the dry-run line.
+fn shown(ctx: &NativeCallContext<'_>, word: &str) -> ScriptResult<String> {
+    shlex::try_quote(word)
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|_| script_err(ctx, format!("ssh::exec: {word:?} holds a NUL byte")))
+}
+
 /// The remote command: a string as it is (the remote shell parses it), an array word by word.
 fn remote_command(ctx: &NativeCallContext<'_>, command: Dynamic) -> ScriptResult<String> {
     if command.is_string() {
@@ -187,11 +194,12 @@ fn remote_command(ctx: &NativeCallContext<'_>, command: Dynamic) -> ScriptResult
         )
     })?;
     let words = string_array(ctx, "ssh::exec", "command words", words)?;
-    Ok(words
-        .iter()
-        .map(|w| flyte_shell_quote::quote(w))
-        .collect::<Vec<_>>()
-        .join(" "))
+    shlex::try_join(words.iter().map(String::as_str)).map_err(|_| {
+        script_err(
+            ctx,
+            "ssh::exec: a command word holds a NUL byte, which no shell command can carry",
+        )
+    })
 }
 
 /// Run `command` on `alias` with the system OpenSSH client, reading the config file we manage
@@ -225,8 +233,8 @@ fn exec(
     if host.dry_run {
         println!(
             "dry-run: ssh -F {} -o BatchMode=yes {alias} {}",
-            flyte_shell_quote::quote(&config.display().to_string()),
-            flyte_shell_quote::quote(&remote)
+            shown(ctx, &config.display().to_string())?,
+            shown(ctx, &remote)?
         );
         map.insert("code".into(), Dynamic::from(0_i64));
         map.insert("stdout".into(), Dynamic::from(String::new()));
