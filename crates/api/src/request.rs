@@ -1,10 +1,28 @@
-//! The requests a client of a Flyte control plane builds most: a run of a container task.
+//! The requests a client of a Flyte control plane builds most: a run of a container task, and
+//! the identifiers in them with Flyte's defaults.
 
 use buffa::MessageField;
 use flyte_idl::flyteidl2::common::RunIdentifier;
 use flyte_idl::flyteidl2::core::{Container, KeyValuePair, TaskTemplate};
 use flyte_idl::flyteidl2::task::{Envs, RunSpec, TaskSpec};
 use flyte_idl::flyteidl2::workflow::CreateRunRequest;
+
+/// The project Flyte's tools use when none is given.
+pub const DEFAULT_PROJECT: &str = "flytesnacks";
+/// The domain Flyte's tools use when none is given.
+pub const DEFAULT_DOMAIN: &str = "development";
+/// The name of a run's first (root) action.
+pub const ROOT_ACTION: &str = "a0";
+
+/// The run `name` in `project`/`domain` (no org: the deployment's own).
+pub fn run_id(project: &str, domain: &str, name: &str) -> RunIdentifier {
+    RunIdentifier {
+        project: project.to_owned(),
+        domain: domain.to_owned(),
+        name: name.to_owned(),
+        ..Default::default()
+    }
+}
 
 /// Name-value pairs as flyteidl2 carries environments.
 pub fn key_values(pairs: impl IntoIterator<Item = (String, String)>) -> Vec<KeyValuePair> {

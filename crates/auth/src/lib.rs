@@ -27,7 +27,7 @@ pub use headers::{default_headers_file, write_headers_file};
 pub use oauth::AuthConfig;
 pub use service::{API_KEY_FILE, ApiKeyService, ServiceFuture, ensure_api_key};
 pub use source::{ClientCredentials, FixedToken};
-pub use token::Token;
+pub use token::{BEARER_FILE, Token};
 
 /// Everything that can go wrong. Messages never contain a secret or a token.
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,9 @@ use crate::Result;
 /// A token is reused only while more than this many seconds remain.
 pub const MIN_REMAINING_SECS: i64 = 120;
 
+/// The token cache's file name in the debug directory, as Flyte's debug client names it.
+pub const BEARER_FILE: &str = "bearer.json";
+
 /// A bearer token and, for JWTs, when it expires (Unix seconds). `Debug` hides the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
@@ -178,7 +181,7 @@ mod tests {
     #[test]
     fn concurrent_writers_never_leave_a_torn_cache() {
         let dir = std::env::temp_dir().join(format!("flyte-bearer-race-{}", std::process::id()));
-        let path = dir.join("bearer.json");
+        let path = dir.join(BEARER_FILE);
         let _ = std::fs::remove_dir_all(&dir);
         std::thread::scope(|scope| {
             for writer in 0..8 {
@@ -231,7 +234,7 @@ mod tests {
         }
         // A file written under the old key is read, and a store under Flyte's key replaces it.
         let dir = std::env::temp_dir().join(format!("flyte-bearer-keys-{}", std::process::id()));
-        let path = dir.join("bearer.json");
+        let path = dir.join(BEARER_FILE);
         let _ = std::fs::remove_dir_all(&dir);
         store(&path, "127.0.0.1:30080", &Token::new(Secret::new("old"))).unwrap();
         assert_eq!(
@@ -257,7 +260,7 @@ mod tests {
     #[test]
     fn cache_keeps_several_endpoints_and_stays_readable_by_flyte() {
         let dir = std::env::temp_dir().join(format!("flyte-bearer-{}", std::process::id()));
-        let path = dir.join("bearer.json");
+        let path = dir.join(BEARER_FILE);
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(cached(&path, "a"), None);
         store(&path, "a", &Token::new(Secret::new(jwt(10)))).unwrap();

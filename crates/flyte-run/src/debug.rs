@@ -23,9 +23,9 @@ use crate::progress::Progress;
 use crate::script::Host;
 use crate::script::control_plane::{self, WhenNone};
 
-pub(crate) const DEFAULT_PROJECT: &str = "flytesnacks";
-pub(crate) const DEFAULT_DOMAIN: &str = "development";
-pub(crate) const DEFAULT_ACTION: &str = "a0";
+pub(crate) use flyte_api::request::{
+    DEFAULT_DOMAIN, DEFAULT_PROJECT, ROOT_ACTION as DEFAULT_ACTION,
+};
 pub(crate) const DEFAULT_ALIAS: &str = "flyte-debug";
 /// The route's tunnel header: what Flyte writes and ingresses check.
 const AUTH_HEADER: &str = "Authorization";
@@ -139,12 +139,7 @@ pub(crate) fn route_url(uri: &str, endpoint: &Endpoint) -> String {
 }
 
 pub(crate) fn run_id(run: &str, options: &ConnectOptions) -> RunIdentifier {
-    RunIdentifier {
-        project: options.project.clone(),
-        domain: options.domain.clone(),
-        name: run.to_owned(),
-        ..Default::default()
-    }
+    flyte_api::request::run_id(&options.project, &options.domain, run)
 }
 
 /// One look at an action. `Ok(None)`: no such run or action.
@@ -196,7 +191,7 @@ fn route_token(
     // With `use_api_key` the user asked for that credential: a token cached from another one
     // does not stand in for it (the key's own cache still saves a mint).
     if !refresh && !options.use_api_key {
-        let debug_cache = flyte_keys::default_dir(&host.home).join("bearer.json");
+        let debug_cache = flyte_keys::default_dir(&host.home).join(flyte_auth::BEARER_FILE);
         let now = flyte_auth::token::unix_now();
         for cache in [&debug_cache, &files.cache] {
             if let Some(token) = flyte_auth::token::cached(cache, &endpoint.token_cache_key())
@@ -227,7 +222,7 @@ fn route_token(
         .map_err(|e| format!("cannot get a token for the debug route: {e}"))?;
     // Flyte's debug cache gets the fresh token, replacing one the route may have refused, so the
     // next connect starts from a good one.
-    let debug_cache = flyte_keys::default_dir(&host.home).join("bearer.json");
+    let debug_cache = flyte_keys::default_dir(&host.home).join(flyte_auth::BEARER_FILE);
     if let Err(e) = flyte_auth::token::store(&debug_cache, &endpoint.token_cache_key(), &token) {
         tracing::warn!(error = %e, "cannot cache the debug token");
     }

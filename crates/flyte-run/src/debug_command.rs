@@ -84,12 +84,7 @@ pub(crate) struct DebugArgs {
 }
 
 fn run_id(args: &DebugArgs, name: &str) -> RunIdentifier {
-    RunIdentifier {
-        project: args.project.clone(),
-        domain: args.domain.clone(),
-        name: name.to_owned(),
-        ..Default::default()
-    }
+    flyte_api::request::run_id(&args.project, &args.domain, name)
 }
 
 /// Launch RUN's task again with SSH debug on, as `name`. `false` when `name` already exists (a

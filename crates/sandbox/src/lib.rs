@@ -34,7 +34,7 @@ use crate::tokens::Signer;
 /// The `iss` of every token; constant, so tokens survive a restart on another port.
 pub const ISSUER: &str = "flyte-sandbox";
 /// The project every sandbox lists (Flyte's sample project), and the domains it has.
-pub const DEFAULT_PROJECT: &str = "flytesnacks";
+pub const DEFAULT_PROJECT: &str = flyte_api::request::DEFAULT_PROJECT;
 pub const DEFAULT_DOMAINS: [&str; 3] = ["development", "staging", "production"];
 /// Lifetime of issued tokens.
 pub const TOKEN_TTL_SECS: i64 = 3600;

@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 /// The only plugin the sandbox has: run the task's command as a local process.
 pub(crate) const TASK_TYPE: &str = "local-process";
 /// The name of a run's (only) action.
-pub(crate) const ACTION_NAME: &str = "a0";
+pub(crate) const ACTION_NAME: &str = flyte_api::request::ROOT_ACTION;
 /// Longest wait between passes while an action runs (a process exit wakes the driver sooner).
 const MAX_WAIT: Duration = Duration::from_secs(1);
 

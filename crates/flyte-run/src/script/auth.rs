@@ -96,7 +96,7 @@ pub(super) fn bearer_token(
             key.client_id.clone(),
             key.client_secret.clone(),
             &endpoint.token_cache_key(),
-            debug_dir(host).join("bearer.json"),
+            debug_dir(host).join(flyte_auth::BEARER_FILE),
         );
         source
             .get(refresh)

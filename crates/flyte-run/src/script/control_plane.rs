@@ -74,7 +74,7 @@ pub(crate) fn credential_files(host: &Host, endpoint: &Endpoint) -> CredentialFi
     if is_sandbox {
         CredentialFiles {
             key_file: dir.join(flyte_sandbox::CREDENTIAL_FILE),
-            cache: dir.join("bearer.json"),
+            cache: dir.join(flyte_auth::BEARER_FILE),
         }
     } else {
         api_key_files(host)
@@ -86,7 +86,7 @@ pub(crate) fn api_key_files(host: &Host) -> CredentialFiles {
     let debug_dir = flyte_keys::default_dir(&host.home);
     CredentialFiles {
         key_file: debug_dir.join(flyte_auth::API_KEY_FILE),
-        cache: debug_dir.join("bearer.json"),
+        cache: debug_dir.join(flyte_auth::BEARER_FILE),
     }
 }
 

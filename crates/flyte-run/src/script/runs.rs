@@ -16,10 +16,7 @@ use super::Host;
 use super::control_plane::{WhenNone, client_for, endpoint};
 use super::opts::{Opts, ScriptResult, script_err, string_array};
 
-/// Flyte's default project and domain, used when a spec names none.
-const DEFAULT_PROJECT: &str = "flytesnacks";
-const DEFAULT_DOMAIN: &str = "development";
-const DEFAULT_ACTION: &str = "a0";
+use crate::debug::{DEFAULT_ACTION, DEFAULT_DOMAIN, DEFAULT_PROJECT};
 const DEFAULT_TIMEOUT: Duration = Duration::from_mins(5);
 const DEFAULT_POLL: Duration = Duration::from_secs(1);
 
@@ -37,13 +34,12 @@ fn connect(host: &Host) -> Result<(Endpoint, Client), String> {
     Ok((endpoint, client))
 }
 
-fn run_id(name: &str, project: Option<String>, domain: Option<String>) -> RunIdentifier {
-    RunIdentifier {
-        project: project.unwrap_or_else(|| DEFAULT_PROJECT.to_owned()),
-        domain: domain.unwrap_or_else(|| DEFAULT_DOMAIN.to_owned()),
-        name: name.to_owned(),
-        ..Default::default()
-    }
+fn run_id(name: &str, project: Option<&str>, domain: Option<&str>) -> RunIdentifier {
+    flyte_api::request::run_id(
+        project.unwrap_or(DEFAULT_PROJECT),
+        domain.unwrap_or(DEFAULT_DOMAIN),
+        name,
+    )
 }
 
 /// What `runs::launch` prints and returns under `--dry-run`.
@@ -112,7 +108,8 @@ fn launch(ctx: &NativeCallContext<'_>, host: &Host, spec: &Map) -> ScriptResult<
             env.push((key.to_string(), value.to_string()));
         }
     }
-    let id = run_id(&name, opts.string("project")?, opts.string("domain")?);
+    let (project, domain) = (opts.string("project")?, opts.string("domain")?);
+    let id = run_id(&name, project.as_deref(), domain.as_deref());
     let request = flyte_api::request::create_run(
         id.clone(),
         flyte_api::request::container_task(command, []),
@@ -226,7 +223,8 @@ fn wait(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> Scri
     let action = opts
         .string("action")?
         .unwrap_or_else(|| DEFAULT_ACTION.to_owned());
-    let id = run_id(run, opts.string("project")?, opts.string("domain")?);
+    let (project, domain) = (opts.string("project")?, opts.string("domain")?);
+    let id = run_id(run, project.as_deref(), domain.as_deref());
     if host.dry_run {
         println!("dry-run: wait for run {run} to be {target_name}");
         return Ok(target_name);
