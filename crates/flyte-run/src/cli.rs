@@ -152,12 +152,15 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // clap's `conflicts_with` and `required_unless_present` rule out the other cases.
         _ => bail!("give either a PLAYBOOK or -e SCRIPT"),
     };
-    let host = std::sync::Arc::new(Host {
-        args: cli.set.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+    let app = crate::context::AppContext {
         dry_run: cli.dry_run,
         timeout: cli.timeout,
+        ..crate::context::AppContext::new(crate::paths::home_dir()?, cli.endpoint)
+    };
+    let host = std::sync::Arc::new(Host {
+        args: cli.set.into_iter().map(|(k, v)| (k.into(), v)).collect(),
         cpu_limit: cli.cpu_limit,
-        ..Host::new(crate::paths::home_dir()?, cli.endpoint)
+        ..Host::new(app)
     });
     let print_result = matches!(source, ScriptSource::Inline(_));
     match script::run(&host, &source) {

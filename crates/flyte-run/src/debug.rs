@@ -19,9 +19,9 @@ use flyte_ssh_config::{DebugHost, EditOptions, HostKeyCheck, Outcome};
 use flyte_tunnel::TunnelError;
 use flyte_tunnel::client::ClientOptions;
 
+use crate::context::AppContext;
+use crate::control_plane::{self, WhenNone};
 use crate::progress::Progress;
-use crate::script::Host;
-use crate::script::control_plane::{self, WhenNone};
 
 pub(crate) use flyte_api::request::{
     DEFAULT_DOMAIN, DEFAULT_PROJECT, ROOT_ACTION as DEFAULT_ACTION,
@@ -176,7 +176,7 @@ enum TokenOrigin {
 /// (unless `refresh`), else minted from the control plane's credential, or from the stored API
 /// key with `use_api_key`.
 fn route_token(
-    host: &Host,
+    host: &AppContext,
     endpoint: &Endpoint,
     client: &Client,
     options: &ConnectOptions,
@@ -241,7 +241,7 @@ pub(crate) fn host_key_alias(id: &RunIdentifier, action: &str) -> String {
 
 /// Wait for the debug route of `run`/`action` and prepare the connection to it.
 pub(crate) fn connect(
-    host: &Host,
+    host: &AppContext,
     run: &str,
     options: &ConnectOptions,
 ) -> Result<Connection, String> {
@@ -356,7 +356,7 @@ pub(crate) fn connect(
 /// Poll the action until it publishes a debug route. A terminal action fails at once: its pod is
 /// gone and no route will come.
 fn wait_for_link(
-    host: &Host,
+    host: &AppContext,
     client: &Client,
     id: &RunIdentifier,
     options: &ConnectOptions,
@@ -430,7 +430,7 @@ impl std::fmt::Display for ProbeError {
 /// Only over TLS or on loopback: over plain `ws://` to another host, whoever can answer for the
 /// route could answer for the key too, so pinning what it says would pin an attacker's key.
 fn fetch_host_key(
-    host: &Host,
+    host: &AppContext,
     url: &str,
     headers_file: &std::path::Path,
 ) -> Result<Option<String>, String> {
@@ -491,7 +491,7 @@ fn route_is_private(url: &str) -> bool {
 /// Open the route's WebSocket (and close it again) until it answers 101. 401/403 end at once;
 /// 404, 5xx and network errors mean the route is still starting.
 fn probe_until_open(
-    host: &Host,
+    host: &AppContext,
     url: &str,
     headers_file: &std::path::Path,
     deadline: Instant,
@@ -733,7 +733,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let headers = dir.path().join("h.headers");
         std::fs::write(&headers, "Authorization: Bearer t\n").unwrap();
-        let host = Host::new(dir.path().to_owned(), None);
+        let host = AppContext::new(dir.path().to_owned(), None);
 
         // 503 until the deadline: retried, and the error says what the route last answered.
         let (url, count) = answering("503 Service Unavailable");

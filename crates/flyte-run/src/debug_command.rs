@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -17,9 +16,9 @@ use flyte_api::idl::flyteidl2::workflow::{
 use flyte_api::{ActionPhaseExt, Answer, Code};
 use flyte_ssh_config::{EditOptions, Outcome};
 
+use crate::context::AppContext;
+use crate::control_plane::{self, WhenNone};
 use crate::debug::{self, ConnectOptions};
-use crate::script::Host;
-use crate::script::control_plane::{self, WhenNone};
 
 // Each bool is one independent command-line flag.
 #[allow(clippy::struct_excessive_bools)]
@@ -90,7 +89,7 @@ fn run_id(args: &DebugArgs, name: &str) -> RunIdentifier {
 /// Launch RUN's task again with SSH debug on, as `name`. `false` when `name` already exists (a
 /// concurrent `flyte-run debug` won the race): connect to that one.
 fn relaunch(
-    host: &Host,
+    host: &AppContext,
     client: &flyte_api::Client,
     args: &DebugArgs,
     name: &str,
@@ -172,7 +171,7 @@ fn relaunch(
 }
 
 pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
-    let host = Arc::new(Host::new(crate::paths::home_dir()?, args.endpoint.clone()));
+    let host = AppContext::new(crate::paths::home_dir()?, args.endpoint.clone());
     // Refuse a bad alias before anything is launched.
     flyte_ssh_config::validate_alias(&args.host_alias)?;
     let name = match &args.name {
@@ -278,7 +277,7 @@ pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
 /// block goes to its own file (nothing in ~/.ssh is needed or touched unless --write-config
 /// also asked for it), and the host key is pinned in our known_hosts first.
 fn open_shell(
-    host: &Host,
+    host: &AppContext,
     args: &DebugArgs,
     connection: &debug::Connection,
 ) -> anyhow::Result<ExitCode> {

@@ -5,12 +5,11 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::EndpointSource;
-use crate::script::Host;
-use crate::script::control_plane;
+use crate::context::AppContext;
+use crate::control_plane;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -199,7 +198,7 @@ fn ssh_config(home: &Path) -> Check {
 }
 
 /// The endpoint, whether it answers, and whether a token can be had for it.
-fn control_plane_checks(host: &Host) -> Vec<Check> {
+fn control_plane_checks(host: &AppContext) -> Vec<Check> {
     let source = match crate::config::endpoint_source(&host.home, host.endpoint.as_deref()) {
         Ok(source) => source,
         Err(e) => return vec![Check::new(Status::Fail, "endpoint", e)],
@@ -281,7 +280,7 @@ fn control_plane_checks(host: &Host) -> Vec<Check> {
 }
 
 /// The runner VM, when one is configured: reached through the whole chain with a no-op.
-fn runner_check(host: &Host) -> Check {
+fn runner_check(host: &AppContext) -> Check {
     let configured = std::env::var(flyte_runner_proxy::ENV_SSH_HOST)
         .is_ok_and(|v| !v.trim().is_empty())
         || crate::config::load(&host.home)
@@ -299,7 +298,7 @@ fn runner_check(host: &Host) -> Check {
             ),
         );
     }
-    let runner = match crate::script::runner::runner(host) {
+    let runner = match host.runner() {
         Ok(runner) => runner,
         Err(e) => return Check::new(Status::Fail, "runner", e),
     };
@@ -325,7 +324,7 @@ fn runner_check(host: &Host) -> Check {
 }
 
 pub(crate) fn run(endpoint: Option<String>) -> anyhow::Result<ExitCode> {
-    let host = Arc::new(Host::new(crate::paths::home_dir()?, endpoint));
+    let host = AppContext::new(crate::paths::home_dir()?, endpoint);
     let mut checks = vec![ssh_client(), key_pair(&host.home), ssh_config(&host.home)];
     checks.extend(control_plane_checks(&host));
     checks.push(runner_check(&host));

@@ -8,8 +8,8 @@ use flyte_auth::{ApiKey, ClientCredentials, ConnectApiKeyService};
 use rhai::{Dynamic, Engine, Map, Module, NativeCallContext};
 
 use super::Host;
-use super::control_plane::{WhenNone, client_for, endpoint};
 use super::opts::{Opts, ScriptResult, script_err};
+use crate::control_plane::{WhenNone, client_for, endpoint};
 
 /// What `auth::ensure_api_key` returns: the key's public parts (the secret stays in its file).
 #[derive(Debug, Clone)]

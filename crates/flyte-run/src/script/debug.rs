@@ -69,7 +69,7 @@ fn route_host_key(host: &Host, uri: &str) -> Result<Dynamic, String> {
         println!("dry-run: fetch the host key of the debug route {uri}");
         return Ok(Dynamic::UNIT);
     }
-    let endpoint = super::control_plane::endpoint(host, super::control_plane::WhenNone::Fail)?;
+    let endpoint = crate::control_plane::endpoint(host, crate::control_plane::WhenNone::Fail)?;
     crate::debug::token_may_go_to(uri, &endpoint)?;
     let token = super::auth::bearer_token(host, true, false)?;
     // The URL checked is the URL used (a relative link resolved against the endpoint).

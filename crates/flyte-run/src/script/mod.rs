@@ -5,84 +5,52 @@
 //! in DESIGN.md ("The Rhai surface").
 
 mod auth;
-pub(crate) mod control_plane;
 mod debug;
 mod git;
 mod keys;
 mod kservice;
 mod opts;
-pub(crate) mod runner;
+mod runner;
 mod runs;
 mod ssh;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+pub(crate) use crate::context::{AppContext, MAX_WAIT};
 use rhai::module_resolvers::{FileModuleResolver, ModuleResolversCollection};
 use rhai::{Dynamic, Engine, EvalAltResult, Map, NativeCallContext, Position, Scope};
 
-/// What scripts may reach of the outside world, captured by the module functions.
+/// What scripts may reach of the outside world, captured by the module functions: the
+/// application context (home, endpoint, dry-run, deadline, runtime), plus what only scripts
+/// have.
 #[derive(Debug)]
 pub(crate) struct Host {
-    pub(crate) home: PathBuf,
+    pub(crate) app: AppContext,
     /// `--set KEY=VALUE` pairs, typed.
     pub(crate) args: Map,
-    /// `--endpoint`, for the modules that talk to a control plane.
-    pub(crate) endpoint: Option<String>,
-    /// `--dry-run`: modules show what they would change instead of changing it.
-    pub(crate) dry_run: bool,
-    pub(crate) timeout: Option<Duration>,
     /// CPU time the script may compute for (`--cpu-limit`).
     pub(crate) cpu_limit: Duration,
-    /// When the script started: `--timeout` counts from here.
-    pub(crate) started: Instant,
-    /// The async runtime library calls run on, created on first use; the engine itself runs on
-    /// the main thread and blocks on it.
-    pub(crate) runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
 }
 
-/// The longest wait any option may ask for (a week): longer is a typo, and would overflow
-/// `Instant` arithmetic long before it mattered.
-pub(crate) const MAX_WAIT: Duration = Duration::from_hours(7 * 24);
-
 impl Host {
-    pub(crate) fn new(home: PathBuf, endpoint: Option<String>) -> Self {
+    pub(crate) fn new(app: AppContext) -> Self {
         Self {
-            home,
+            app,
             args: Map::new(),
-            endpoint,
-            dry_run: false,
-            timeout: None,
             cpu_limit: limits::CPU_BUDGET,
-            started: Instant::now(),
-            runtime: std::sync::OnceLock::new(),
         }
     }
+}
 
-    /// `wait` cut to what is left of `--timeout`, so a blocking call (a wait, a sleep, a remote
-    /// command) cannot outlive the script's wall-clock limit; the engine then stops the script
-    /// with the timeout's own message.
-    pub(crate) fn bound(&self, wait: Duration) -> Duration {
-        let wait = wait.min(MAX_WAIT);
-        match self.timeout {
-            Some(limit) => wait.min(limit.saturating_sub(self.started.elapsed())),
-            None => wait,
-        }
-    }
+/// Script modules read the application context through their `Host`.
+impl std::ops::Deref for Host {
+    type Target = AppContext;
 
-    /// Run an async library call to completion.
-    pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
-        self.runtime
-            .get_or_init(|| {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("the OS can start two threads")
-            })
-            .block_on(future)
+    fn deref(&self) -> &AppContext {
+        &self.app
     }
 }
 

@@ -4,30 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flyte_runner_proxy::{CurlRequest, Output, Runner, RunnerConfig};
+use flyte_runner_proxy::{CurlRequest, Output};
 use rhai::{Array, Dynamic, FnPtr, Map, Module, NativeCallContext};
 
 use super::Host;
 use super::opts::{Opts, ScriptResult, script_err, string_array};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_mins(2);
-
-/// The runner: `DAP_RUNNER_*`, else the `runner` section of ~/.flyte/flyte-run.json, else the
-/// defaults.
-pub(crate) fn runner(host: &Host) -> Result<Runner, String> {
-    let settings = crate::config::load(&host.home)?.runner.unwrap_or_default();
-    let file = |key: &str| match key {
-        flyte_runner_proxy::ENV_SSH_HOST => settings.ssh_host.clone(),
-        flyte_runner_proxy::ENV_SSH_KEY => settings.ssh_key.clone(),
-        flyte_runner_proxy::ENV_VM => settings.vm.clone(),
-        _ => None,
-    };
-    let mut config = RunnerConfig::resolve(|k| std::env::var(k).ok(), file, &host.home);
-    if let Some(ssh_config) = &settings.ssh_config {
-        config.ssh_options = vec!["-F".to_owned(), ssh_config.clone()];
-    }
-    Ok(Runner::new(config))
-}
 
 fn output_map(output: Output) -> Map {
     let mut map = Map::new();
@@ -93,7 +76,7 @@ fn run(ctx: &NativeCallContext<'_>, host: &Host, command: &str, opts: &Map) -> S
         println!("dry-run: in the runner: {command}");
         return Ok(dry_run_output());
     }
-    let runner = runner(host).map_err(|e| script_err(ctx, e))?;
+    let runner = host.runner().map_err(|e| script_err(ctx, e))?;
     let result = host.block_on(runner.run(command, o.input.clone(), o.timeout));
     finish(ctx, "runner::run", &o, result)
 }
@@ -109,7 +92,7 @@ fn kubectl(ctx: &NativeCallContext<'_>, host: &Host, args: Array, opts: &Map) ->
         );
         return Ok(dry_run_output());
     }
-    let runner = runner(host).map_err(|e| script_err(ctx, e))?;
+    let runner = host.runner().map_err(|e| script_err(ctx, e))?;
     let result = host.block_on(runner.kubectl(&args, o.input.clone(), o.timeout));
     finish(ctx, "runner::kubectl", &o, result)
 }
@@ -154,7 +137,7 @@ fn curl(ctx: &NativeCallContext<'_>, host: &Host, url: &str, opts: &Map) -> Scri
         map.insert("body".into(), Dynamic::from(String::new()));
         return Ok(map);
     }
-    let runner = runner(host).map_err(|e| script_err(ctx, e))?;
+    let runner = host.runner().map_err(|e| script_err(ctx, e))?;
     let response = host.block_on(runner.curl(&request)).map_err(|e| {
         // The URL's query or user info may hold a token.
         let shown = flyte_runner_proxy::remote::redact_url(url);
@@ -193,7 +176,7 @@ fn port_forward(
         );
         return body.call_within_context(ctx, (rhai::INT::from(local),));
     }
-    let runner = runner(host).map_err(|e| script_err(ctx, e))?;
+    let runner = host.runner().map_err(|e| script_err(ctx, e))?;
     let forward = host
         .block_on(runner.port_forward(namespace, pod, local, remote))
         .map_err(|e| script_err(ctx, format!("runner::port_forward: {e}")))?;

@@ -13,8 +13,8 @@ use flyte_api::{ActionPhaseExt, Answer, Client, Endpoint};
 use rhai::{Array, Dynamic, Map, Module, NativeCallContext};
 
 use super::Host;
-use super::control_plane::{WhenNone, client_for, endpoint};
 use super::opts::{Opts, ScriptResult, script_err, string_array};
+use crate::control_plane::{WhenNone, client_for, endpoint};
 
 use crate::debug::{DEFAULT_ACTION, DEFAULT_DOMAIN, DEFAULT_PROJECT};
 const DEFAULT_TIMEOUT: Duration = Duration::from_mins(5);

@@ -1,4 +1,5 @@
-//! Which control plane script modules talk to, and with what credentials.
+//! Which control plane flyte-run talks to (commands and script modules alike), and with what
+//! credentials.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,7 +7,7 @@ use std::sync::Arc;
 use flyte_api::{Client, Endpoint, HttpClient};
 use flyte_auth::{ApiKey, ClientCredentials};
 
-use super::Host;
+use crate::context::AppContext;
 
 /// What to do when no endpoint is configured and no sandbox runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +20,7 @@ pub(crate) enum WhenNone {
 
 /// The control plane: `--endpoint`, else `FLYTE_ENDPOINT`, else `~/.flyte/flyte-run.json`, else
 /// the sandbox running on this machine (started first with `WhenNone::StartSandbox`).
-pub(crate) fn endpoint(host: &Host, when_none: WhenNone) -> Result<Endpoint, String> {
+pub(crate) fn endpoint(host: &AppContext, when_none: WhenNone) -> Result<Endpoint, String> {
     use crate::config::EndpointSource;
     let source = crate::config::endpoint_source(&host.home, host.endpoint.as_deref())?;
     let insecure = crate::config::insecure(&host.home, &source)?;
@@ -67,7 +68,7 @@ pub(crate) struct CredentialFiles {
 
 /// The best credential at hand for `endpoint`: the sandbox's bootstrap credential when it is this
 /// machine's sandbox (tokens cached beside it), else the user's stored API key.
-pub(crate) fn credential_files(host: &Host, endpoint: &Endpoint) -> CredentialFiles {
+pub(crate) fn credential_files(host: &AppContext, endpoint: &Endpoint) -> CredentialFiles {
     let dir = crate::sandbox::state_dir(&host.home);
     let is_sandbox = crate::sandbox::running(&dir)
         .is_some_and(|(_, e)| Endpoint::parse(&e, false).is_ok_and(|e| &e == endpoint));
@@ -82,7 +83,7 @@ pub(crate) fn credential_files(host: &Host, endpoint: &Endpoint) -> CredentialFi
 }
 
 /// The user's stored API key (`auth::ensure_api_key`) and the bearer cache Flyte shares.
-pub(crate) fn api_key_files(host: &Host) -> CredentialFiles {
+pub(crate) fn api_key_files(host: &AppContext) -> CredentialFiles {
     let debug_dir = flyte_keys::default_dir(&host.home);
     CredentialFiles {
         key_file: debug_dir.join(flyte_auth::API_KEY_FILE),
@@ -156,7 +157,7 @@ pub(crate) async fn token_source(
 
 /// A client for `endpoint`, authenticated with the best credential at hand (see
 /// [`credential_files`]), else none.
-pub(crate) async fn client_for(host: &Host, endpoint: &Endpoint) -> Result<Client, String> {
+pub(crate) async fn client_for(host: &AppContext, endpoint: &Endpoint) -> Result<Client, String> {
     let client = Client::new(endpoint).map_err(|e| e.to_string())?;
     match token_source(&client, endpoint, credential_files(host, endpoint)).await? {
         None => Ok(client),

@@ -1,0 +1,80 @@
+//! The application context every command and script module works in: the home directory, the
+//! control plane chosen on the command line, dry-run, the wall-clock deadline and the async
+//! runtime library calls run on.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The longest wait any option may ask for (a week): longer is a typo, and would overflow
+/// `Instant` arithmetic long before it mattered.
+pub(crate) const MAX_WAIT: Duration = Duration::from_hours(7 * 24);
+
+#[derive(Debug)]
+pub(crate) struct AppContext {
+    pub(crate) home: PathBuf,
+    /// `--endpoint`, for everything that talks to a control plane.
+    pub(crate) endpoint: Option<String>,
+    /// `--dry-run`: show what would change instead of changing it.
+    pub(crate) dry_run: bool,
+    /// `--timeout`: the wall-clock limit, counted from `started`.
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) started: Instant,
+    /// The async runtime library calls run on, created on first use; callers run on the main
+    /// thread and block on it.
+    pub(crate) runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
+}
+
+impl AppContext {
+    pub(crate) fn new(home: PathBuf, endpoint: Option<String>) -> Self {
+        Self {
+            home,
+            endpoint,
+            dry_run: false,
+            timeout: None,
+            started: Instant::now(),
+            runtime: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// `wait` cut to what is left of `--timeout`, so a blocking call (a wait, a sleep, a remote
+    /// command) cannot outlive the wall-clock limit; a script's engine then stops it with the
+    /// timeout's own message.
+    pub(crate) fn bound(&self, wait: Duration) -> Duration {
+        let wait = wait.min(MAX_WAIT);
+        match self.timeout {
+            Some(limit) => wait.min(limit.saturating_sub(self.started.elapsed())),
+            None => wait,
+        }
+    }
+
+    /// Run an async library call to completion.
+    pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime
+            .get_or_init(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("the OS can start two threads")
+            })
+            .block_on(future)
+    }
+
+    /// The runner: `DAP_RUNNER_*`, else the `runner` section of ~/.flyte/flyte-run.json, else
+    /// the defaults.
+    pub(crate) fn runner(&self) -> Result<flyte_runner_proxy::Runner, String> {
+        let settings = crate::config::load(&self.home)?.runner.unwrap_or_default();
+        let file = |key: &str| match key {
+            flyte_runner_proxy::ENV_SSH_HOST => settings.ssh_host.clone(),
+            flyte_runner_proxy::ENV_SSH_KEY => settings.ssh_key.clone(),
+            flyte_runner_proxy::ENV_VM => settings.vm.clone(),
+            _ => None,
+        };
+        let mut config =
+            flyte_runner_proxy::RunnerConfig::resolve(|k| std::env::var(k).ok(), file, &self.home);
+        if let Some(ssh_config) = &settings.ssh_config {
+            config.ssh_options = vec!["-F".to_owned(), ssh_config.clone()];
+        }
+        Ok(flyte_runner_proxy::Runner::new(config))
+    }
+}
