@@ -61,6 +61,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     step(&mut timings, "codegen --check", || {
         crate::codegen::run(&["--check".to_owned()])
     })?;
+    step(&mut timings, "tidy", crate::tidy::run)?;
     step(&mut timings, "fmt", || {
         cargo(&root, &["fmt", "--all", "--check"])
     })?;

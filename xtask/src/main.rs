@@ -2,6 +2,7 @@
 //!
 //! - `ci`: install what the tests need (when root), then fmt, clippy and the tests, timing each
 //!   step. This is the README's test command and all that `.ci/run` calls.
+//! - `tidy`: the layering rules checked against the manifests (run by `ci`).
 //! - `codegen [--check]`: the generated files the repository commits (flyteidl2 descriptors);
 //!   `--check`, run by `ci`, fails when one is stale.
 //! - `bench [reconciler|tunnel|sandbox|cli]`: performance figures, measured side by side with a reference
@@ -11,6 +12,7 @@
 mod bench;
 mod ci;
 mod codegen;
+mod tidy;
 
 use std::process::ExitCode;
 
@@ -19,6 +21,8 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   ci                         install test prerequisites (as root), then cargo fmt --check,
                              clippy -D warnings, and the tests
+  tidy                       the layering rules: only flyte-run uses rhai or clap; the pure
+                             cores depend on nothing that does I/O
   codegen [--check]          write the generated files (the flyteidl2 descriptors from the
                              pinned PyPI release); --check fails when one is stale
   bench [reconciler|tunnel|sandbox|cli]
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
         Some("ci") => ci::run(),
         Some("bench") => bench::run(&args[1..]),
         Some("codegen") => codegen::run(&args[1..]),
+        Some("tidy") => tidy::run(),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
