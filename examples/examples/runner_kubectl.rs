@@ -5,6 +5,8 @@
 //!
 //!     cargo run -p flyte-examples --example runner_kubectl -- [--print] KUBECTL_ARGS...
 #![allow(clippy::print_stdout)]
+// Tests, examples and tools read their own settings from the environment directly.
+#![allow(clippy::disallowed_methods)]
 
 use std::time::Duration;
 

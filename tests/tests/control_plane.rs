@@ -208,7 +208,7 @@ fn ensure_api_key_creates_once_reuses_and_replaces_a_deleted_or_corrupt_key() {
 fn the_headers_file_is_0600_and_read_back_by_the_tunnel() {
     use std::os::unix::fs::MetadataExt;
     let home = TempHome::new();
-    let path = flyte_auth::default_headers_file(&home.ssh_debug_dir(), "my host/alias");
+    let path = flyte_home::DebugDir::new(home.ssh_debug_dir()).headers("my host/alias");
     // Flyte's `my_host_alias`, plus a digest: `my_host_alias` itself is another alias's file.
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
     assert!(

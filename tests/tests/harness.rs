@@ -1,5 +1,6 @@
 //! The test harness itself: a real sshd, reached by the real ssh client, stopped by pid.
-
+// Tests, examples and tools read their own settings from the environment directly.
+#![allow(clippy::disallowed_methods)]
 // Helpers outside #[test] functions may unwrap too: this whole file is test code.
 #![allow(clippy::unwrap_used)]
 

@@ -23,10 +23,10 @@ pub use api_key::{ApiKey, key_matches_endpoint, strip_scheme};
 pub use connect_service::{
     API_KEY_SERVICE, ConnectApiKeyService, ROUTE_TOKEN_SERVICE, create_route_token,
 };
-pub use headers::{default_headers_file, write_headers_file};
+pub use headers::write_headers_file;
 pub use oauth::AuthConfig;
 pub use service::{API_KEY_FILE, ApiKeyService, ServiceFuture, ensure_api_key};
-pub use source::{ClientCredentials, FixedToken};
+pub use source::{ClientCredentials, FixedToken, TokenChain, TokenOrigin};
 pub use token::{BEARER_FILE, Token};
 
 /// Everything that can go wrong. Messages never contain a secret or a token.

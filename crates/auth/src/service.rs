@@ -21,7 +21,7 @@ pub trait ApiKeyService: Send + Sync {
 }
 
 /// The file the key is stored in, under the debug directory.
-pub const API_KEY_FILE: &str = "api-key";
+pub const API_KEY_FILE: &str = flyte_home::API_KEY_FILE;
 
 /// Reuse the key stored at `<dir>/api-key` if the service still knows it, else create one and
 /// store it (0600 at open, replaced atomically). A corrupt stored key is replaced.

@@ -105,3 +105,87 @@ impl TokenSource for FixedToken {
         Box::pin(async move { Ok(Some(token)) })
     }
 }
+
+/// Where a token of a [`TokenChain`] came from: a cached one may be one the server has since
+/// stopped accepting (revoked, or signed by a key since replaced), a fresh one is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenOrigin {
+    Cache,
+    Fresh,
+}
+
+/// The token-provider chain: the caches in order (Flyte's debug cache first, so a token Flyte's
+/// own client cached is reused), then a minting source; a minted token is also written to the
+/// first cache so the next caller, ours or Flyte's, starts from it.
+pub struct TokenChain {
+    cache_key: String,
+    caches: Vec<PathBuf>,
+    source: Option<ClientCredentials>,
+}
+
+impl std::fmt::Debug for TokenChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenChain")
+            .field("cache_key", &self.cache_key)
+            .field("caches", &self.caches)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl TokenChain {
+    /// Tokens for the endpoint whose cache key is `cache_key`
+    /// (`flyte_api::Endpoint::token_cache_key`).
+    pub fn new(cache_key: &str) -> Self {
+        Self {
+            cache_key: cache_key.to_owned(),
+            caches: Vec::new(),
+            source: None,
+        }
+    }
+
+    /// Read `path` after the caches added before it.
+    #[must_use]
+    pub fn cache(mut self, path: PathBuf) -> Self {
+        self.caches.push(path);
+        self
+    }
+
+    /// Mint with `source` when no cache holds a usable token.
+    #[must_use]
+    pub fn source(mut self, source: ClientCredentials) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Whether the chain can mint (else only caches can answer).
+    pub fn can_mint(&self) -> bool {
+        self.source.is_some()
+    }
+
+    /// A usable token: from the first cache that holds one for this endpoint (unless
+    /// `refresh`), else minted. `None` when no cache has one and there is no source.
+    pub async fn get(&self, refresh: bool) -> crate::Result<Option<(Token, TokenOrigin)>> {
+        if !refresh {
+            let now = now();
+            let cached = self
+                .caches
+                .iter()
+                .filter_map(|cache| token::cached(cache, &self.cache_key))
+                .find(|token| token.usable_at(now));
+            if let Some(token) = cached {
+                return Ok(Some((token, TokenOrigin::Cache)));
+            }
+        }
+        let Some(source) = &self.source else {
+            return Ok(None);
+        };
+        let token = source.get(refresh).await?;
+        if let Some(first) = self.caches.first()
+            && let Err(e) = token::store(first, &self.cache_key, &token)
+        {
+            tracing::warn!(cache = %first.display(), error = %e, "cannot cache the token");
+        }
+        Ok(Some((token, TokenOrigin::Fresh)))
+    }
+}

@@ -12,7 +12,7 @@ use crate::Result;
 pub const MIN_REMAINING_SECS: i64 = 120;
 
 /// The token cache's file name in the debug directory, as Flyte's debug client names it.
-pub const BEARER_FILE: &str = "bearer.json";
+pub const BEARER_FILE: &str = flyte_home::BEARER_FILE;
 
 /// A bearer token and, for JWTs, when it expires (Unix seconds). `Debug` hides the token.
 #[derive(Debug, Clone, PartialEq, Eq)]

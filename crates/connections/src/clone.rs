@@ -80,6 +80,9 @@ pub fn clone(
                 connection.name
             ))
         })?;
+    // The initializer runs in the task's pod, where the key's file name comes from the
+    // environment as Polyaxon's initializer reads it.
+    #[allow(clippy::disallowed_methods)]
     let key = connection.key_path(|k| std::env::var(k).ok());
     check_key(&key)?;
     if let HostKeyPolicy::Pinned { known_hosts } = host_keys

@@ -2,13 +2,15 @@
 //! `FLYTE_ENDPOINT` names one; `flyte-run config init|show`.
 
 use std::path::{Path, PathBuf};
+
+use flyte_home::FlyteHome;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 
 use crate::env_vars;
 
-pub(crate) const FILE_NAME: &str = "flyte-run.json";
+pub(crate) const FILE_NAME: &str = flyte_home::SETTINGS_FILE;
 
 /// The file's contents. Unknown keys are refused so a typo is not silently ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -41,7 +43,7 @@ pub(crate) struct RunnerSettings {
 }
 
 pub(crate) fn path(home: &Path) -> PathBuf {
-    home.join(".flyte").join(FILE_NAME)
+    FlyteHome::new(home).settings_file()
 }
 
 /// The config file, or the default when there is none. A file that cannot be read or parsed is
@@ -166,7 +168,7 @@ impl std::fmt::Display for EndpointSource {
 /// Which endpoint is in effect: `--endpoint`, else `FLYTE_ENDPOINT`, else the config file, else
 /// the local sandbox.
 pub(crate) fn endpoint_source(home: &Path, flag: Option<&str>) -> Result<EndpointSource, String> {
-    let env = std::env::var(env_vars::FLYTE_ENDPOINT).ok();
+    let env = env_vars::get(env_vars::FLYTE_ENDPOINT);
     if let Some(e) = flag.filter(|e| !e.trim().is_empty()) {
         return Ok(EndpointSource::Flag(e.to_owned()));
     }
@@ -176,9 +178,8 @@ pub(crate) fn endpoint_source(home: &Path, flag: Option<&str>) -> Result<Endpoin
     if let Some(e) = load(home)?.endpoint {
         return Ok(EndpointSource::File(e));
     }
-    let dir = crate::sandbox::state_dir(home);
     Ok(EndpointSource::Sandbox(
-        crate::sandbox::running(&dir).map(|(_, e)| e),
+        FlyteHome::new(home).sandbox().running().map(|s| s.endpoint),
     ))
 }
 
@@ -186,8 +187,8 @@ pub(crate) fn endpoint_source(home: &Path, flag: Option<&str>) -> Result<Endpoin
 /// `FLYTE_INSECURE` for any, the file's `insecure` only for the file's own endpoint (it must not
 /// open plain http for an endpoint given some other way).
 pub(crate) fn insecure(home: &Path, source: &EndpointSource) -> Result<bool, String> {
-    let env = std::env::var(env_vars::FLYTE_INSECURE)
-        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+    let env = env_vars::get(env_vars::FLYTE_INSECURE)
+        .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
     Ok(env || (matches!(source, EndpointSource::File(_)) && load(home)?.insecure))
 }
 
@@ -197,10 +198,8 @@ fn show(home: &Path) -> anyhow::Result<ExitCode> {
     println!("config file: {}", path(home).display());
     println!("endpoint:    {source}");
     println!("insecure:    {insecure}");
-    println!("ssh debug:   {}", flyte_keys::default_dir(home).display());
-    println!(
-        "ssh config:  {}",
-        home.join(".ssh").join("config").display()
-    );
+    let layout = FlyteHome::new(home);
+    println!("ssh debug:   {}", layout.debug().path().display());
+    println!("ssh config:  {}", layout.ssh_config().display());
     Ok(ExitCode::SUCCESS)
 }

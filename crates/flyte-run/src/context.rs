@@ -47,6 +47,20 @@ impl AppContext {
         }
     }
 
+    /// The `~/.flyte` layout under this context's home.
+    pub(crate) fn layout(&self) -> flyte_home::FlyteHome {
+        flyte_home::FlyteHome::new(&self.home)
+    }
+
+    /// Run an async library call to completion while `spinner` shows the waits it reports.
+    pub(crate) fn block_on_waiting<F: std::future::Future>(
+        &self,
+        spinner: &crate::progress::Spinner,
+        future: F,
+    ) -> F::Output {
+        self.block_on(spinner.drive(future))
+    }
+
     /// Run an async library call to completion.
     pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
         self.runtime
@@ -71,7 +85,7 @@ impl AppContext {
             _ => None,
         };
         let mut config =
-            flyte_runner_proxy::RunnerConfig::resolve(|k| std::env::var(k).ok(), file, &self.home);
+            flyte_runner_proxy::RunnerConfig::resolve(crate::env_vars::get, file, &self.home);
         if let Some(ssh_config) = &settings.ssh_config {
             config.ssh_options = vec!["-F".to_owned(), ssh_config.clone()];
         }

@@ -5,20 +5,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
-use buffa::MessageField;
+use anyhow::anyhow;
+use flyte_api::ActionPhaseExt;
 use flyte_api::idl::flyteidl2::common::RunIdentifier;
-use flyte_api::idl::flyteidl2::core::KeyValuePair;
-use flyte_api::idl::flyteidl2::task::{Envs, RunSpec};
-use flyte_api::idl::flyteidl2::workflow::{
-    self, CreateRunRequest, GetRunDetailsRequest, action_details,
-};
-use flyte_api::{ActionPhaseExt, Answer, Code};
-use flyte_ssh_config::{EditOptions, Outcome};
+use flyte_debug_client::runs::{self, Relaunched};
+use flyte_debug_client::{self as debug, ConnectOptions, DebugClientError, EditOptions, Outcome};
 
 use crate::context::AppContext;
 use crate::control_plane::{self, WhenNone};
-use crate::debug::{self, ConnectOptions};
+use crate::progress::Spinner;
 
 // Each bool is one independent command-line flag.
 #[allow(clippy::struct_excessive_bools)]
@@ -86,116 +81,28 @@ fn run_id(args: &DebugArgs, name: &str) -> RunIdentifier {
     flyte_api::request::run_id(&args.project, &args.domain, name)
 }
 
-/// Launch RUN's task again with SSH debug on, as `name`. `false` when `name` already exists (a
-/// concurrent `flyte-run debug` won the race): connect to that one.
-fn relaunch(
-    host: &AppContext,
-    client: &flyte_api::Client,
-    args: &DebugArgs,
-    name: &str,
-) -> anyhow::Result<bool> {
-    let original = host
-        .block_on(debug::action_details(
-            client,
-            &run_id(args, &args.run),
-            &args.action,
-        ))
-        .map_err(|e| anyhow!(e))?
-        .with_context(|| {
-            format!(
-                "no action {:?} in run {:?} ({}/{}); check the run name, --project and --domain",
-                args.action, args.run, args.project, args.domain
-            )
-        })?;
-    let task = match original.spec {
-        Some(action_details::Spec::Task(task)) => Some(*task),
-        _ => None,
-    };
-    let task = task.with_context(|| {
-        format!(
-            "the control plane did not return the task of run {:?}, so it cannot be relaunched; launch it in debug mode from a playbook (debug::launch_env)",
-            args.run
-        )
-    })?;
-    // The original run's settings (environment, labels) carry over; the debug variables win.
-    let runs = client.connect(workflow::RunServiceClient::new)?;
-    let original_spec = host
-        .block_on(runs.get_run_details(GetRunDetailsRequest {
-            run_id: MessageField::some(run_id(args, &args.run)),
-            ..Default::default()
-        }))
-        .owned()
-        .map_err(|e| anyhow!("run {:?}: {e}", args.run))?
-        .details
-        .into_option()
-        .and_then(|d| d.run_spec.into_option())
-        .unwrap_or_default();
-    let original_env = original_spec
-        .envs
-        .as_option()
-        .into_iter()
-        .flat_map(|e| &e.values)
-        .map(|kv| (kv.key.clone(), kv.value.clone()));
-    let pair = flyte_keys::ensure_keypair(&flyte_keys::default_dir(&host.home))?;
-    // launch_env puts its three variables first and lets `extra` override; here the debug
-    // variables must win, so they are applied last.
-    let mut env: Vec<(String, String)> = original_env.collect();
-    for (key, value) in debug::launch_env(&pair.public_key, []) {
-        env.retain(|(k, _)| *k != key);
-        env.push((key, value));
-    }
-    let request = CreateRunRequest {
-        id: Some(run_id(args, name).into()),
-        task: Some(task.into()),
-        run_spec: MessageField::some(RunSpec {
-            envs: MessageField::some(Envs {
-                values: env
-                    .into_iter()
-                    .map(|(key, value)| KeyValuePair {
-                        key,
-                        value,
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }),
-            ..original_spec
-        }),
-        ..CreateRunRequest::default()
-    };
-    match host.block_on(runs.create_run(request)).owned() {
-        Ok(_) => Ok(true),
-        Err(e) if e.code == Code::AlreadyExists => Ok(false),
-        Err(e) => Err(anyhow!("cannot launch the debug run {name:?}: {e}")),
-    }
-}
-
 pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
     let host = AppContext::new(crate::paths::home_dir()?, args.endpoint.clone());
     // Refuse a bad alias before anything is launched.
     flyte_ssh_config::validate_alias(&args.host_alias)?;
     let name = match &args.name {
         Some(name) => name.clone(),
-        None => debug::debug_run_name(&args.run).map_err(|e| anyhow!(e))?,
+        None => debug::debug_run_name(&args.run)?,
     };
-    let endpoint = control_plane::endpoint(&host, WhenNone::Fail).map_err(|e| anyhow!(e))?;
-    let client = host
-        .block_on(control_plane::client_for(&host, &endpoint))
-        .map_err(|e| anyhow!(e))?;
-    let existing = host
-        .block_on(debug::action_details(
-            &client,
-            &run_id(args, &name),
-            debug::DEFAULT_ACTION,
-        ))
-        .map_err(|e| anyhow!(e))?;
+    let plane = control_plane::connect(&host, WhenNone::Fail).map_err(|e| anyhow!(e))?;
+    let existing = host.block_on(runs::action_details(
+        &plane,
+        &run_id(args, &name),
+        debug::DEFAULT_ACTION,
+    ))?;
     if let Some(details) = &existing
         && details.status.phase.is_terminal()
     {
-        bail!(
-            "the debug run {name} has already ended ({}), and run names stay taken; relaunch under another name with --name NAME",
-            details.status.phase.short_name()
-        );
+        return Err(DebugClientError::DebugRunEnded {
+            name,
+            phase: details.status.phase.short_name(),
+        }
+        .into());
     }
     if args.dry_run {
         match &existing {
@@ -210,16 +117,7 @@ pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    match existing {
-        Some(details) => eprintln!(
-            "reconnecting to the debug run {name} ({})",
-            details.status.phase.short_name()
-        ),
-        None if relaunch(&host, &client, args, &name)? => {
-            eprintln!("launched {name}: run {} again with SSH debug on", args.run);
-        }
-        None => eprintln!("reconnecting to the debug run {name} (launched meanwhile)"),
-    }
+    launch_or_reuse(&host, &plane, args, &name, existing.as_ref())?;
     let options = ConnectOptions {
         project: args.project.clone(),
         domain: args.domain.clone(),
@@ -227,36 +125,80 @@ pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
         host_alias: args.host_alias.clone(),
         use_api_key: args.use_api_key,
         refresh_token: args.refresh_token,
-        timeout: Duration::from_secs(args.timeout),
+        timeout: host.bound(Duration::from_secs(args.timeout)),
         poll_interval: Duration::from_secs(args.poll_interval).max(Duration::from_millis(50)),
         wait_for_route: !args.no_wait_for_route,
+        proxy_program: crate::paths::proxy_program()?,
         ..ConnectOptions::default()
     };
-    let connection = debug::connect(&host, &name, &options).map_err(|e| anyhow!(e))?;
+    let spinner = Spinner::default();
+    let connection =
+        host.block_on_waiting(&spinner, debug::connect(&plane, &name, &options, &spinner))?;
     if let Some(fingerprint) = &connection.host_key_fingerprint {
         eprintln!("host key {fingerprint} (pinned)");
     }
+    let edit = EditOptions {
+        config_path: args
+            .ssh_config
+            .clone()
+            .unwrap_or_else(|| host.layout().ssh_config()),
+        dry_run: false,
+    };
     if args.shell {
-        return open_shell(&host, args, &connection);
+        return open_shell(&host, args, &connection, &edit);
     }
     if !args.write_config {
-        print!("{}", connection.ssh_config().map_err(|e| anyhow!(e))?);
+        print!("{}", connection.ssh_config()?);
         eprintln!(
             "add this block to your ssh config, or run again with --write-config; then: ssh {}",
             args.host_alias
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let edit = EditOptions {
-        config_path: args
-            .ssh_config
-            .clone()
-            .unwrap_or_else(|| host.home.join(".ssh").join("config")),
-        dry_run: false,
-    };
-    let outcome = debug::install(&connection.block, connection.host_key.as_deref(), &edit)
-        .map_err(|e| anyhow!(e))?;
-    match outcome {
+    install(args, &connection, &edit)
+}
+
+/// Relaunch RUN's task as `name` unless `existing` (the debug run, if it exists) is still there.
+fn launch_or_reuse(
+    host: &AppContext,
+    plane: &flyte_debug_client::ControlPlane,
+    args: &DebugArgs,
+    name: &str,
+    existing: Option<&flyte_api::idl::flyteidl2::workflow::ActionDetails>,
+) -> anyhow::Result<()> {
+    if let Some(details) = existing {
+        eprintln!(
+            "reconnecting to the debug run {name} ({})",
+            details.status.phase.short_name()
+        );
+        return Ok(());
+    }
+    let pair = flyte_keys::ensure_keypair(host.layout().debug().path())?;
+    let relaunched = host.block_on(runs::relaunch(
+        plane,
+        &run_id(args, &args.run),
+        &args.action,
+        name,
+        &pair.public_key,
+    ))?;
+    match relaunched {
+        Relaunched::Launched => {
+            eprintln!("launched {name}: run {} again with SSH debug on", args.run);
+        }
+        Relaunched::AlreadyThere => {
+            eprintln!("reconnecting to the debug run {name} (launched meanwhile)");
+        }
+    }
+    Ok(())
+}
+
+/// `--write-config`: install the Host block (and pin its key), then say what to type.
+fn install(
+    args: &DebugArgs,
+    connection: &debug::Connection,
+    edit: &EditOptions,
+) -> anyhow::Result<ExitCode> {
+    match debug::ssh::install(&connection.block, connection.host_key.as_deref(), edit)? {
         Outcome::WouldChange { diff, .. } => print!("{diff}"),
         Outcome::Written { path } => {
             eprintln!("wrote Host {} to {}", args.host_alias, path.display());
@@ -280,39 +222,19 @@ fn open_shell(
     host: &AppContext,
     args: &DebugArgs,
     connection: &debug::Connection,
+    edit: &EditOptions,
 ) -> anyhow::Result<ExitCode> {
     use std::os::unix::process::CommandExt as _;
-    let edit = EditOptions {
-        config_path: args
-            .ssh_config
-            .clone()
-            .unwrap_or_else(|| host.home.join(".ssh").join("config")),
-        dry_run: false,
-    };
     if args.write_config {
-        debug::install(&connection.block, connection.host_key.as_deref(), &edit)
-            .map_err(|e| anyhow!(e))?;
+        debug::ssh::install(&connection.block, connection.host_key.as_deref(), edit)?;
     }
-    let block_file =
-        flyte_auth::default_headers_file(&flyte_keys::default_dir(&host.home), &args.host_alias)
-            .with_extension("ssh_config");
-    let text = connection.ssh_config().map_err(|e| anyhow!(e))?;
-    flyte_fs::replace(&block_file, text.as_bytes(), 0o600)
-        .with_context(|| format!("cannot write {}", block_file.display()))?;
-    debug::pin_host_key(&connection.block, connection.host_key.as_deref())
-        .map_err(|e| anyhow!(e))?;
+    let block_file = host.layout().debug().ssh_config(&args.host_alias);
+    let mut ssh = debug::ssh::shell_command(connection, &block_file)?;
     eprintln!(
         "connecting: ssh -F {} {}",
         block_file.display(),
         args.host_alias
     );
     // exec only returns when it could not start ssh.
-    let error = std::process::Command::new("ssh")
-        .arg("-F")
-        .arg(&block_file)
-        .arg(&args.host_alias)
-        .exec();
-    Err(anyhow!(
-        "cannot run the ssh client (is OpenSSH installed? apt-get install openssh-client): {error}"
-    ))
+    Err(DebugClientError::NoSshClient(ssh.exec()).into())
 }

@@ -23,20 +23,20 @@ pub(crate) struct DebugServerArgs {
 }
 
 pub(crate) fn run(args: &DebugServerArgs) -> anyhow::Result<ExitCode> {
-    let settings = Settings::from_env(|name| std::env::var(name).ok())?;
+    let settings = Settings::from_env(crate::env_vars::get)?;
     let home = crate::paths::home_dir()?;
     let state_dir = args
         .state_dir
         .clone()
         .unwrap_or_else(|| home.join(".flyte-ssh-debug"));
     let workdir = std::env::current_dir().context("cannot read the working directory")?;
-    let bind = args
-        .bind
-        .unwrap_or(if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+    let bind = args.bind.unwrap_or(
+        if crate::env_vars::get_os(crate::env_vars::KUBERNETES_SERVICE_HOST).is_some() {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         } else {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
-        });
+        },
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -75,8 +75,8 @@ fn mode(path: &Path) -> Option<u32> {
 }
 
 fn key_pair(home: &Path) -> Check {
-    let dir = flyte_keys::default_dir(home);
-    let key = dir.join(flyte_keys::KEY_FILE_NAME);
+    let debug = flyte_home::FlyteHome::new(home).debug();
+    let (dir, key) = (debug.path(), debug.private_key());
     let Some(key_mode) = mode(&key) else {
         return Check::new(
             Status::Note,
@@ -98,7 +98,7 @@ fn key_pair(home: &Path) -> Check {
             ),
         );
     }
-    if let Some(dir_mode) = mode(&dir).filter(|m| m & 0o077 != 0) {
+    if let Some(dir_mode) = mode(dir).filter(|m| m & 0o077 != 0) {
         return Check::new(
             Status::Fail,
             "key pair",
@@ -211,11 +211,12 @@ fn control_plane_checks(host: &AppContext) -> Vec<Check> {
         Err(e) => return vec![Check::new(Status::Fail, "endpoint", e)],
     };
     // A key made for another endpoint is reported whether or not this one answers.
-    let files = control_plane::credential_files(host, &endpoint);
-    if let Err(e) = control_plane::stored_key(&files, &endpoint) {
+    let files = flyte_debug_client::CredentialFiles::for_endpoint(&host.layout(), &endpoint);
+    let allow = crate::env_vars::get(crate::env_vars::FLYTE_RUN_ALLOW_KEY_ENDPOINT);
+    if let Err(e) = flyte_debug_client::stored_key(&files, &endpoint, allow.as_deref()) {
         return vec![
             Check::new(Status::Note, "endpoint", source.to_string()),
-            Check::new(Status::Fail, "token", e),
+            Check::new(Status::Fail, "token", e.to_string()),
         ];
     }
     let client = match flyte_api::Client::new(&endpoint) {
@@ -240,11 +241,17 @@ fn control_plane_checks(host: &AppContext) -> Vec<Check> {
         return checks;
     }
     let key_file = files.key_file.clone();
-    let token = host.block_on(async {
-        match control_plane::token_source(&client, &endpoint, files).await? {
-            None => Ok(None),
-            Some((tokens, _)) => tokens.get(false).await.map(Some).map_err(|e| e.to_string()),
-        }
+    let token = control_plane::plane(host, endpoint).and_then(|plane| {
+        host.block_on(async {
+            let tokens = plane
+                .client_credentials(files)
+                .await
+                .map_err(|e| e.to_string())?;
+            match tokens {
+                None => Ok(None),
+                Some((tokens, _)) => tokens.get(false).await.map(Some).map_err(|e| e.to_string()),
+            }
+        })
     });
     checks.push(match token {
         Ok(Some(token)) => Check::new(
@@ -281,8 +288,8 @@ fn control_plane_checks(host: &AppContext) -> Vec<Check> {
 
 /// The runner VM, when one is configured: reached through the whole chain with a no-op.
 fn runner_check(host: &AppContext) -> Check {
-    let configured = std::env::var(flyte_runner_proxy::ENV_SSH_HOST)
-        .is_ok_and(|v| !v.trim().is_empty())
+    let configured = crate::env_vars::get(flyte_runner_proxy::ENV_SSH_HOST)
+        .is_some_and(|v| !v.trim().is_empty())
         || crate::config::load(&host.home)
             .ok()
             .and_then(|c| c.runner)

@@ -1,4 +1,26 @@
-//! Every environment variable flyte-run reads, in one place, with what it means.
+//! Every environment variable flyte-run reads, in one place, with what it means; and the only
+//! functions that read the process environment ([`get`], [`get_os`]: clippy's
+//! `disallowed-methods` refuses `std::env::var*` anywhere else).
+//!
+//! Besides the constants below, values are read through [`get`] for: the debug server's contract
+//! (`flyte_debug_server::settings`: `_F_E_SSH`, `_F_SSH_PK`, `_F_SSH_USER`, `_F_E_VS`,
+//! `SSH_SERVER_MAX_UPTIME_SECONDS`), the runner's (`flyte_runner_proxy`: `DAP_RUNNER_SSH_HOST`,
+//! `DAP_RUNNER_SSH_KEY`, `DAP_RUNNER_VM`), and a script's `env(name)`, which reads the variable
+//! the playbook names.
+
+use std::ffi::OsString;
+
+/// The value of `name`, when it is set and UTF-8.
+#[allow(clippy::disallowed_methods)] // The one place flyte-run reads the environment.
+pub(crate) fn get(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// The value of `name`, when it is set, whatever its bytes.
+#[allow(clippy::disallowed_methods)] // The one place flyte-run reads the environment.
+pub(crate) fn get_os(name: &str) -> Option<OsString> {
+    std::env::var_os(name)
+}
 
 /// The home directory; `~/.flyte` and `~/.ssh` are found under it (falls back to the passwd
 /// entry when unset).
@@ -13,4 +35,7 @@ pub(crate) const FLYTE_ENDPOINT: &str = flyte_api::ENV_ENDPOINT;
 pub(crate) const FLYTE_INSECURE: &str = "FLYTE_INSECURE";
 /// The endpoint authority (`host:port`) to which a stored API key made for another endpoint may
 /// be sent anyway (a renamed or proxied deployment). Only that endpoint; unset by default.
-pub(crate) const FLYTE_RUN_ALLOW_KEY_ENDPOINT: &str = "FLYTE_RUN_ALLOW_KEY_ENDPOINT";
+pub(crate) const FLYTE_RUN_ALLOW_KEY_ENDPOINT: &str = flyte_debug_client::ENV_ALLOW_KEY_ENDPOINT;
+/// Set inside a Kubernetes pod: `flyte-run debug-server` then listens on every address (the
+/// pod's own network), else on loopback.
+pub(crate) const KUBERNETES_SERVICE_HOST: &str = "KUBERNETES_SERVICE_HOST";

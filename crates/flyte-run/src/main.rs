@@ -5,7 +5,6 @@ mod cli;
 mod config;
 mod context;
 mod control_plane;
-mod debug;
 mod debug_command;
 mod debug_server;
 mod doctor;

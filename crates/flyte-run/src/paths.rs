@@ -8,7 +8,7 @@ use crate::env_vars;
 
 /// The user's home: `$HOME` when set and absolute, else the passwd entry's directory.
 pub(crate) fn home_dir() -> anyhow::Result<PathBuf> {
-    if let Some(home) = std::env::var_os(env_vars::HOME).filter(|h| !h.is_empty()) {
+    if let Some(home) = env_vars::get_os(env_vars::HOME).filter(|h| !h.is_empty()) {
         let home = PathBuf::from(home);
         if !home.is_absolute() {
             bail!(
@@ -72,4 +72,9 @@ pub(crate) fn unsafe_for_secrets(path: &std::path::Path) -> Option<String> {
             path.display()
         )
     })
+}
+
+/// This binary, which ssh runs as the debug Host block's `ProxyCommand` (`flyte-run tunnel`).
+pub(crate) fn proxy_program() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("cannot find the flyte-run binary for ProxyCommand")
 }

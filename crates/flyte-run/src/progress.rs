@@ -60,21 +60,14 @@ impl Progress {
         self.show();
     }
 
-    /// Wait `duration`, keeping the spinner moving.
-    pub(crate) fn sleep(&mut self, duration: Duration) {
-        let until = Instant::now() + duration;
-        loop {
-            let now = Instant::now();
-            if now >= until {
-                return;
-            }
-            if self.terminal {
-                std::thread::sleep(FRAME.min(until - now));
-                self.frame += 1;
-                self.show();
-            } else {
-                std::thread::sleep(until - now);
-            }
+    /// Move the spinner one frame; in plain mode, repeat a state already shown when it is due
+    /// (nothing is written before the first state arrives).
+    fn tick(&mut self) {
+        if self.terminal {
+            self.frame += 1;
+            self.show();
+        } else if self.last_plain.is_some() {
+            self.show();
         }
     }
 
@@ -97,6 +90,59 @@ impl Progress {
             let _ = writeln!(err, "{}", plain_line(&self.what, &self.state, elapsed));
             self.last_plain = Some((Instant::now(), self.state.clone()));
         }
+    }
+}
+
+/// Shows the waits a library reports ([`flyte_debug_client::Progress`]) as a [`Progress`] line,
+/// animated by [`Spinner::drive`] while the library's future runs.
+#[derive(Debug, Default)]
+pub(crate) struct Spinner {
+    current: std::sync::Mutex<Option<Progress>>,
+}
+
+impl Spinner {
+    fn with(&self, f: impl FnOnce(&mut Option<Progress>)) {
+        // A panic while drawing leaves nothing worth protecting: draw on.
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut current);
+    }
+
+    /// Run `future` to its end, redrawing the current wait every frame.
+    pub(crate) async fn drive<F: std::future::Future>(&self, future: F) -> F::Output {
+        let mut frames = tokio::time::interval(FRAME);
+        frames.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut future = std::pin::pin!(future);
+        loop {
+            tokio::select! {
+                output = &mut future => return output,
+                _ = frames.tick() => self.with(|p| {
+                    if let Some(p) = p.as_mut() {
+                        p.tick();
+                    }
+                }),
+            }
+        }
+    }
+}
+
+impl flyte_debug_client::Progress for Spinner {
+    fn begin(&self, what: &str) {
+        self.with(|p| *p = Some(Progress::new(what)));
+    }
+
+    fn update(&self, state: &str) {
+        self.with(|p| {
+            if let Some(p) = p.as_mut() {
+                p.update(state);
+            }
+        });
+    }
+
+    fn end(&self) {
+        self.with(|p| *p = None);
     }
 }
 

@@ -4,10 +4,10 @@
 //! once it listens, removed when it stops), `sandbox.log` (its output when started in the
 //! background), and the sandbox's own state (`sandbox.db`, `signing.key`, `credential`).
 
+use flyte_home::SandboxDir;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -61,37 +61,17 @@ impl Default for ServeArgs {
     }
 }
 
-/// `~/.flyte/sandbox`.
-pub(crate) fn state_dir(home: &Path) -> PathBuf {
-    home.join(".flyte").join("sandbox")
-}
-
-fn pid_file(dir: &Path) -> PathBuf {
-    dir.join("sandbox.pid")
-}
-
-fn endpoint_file(dir: &Path) -> PathBuf {
-    dir.join("endpoint")
-}
-
 /// The running sandbox, if any: its pid (from the lock it holds, so never a stale number the
 /// system has since given to another process) and the endpoint it announced.
-pub(crate) fn running(dir: &Path) -> Option<(i32, String)> {
-    let flyte_sandbox::instance::Holder::Serving(pid) = flyte_sandbox::instance::holder(dir) else {
-        return None;
-    };
-    let endpoint = std::fs::read_to_string(endpoint_file(dir))
-        .ok()?
-        .trim()
-        .to_owned();
-    Some((i32::try_from(pid).ok()?, endpoint))
+fn running(dir: &SandboxDir) -> Option<(u32, String)> {
+    dir.running().map(|s| (s.pid, s.endpoint))
 }
 
 /// The lock `start` holds while it checks for a sandbox and starts one, so concurrent starts
 /// queue: the first starts the sandbox, the others find it running.
-fn start_lock(dir: &Path) -> anyhow::Result<std::fs::File> {
+fn start_lock(dir: &SandboxDir) -> anyhow::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join("start.lock");
+    let path = dir.start_lock();
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -107,7 +87,7 @@ fn start_lock(dir: &Path) -> anyhow::Result<std::fs::File> {
 
 pub(crate) fn run(command: &SandboxCommand) -> anyhow::Result<ExitCode> {
     let home = crate::paths::home_dir()?;
-    let dir = state_dir(&home);
+    let dir = flyte_home::FlyteHome::new(home).sandbox();
     match command {
         SandboxCommand::Serve(args) => serve(&dir, args),
         SandboxCommand::Start(args) => {
@@ -115,14 +95,14 @@ pub(crate) fn run(command: &SandboxCommand) -> anyhow::Result<ExitCode> {
             if fresh {
                 println!(
                     "the sandbox runs at {endpoint} (pid {pid}); log: {}",
-                    dir.join("sandbox.log").display()
+                    dir.log_file().display()
                 );
             } else {
                 println!("the sandbox already runs at {endpoint} (pid {pid})");
             }
             println!(
                 "Flyte's own CLI and SDK use it with: flyte --config {} get run",
-                dir.join(flyte_sandbox::FLYTE_CONFIG_FILE).display()
+                dir.flyte_config().display()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -131,7 +111,7 @@ pub(crate) fn run(command: &SandboxCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn serve(dir: &Path, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+fn serve(dir: &SandboxDir, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -141,20 +121,20 @@ fn serve(dir: &Path, args: &ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}:{}", args.bind, args.port))?;
         let endpoint = format!("http://{}", listener.local_addr()?);
-        let sandbox = flyte_sandbox::Sandbox::open(dir, &endpoint)?
+        let sandbox = flyte_sandbox::Sandbox::open(dir.path(), &endpoint)?
             .with_header_timeout(args.header_timeout);
         // Announce only once listening (and holding the directory's lock), so a client that
         // reads the endpoint can connect.
         let pid = std::process::id().to_string();
-        flyte_fs::replace(&pid_file(dir), pid.as_bytes(), 0o600)?;
-        flyte_fs::replace(&endpoint_file(dir), endpoint.as_bytes(), 0o600)?;
+        flyte_fs::replace(&dir.pid_file(), pid.as_bytes(), 0o600)?;
+        flyte_fs::replace(&dir.endpoint_file(), endpoint.as_bytes(), 0o600)?;
         let ingress = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, 0))
             .await
             .with_context(|| format!("cannot listen on {} for the ingress", args.bind))?;
         println!(
             "flyte sandbox serving on {endpoint}, debug ingress on http://{} (state in {})",
             ingress.local_addr()?,
-            dir.display()
+            dir.path().display()
         );
         let stopper = sandbox.process_stopper();
         let served = tokio::select! {
@@ -168,9 +148,9 @@ fn serve(dir: &Path, args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
         served?;
         // Withdraw the announcement, unless another sandbox has replaced it meanwhile.
-        if std::fs::read_to_string(pid_file(dir)).is_ok_and(|p| p.trim() == pid) {
-            let _ = std::fs::remove_file(endpoint_file(dir));
-            let _ = std::fs::remove_file(pid_file(dir));
+        if std::fs::read_to_string(dir.pid_file()).is_ok_and(|p| p.trim() == pid) {
+            let _ = std::fs::remove_file(dir.endpoint_file());
+            let _ = std::fs::remove_file(dir.pid_file());
         }
         Ok::<_, anyhow::Error>(())
     })?;
@@ -179,19 +159,19 @@ fn serve(dir: &Path, args: &ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// The running sandbox, started in the background first if none runs: (pid, endpoint, whether
 /// this call started it).
-pub(crate) fn start(dir: &Path, args: &ServeArgs) -> anyhow::Result<(i32, String, bool)> {
+pub(crate) fn start(dir: &SandboxDir, args: &ServeArgs) -> anyhow::Result<(u32, String, bool)> {
     if let Some((pid, endpoint)) = running(dir) {
         return Ok((pid, endpoint, false));
     }
-    crate::paths::private_dir(dir)?;
+    crate::paths::private_dir(dir.path())?;
     let _queue = start_lock(dir)?;
     // Another start may have finished while this one waited for the lock.
     if let Some((pid, endpoint)) = running(dir) {
         return Ok((pid, endpoint, false));
     }
     // Forget a stale announcement from a sandbox that died without cleaning up.
-    let _ = std::fs::remove_file(endpoint_file(dir));
-    let log_path = dir.join("sandbox.log");
+    let _ = std::fs::remove_file(dir.endpoint_file());
+    let log_path = dir.log_file();
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -219,9 +199,7 @@ pub(crate) fn start(dir: &Path, args: &ServeArgs) -> anyhow::Result<(i32, String
         .context("cannot start the sandbox")?;
     let started = Instant::now();
     loop {
-        if let Some((pid, endpoint)) =
-            running(dir).filter(|(pid, _)| i64::from(*pid) == i64::from(child.id()))
-        {
+        if let Some((pid, endpoint)) = running(dir).filter(|(pid, _)| *pid == child.id()) {
             return Ok((pid, endpoint, true));
         }
         if let Some(status) = child.try_wait()? {
@@ -242,14 +220,14 @@ pub(crate) fn start(dir: &Path, args: &ServeArgs) -> anyhow::Result<(i32, String
     }
 }
 
-fn stop(dir: &Path) -> anyhow::Result<ExitCode> {
+fn stop(dir: &SandboxDir) -> anyhow::Result<ExitCode> {
     let Some((pid, _)) = running(dir) else {
         println!("the sandbox is not running");
-        let _ = std::fs::remove_file(endpoint_file(dir));
-        let _ = std::fs::remove_file(pid_file(dir));
+        let _ = std::fs::remove_file(dir.endpoint_file());
+        let _ = std::fs::remove_file(dir.pid_file());
         return Ok(ExitCode::SUCCESS);
     };
-    let target = Pid::from_raw(pid);
+    let target = Pid::from_raw(i32::try_from(pid).context("the sandbox's pid is out of range")?);
     kill(target, Signal::SIGTERM)
         .with_context(|| format!("cannot signal the sandbox (pid {pid})"))?;
     let started = Instant::now();
@@ -260,17 +238,17 @@ fn stop(dir: &Path) -> anyhow::Result<ExitCode> {
         }
         std::thread::sleep(POLL);
     }
-    let _ = std::fs::remove_file(endpoint_file(dir));
-    let _ = std::fs::remove_file(pid_file(dir));
+    let _ = std::fs::remove_file(dir.endpoint_file());
+    let _ = std::fs::remove_file(dir.pid_file());
     println!("stopped the sandbox (pid {pid})");
     Ok(ExitCode::SUCCESS)
 }
 
-fn status(dir: &Path) -> ExitCode {
+fn status(dir: &SandboxDir) -> ExitCode {
     if let Some((pid, endpoint)) = running(dir) {
         println!(
             "the sandbox runs at {endpoint} (pid {pid}); state in {}",
-            dir.display()
+            dir.path().display()
         );
         ExitCode::SUCCESS
     } else {

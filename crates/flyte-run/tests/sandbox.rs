@@ -641,6 +641,50 @@ fn the_debug_playbook_leaves_a_working_pinned_ssh_alias() {
     assert!(text.contains("(Host flyte-debug, unchanged)"), "{text}");
 }
 
+/// Issue 15's done-when: another Rust program gets a pinned, working ssh alias for a debug run
+/// by depending on flyte-debug-client alone (`examples/examples/debug_session.rs`, built with
+/// the workspace's tests; flyte-run serves only as the sandbox and the ProxyCommand).
+#[test]
+fn the_debug_client_example_connects_with_that_crate_alone() {
+    let example = std::path::Path::new(BIN)
+        .parent()
+        .unwrap()
+        .join("examples/debug_session");
+    assert!(
+        example.exists(),
+        "{} is missing: the workspace's tests build it (cargo test --workspace), or build it with \
+         cargo build -p flyte-examples --example debug_session",
+        example.display()
+    );
+    let home = Home(TempHome::new());
+    let started = home.run(&["sandbox", "start"]);
+    assert!(started.status.success(), "{}", stdout(&started));
+    let config = home.0.path().join("example.ssh_config");
+    let out = home
+        .0
+        .command(&example)
+        .arg(BIN)
+        .arg(&config)
+        .arg("from-example")
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("run from-example is RUNNING"), "{text}");
+    assert!(text.contains("connected as "), "{text}");
+    // The route published its key, and the block the example wrote pins it.
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(written.contains("StrictHostKeyChecking yes"), "{written}");
+    assert!(
+        !text.contains("learned on first use"),
+        "the sandbox publishes its host key: {text}"
+    );
+}
+
 /// `flyte-run debug RUN` relaunches a plain run's task under the derived name with SSH debug on
 /// (its environment kept), installs the block, and reconnects the second time; bad names fail.
 #[test]

@@ -9,15 +9,11 @@ use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey};
 
 use crate::{KeyError, Result};
 
-/// File name of the client key inside its directory (the `.pub` sits beside it).
-pub const KEY_FILE_NAME: &str = "id_ed25519";
+/// File name of the client key inside its directory (the `.pub` sits beside it); flyte-home
+/// owns the `~/.flyte` layout.
+pub const KEY_FILE_NAME: &str = flyte_home::KEY_FILE;
 /// Comment on keys we create, as Flyte's client writes it.
 pub const KEY_COMMENT: &str = "flyte-ssh-debug";
-
-/// `~/.flyte/ssh-debug` under the given home directory: where Flyte keeps its debug key.
-pub fn default_dir(home: &Path) -> PathBuf {
-    home.join(".flyte").join("ssh-debug")
-}
 
 /// The client key pair, as the rest of the flow needs it. Holds no secret: the private key stays
 /// in its file and only its path travels.

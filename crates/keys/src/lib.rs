@@ -16,7 +16,7 @@ mod keypair;
 use std::path::PathBuf;
 
 pub use host::{HostKey, known_hosts_line, public_key_fingerprint};
-pub use keypair::{KEY_COMMENT, KEY_FILE_NAME, KeyPair, default_dir, ensure_keypair};
+pub use keypair::{KEY_COMMENT, KEY_FILE_NAME, KeyPair, ensure_keypair};
 
 /// Everything that can go wrong with a key. Messages name the file and the fix; none contains key
 /// material.

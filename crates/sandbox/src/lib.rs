@@ -15,7 +15,6 @@
 //! `sandbox.db`, `signing.key` (0600), `credential` (0600; the bootstrap API key).
 
 mod connect;
-pub mod instance;
 mod own_services;
 mod runs;
 mod server;
@@ -38,14 +37,11 @@ pub const DEFAULT_PROJECT: &str = flyte_api::request::DEFAULT_PROJECT;
 pub const DEFAULT_DOMAINS: [&str; 3] = ["development", "staging", "production"];
 /// Lifetime of issued tokens.
 pub const TOKEN_TTL_SECS: i64 = 3600;
-/// The Flyte SDK config for this sandbox, in the state directory (`flyte --config <it>`).
-pub const FLYTE_CONFIG_FILE: &str = "flyte-config.yaml";
-/// This start's CA certificate (PEM), which the Flyte config trusts.
-pub const CA_FILE: &str = "ca.pem";
-/// The bootstrap credential's secret alone, for the Flyte config's `clientSecretLocation`.
-pub const CLIENT_SECRET_FILE: &str = "client-secret";
-/// The bootstrap credential's file name in the state directory.
-pub const CREDENTIAL_FILE: &str = "credential";
+// The state directory's files are named by flyte-home, which clients read them through.
+pub use flyte_home::{
+    SANDBOX_CA_FILE as CA_FILE, SANDBOX_CLIENT_SECRET_FILE as CLIENT_SECRET_FILE,
+    SANDBOX_CREDENTIAL_FILE as CREDENTIAL_FILE, SANDBOX_FLYTE_CONFIG_FILE as FLYTE_CONFIG_FILE,
+};
 /// The name of the bootstrap API key.
 pub const ADMIN_KEY_NAME: &str = "sandbox-admin";
 
@@ -54,8 +50,8 @@ pub const ADMIN_KEY_NAME: &str = "sandbox-admin";
 pub enum SandboxError {
     #[error("sandbox database: {0}")]
     Store(String),
-    #[error("another sandbox already serves {}{}; use it, or stop it with `flyte-run sandbox stop`", dir.display(), pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
-    Busy { dir: PathBuf, pid: Option<u32> },
+    #[error("{0}")]
+    Instance(#[from] flyte_home::HomeError),
     #[error("{0}")]
     Io(String),
     #[error("{0}")]
@@ -94,7 +90,7 @@ pub(crate) fn create_api_key(store: &Store, name: &str) -> Result<(String, Strin
 pub struct ProcessStopper {
     runs: Arc<runs::Runs>,
     /// Keeps the directory ours until the processes are stopped, after `serve` has returned.
-    _lock: Arc<instance::InstanceLock>,
+    _lock: Arc<flyte_home::instance::InstanceLock>,
 }
 
 impl ProcessStopper {
@@ -111,7 +107,7 @@ impl ProcessStopper {
 pub struct Sandbox {
     shared: Arc<Shared>,
     /// Held while this sandbox (or its process stopper) lives: one sandbox per directory.
-    lock: Arc<instance::InstanceLock>,
+    lock: Arc<flyte_home::instance::InstanceLock>,
     state_dir: PathBuf,
     body_read_timeout: std::time::Duration,
     header_timeout: std::time::Duration,
@@ -147,12 +143,13 @@ impl Sandbox {
             .create(state_dir)
             .map_err(|e| SandboxError::Io(format!("cannot create {}: {e}", state_dir.display())))?;
         // Before anything reads or migrates the state: a second sandbox stops here.
-        let lock = Arc::new(instance::InstanceLock::acquire(state_dir)?);
-        let store = Arc::new(Store::open(&state_dir.join("sandbox.db"))?);
+        let lock = Arc::new(flyte_home::instance::InstanceLock::acquire(state_dir)?);
+        let files = flyte_home::SandboxDir::new(state_dir);
+        let store = Arc::new(Store::open(&files.database())?);
         let runs = Arc::new(runs::Runs::new(state_dir, Arc::clone(&store)));
         let loaded = runs.load()?;
         tracing::info!(runs = loaded, "loaded the runs of earlier starts");
-        let signer = Signer::load_or_create(&state_dir.join("signing.key"), ISSUER)?;
+        let signer = Signer::load_or_create(&files.signing_key(), ISSUER)?;
         let tls = tls::generate()?;
         let sandbox = Self {
             tls,
@@ -201,7 +198,7 @@ impl Sandbox {
 
     /// Where the bootstrap credential is kept.
     pub fn credential_path(state_dir: &Path) -> PathBuf {
-        state_dir.join(CREDENTIAL_FILE)
+        flyte_home::SandboxDir::new(state_dir).credential()
     }
 
     fn ensure_credential(&self) -> Result<()> {
@@ -249,12 +246,13 @@ impl Sandbox {
             );
             return Ok(());
         }
-        let ca = self.state_dir.join(CA_FILE);
+        let files = flyte_home::SandboxDir::new(&self.state_dir);
+        let ca = files.ca_cert();
         flyte_fs::replace(&ca, self.tls.ca_pem.as_bytes(), flyte_fs::SECRET_MODE)?;
         let text = std::fs::read_to_string(Self::credential_path(&self.state_dir))
             .map_err(|e| SandboxError::Io(format!("the bootstrap credential: {e}")))?;
         let key = flyte_auth::ApiKey::decode(&text)?;
-        let secret = self.state_dir.join(CLIENT_SECRET_FILE);
+        let secret = files.client_secret();
         flyte_fs::replace(
             &secret,
             key.client_secret.expose().as_bytes(),
@@ -275,7 +273,7 @@ impl Sandbox {
             quote(DEFAULT_DOMAINS[0]),
         );
         flyte_fs::replace(
-            &self.state_dir.join(FLYTE_CONFIG_FILE),
+            &files.flyte_config(),
             config.as_bytes(),
             flyte_fs::SECRET_MODE,
         )?;

@@ -470,7 +470,7 @@ impl Runs {
             stopping: Arc::default(),
             store,
             ingress: Arc::default(),
-            debug_dir: state_dir.join("debug"),
+            debug_dir: flyte_home::SandboxDir::new(state_dir).task_debug_dir(),
         }
     }
 

@@ -308,9 +308,8 @@ pub(crate) fn log_path(
     shared: &Shared,
     id: &flyte_idl::flyteidl2::common::RunIdentifier,
 ) -> std::path::PathBuf {
-    shared
-        .state_dir
-        .join("logs")
+    flyte_home::SandboxDir::new(&shared.state_dir)
+        .task_logs_dir()
         .join(&id.project)
         .join(&id.domain)
         .join(format!("{}.log", id.name))

@@ -3,13 +3,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use flyte_api::{Client, HttpClient};
-use flyte_auth::{ApiKey, ClientCredentials, ConnectApiKeyService};
+use flyte_auth::ConnectApiKeyService;
 use rhai::{Dynamic, Engine, Map, Module, NativeCallContext};
 
 use super::Host;
 use super::opts::{Opts, ScriptResult, script_err};
-use crate::control_plane::{WhenNone, client_for, endpoint};
+use crate::control_plane::WhenNone;
 
 /// What `auth::ensure_api_key` returns: the key's public parts (the secret stays in its file).
 #[derive(Debug, Clone)]
@@ -33,7 +32,7 @@ impl std::fmt::Debug for ScriptToken {
 }
 
 fn debug_dir(host: &Host) -> PathBuf {
-    flyte_keys::default_dir(&host.home)
+    host.layout().debug().path().to_owned()
 }
 
 fn ensure_api_key(host: &Host, name: &str) -> Result<ScriptApiKey, String> {
@@ -45,9 +44,10 @@ fn ensure_api_key(host: &Host, name: &str) -> Result<ScriptApiKey, String> {
             org: String::new(),
         });
     }
-    let endpoint = endpoint(host, WhenNone::Fail)?;
+    let plane = crate::control_plane::connect(host, WhenNone::Fail)?;
+    let endpoint = plane.endpoint();
     let key = host.block_on(async {
-        let service = ConnectApiKeyService::new(client_for(host, &endpoint).await?);
+        let service = ConnectApiKeyService::new(plane.client().clone());
         flyte_auth::ensure_api_key(&service, &debug_dir(host), &endpoint.base_url(), "", name)
             .await
             .map_err(|e| e.to_string())
@@ -76,53 +76,20 @@ pub(super) fn bearer_token(
                 .to_owned(),
         );
     }
-    let endpoint = endpoint(host, WhenNone::Fail)?;
-    let key_file = debug_dir(host).join(flyte_auth::API_KEY_FILE);
-    let text = std::fs::read_to_string(&key_file).map_err(|e| {
-        format!(
-            "no API key at {} ({e}); call auth::ensure_api_key(name) first",
-            key_file.display()
-        )
-    })?;
-    let key = ApiKey::decode(&text).map_err(|e| format!("{}: {e}", key_file.display()))?;
-    let client = Client::new(&endpoint).map_err(|e| e.to_string())?;
-    host.block_on(async {
-        let config = flyte_auth::oauth::discover(&client)
-            .await
-            .map_err(|e| e.to_string())?;
-        let source = ClientCredentials::new(
-            HttpClient::default(),
-            config,
-            key.client_id.clone(),
-            key.client_secret.clone(),
-            &endpoint.token_cache_key(),
-            debug_dir(host).join(flyte_auth::BEARER_FILE),
-        );
-        source
+    let plane = crate::control_plane::connect(host, WhenNone::Fail)?;
+    let token = host.block_on(async {
+        let tokens = plane.route_tokens(true).await?;
+        tokens
             .get(refresh)
             .await
-            .map(|token| ScriptToken { token })
-            .map_err(|e| e.to_string())
-    })
-}
-
-/// The `Authorization` header carrying `token`.
-pub(super) fn bearer_header(token: &flyte_api::Secret) -> flyte_tunnel::Header {
-    flyte_tunnel::Header {
-        name: "Authorization".to_owned(),
-        value: format!("Bearer {}", token.expose()),
-    }
-}
-
-impl ScriptToken {
-    /// The `Authorization` header carrying this token.
-    pub(super) fn header(&self) -> flyte_tunnel::Header {
-        bearer_header(&self.token.value)
-    }
-
-    /// The token itself.
-    pub(super) fn secret(&self) -> &flyte_api::Secret {
-        &self.token.value
+            .map_err(flyte_debug_client::DebugClientError::from)
+    });
+    match token.map_err(|e| e.to_string())? {
+        Some((token, _)) => Ok(ScriptToken { token }),
+        None => Err(format!(
+            "no token for {}: call auth::ensure_api_key(name) first",
+            plane.endpoint().base_url()
+        )),
     }
 }
 

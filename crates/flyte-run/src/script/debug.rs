@@ -1,4 +1,4 @@
-//! `debug::` — turn SSH debug on for a run and connect to it (the flow is in `crate::debug`).
+//! `debug::` — turn SSH debug on for a run and connect to it (the flow is flyte-debug-client's).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +7,8 @@ use rhai::{Dynamic, Map, Module, NativeCallContext};
 
 use super::Host;
 use super::opts::{Opts, ScriptResult, script_err};
-use crate::debug::{self, ConnectOptions, Connection};
+use crate::progress::Spinner;
+use flyte_debug_client::{self as debug, ConnectOptions, Connection};
 
 const CONNECT_OPTIONS: &[&str] = &[
     "action",
@@ -30,7 +31,10 @@ fn connect_options(
     opts: &Map,
 ) -> ScriptResult<ConnectOptions> {
     let o = Opts::new(ctx, "debug::connect", opts, CONNECT_OPTIONS)?;
-    let mut options = ConnectOptions::default();
+    let mut options = ConnectOptions {
+        proxy_program: crate::paths::proxy_program().map_err(|e| script_err(ctx, e.to_string()))?,
+        ..ConnectOptions::default()
+    };
     if let Some(v) = o.string("action")? {
         options.action = v;
     }
@@ -51,9 +55,8 @@ fn connect_options(
     options.use_api_key = o.bool("use_api_key")?.unwrap_or(false);
     options.refresh_token = o.bool("refresh_token")?.unwrap_or(false);
     options.wait_for_route = o.bool("wait_for_route")?.unwrap_or(true);
-    if let Some(v) = o.seconds("timeout")? {
-        options.timeout = v;
-    }
+    // Cut to what is left of --timeout, so the wait cannot outlive the playbook's limit.
+    options.timeout = host.bound(o.seconds("timeout")?.unwrap_or(options.timeout));
     if let Some(v) = o.seconds("poll_interval")? {
         // Zero means "as fast as is reasonable", not a busy loop.
         options.poll_interval = v.max(Duration::from_millis(50));
@@ -69,29 +72,10 @@ fn route_host_key(host: &Host, uri: &str) -> Result<Dynamic, String> {
         println!("dry-run: fetch the host key of the debug route {uri}");
         return Ok(Dynamic::UNIT);
     }
-    let endpoint = crate::control_plane::endpoint(host, crate::control_plane::WhenNone::Fail)?;
-    crate::debug::token_may_go_to(uri, &endpoint)?;
-    let token = super::auth::bearer_token(host, true, false)?;
-    // The URL checked is the URL used (a relative link resolved against the endpoint).
-    let url = crate::debug::route_url(uri, &endpoint);
-    let minter = flyte_api::Client::new(&endpoint)
-        .map_err(|e| e.to_string())?
-        .with_tokens(std::sync::Arc::new(flyte_auth::FixedToken(
-            token.secret().clone(),
-        )));
-    let route_token = host
-        .block_on(flyte_auth::create_route_token(&minter, &url))
-        .map_err(|e| format!("cannot get a token for the debug route {uri}: {e}"))?;
-    let mut options = flyte_tunnel::client::ClientOptions::new(url.as_str());
-    options.headers = vec![route_token.map_or_else(
-        || token.header(),
-        |scoped| super::auth::bearer_header(&scoped),
-    )];
-    match host.block_on(flyte_tunnel::client::fetch_host_key(&options)) {
-        Ok(Some(key)) => Ok(key.into()),
-        Ok(None) => Ok(Dynamic::UNIT),
-        Err(e) => Err(format!("{uri}: {e}")),
-    }
+    let plane = crate::control_plane::connect(host, crate::control_plane::WhenNone::Fail)?;
+    host.block_on(debug::fetch_route_host_key(&plane, uri))
+        .map(|key| key.map_or(Dynamic::UNIT, Dynamic::from))
+        .map_err(|e| e.to_string())
 }
 
 /// The `SSHDebug` map: Flyte's fields, plus what `ssh::install` needs to rebuild the block.
@@ -103,7 +87,10 @@ fn connection_map(connection: &Connection) -> Result<Map, String> {
     map.insert("run_name".into(), connection.run_name.clone().into());
     map.insert("action_name".into(), connection.action_name.clone().into());
     map.insert("wss_url".into(), connection.wss_url.clone().into());
-    map.insert("ssh_config".into(), connection.ssh_config()?.into());
+    map.insert(
+        "ssh_config".into(),
+        connection.ssh_config().map_err(|e| e.to_string())?.into(),
+    );
     map.insert("host_alias".into(), block.alias.clone().into());
     map.insert("headers_file".into(), path(&connection.headers_file));
     map.insert(
@@ -121,7 +108,7 @@ fn connection_map(connection: &Connection) -> Result<Map, String> {
 
 /// What a dry run returns: the shape of a connection, with the route still unknown.
 fn dry_run_map(host: &Host, run: &str, options: &ConnectOptions) -> Map {
-    let debug_dir = flyte_keys::default_dir(&host.home);
+    let debug_dir = host.layout().debug();
     let mut map = Map::new();
     let mut put = |k: &str, v: String| {
         map.insert(k.into(), v.into());
@@ -138,7 +125,10 @@ fn dry_run_map(host: &Host, run: &str, options: &ConnectOptions) -> Map {
     put("host_alias", options.host_alias.clone());
     put(
         "host_key_alias",
-        crate::debug::host_key_alias(&crate::debug::run_id(run, options), &options.action),
+        debug::host_key_alias(
+            &flyte_api::request::run_id(&options.project, &options.domain, run),
+            &options.action,
+        ),
     );
     put("user", options.user.clone());
     put(
@@ -146,7 +136,7 @@ fn dry_run_map(host: &Host, run: &str, options: &ConnectOptions) -> Map {
         options
             .headers_file
             .clone()
-            .unwrap_or_else(|| flyte_auth::default_headers_file(&debug_dir, &options.host_alias))
+            .unwrap_or_else(|| debug_dir.headers(&options.host_alias))
             .display()
             .to_string(),
     );
@@ -164,14 +154,20 @@ fn connect(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> S
         );
         return Ok(dry_run_map(host, run, &options));
     }
-    debug::connect(host, run, &options)
+    let connected = crate::control_plane::connect(host, crate::control_plane::WhenNone::Fail)
+        .and_then(|plane| {
+            let spinner = Spinner::default();
+            host.block_on_waiting(&spinner, debug::connect(&plane, run, &options, &spinner))
+                .map_err(|e| e.to_string())
+        });
+    connected
         .and_then(|c| connection_map(&c))
         .map_err(|e| script_err(ctx, format!("debug::connect {run:?}: {e}")))
 }
 
 fn launch_env(ctx: &NativeCallContext<'_>, host: &Host, extra: Map) -> ScriptResult<Map> {
-    let pair = flyte_keys::ensure_keypair(&flyte_keys::default_dir(&host.home))
-        .map_err(|e| script_err(ctx, e))?;
+    let pair =
+        flyte_keys::ensure_keypair(host.layout().debug().path()).map_err(|e| script_err(ctx, e))?;
     let extra = extra
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -217,7 +213,7 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     module.set_native_fn(
         "run_name",
         |ctx: NativeCallContext<'_>, run: &str| -> ScriptResult<String> {
-            debug::debug_run_name(run).map_err(|e| script_err(&ctx, e))
+            debug::debug_run_name(run).map_err(|e| script_err(&ctx, e.to_string()))
         },
     );
     module

@@ -20,12 +20,12 @@ fn keypair_map(pair: flyte_keys::KeyPair) -> Map {
 
 pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut module = Module::new();
-    let home = host.home.clone();
+    let debug_dir = host.layout().debug();
     // keys::ensure_keypair() -> #{ private_key_path, public_key, fingerprint }
     module.set_native_fn(
         "ensure_keypair",
         move |ctx: NativeCallContext<'_>| -> ScriptResult<Map> {
-            flyte_keys::ensure_keypair(&flyte_keys::default_dir(&home))
+            flyte_keys::ensure_keypair(debug_dir.path())
                 .map(keypair_map)
                 .map_err(|e| script_err(&ctx, e))
         },

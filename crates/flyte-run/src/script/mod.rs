@@ -294,7 +294,7 @@ pub(crate) fn new_engine(host: &Arc<Host>, source: &ScriptSource) -> Engine {
         },
     );
     engine.register_fn("env", |name: &str| -> Dynamic {
-        std::env::var(name).map_or(Dynamic::UNIT, Dynamic::from)
+        crate::env_vars::get(name).map_or(Dynamic::UNIT, Dynamic::from)
     });
     engine
 }

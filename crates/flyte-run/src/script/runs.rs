@@ -1,37 +1,36 @@
 //! `runs::` — launch, wait for, inspect and abort runs (flyte-api's `RunService`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use buffa::{EnumValue, Enumeration, MessageField};
-use flyte_api::idl::flyteidl2::common::{ActionPhase, RunIdentifier};
+use buffa::{EnumValue, Enumeration};
+use flyte_api::ActionPhaseExt;
+use flyte_api::idl::flyteidl2::common::RunIdentifier;
 use flyte_api::idl::flyteidl2::core::task_template;
 use flyte_api::idl::flyteidl2::workflow::{
-    self, AbortRunRequest, ActionDetails, CreateRunRequest, action_details, create_run_request,
+    ActionDetails, CreateRunRequest, action_details, create_run_request,
 };
-use flyte_api::{ActionPhaseExt, Answer, Client, Endpoint};
+use flyte_debug_client::runs::{self, existing_action};
+use flyte_debug_client::{ControlPlane, DEFAULT_ACTION, DEFAULT_DOMAIN, DEFAULT_PROJECT};
 use rhai::{Array, Dynamic, Map, Module, NativeCallContext};
 
 use super::Host;
 use super::opts::{Opts, ScriptResult, script_err, string_array};
-use crate::control_plane::{WhenNone, client_for, endpoint};
+use crate::control_plane::WhenNone;
+use crate::progress::Spinner;
 
-use crate::debug::{DEFAULT_ACTION, DEFAULT_DOMAIN, DEFAULT_PROJECT};
 const DEFAULT_TIMEOUT: Duration = Duration::from_mins(5);
 const DEFAULT_POLL: Duration = Duration::from_secs(1);
 
-/// The control plane and an authenticated client for it (`runs::` starts the sandbox when
-/// nothing is configured).
-fn connect(host: &Host) -> Result<(Endpoint, Client), String> {
+/// The control plane (`runs::` starts the sandbox when nothing is configured).
+fn connect(host: &Host) -> Result<ControlPlane, String> {
     // A dry run reads from a control plane that is there, but never starts one.
     let when_none = if host.dry_run {
         WhenNone::Fail
     } else {
         WhenNone::StartSandbox
     };
-    let endpoint = endpoint(host, when_none)?;
-    let client = host.block_on(client_for(host, &endpoint))?;
-    Ok((endpoint, client))
+    crate::control_plane::connect(host, when_none)
 }
 
 fn run_id(name: &str, project: Option<&str>, domain: Option<&str>) -> RunIdentifier {
@@ -118,15 +117,11 @@ fn launch(ctx: &NativeCallContext<'_>, host: &Host, spec: &Map) -> ScriptResult<
     if host.dry_run {
         return Ok(dry_run_launch(&id, &request));
     }
-    let (endpoint, client) = connect(host).map_err(|e| script_err(ctx, e))?;
-    let runs = client
-        .connect(workflow::RunServiceClient::new)
-        .map_err(|e| script_err(ctx, e.to_string()))?;
-    let created = host
-        .block_on(runs.create_run(request))
-        .owned()
+    let plane = connect(host).map_err(|e| script_err(ctx, e))?;
+    let action_id = host
+        .block_on(runs::launch(&plane, request))
         .map_err(|e| script_err(ctx, format!("runs::launch {name:?}: {e}")))?;
-    let action_id = &created.run.action.id;
+    let endpoint = plane.endpoint();
     let mut run = Map::new();
     run.insert("name".into(), action_id.run.name.clone().into());
     run.insert("action".into(), action_id.name.clone().into());
@@ -142,33 +137,6 @@ fn launch(ctx: &NativeCallContext<'_>, host: &Host, spec: &Map) -> ScriptResult<
         .into(),
     );
     Ok(run)
-}
-
-/// One look at an action; a missing run or action is an error that names it.
-fn fetch(
-    host: &Host,
-    client: &Client,
-    id: &RunIdentifier,
-    action: &str,
-) -> Result<ActionDetails, String> {
-    host.block_on(crate::debug::action_details(client, id, action))?
-        .ok_or_else(|| {
-            format!(
-                "no action {action:?} in run {:?} ({}/{})",
-                id.name, id.project, id.domain
-            )
-        })
-}
-
-/// Phases in the order a run moves through them: reaching a later one passes an earlier target.
-fn progress(phase: EnumValue<ActionPhase>) -> u8 {
-    match phase.as_known() {
-        None | Some(ActionPhase::Queued | ActionPhase::Unspecified) => 0,
-        Some(ActionPhase::WaitingForResources) => 1,
-        Some(ActionPhase::Initializing) => 2,
-        Some(ActionPhase::Running | ActionPhase::Paused) => 3,
-        Some(_) => 4,
-    }
 }
 
 /// An enum value as scripts see it: its proto name, or its number when this version does not
@@ -207,13 +175,8 @@ fn wait(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> Scri
             "domain",
         ],
     )?;
-    let target_name = opts
-        .string("phase")?
-        .unwrap_or_else(|| "RUNNING".to_owned())
-        .to_ascii_uppercase();
-    let target = ActionPhase::from_proto_name(&format!("ACTION_PHASE_{target_name}"))
-        .map(EnumValue::from)
-        .ok_or_else(|| script_err(ctx, format!("runs::wait: unknown phase {target_name:?}; use QUEUED, RUNNING, SUCCEEDED, FAILED, ABORTED ...")))?;
+    let target = runs::phase_named(opts.string("phase")?.as_deref().unwrap_or("RUNNING"))
+        .map_err(|e| script_err(ctx, format!("runs::wait: {e}")))?;
     let (timeout, poll) = (
         host.bound(opts.seconds("timeout")?.unwrap_or(DEFAULT_TIMEOUT)),
         opts.seconds("poll_interval")?
@@ -226,42 +189,25 @@ fn wait(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> Scri
     let (project, domain) = (opts.string("project")?, opts.string("domain")?);
     let id = run_id(run, project.as_deref(), domain.as_deref());
     if host.dry_run {
+        let target_name = target.short_name();
         println!("dry-run: wait for run {run} to be {target_name}");
         return Ok(target_name);
     }
-    let (_, client) = connect(host).map_err(|e| script_err(ctx, e))?;
-    let started = Instant::now();
-    let mut shown =
-        crate::progress::Progress::new(format!("waiting for run {run} to be {target_name}"));
-    loop {
-        let details = fetch(host, &client, &id, &action).map_err(|e| script_err(ctx, e))?;
-        let phase = details.status.phase;
-        if phase == target
-            || phase.is_terminal()
-            || (!target.is_terminal() && progress(phase) >= progress(target))
-        {
-            return Ok(phase.short_name());
-        }
-        if started.elapsed() >= timeout {
-            return Err(script_err(
-                ctx,
-                format!(
-                    "runs::wait: run {run:?} did not reach {target_name} within {} s (it is {})",
-                    timeout.as_secs(),
-                    phase.short_name()
-                ),
-            ));
-        }
-        shown.update(phase.short_name());
-        shown.sleep(poll.min(timeout.saturating_sub(started.elapsed())));
-    }
+    let plane = connect(host).map_err(|e| script_err(ctx, e))?;
+    let spinner = Spinner::default();
+    host.block_on_waiting(
+        &spinner,
+        runs::wait(&plane, &id, &action, target, timeout, poll, &spinner),
+    )
+    .map_err(|e| script_err(ctx, format!("runs::wait: {e}")))
 }
 
 /// `runs::details(run, action) -> #{ phase, terminal, attempts, error, abort_reason, log_links }`
 fn details(ctx: &NativeCallContext<'_>, host: &Host, run: &str, action: &str) -> ScriptResult<Map> {
-    let (_, client) = connect(host).map_err(|e| script_err(ctx, e))?;
-    let d =
-        fetch(host, &client, &run_id(run, None, None), action).map_err(|e| script_err(ctx, e))?;
+    let plane = connect(host).map_err(|e| script_err(ctx, e))?;
+    let d = host
+        .block_on(existing_action(&plane, &run_id(run, None, None), action))
+        .map_err(|e| script_err(ctx, e))?;
     Ok(details_map(&d))
 }
 
@@ -278,10 +224,10 @@ fn find(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<Dyn
         println!("dry-run: no control plane is running; run {run} counts as not found");
         return Ok(Dynamic::UNIT);
     }
-    let (_, client) = connect(host).map_err(|e| script_err(ctx, e))?;
+    let plane = connect(host).map_err(|e| script_err(ctx, e))?;
     let found = host
-        .block_on(crate::debug::action_details(
-            &client,
+        .block_on(runs::action_details(
+            &plane,
             &run_id(run, None, None),
             DEFAULT_ACTION,
         ))
@@ -332,19 +278,13 @@ fn abort(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<()
         println!("dry-run: AbortRun {run}");
         return Ok(());
     }
-    let (_, client) = connect(host).map_err(|e| script_err(ctx, e))?;
-    let request = AbortRunRequest {
-        run_id: MessageField::some(run_id(run, None, None)),
-        reason: Some("aborted by a flyte-run playbook".to_owned()),
-        ..Default::default()
-    };
-    let runs = client
-        .connect(workflow::RunServiceClient::new)
-        .map_err(|e| script_err(ctx, e.to_string()))?;
-    host.block_on(runs.abort_run(request))
-        .owned()
-        .map(|_| ())
-        .map_err(|e| script_err(ctx, format!("runs::abort {run:?}: {e}")))
+    let plane = connect(host).map_err(|e| script_err(ctx, e))?;
+    host.block_on(runs::abort(
+        &plane,
+        &run_id(run, None, None),
+        "aborted by a flyte-run playbook",
+    ))
+    .map_err(|e| script_err(ctx, format!("runs::abort {run:?}: {e}")))
 }
 
 pub(super) fn module(host: &Arc<Host>) -> Module {

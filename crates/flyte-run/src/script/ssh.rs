@@ -41,7 +41,7 @@ fn debug_host(
     let alias = info
         .string("host_alias")?
         .unwrap_or_else(|| "flyte-debug".to_owned());
-    let debug_dir = flyte_keys::default_dir(&host.home);
+    let debug_dir = host.layout().debug();
     let host_key_alias = match (info.string("host_key_alias")?, info.string("run_name")?) {
         (Some(given), _) => given,
         // One name per run and action: a new debug pod has a new host key.
@@ -62,17 +62,16 @@ fn debug_host(
         user: info.string("user")?.unwrap_or_else(|| "root".to_owned()),
         identity_file: info
             .string("identity_file")?
-            .map_or_else(|| debug_dir.join(flyte_keys::KEY_FILE_NAME), PathBuf::from),
+            .map_or_else(|| debug_dir.private_key(), PathBuf::from),
         proxy_program,
         wss_url: required("wss_url")?,
-        headers_file: info.string("headers_file")?.map_or_else(
-            || flyte_auth::default_headers_file(&debug_dir, &alias),
-            PathBuf::from,
-        ),
+        headers_file: info
+            .string("headers_file")?
+            .map_or_else(|| debug_dir.headers(&alias), PathBuf::from),
         host_key_alias,
         known_hosts_file: info
             .string("known_hosts_file")?
-            .map_or_else(|| debug_dir.join("known_hosts"), PathBuf::from),
+            .map_or_else(|| debug_dir.known_hosts(), PathBuf::from),
         host_key_check: if host_key.is_some() {
             HostKeyCheck::Pinned
         } else {
@@ -93,7 +92,7 @@ fn edit_options(
     Ok(EditOptions {
         config_path: opts
             .string("config_path")?
-            .map_or_else(|| host.home.join(".ssh").join("config"), PathBuf::from),
+            .map_or_else(|| host.layout().ssh_config(), PathBuf::from),
         dry_run: host.dry_run || opts.bool("dry_run")?.unwrap_or(false),
     })
 }
@@ -133,7 +132,7 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     let install = move |ctx: NativeCallContext<'_>, info: Map, opts: Map| -> ScriptResult<Map> {
         let (block, host_key) = debug_host(&ctx, "ssh::install", &h, &info)?;
         let options = edit_options(&ctx, &h, "ssh::install", &opts)?;
-        let outcome = crate::debug::install(&block, host_key.as_deref(), &options)
+        let outcome = flyte_debug_client::ssh::install(&block, host_key.as_deref(), &options)
             .map_err(|e| script_err(&ctx, e))?;
         Ok(outcome_map(outcome))
     };
@@ -194,12 +193,8 @@ fn remote_command(ctx: &NativeCallContext<'_>, command: Dynamic) -> ScriptResult
         )
     })?;
     let words = string_array(ctx, "ssh::exec", "command words", words)?;
-    shlex::try_join(words.iter().map(String::as_str)).map_err(|_| {
-        script_err(
-            ctx,
-            "ssh::exec: a command word holds a NUL byte, which no shell command can carry",
-        )
-    })
+    flyte_debug_client::ssh::join_words(words.iter().map(String::as_str))
+        .map_err(|e| script_err(ctx, format!("ssh::exec: {e}")))
 }
 
 /// Run `command` on `alias` with the system OpenSSH client, reading the config file we manage
@@ -221,7 +216,7 @@ fn exec(
     flyte_ssh_config::validate_alias(alias).map_err(|e| script_err(ctx, e))?;
     let config = o
         .string("config_path")?
-        .map_or_else(|| host.home.join(".ssh").join("config"), PathBuf::from);
+        .map_or_else(|| host.layout().ssh_config(), PathBuf::from);
     let timeout = host.bound(
         o.seconds("timeout")?
             .unwrap_or(std::time::Duration::from_mins(2)),
@@ -241,52 +236,12 @@ fn exec(
         map.insert("stderr".into(), Dynamic::from(String::new()));
         return Ok(map);
     }
-    let mut cmd = tokio::process::Command::new("ssh");
-    cmd.arg("-F")
-        .arg(&config)
-        .args(["-o", "BatchMode=yes", "-T", "--", alias, &remote])
-        .stdin(if input.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        // The child is ours: a timeout (or a panic) kills it by its handle.
-        .kill_on_drop(true);
-    let output = host.block_on(async {
-        let mut child = cmd.spawn().map_err(|e| {
-            format!("cannot run the ssh client (is OpenSSH installed? apt-get install openssh-client): {e}")
-        })?;
-        // Stdin is fed by its own task while the output is collected, so a remote command that
-        // echoes its input, or never reads it, cannot block us; the timeout covers all of it.
-        let feeder = match (input, child.stdin.take()) {
-            (Some(text), Some(mut stdin)) => Some(tokio::spawn(async move {
-                use tokio::io::AsyncWriteExt as _;
-                // A remote side that exits without reading is not an error of ours.
-                let _ = stdin.write_all(text.as_bytes()).await;
-            })),
-            _ => None,
-        };
-        let result = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-            Ok(result) => result.map_err(|e| format!("ssh {alias}: {e}")),
-            Err(_) => Err(format!(
-                "ssh {alias}: no result within {} s (pass a larger `timeout`)",
-                timeout.as_secs()
-            )),
-        };
-        if let Some(feeder) = feeder {
-            feeder.abort();
-        }
-        result
-    });
-    let output = output.map_err(|e| script_err(ctx, e))?;
-    // A signal-killed ssh has no code; report it as the shell does (128 + signal).
-    let code = output.status.code().unwrap_or_else(|| {
-        use std::os::unix::process::ExitStatusExt as _;
-        128 + output.status.signal().unwrap_or(0)
-    });
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let output = host
+        .block_on(flyte_debug_client::ssh::exec(
+            &config, alias, &remote, input, timeout,
+        ))
+        .map_err(|e| script_err(ctx, e))?;
+    let (code, stderr) = (output.code, output.stderr);
     if check && code != 0 {
         return Err(script_err(
             ctx,
@@ -298,10 +253,7 @@ fn exec(
         ));
     }
     map.insert("code".into(), Dynamic::from(i64::from(code)));
-    map.insert(
-        "stdout".into(),
-        Dynamic::from(String::from_utf8_lossy(&output.stdout).into_owned()),
-    );
+    map.insert("stdout".into(), Dynamic::from(output.stdout));
     map.insert("stderr".into(), Dynamic::from(stderr));
     Ok(map)
 }

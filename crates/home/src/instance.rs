@@ -11,7 +11,7 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use crate::{Result, SandboxError};
+use crate::{HomeError, Result};
 
 /// The lock file's name in the state directory.
 pub const LOCK_FILE: &str = "sandbox.lock";
@@ -29,7 +29,7 @@ pub enum Holder {
 
 /// The lock of a serving sandbox, released when dropped (or when the process ends).
 #[derive(Debug)]
-pub(crate) struct InstanceLock {
+pub struct InstanceLock {
     _file: File,
 }
 
@@ -52,18 +52,16 @@ fn read_pid(file: &mut File) -> Option<u32> {
 
 impl InstanceLock {
     /// Take the directory for this process, or say who has it.
-    pub(crate) fn acquire(dir: &Path) -> Result<Self> {
-        let io = |e: std::io::Error| {
-            SandboxError::Io(format!(
-                "cannot lock {}: {e}",
-                dir.join(LOCK_FILE).display()
-            ))
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        let io = |source: std::io::Error| HomeError::Lock {
+            path: dir.join(LOCK_FILE),
+            source,
         };
         let mut file = open(dir).map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                return Err(SandboxError::Busy {
+                return Err(HomeError::Busy {
                     dir: dir.to_owned(),
                     pid: read_pid(&mut file),
                 });
@@ -105,7 +103,7 @@ mod tests {
         assert_eq!(holder(dir.path()), Holder::Serving(std::process::id()));
         let second = InstanceLock::acquire(dir.path()).unwrap_err();
         assert!(
-            matches!(second, SandboxError::Busy { pid: Some(pid), .. } if pid == std::process::id()),
+            matches!(second, HomeError::Busy { pid: Some(pid), .. } if pid == std::process::id()),
             "{second:?}"
         );
         drop(lock);
