@@ -55,6 +55,12 @@ impl ClientCredentials {
     /// A usable token: the one in memory or in the cache file, else a freshly minted one (also
     /// when `refresh` says the server refused the last one).
     pub async fn get(&self, refresh: bool) -> crate::Result<Token> {
+        self.get_with_origin(refresh).await.map(|(token, _)| token)
+    }
+
+    /// [`Self::get`], saying whether the token came from memory or the cache file (which may
+    /// hold one the server has since stopped accepting) or was minted now.
+    pub async fn get_with_origin(&self, refresh: bool) -> crate::Result<(Token, TokenOrigin)> {
         let mut current = self.current.lock().await;
         if !refresh {
             let candidate = current
@@ -62,7 +68,7 @@ impl ClientCredentials {
                 .or_else(|| token::cached(&self.cache, &self.endpoint));
             if let Some(token) = candidate.filter(|t| t.usable_at(now())) {
                 *current = Some(token.clone());
-                return Ok(token);
+                return Ok((token, TokenOrigin::Cache));
             }
         }
         let token = client_credentials(
@@ -74,7 +80,7 @@ impl ClientCredentials {
         .await?;
         token::store(&self.cache, &self.endpoint, &token)?;
         *current = Some(token.clone());
-        Ok(token)
+        Ok((token, TokenOrigin::Fresh))
     }
 }
 
@@ -106,8 +112,8 @@ impl TokenSource for FixedToken {
     }
 }
 
-/// Where a token of a [`TokenChain`] came from: a cached one may be one the server has since
-/// stopped accepting (revoked, or signed by a key since replaced), a fresh one is not.
+/// Where a token came from: a cached one may be one the server has since stopped accepting
+/// (revoked, or signed by a key since replaced); a fresh one was minted for this call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenOrigin {
     Cache,
@@ -180,12 +186,13 @@ impl TokenChain {
         let Some(source) = &self.source else {
             return Ok(None);
         };
-        let token = source.get(refresh).await?;
-        if let Some(first) = self.caches.first()
+        let (token, origin) = source.get_with_origin(refresh).await?;
+        if origin == TokenOrigin::Fresh
+            && let Some(first) = self.caches.first()
             && let Err(e) = token::store(first, &self.cache_key, &token)
         {
             tracing::warn!(cache = %first.display(), error = %e, "cannot cache the token");
         }
-        Ok(Some((token, TokenOrigin::Fresh)))
+        Ok(Some((token, origin)))
     }
 }

@@ -156,8 +156,10 @@ impl ControlPlane {
 
     /// The token chain for a debug route: Flyte's debug bearer cache, then the credential's own
     /// cache, then minting with that credential (the minted token is cached in both). With
-    /// `use_api_key` the stored API key is the credential, and no cache filled by another one
-    /// stands in for it (the key's own cache still saves a mint).
+    /// `use_api_key` the stored API key is the credential and only its own cache is read; that
+    /// cache is Flyte's one debug cache, which may hold a token minted with another credential
+    /// for the same endpoint, so it counts as cached: one the route refuses is replaced once by
+    /// a token minted with the key.
     pub async fn route_tokens(&self, use_api_key: bool) -> Result<TokenChain> {
         let files = if use_api_key {
             CredentialFiles::api_key(&self.home)

@@ -95,7 +95,7 @@ pub enum DebugClientError {
         #[source]
         source: flyte_auth::AuthError,
     },
-    #[error("cannot launch the debug run {name:?}: {source}")]
+    #[error("cannot launch the run {name:?}: {source}")]
     Launch {
         name: String,
         #[source]

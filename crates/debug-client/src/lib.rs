@@ -32,6 +32,20 @@ pub use names::{
 pub use progress::{NoProgress, Progress};
 pub use session::{ConnectOptions, Connection, connect, fetch_route_host_key};
 
+/// The longest wait any option may ask for (a week): longer is a typo, and would overflow
+/// `Instant` arithmetic long before it mattered.
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_hours(7 * 24);
+/// The shortest poll interval: zero means "as fast as is reasonable", not a busy loop.
+pub const MIN_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+fn deadline_after(timeout: std::time::Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + timeout.min(MAX_WAIT)
+}
+
+fn poll(interval: std::time::Duration) -> std::time::Duration {
+    interval.clamp(MIN_POLL, MAX_WAIT)
+}
+
 // What a caller needs to use this crate alone.
 pub use flyte_api::idl::flyteidl2::common::RunIdentifier;
 pub use flyte_api::request::run_id;

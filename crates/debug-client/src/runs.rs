@@ -219,7 +219,7 @@ pub async fn wait(
     progress: &dyn Progress,
 ) -> Result<String> {
     let target_name = target.short_name();
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::deadline_after(timeout);
     let waiting = Waiting::begin(
         progress,
         &format!("waiting for run {} to be {target_name}", run.name),
@@ -242,7 +242,7 @@ pub async fn wait(
             });
         }
         waiting.update(&phase.short_name());
-        tokio::time::sleep_until(deadline.min(Instant::now() + poll)).await;
+        tokio::time::sleep_until(deadline.min(Instant::now() + crate::poll(poll))).await;
     }
 }
 

@@ -108,7 +108,7 @@ pub async fn connect(
 ) -> Result<Connection> {
     // A bad alias is refused before anything is waited for or written.
     flyte_ssh_config::validate_alias(&options.host_alias)?;
-    let deadline = Instant::now() + options.timeout;
+    let deadline = crate::deadline_after(options.timeout);
     let id = flyte_api::request::run_id(&options.project, &options.domain, run);
 
     let link = wait_for_link(plane, &id, options, deadline, progress).await?;
@@ -194,7 +194,14 @@ async fn write_route_token(
     };
     let mut refresh = refresh;
     loop {
-        let Some((token, origin)) = tokens.get(refresh).await? else {
+        let got = tokens
+            .get(refresh)
+            .await
+            .map_err(|source| DebugClientError::RouteToken {
+                route: uri.to_owned(),
+                source,
+            })?;
+        let Some((token, origin)) = got else {
             return Err(DebugClientError::NoCredentials {
                 endpoint: plane.endpoint().base_url(),
             });
@@ -280,7 +287,8 @@ async fn wait_for_link(
             });
         }
         waiting.update(&phase);
-        tokio::time::sleep_until(deadline.min(Instant::now() + options.poll_interval)).await;
+        tokio::time::sleep_until(deadline.min(Instant::now() + crate::poll(options.poll_interval)))
+            .await;
     }
 }
 

@@ -131,7 +131,7 @@ fn key_pair(home: &Path) -> Check {
 }
 
 fn ssh_config(home: &Path) -> Check {
-    let path = home.join(".ssh").join("config");
+    let path = flyte_home::FlyteHome::new(home).ssh_config();
     match std::fs::read(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Check::new(
             Status::Note,

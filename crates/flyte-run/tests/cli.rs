@@ -320,7 +320,7 @@ fn ssh_module_renders_installs_and_removes() {
     assert!(config.contains("StrictHostKeyChecking yes\n"), "{config}");
     let known = fs::read_to_string(home.ssh_debug_dir().join("known_hosts")).unwrap();
     assert!(
-        known.starts_with("r1.a0.flyte-debug ssh-ed25519 AAAA"),
+        known.starts_with("r1.a0.development.flytesnacks.flyte-debug ssh-ed25519 AAAA"),
         "{known}"
     );
 

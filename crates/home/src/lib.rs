@@ -6,8 +6,8 @@
 //! [`SandboxDir::running`] is how a client finds the local sandbox (the lock it holds and the
 //! endpoint it announced) without depending on the sandbox's server code.
 //!
-//! No file is read or written here except the sandbox's lock file ([`instance`]): paths are
-//! values, and the crates that own a file's format do its I/O.
+//! No file is read or written here except the sandbox's lock file ([`instance`]) and the
+//! endpoint it announces: paths are values, and the crates that own a file's format do its I/O.
 
 use std::path::{Path, PathBuf};
 

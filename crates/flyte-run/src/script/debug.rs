@@ -55,8 +55,11 @@ fn connect_options(
     options.use_api_key = o.bool("use_api_key")?.unwrap_or(false);
     options.refresh_token = o.bool("refresh_token")?.unwrap_or(false);
     options.wait_for_route = o.bool("wait_for_route")?.unwrap_or(true);
-    // Cut to what is left of --timeout, so the wait cannot outlive the playbook's limit.
-    options.timeout = host.bound(o.seconds("timeout")?.unwrap_or(options.timeout));
+    if let Some(v) = o.seconds("timeout")? {
+        options.timeout = v;
+    }
+    // A bad alias is refused before the control plane is asked anything.
+    flyte_ssh_config::validate_alias(&options.host_alias).map_err(|e| script_err(ctx, e))?;
     if let Some(v) = o.seconds("poll_interval")? {
         // Zero means "as fast as is reasonable", not a busy loop.
         options.poll_interval = v.max(Duration::from_millis(50));
@@ -156,6 +159,12 @@ fn connect(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> S
     }
     let connected = crate::control_plane::connect(host, crate::control_plane::WhenNone::Fail)
         .and_then(|plane| {
+            // Cut to what is left of --timeout now, after the control plane answered, so the
+            // wait cannot outlive the playbook's limit.
+            let options = ConnectOptions {
+                timeout: host.bound(options.timeout),
+                ..options
+            };
             let spinner = Spinner::default();
             host.block_on_waiting(&spinner, debug::connect(&plane, run, &options, &spinner))
                 .map_err(|e| e.to_string())

@@ -60,10 +60,11 @@ fn clone(
         let known_hosts = if let Some(path) = given {
             path
         } else {
-            let dir = host.home.join(".flyte");
+            let layout = host.layout();
+            let dir = layout.flyte_dir();
             std::fs::create_dir_all(&dir)
                 .map_err(|e| script_err(ctx, format!("git::clone: {}: {e}", dir.display())))?;
-            dir.join("git_known_hosts")
+            layout.git_known_hosts()
         };
         HostKeyPolicy::LearnFirst { known_hosts }
     } else {

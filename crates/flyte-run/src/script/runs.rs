@@ -120,7 +120,7 @@ fn launch(ctx: &NativeCallContext<'_>, host: &Host, spec: &Map) -> ScriptResult<
     let plane = connect(host).map_err(|e| script_err(ctx, e))?;
     let action_id = host
         .block_on(runs::launch(&plane, request))
-        .map_err(|e| script_err(ctx, format!("runs::launch {name:?}: {e}")))?;
+        .map_err(|e| script_err(ctx, format!("runs::launch: {e}")))?;
     let endpoint = plane.endpoint();
     let mut run = Map::new();
     run.insert("name".into(), action_id.run.name.clone().into());
@@ -284,7 +284,7 @@ fn abort(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<()
         &run_id(run, None, None),
         "aborted by a flyte-run playbook",
     ))
-    .map_err(|e| script_err(ctx, format!("runs::abort {run:?}: {e}")))
+    .map_err(|e| script_err(ctx, format!("runs::abort: {e}")))
 }
 
 pub(super) fn module(host: &Arc<Host>) -> Module {

@@ -40,22 +40,27 @@ fn debug_host(
     };
     let alias = info
         .string("host_alias")?
-        .unwrap_or_else(|| "flyte-debug".to_owned());
+        .unwrap_or_else(|| flyte_debug_client::DEFAULT_ALIAS.to_owned());
     let debug_dir = host.layout().debug();
     let host_key_alias = match (info.string("host_key_alias")?, info.string("run_name")?) {
         (Some(given), _) => given,
-        // One name per run and action: a new debug pod has a new host key.
-        (None, Some(run)) => format!(
-            "{run}.{}.flyte-debug",
-            info.string("action_name")?
-                .unwrap_or_else(|| "a0".to_owned())
+        // One name per project, domain, run and action: a new debug pod has a new host key
+        // (the map `debug::connect` returns names its own; this is for maps a script builds).
+        (None, Some(run)) => flyte_debug_client::host_key_alias(
+            &flyte_debug_client::run_id(
+                flyte_debug_client::DEFAULT_PROJECT,
+                flyte_debug_client::DEFAULT_DOMAIN,
+                &run,
+            ),
+            &info
+                .string("action_name")?
+                .unwrap_or_else(|| flyte_debug_client::DEFAULT_ACTION.to_owned()),
         ),
         (None, None) => format!("{alias}.flyte-debug"),
     };
     let proxy_program = match info.string("proxy_program")? {
         Some(p) => PathBuf::from(p),
-        None => std::env::current_exe()
-            .map_err(|e| script_err(ctx, format!("cannot find the flyte-run binary: {e}")))?,
+        None => crate::paths::proxy_program().map_err(|e| script_err(ctx, format!("{e:#}")))?,
     };
     let host_key = info.string("host_key")?;
     let block = DebugHost {
