@@ -8,7 +8,12 @@
 //! - `crates/idl/descriptors/flyterun.binpb` (and `.files`): our own services
 //!   (`crates/idl/proto/`), compiled by the protoc that the pinned `PyPI` `grpcio-tools` ships.
 //!
-//! `--check` regenerates into a temporary directory and fails when a committed file differs.
+//! - `docs/rhai/`: the script surface's editor definitions (`<module>.d.rhai`) and reference page
+//!   (`reference.md`), written by the flyte-run binary from its own registrations
+//!   (`flyte-run script-reference DIR`, a hidden command).
+//!
+//! `--check` regenerates into a temporary directory and fails when a committed file differs,
+//! is missing, or is left over from something no longer generated.
 
 use std::path::Path;
 use std::process::Command;
@@ -31,12 +36,15 @@ pub(crate) const ROOT_FILES: &[&str] = &[
 pub(crate) const OWN_FILES: &[&str] = &["flyterun/sandbox/v1/sandbox.proto"];
 
 const SCRIPT: &str = include_str!("descriptors.py");
-const OUTPUTS: &[&str] = &[
+const DESCRIPTORS: &str = "crates/idl/descriptors";
+const DESCRIPTOR_FILES: &[&str] = &[
     "flyteidl2.binpb",
     "flyteidl2.files",
     "flyterun.binpb",
     "flyterun.files",
 ];
+/// Every file in this directory is generated (a file no longer generated is stale too).
+const RHAI_DOCS: &str = "docs/rhai";
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let check = match args {
@@ -46,24 +54,52 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     };
     let root = workspace_root()?;
     ensure_venv(&root, "idl-venv", IDL_PACKAGES, IDL_PROBE)?;
-    let committed = root.join("crates/idl/descriptors");
     let scratch = root.join("target/codegen");
-    std::fs::create_dir_all(&scratch).context("cannot create target/codegen")?;
-    generate(&root, &scratch)?;
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch).context("cannot empty target/codegen")?;
+    }
+    std::fs::create_dir_all(scratch.join(DESCRIPTORS)).context("cannot create target/codegen")?;
+    generate(&root, &scratch.join(DESCRIPTORS))?;
+    generate_rhai_docs(&scratch.join(RHAI_DOCS))?;
+
+    // (path in the repository, fresh contents or None for a file to delete)
+    let mut outputs: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+    for name in DESCRIPTOR_FILES {
+        let rel = format!("{DESCRIPTORS}/{name}");
+        outputs.push((rel.clone(), Some(std::fs::read(scratch.join(&rel))?)));
+    }
+    let fresh_docs = file_names(&scratch.join(RHAI_DOCS))?;
+    for name in &fresh_docs {
+        let rel = format!("{RHAI_DOCS}/{name}");
+        outputs.push((rel.clone(), Some(std::fs::read(scratch.join(&rel))?)));
+    }
+    for name in file_names(&root.join(RHAI_DOCS)).unwrap_or_default() {
+        if !fresh_docs.contains(&name) {
+            outputs.push((format!("{RHAI_DOCS}/{name}"), None));
+        }
+    }
+
     let mut stale = Vec::new();
-    for name in OUTPUTS {
-        let fresh = std::fs::read(scratch.join(name))?;
-        let path = committed.join(name);
-        if std::fs::read(&path).ok().as_deref() == Some(fresh.as_slice()) {
+    for (rel, fresh) in &outputs {
+        let path = root.join(rel);
+        if std::fs::read(&path).ok() == *fresh {
             continue;
         }
         if check {
-            stale.push(path.display().to_string());
-        } else {
-            std::fs::create_dir_all(&committed)?;
-            std::fs::write(&path, fresh)
+            stale.push(rel.clone());
+            continue;
+        }
+        if let Some(bytes) = fresh {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&path, bytes)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            println!("wrote {}", path.display());
+            println!("wrote {rel}");
+        } else {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+            println!("removed {rel}");
         }
     }
     if !stale.is_empty() {
@@ -72,8 +108,40 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             stale.join(", ")
         );
     }
-    println!("codegen: {} file(s) current", OUTPUTS.len());
+    println!("codegen: {} file(s) current", outputs.len());
     Ok(())
+}
+
+/// The names of the files in `dir`, sorted.
+fn file_names(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The script surface's documents, from the flyte-run binary itself.
+fn generate_rhai_docs(out: &Path) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run_checked(
+        Command::new(cargo)
+            .args([
+                "run",
+                "--quiet",
+                "--locked",
+                "-p",
+                "flyte-run",
+                "--",
+                "script-reference",
+            ])
+            .arg(out),
+    )
+    .context("cannot write the Rhai definitions and reference")
 }
 
 fn generate(root: &Path, out: &Path) -> anyhow::Result<()> {
@@ -82,8 +150,8 @@ fn generate(root: &Path, out: &Path) -> anyhow::Result<()> {
     run_checked(
         Command::new(root.join("target/idl-venv/bin/python"))
             .arg(&script)
-            .arg(out.join(OUTPUTS[0]))
-            .arg(out.join(OUTPUTS[1]))
+            .arg(out.join(DESCRIPTOR_FILES[0]))
+            .arg(out.join(DESCRIPTOR_FILES[1]))
             .args(ROOT_FILES),
     )
     .context("cannot extract the flyteidl2 descriptors")?;
@@ -92,8 +160,8 @@ fn generate(root: &Path, out: &Path) -> anyhow::Result<()> {
             .arg(&script)
             .arg("--compile")
             .arg(root.join("crates/idl/proto"))
-            .arg(out.join(OUTPUTS[2]))
-            .arg(out.join(OUTPUTS[3]))
+            .arg(out.join(DESCRIPTOR_FILES[2]))
+            .arg(out.join(DESCRIPTOR_FILES[3]))
             .args(OWN_FILES),
     )
     .context("cannot compile crates/idl/proto")

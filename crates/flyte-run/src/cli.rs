@@ -100,6 +100,13 @@ enum Command {
         #[arg(long, value_name = "URL")]
         endpoint: Option<String>,
     },
+    /// Write the script surface's editor definitions (`.d.rhai`) and reference page into DIR
+    /// (what `cargo xtask codegen` commits under docs/rhai/).
+    #[command(hide = true)]
+    ScriptReference {
+        /// The directory to write into (created when missing).
+        dir: std::path::PathBuf,
+    },
     /// Print a shell completion script, e.g. `flyte-run completions bash > /etc/bash_completion.d/flyte-run`.
     Completions {
         /// The shell to complete for.
@@ -139,6 +146,13 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Sandbox(command) => crate::sandbox::run(&command),
             Command::Config(command) => crate::config::run(&command),
             Command::Doctor { endpoint } => crate::doctor::run(endpoint),
+            Command::ScriptReference { dir } => {
+                std::fs::create_dir_all(&dir)?;
+                for (name, text) in script::reference::files()? {
+                    std::fs::write(dir.join(name), text)?;
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Completions { shell } => {
                 let mut cmd = Cli::command();
                 clap_complete::generate(shell, &mut cmd, "flyte-run", &mut std::io::stdout());

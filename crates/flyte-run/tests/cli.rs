@@ -45,6 +45,59 @@ fn help_and_version() {
     );
 }
 
+/// The generated reference documents every function of the contract (DESIGN.md's "The Rhai
+/// surface"), each with a doc comment, and the editor definitions declare them in their module.
+#[test]
+fn the_script_reference_documents_every_contract_function() {
+    let home = TempHome::new();
+    let dir = home.path().join("ref");
+    let out = flyte_run(&home, &["script-reference", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = fs::read_to_string(dir.join("reference.md")).unwrap();
+    for (module, function) in [
+        ("keys", "ensure_keypair"),
+        ("auth", "ensure_api_key"),
+        ("auth", "bearer_token"),
+        ("debug", "launch_env"),
+        ("debug", "connect"),
+        ("runs", "launch"),
+        ("runs", "wait"),
+        ("runs", "details"),
+        ("runs", "abort"),
+        ("ssh", "install"),
+        ("ssh", "remove"),
+        ("ssh", "render"),
+        ("ssh", "exec"),
+        ("runner", "run"),
+        ("runner", "kubectl"),
+        ("runner", "curl"),
+        ("runner", "port_forward"),
+        ("kservice", "name"),
+        ("kservice", "public_ingress"),
+        ("git", "clone"),
+    ] {
+        let entry = format!("- `{module}::{function}(");
+        let at = page
+            .find(&entry)
+            .unwrap_or_else(|| panic!("{entry} is not in the reference:\n{page}"));
+        // The line after the signature is its documentation.
+        let doc = page[at..].lines().nth(1).unwrap_or_default();
+        assert!(
+            doc.starts_with("  ") && doc.trim().len() > 3,
+            "{entry}: {doc:?}"
+        );
+        let definitions = fs::read_to_string(dir.join(format!("{module}.d.rhai"))).unwrap();
+        assert!(
+            definitions.contains(&format!("fn {function}(")),
+            "{module}.d.rhai lacks {function}"
+        );
+    }
+}
+
 #[test]
 fn kservice_module() {
     let home = TempHome::new();

@@ -7,7 +7,7 @@ use flyte_auth::ConnectApiKeyService;
 use rhai::{Dynamic, Engine, Map, Module, NativeCallContext};
 
 use super::Host;
-use super::opts::{Opts, ScriptResult, script_err};
+use super::opts::{Opts, ScriptResult, documented, script_err};
 use crate::control_plane::WhenNone;
 
 /// What `auth::ensure_api_key` returns: the key's public parts (the secret stays in its file).
@@ -121,9 +121,8 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut module = Module::new();
     let h = Arc::clone(host);
     // auth::ensure_api_key(name) -> ApiKey
-    module.set_native_fn(
-        "ensure_api_key",
-        move |ctx: NativeCallContext<'_>, name: &str| -> ScriptResult<ScriptApiKey> {
+    documented("ensure_api_key", &["name: String", "ApiKey"], "The stored API key named `name`, created on the control plane the first time (kept 0600 in\n~/.flyte/ssh-debug/api-key). Prints without its secret.")
+        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, name: &str| -> ScriptResult<ScriptApiKey> {
             ensure_api_key(&h, name).map_err(|e| script_err(&ctx, e))
         },
     );
@@ -141,9 +140,11 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
         bearer_token(&h, use_api_key, refresh).map_err(|e| script_err(&ctx, e))
     };
     let bearer_no_opts = bearer.clone();
-    module.set_native_fn("bearer_token", bearer);
-    module.set_native_fn("bearer_token", move |ctx: NativeCallContext<'_>| {
-        bearer_no_opts(ctx, Map::new())
-    });
+    documented("bearer_token", &["opts: Map", "Token"], "A bearer token minted from the stored API key (cached in Flyte's bearer.json); prints\nredacted, `token.authorization()` gives the header value.\nopts: use_api_key (default true), refresh (mint a new one even if the cached one is valid).")
+        .set_into_module(&mut module, bearer);
+    documented("bearer_token", &["Token"], "`auth::bearer_token(#{})`.")
+        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>| {
+            bearer_no_opts(ctx, Map::new())
+        });
     module
 }

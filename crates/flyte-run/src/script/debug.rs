@@ -6,7 +6,7 @@ use std::time::Duration;
 use rhai::{Dynamic, Map, Module, NativeCallContext};
 
 use super::Host;
-use super::opts::{Opts, ScriptResult, script_err};
+use super::opts::{Opts, ScriptResult, documented, script_err};
 use crate::progress::Spinner;
 use flyte_debug_client::{self as debug, ConnectOptions, Connection};
 
@@ -191,36 +191,44 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut module = Module::new();
     let h = Arc::clone(host);
     // debug::connect(run, opts) -> SSHDebug map
-    module.set_native_fn(
-        "connect",
-        move |ctx: NativeCallContext<'_>, run: &str, opts: Map| connect(&ctx, &h, run, &opts),
+    documented("connect", &["run: String", "opts: Map", "Map"], "Wait for the debug route of `run`, write a token for that route only into its headers file,\nprobe it, and return the SSHDebug map: run_name, action_name, wss_url, ssh_config,\nhost_alias, headers_file, host_key, host_key_fingerprint, user, identity_file,\nhost_key_alias, known_hosts_file, proxy_program.\nopts: action, user, identity_file, host_alias, use_api_key, refresh_token, headers_file,\ntimeout, poll_interval (seconds), wait_for_route, project, domain.")
+        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, run: &str, opts: Map| connect(&ctx, &h, run, &opts),
     );
     let h = Arc::clone(host);
-    module.set_native_fn("connect", move |ctx: NativeCallContext<'_>, run: &str| {
+    documented(
+        "connect",
+        &["run: String", "Map"],
+        "`debug::connect(run, #{})`.",
+    )
+    .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, run: &str| {
         connect(&ctx, &h, run, &Map::new())
     });
     let h = Arc::clone(host);
     // debug::launch_env(extra) -> map of env vars that turn SSH debug on
-    module.set_native_fn(
-        "launch_env",
-        move |ctx: NativeCallContext<'_>, extra: Map| launch_env(&ctx, &h, extra),
+    documented("launch_env", &["extra: Map", "Map"], "The environment that turns SSH debug on for a run (`_F_E_SSH`, `_F_SSH_PK` with this\nmachine's debug public key, `_F_E_VS`), with `extra` on top: pass it as `env` to runs::launch.")
+        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, extra: Map| launch_env(&ctx, &h, extra),
     );
     let h = Arc::clone(host);
-    module.set_native_fn("launch_env", move |ctx: NativeCallContext<'_>| {
-        launch_env(&ctx, &h, Map::new())
-    });
+    documented("launch_env", &["Map"], "`debug::launch_env(#{})`.")
+        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>| {
+            launch_env(&ctx, &h, Map::new())
+        });
     // debug::host_key(uri) -> the SSH host key the debug route publishes, or () when it publishes
     // none (Flyte's own pod side); fetched with the API key's bearer token.
     let h = Arc::clone(host);
-    module.set_native_fn(
-        "host_key",
-        move |ctx: NativeCallContext<'_>, uri: &str| -> ScriptResult<Dynamic> {
+    documented("host_key", &["uri: String", "?"], "The SSH host key the debug route at `uri` publishes (one OpenSSH line), or () when it\npublishes none (Flyte's own pod side). The token goes only to the control plane's own host.")
+        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, uri: &str| -> ScriptResult<Dynamic> {
             route_host_key(&h, uri).map_err(|e| script_err(&ctx, e))
         },
     );
     // debug::run_name(run) -> the name `flyte-run debug RUN` relaunches RUN under
-    module.set_native_fn(
+    documented(
         "run_name",
+        &["run: String", "String"],
+        "The name `flyte-run debug RUN` relaunches `run` under, derived as Flyte derives it.",
+    )
+    .set_into_module(
+        &mut module,
         |ctx: NativeCallContext<'_>, run: &str| -> ScriptResult<String> {
             debug::debug_run_name(run).map_err(|e| script_err(&ctx, e.to_string()))
         },

@@ -6,7 +6,7 @@ use flyte_connections::{Connection, GitInit, HostKeyPolicy};
 use rhai::{Dynamic, Map, Module, NativeCallContext};
 
 use super::Host;
-use super::opts::{Opts, ScriptResult, script_err, string_array};
+use super::opts::{Opts, ScriptResult, documented, script_err, string_array};
 
 fn strings(ctx: &NativeCallContext<'_>, value: &Dynamic) -> ScriptResult<Vec<String>> {
     if value.is_string() {
@@ -101,15 +101,19 @@ fn clone(
 pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut module = Module::new();
     let h = Arc::clone(host);
-    module.set_native_fn(
-        "clone",
-        move |ctx: NativeCallContext<'_>, connection: Dynamic, dest: &str, opts: Map| {
+    documented("clone", &["connection: ?", "dest: String", "opts: Map", "Map"], "Clone with an SSH git connection (a map in Polyaxon's shape, or its JSON) into the empty\ndirectory `dest`; returns #{ commit, path }.\nopts: revision, url, flags (array), learn_host_key, known_hosts.")
+        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, connection: Dynamic, dest: &str, opts: Map| {
             clone(&ctx, &h, &connection, dest, &opts)
         },
     );
     let h = Arc::clone(host);
-    module.set_native_fn(
+    documented(
         "clone",
+        &["connection: ?", "dest: String", "Map"],
+        "`git::clone(connection, dest, #{})`.",
+    )
+    .set_into_module(
+        &mut module,
         move |ctx: NativeCallContext<'_>, connection: Dynamic, dest: &str| {
             clone(&ctx, &h, &connection, dest, &Map::new())
         },

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rhai::{Dynamic, Map, Module, NativeCallContext};
 
 use super::Host;
-use super::opts::{ScriptResult, script_err};
+use super::opts::{ScriptResult, documented, script_err};
 
 fn keypair_map(pair: flyte_keys::KeyPair) -> Map {
     let mut map = Map::new();
@@ -22,17 +22,21 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut module = Module::new();
     let debug_dir = host.layout().debug();
     // keys::ensure_keypair() -> #{ private_key_path, public_key, fingerprint }
-    module.set_native_fn(
-        "ensure_keypair",
-        move |ctx: NativeCallContext<'_>| -> ScriptResult<Map> {
+    documented("ensure_keypair", &["Map"], "The ed25519 debug key pair in ~/.flyte/ssh-debug, created on first use:\n#{ private_key_path, public_key, fingerprint }.")
+        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>| -> ScriptResult<Map> {
             flyte_keys::ensure_keypair(debug_dir.path())
                 .map(keypair_map)
                 .map_err(|e| script_err(&ctx, e))
         },
     );
     // keys::ensure_keypair(dir): the same, in another directory.
-    module.set_native_fn(
+    documented(
         "ensure_keypair",
+        &["dir: String", "Map"],
+        "The same, in another directory.",
+    )
+    .set_into_module(
+        &mut module,
         |ctx: NativeCallContext<'_>, dir: &str| -> ScriptResult<Map> {
             flyte_keys::ensure_keypair(std::path::Path::new(dir))
                 .map(keypair_map)

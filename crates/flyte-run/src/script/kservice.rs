@@ -2,7 +2,7 @@
 
 use rhai::{Dynamic, Map, Module, NativeCallContext};
 
-use super::opts::{Opts, ScriptResult, script_err};
+use super::opts::{Opts, ScriptResult, documented, script_err};
 
 fn public_ingress(
     ctx: &NativeCallContext<'_>,
@@ -28,8 +28,18 @@ fn public_ingress(
 pub(super) fn module() -> Module {
     let mut module = Module::new();
     // kservice::name(project, domain, name) -> string
-    module.set_native_fn(
+    documented(
         "name",
+        &[
+            "project: String",
+            "domain: String",
+            "name: String",
+            "String",
+        ],
+        "The Knative service name of an app, exactly as Flyte's cluster side computes it.",
+    )
+    .set_into_module(
+        &mut module,
         |ctx: NativeCallContext<'_>,
          project: &str,
          domain: &str,
@@ -40,14 +50,30 @@ pub(super) fn module() -> Module {
         },
     );
     // kservice::public_ingress(project, domain, name[, opts]) -> string or ()
-    module.set_native_fn(
+    documented(
         "public_ingress",
+        &["project: String", "domain: String", "name: String", "?"],
+        "`kservice::public_ingress(project, domain, name, #{})`.",
+    )
+    .set_into_module(
+        &mut module,
         |ctx: NativeCallContext<'_>, p: &str, d: &str, n: &str| {
             public_ingress(&ctx, (p, d, n), &Map::new())
         },
     );
-    module.set_native_fn(
+    documented(
         "public_ingress",
+        &[
+            "project: String",
+            "domain: String",
+            "name: String",
+            "opts: Map",
+            "?",
+        ],
+        "The app's public URL, or () without a base domain.\nopts: base_domain, scheme, port.",
+    )
+    .set_into_module(
+        &mut module,
         |ctx: NativeCallContext<'_>, p: &str, d: &str, n: &str, opts: Map| {
             public_ingress(&ctx, (p, d, n), &opts)
         },

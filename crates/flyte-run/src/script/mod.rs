@@ -10,6 +10,7 @@ mod git;
 mod keys;
 mod kservice;
 mod opts;
+pub(crate) mod reference;
 mod runner;
 mod runs;
 mod ssh;

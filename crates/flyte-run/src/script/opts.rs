@@ -43,6 +43,24 @@ pub(crate) fn string_array(
         .collect()
 }
 
+/// A module function's registration with what the editor definitions and the reference page
+/// show: `signature` lists the parameters (`"run: String"`) and, last, the return type; `doc`
+/// is plain lines (the `///` are added here).
+pub(crate) fn documented(name: &str, signature: &[&str], doc: &str) -> rhai::FuncRegistration {
+    let comment = doc
+        .lines()
+        .map(|line| format!("/// {line}").trim_end().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    // What `Module::set_native_fn` sets, plus the metadata.
+    rhai::FuncRegistration::new(name)
+        .with_namespace(rhai::FnNamespace::Internal)
+        .with_purity(true)
+        .with_volatility(false)
+        .with_params_info(signature)
+        .with_comments([comment])
+}
+
 pub(crate) struct Opts<'a> {
     func: &'static str,
     map: &'a Map,

@@ -8,7 +8,7 @@ use flyte_runner_proxy::{CurlRequest, Output};
 use rhai::{Array, Dynamic, FnPtr, Map, Module, NativeCallContext};
 
 use super::Host;
-use super::opts::{Opts, ScriptResult, script_err, string_array};
+use super::opts::{Opts, ScriptResult, documented, script_err, string_array};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_mins(2);
 
@@ -198,36 +198,45 @@ fn port_forward(
 pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut module = Module::new();
     let h = Arc::clone(host);
-    module.set_native_fn(
+    documented("run", &["command: String", "opts: Map", "Map"], "Run a shell command line in the runner VM (ssh -> incus exec -> bash -lc);\nreturns #{ code, stdout, stderr }. opts: timeout (seconds), input, check (fail on non-zero).")
+        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, command: &str, opts: Map| run(&ctx, &h, command, &opts),
+    );
+    let h = Arc::clone(host);
+    documented(
         "run",
-        move |ctx: NativeCallContext<'_>, command: &str, opts: Map| run(&ctx, &h, command, &opts),
+        &["command: String", "Map"],
+        "`runner::run(command, #{})`.",
+    )
+    .set_into_module(
+        &mut module,
+        move |ctx: NativeCallContext<'_>, command: &str| run(&ctx, &h, command, &Map::new()),
     );
     let h = Arc::clone(host);
-    module.set_native_fn("run", move |ctx: NativeCallContext<'_>, command: &str| {
-        run(&ctx, &h, command, &Map::new())
-    });
+    documented("kubectl", &["args: Array", "opts: Map", "Map"], "Run kubectl with `args` in the runner VM; returns #{ code, stdout, stderr }.\nopts: timeout, input, check.")
+        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, args: Array, opts: Map| kubectl(&ctx, &h, args, &opts),
+    );
     let h = Arc::clone(host);
-    module.set_native_fn(
+    documented(
         "kubectl",
-        move |ctx: NativeCallContext<'_>, args: Array, opts: Map| kubectl(&ctx, &h, args, &opts),
+        &["args: Array", "Map"],
+        "`runner::kubectl(args, #{})`.",
+    )
+    .set_into_module(
+        &mut module,
+        move |ctx: NativeCallContext<'_>, args: Array| kubectl(&ctx, &h, args, &Map::new()),
     );
     let h = Arc::clone(host);
-    module.set_native_fn("kubectl", move |ctx: NativeCallContext<'_>, args: Array| {
-        kubectl(&ctx, &h, args, &Map::new())
-    });
-    let h = Arc::clone(host);
-    module.set_native_fn(
-        "curl",
-        move |ctx: NativeCallContext<'_>, url: &str, opts: Map| curl(&ctx, &h, url, &opts),
+    documented("curl", &["url: String", "opts: Map", "Map"], "Request `url` with curl from the runner VM (nothing secret in any argv); returns\n#{ status, body }. opts: method, headers (map), data, timeout, insecure.")
+        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, url: &str, opts: Map| curl(&ctx, &h, url, &opts),
     );
     let h = Arc::clone(host);
-    module.set_native_fn("curl", move |ctx: NativeCallContext<'_>, url: &str| {
-        curl(&ctx, &h, url, &Map::new())
-    });
+    documented("curl", &["url: String", "Map"], "`runner::curl(url, #{})`.")
+        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, url: &str| {
+            curl(&ctx, &h, url, &Map::new())
+        });
     let h = Arc::clone(host);
-    module.set_native_fn(
-        "port_forward",
-        move |ctx: NativeCallContext<'_>,
+    documented("port_forward", &["namespace: String", "pod: String", "local_port: int", "remote_port: int", "body: Fn", "?"], "Forward `local_port` to the pod's `remote_port` through the runner VM while `body` runs\n(it gets the local port); the forward ends however `body` ends. Returns `body`'s value.")
+        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>,
               namespace: &str,
               pod: &str,
               local: rhai::INT,

@@ -15,7 +15,7 @@ use flyte_debug_client::{ControlPlane, DEFAULT_ACTION, DEFAULT_DOMAIN, DEFAULT_P
 use rhai::{Array, Dynamic, Map, Module, NativeCallContext};
 
 use super::Host;
-use super::opts::{Opts, ScriptResult, script_err, string_array};
+use super::opts::{Opts, ScriptResult, documented, script_err, string_array};
 use crate::control_plane::WhenNone;
 use crate::progress::Spinner;
 
@@ -290,34 +290,55 @@ fn abort(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<()
 pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut module = Module::new();
     let h = Arc::clone(host);
-    module.set_native_fn("launch", move |ctx: NativeCallContext<'_>, spec: Map| {
+    documented("launch", &["spec: Map", "Map"], "Launch a run of a command; returns #{ name, action, url }.\nspec: name, command (array), env (map), project, domain.")
+        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, spec: Map| {
         launch(&ctx, &h, &spec)
     });
     let h = Arc::clone(host);
-    module.set_native_fn(
-        "wait",
-        move |ctx: NativeCallContext<'_>, run: &str, opts: Map| wait(&ctx, &h, run, &opts),
+    documented("wait", &["run: String", "opts: Map", "String"], "Wait until the run reaches a phase (or a later one, or ends); returns the phase.\nopts: phase (default RUNNING), action, timeout, poll_interval (seconds), project, domain.")
+        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, run: &str, opts: Map| wait(&ctx, &h, run, &opts),
     );
     let h = Arc::clone(host);
-    module.set_native_fn("wait", move |ctx: NativeCallContext<'_>, run: &str| {
+    documented(
+        "wait",
+        &["run: String", "String"],
+        "`runs::wait(run, #{})`.",
+    )
+    .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, run: &str| {
         wait(&ctx, &h, run, &Map::new())
     });
     let h = Arc::clone(host);
-    module.set_native_fn(
+    documented(
         "details",
+        &["run: String", "action: String", "Map"],
+        "One look at an action: #{ phase, terminal, attempts, error, abort_reason, log_links }.",
+    )
+    .set_into_module(
+        &mut module,
         move |ctx: NativeCallContext<'_>, run: &str, action: &str| details(&ctx, &h, run, action),
     );
     let h = Arc::clone(host);
-    module.set_native_fn("details", move |ctx: NativeCallContext<'_>, run: &str| {
+    documented(
+        "details",
+        &["run: String", "Map"],
+        "`runs::details(run, \"a0\")`.",
+    )
+    .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, run: &str| {
         details(&ctx, &h, run, DEFAULT_ACTION)
     });
     let h = Arc::clone(host);
-    module.set_native_fn("find", move |ctx: NativeCallContext<'_>, run: &str| {
+    documented(
+        "find",
+        &["run: String", "?"],
+        "The details of the run's root action, or () when there is no such run.",
+    )
+    .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, run: &str| {
         find(&ctx, &h, run)
     });
     let h = Arc::clone(host);
-    module.set_native_fn("abort", move |ctx: NativeCallContext<'_>, run: &str| {
-        abort(&ctx, &h, run)
-    });
+    documented("abort", &["run: String", "()"], "Abort the run.")
+        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, run: &str| {
+            abort(&ctx, &h, run)
+        });
     module
 }

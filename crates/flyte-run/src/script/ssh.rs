@@ -7,7 +7,7 @@ use flyte_ssh_config::{DebugHost, EditOptions, HostKeyCheck, Outcome};
 use rhai::{Dynamic, Map, Module, NativeCallContext};
 
 use super::Host;
-use super::opts::{Opts, ScriptResult, script_err, string_array};
+use super::opts::{Opts, ScriptResult, documented, script_err, string_array};
 
 const INFO_KEYS: &[&str] = &[
     "host_alias",
@@ -124,8 +124,13 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
 
     let h = Arc::clone(host);
     // ssh::render(info) -> the Host block as text
-    module.set_native_fn(
+    documented(
         "render",
+        &["info: Map", "String"],
+        "The debug Host block an SSHDebug map describes, as ssh_config text.",
+    )
+    .set_into_module(
+        &mut module,
         move |ctx: NativeCallContext<'_>, info: Map| -> ScriptResult<String> {
             let (block, _) = debug_host(&ctx, "ssh::render", &h, &info)?;
             block.render().map_err(|e| script_err(&ctx, e))
@@ -142,8 +147,14 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
         Ok(outcome_map(outcome))
     };
     let install_no_opts = install.clone();
-    module.set_native_fn("install", install);
-    module.set_native_fn("install", move |ctx: NativeCallContext<'_>, info: Map| {
+    documented("install", &["info: Map", "opts: Map", "Map"], "Install the Host block in the ssh config (a managed block; nothing else in the file\nchanges) and pin the host key; returns #{ path, changed, diff }.\nopts: config_path (default ~/.ssh/config), dry_run.")
+        .set_into_module(&mut module, install);
+    documented(
+        "install",
+        &["info: Map", "Map"],
+        "`ssh::install(info, #{})`.",
+    )
+    .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, info: Map| {
         install_no_opts(ctx, info, Map::new())
     });
 
@@ -156,10 +167,17 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             .map_err(|e| script_err(&ctx, e))
     };
     let remove_no_opts = remove.clone();
-    module.set_native_fn("remove", remove);
-    module.set_native_fn("remove", move |ctx: NativeCallContext<'_>, alias: &str| {
-        remove_no_opts(ctx, alias, Map::new())
-    });
+    documented("remove", &["alias: String", "opts: Map", "Map"], "Remove the managed Host block of `alias`; returns #{ path, changed, diff }.\nopts: config_path, dry_run.")
+        .set_into_module(&mut module, remove);
+    documented(
+        "remove",
+        &["alias: String", "Map"],
+        "`ssh::remove(alias, #{})`.",
+    )
+    .set_into_module(
+        &mut module,
+        move |ctx: NativeCallContext<'_>, alias: &str| remove_no_opts(ctx, alias, Map::new()),
+    );
 
     let h = Arc::clone(host);
     // ssh::exec(alias, command, opts) -> #{ code, stdout, stderr }
@@ -169,9 +187,15 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                      opts: Map|
           -> ScriptResult<Map> { exec(&ctx, &h, alias, command, &opts) };
     let exec_no_opts = exec.clone();
-    module.set_native_fn("exec", exec);
-    module.set_native_fn(
+    documented("exec", &["alias: String", "command: ?", "opts: Map", "Map"], "Run `command` (a string for the remote shell, or an array of words) on `alias` with the\nsystem OpenSSH client; returns #{ code, stdout, stderr }.\nopts: config_path, timeout (seconds), input, check.")
+        .set_into_module(&mut module, exec);
+    documented(
         "exec",
+        &["alias: String", "command: ?", "Map"],
+        "`ssh::exec(alias, command, #{})`.",
+    )
+    .set_into_module(
+        &mut module,
         move |ctx: NativeCallContext<'_>, alias: &str, command: Dynamic| {
             exec_no_opts(ctx, alias, command, Map::new())
         },
