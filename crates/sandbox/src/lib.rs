@@ -14,6 +14,7 @@
 //! Files in the state directory (`~/.flyte/sandbox` by default):
 //! `sandbox.db`, `signing.key` (0600), `credential` (0600; the bootstrap API key).
 
+mod clock;
 mod connect;
 mod own_services;
 mod runs;

@@ -1,7 +1,6 @@
 //! The HTTP side: Connect-JSON handlers, the OAuth2 token endpoint and the metadata documents.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -25,11 +24,7 @@ pub(crate) fn token_opens_route(shared: &Shared, token: &str, path: &str) -> boo
     })
 }
 
-pub(crate) fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+pub(crate) use crate::clock::unix_secs as now;
 
 /// A Connect error response.
 fn connect_error(code: Code, message: impl Into<String>) -> Response {

@@ -1,0 +1,166 @@
+//! The "local-process" plugin: each attempt's command in its own process group, watched
+//! until it exits; Abort hangs the group up.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flyte_reconciler_core::{
+    self as rc, ErrorKind, ExecutionError, PhaseInfo, PluginPhase, PluginResult, PluginTransition,
+};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use super::{
+    RunSlot,
+    entry::{LocalTask, RunEntry},
+    ingress::open_debug_route,
+};
+
+#[derive(Debug)]
+pub(super) struct Process {
+    pub(super) pid: u32,
+    pub(super) attempt: u32,
+    pub(super) exit: Option<std::process::ExitStatus>,
+    /// The attempt's process group in the sandbox's set, while it may still hold processes.
+    pub(super) member: Option<flyte_reaper::Member>,
+}
+
+/// The local-process plugin's Handle: start the attempt's process, or report on it.
+pub(super) fn handle(
+    entry: &mut RunEntry,
+    slot: &Arc<RunSlot>,
+    attempt: u32,
+    logs: &std::path::Path,
+) -> PluginResult {
+    let transition =
+        |info: PhaseInfo| PluginResult::Transition(PluginTransition { info, state: None });
+    match &entry.process {
+        Some(process) if process.attempt == attempt => match process.exit {
+            None => transition(PhaseInfo::new(PluginPhase::Running, "running")),
+            Some(status) if status.success() => {
+                transition(PhaseInfo::new(PluginPhase::Success, "exited 0"))
+            }
+            Some(status) => {
+                let message = status.code().map_or_else(
+                    || format!("killed by signal {}", status.signal().unwrap_or(0)),
+                    |code| format!("the command exited with status {code}"),
+                );
+                let error = ExecutionError::new(ErrorKind::User, "NonZeroExit", message);
+                transition(PhaseInfo::failure(PluginPhase::RetryableFailure, error))
+            }
+        },
+        _ => match start(entry, slot, attempt, logs) {
+            Ok(()) => transition(PhaseInfo::new(PluginPhase::Running, "started")),
+            Err(StartFailure::Task(message)) => {
+                let error = ExecutionError::new(ErrorKind::User, "CommandFailedToStart", message);
+                transition(PhaseInfo::failure(PluginPhase::PermanentFailure, error))
+            }
+            // The machine failed, not the task: the reconciler counts it and starts afresh.
+            Err(StartFailure::Machine(message)) => PluginResult::Error(rc::PluginError {
+                code: "LocalProcessUnavailable".to_owned(),
+                message,
+            }),
+        },
+    }
+}
+
+/// Why an attempt's process did not start: the task's fault (a retry would fail the same way)
+/// or the machine's (the log cannot be written, no process can be made right now).
+pub(super) enum StartFailure {
+    Task(String),
+    Machine(String),
+}
+
+impl From<String> for StartFailure {
+    fn from(message: String) -> Self {
+        Self::Task(message)
+    }
+}
+
+pub(super) fn start(
+    entry: &mut RunEntry,
+    slot: &Arc<RunSlot>,
+    attempt: u32,
+    logs: &std::path::Path,
+) -> Result<(), StartFailure> {
+    let task: LocalTask =
+        serde_json::from_slice(&entry.object.spec.task_template).map_err(|e| e.to_string())?;
+    open_debug_route(entry, &task)?;
+    let machine = |e: std::io::Error, what: &str| StartFailure::Machine(format!("{what}: {e}"));
+    if let Some(dir) = logs.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| machine(e, &format!("cannot create {}", dir.display())))?;
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(logs)
+        .map_err(|e| machine(e, &format!("cannot open the log {}", logs.display())))?;
+    let stdout = log
+        .try_clone()
+        .map_err(|e| machine(e, "cannot share the log"))?;
+    let mut child = tokio::process::Command::new(&task.argv[0])
+        .args(&task.argv[1..])
+        .envs(&task.env)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(log)
+        // Its own process group, so an abort reaches everything the task started.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| {
+            let message = format!("cannot start {:?}: {e}", task.argv[0]);
+            match e.kind() {
+                // The command is missing or not executable: the task is wrong.
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                    StartFailure::Task(message)
+                }
+                _ => StartFailure::Machine(message),
+            }
+        })?;
+    let pid = child.id().ok_or_else(|| {
+        StartFailure::Task("the process exited before it could be watched".to_owned())
+    })?;
+    entry.process = Some(Process {
+        pid,
+        attempt,
+        exit: None,
+        member: Some(entry.groups.adopt(pid)),
+    });
+    let slot = Arc::clone(slot);
+    tokio::spawn(async move {
+        let status = child.wait().await;
+        let mut entry = slot.lock();
+        if let (Some(process), Ok(status)) = (entry.process.as_mut(), status)
+            && process.pid == pid
+        {
+            process.exit = Some(status);
+            // The task's main process ended: what it left running ends too, as the rest of a
+            // container does when its main process exits.
+            flyte_reaper::kill_group(pid);
+            process.member = None;
+        }
+        drop(entry);
+        slot.wake.notify_one();
+    });
+    Ok(())
+}
+
+/// Stop a task's process group: SIGTERM now, SIGKILL if it is still there a few seconds later.
+pub(super) fn hang_up(pid: u32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    let group = Pid::from_raw(pid);
+    let _ = killpg(group, Signal::SIGTERM);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let _ = killpg(group, Signal::SIGKILL);
+    });
+}
