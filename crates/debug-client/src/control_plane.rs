@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use flyte_api::{Client, Endpoint, HttpClient};
+use flyte_api::{Client, Endpoint};
 use flyte_auth::{ApiKey, ClientCredentials, TokenChain};
 use flyte_home::FlyteHome;
 
@@ -85,6 +85,9 @@ pub fn stored_key(
 #[derive(Debug, Clone)]
 pub struct ControlPlane {
     endpoint: Endpoint,
+    /// Without credentials: discovery, and the HTTP client token requests share. Building a
+    /// client loads the TLS roots, which costs milliseconds, so one is built per control plane.
+    anonymous: Client,
     client: Client,
     home: FlyteHome,
     allow_key_endpoint: Option<String>,
@@ -99,10 +102,11 @@ impl ControlPlane {
         endpoint: Endpoint,
         allow_key_endpoint: Option<String>,
     ) -> Result<Self> {
-        let client = Client::new(&endpoint)?;
+        let anonymous = Client::new(&endpoint)?;
         let mut plane = Self {
             endpoint,
-            client,
+            client: anonymous.clone(),
+            anonymous,
             home,
             allow_key_endpoint,
         };
@@ -141,10 +145,10 @@ impl ControlPlane {
         else {
             return Ok(None);
         };
-        let config = flyte_auth::oauth::discover(&Client::new(&self.endpoint)?).await?;
+        let config = flyte_auth::oauth::discover(&self.anonymous).await?;
         let header = config.header_name.clone();
         let tokens = ClientCredentials::new(
-            HttpClient::default(),
+            self.anonymous.http().clone(),
             config,
             key.client_id,
             key.client_secret,
