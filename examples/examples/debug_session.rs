@@ -7,7 +7,7 @@
 //!     cargo run -p flyte-examples --example debug_session -- "$(command -v flyte-run)" /tmp/dbg.config RUN_NAME
 //!     ssh -F /tmp/dbg.config example-debug
 #![allow(clippy::print_stdout)]
-// Tests, examples and tools read their own settings from the environment directly.
+// Tests, examples and tools start processes and read their settings from the environment directly.
 #![allow(clippy::disallowed_methods)]
 
 use std::path::PathBuf;

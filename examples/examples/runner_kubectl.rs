@@ -5,7 +5,7 @@
 //!
 //!     cargo run -p flyte-examples --example runner_kubectl -- [--print] KUBECTL_ARGS...
 #![allow(clippy::print_stdout)]
-// Tests, examples and tools read their own settings from the environment directly.
+// Tests, examples and tools start processes and read their settings from the environment directly.
 #![allow(clippy::disallowed_methods)]
 
 use std::time::Duration;

@@ -2,7 +2,8 @@
 //! venv `cargo xtask ci` creates at `target/idl-venv`; `FLYTEIDL2_PYTHON` points elsewhere):
 //! the requests flyte-run builds parse strictly, and what the classes write, our types read
 //! (zero values omitted, the debug link found).
-
+// Tests, examples and tools start processes and read their settings from the environment directly.
+#![allow(clippy::disallowed_methods)]
 // Helpers outside #[test] functions may unwrap too: this whole file is test code.
 #![allow(clippy::unwrap_used)]
 

@@ -8,7 +8,7 @@
 //! - `bench [reconciler|tunnel|sandbox|cli]`: performance figures, measured side by side with a reference
 //!   in the same run (never asserted in tests).
 #![allow(clippy::print_stdout)]
-// Tests, examples and tools read their own settings from the environment directly.
+// Tests, examples and tools start processes and read their settings from the environment directly.
 #![allow(clippy::disallowed_methods)]
 
 mod bench;

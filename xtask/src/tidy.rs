@@ -3,7 +3,10 @@
 //!
 //! - only the binary (`flyte-run`) depends on the script engine or the command-line parser;
 //! - the pure cores depend only on crates that do no I/O (an allow-list: a new dependency there
-//!   is a decision, made by editing [`PURE_ALLOWED`]).
+//!   is a decision, made by editing [`PURE_ALLOWED`]);
+//! - the pure cores' own sources name no I/O, clock or environment API of std
+//!   ([`PURE_FORBIDDEN`]). This stands in for building them for `wasm32-unknown-unknown`
+//!   (where those APIs fail or are missing), a target the toolchain here cannot download.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -17,6 +20,71 @@ const BINARY: &str = "flyte-run";
 const PURE: &[&str] = &["flyte-reconciler-core", "flyte-kservice-naming"];
 /// What the pure cores may depend on.
 const PURE_ALLOWED: &[&str] = &["thiserror", "serde", "serde_json", "sha2", "hex"];
+
+/// The pure modules of crates that also have an I/O layer (ARCHITECTURE.md names them).
+const PURE_FILES: &[&str] = &[
+    "crates/ssh-config/src/model.rs",
+    "crates/ssh-config/src/quote.rs",
+    "crates/ssh-config/src/block.rs",
+    "crates/ssh-config/src/managed.rs",
+    "crates/ssh-config/src/audit.rs",
+    "crates/debug-client/src/names.rs",
+    "crates/runner-proxy/src/remote.rs",
+    "crates/connections/src/plan.rs",
+    "crates/operator/src/app.rs",
+];
+
+/// What a pure core's source (outside its tests) must not name: files, sockets, processes, the
+/// environment, threads and the clocks.
+const PURE_FORBIDDEN: &[&str] = &[
+    "std::fs",
+    "std::net",
+    "std::process",
+    "std::env",
+    "std::thread",
+    "std::io::stdin",
+    "std::io::stdout",
+    "SystemTime::now",
+    "Instant::now",
+    "println!",
+    "eprintln!",
+];
+
+/// Where a pure core's source names a forbidden API: `file:line: what`, skipping `#[cfg(test)]`
+/// modules (from the attribute to the end of the file, where this workspace keeps them).
+fn forbidden_uses(file: &str, text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("#[cfg(test)]") {
+            break;
+        }
+        let code = line.split("//").next().unwrap_or_default();
+        for api in PURE_FORBIDDEN {
+            if code.contains(api) {
+                found.push(format!(
+                    "{file}:{}: a pure core names {api}; take the value as an argument (time, input) or move the I/O to its driver",
+                    number + 1
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// Every `.rs` file under `dir`, sorted.
+fn rust_files(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            files.extend(rust_files(&path)?);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
 
 /// Each workspace package's normal (not dev, not build) dependencies, from `cargo metadata`.
 type Manifests = BTreeMap<String, Vec<String>>;
@@ -81,7 +149,19 @@ pub(crate) fn run() -> anyhow::Result<()> {
             bail!("tidy: the pure core {rule} is not in the workspace; update xtask/src/tidy.rs");
         }
     }
-    let found = violations(&manifests);
+    let mut found = violations(&manifests);
+    let root = crate::ci::workspace_root()?;
+    let mut pure_files = PURE_FILES.iter().map(|f| root.join(f)).collect::<Vec<_>>();
+    for package in PURE {
+        let dir = package.trim_start_matches("flyte-");
+        pure_files.extend(rust_files(&root.join("crates").join(dir).join("src"))?);
+    }
+    for file in pure_files {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let name = file.strip_prefix(&root).unwrap_or(&file).display();
+        found.extend(forbidden_uses(&name.to_string(), &text));
+    }
     if !found.is_empty() {
         bail!(
             "tidy: {} rule(s) broken:\n  {}",
@@ -90,7 +170,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
         );
     }
     println!(
-        "tidy: {} packages follow the layering rules",
+        "tidy: {} packages follow the layering rules; the pure cores' sources name no I/O",
         manifests.len()
     );
     Ok(())
@@ -99,6 +179,29 @@ pub(crate) fn run() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pure_sources_that_reach_for_io_or_the_clock_are_named() {
+        for (text, want) in [
+            ("fn f() -> u8 { 1 }\n", vec![]),
+            ("use std::fs;\n", vec!["a.rs:1: a pure core names std::fs"]),
+            (
+                "fn f() {\n    let t = std::time::Instant::now();\n}\n",
+                vec!["a.rs:2: a pure core names Instant::now"],
+            ),
+            ("// reads no std::env\nfn f() {}\n", vec![]),
+            (
+                "fn f() {}\n#[cfg(test)]\nmod tests { use std::fs; }\n",
+                vec![],
+            ),
+        ] {
+            let found = forbidden_uses("a.rs", text);
+            assert_eq!(found.len(), want.len(), "{text:?}: {found:?}");
+            for (got, want) in found.iter().zip(want) {
+                assert!(got.starts_with(want), "{got}");
+            }
+        }
+    }
 
     #[test]
     fn manifests_break_the_rules_they_should() {

@@ -45,6 +45,8 @@ pub fn shell_command(connection: &Connection, block_file: &Path) -> Result<std::
     flyte_fs::replace(block_file, text.as_bytes(), flyte_fs::SECRET_MODE)
         .map_err(|e| DebugClientError::file(block_file, e))?;
     pin_host_key(&connection.block, connection.host_key.as_deref())?;
+    // The user's own ssh client is the point of a debug session.
+    #[allow(clippy::disallowed_methods)]
     let mut command = std::process::Command::new("ssh");
     command
         .arg("-F")
@@ -77,6 +79,8 @@ pub async fn exec(
     timeout: Duration,
 ) -> Result<ExecOutput> {
     flyte_ssh_config::validate_alias(alias)?;
+    // The user's own ssh client is the point of a debug session.
+    #[allow(clippy::disallowed_methods)]
     let mut cmd = tokio::process::Command::new("ssh");
     cmd.arg("-F")
         .arg(config)

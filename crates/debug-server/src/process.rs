@@ -108,6 +108,8 @@ pub(crate) async fn run(
     let outcome = match pty {
         _ if matches!(start, Start::Sftp) => Ok(run_sftp(&mut channel, &login).await),
         None => {
+            // A session's shell or command: what the debug server is for.
+            #[allow(clippy::disallowed_methods)]
             let mut command = tokio::process::Command::new(&program);
             command
                 .args(&args)

@@ -179,6 +179,8 @@ pub(crate) fn start(dir: &SandboxDir, args: &ServeArgs) -> anyhow::Result<(u32, 
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
     let exe = std::env::current_exe().context("cannot find the flyte-run binary")?;
+    // `sandbox start` runs this binary's `sandbox serve` in the background.
+    #[allow(clippy::disallowed_methods)]
     let mut child = std::process::Command::new(exe)
         .args([
             "sandbox",

@@ -1,5 +1,6 @@
 //! `flyte-run debug-server` reached by the real OpenSSH client through `flyte-run tunnel`.
-
+// Tests, examples and tools start processes and read their settings from the environment directly.
+#![allow(clippy::disallowed_methods)]
 // Helpers outside #[test] functions may unwrap too: this whole file is test code.
 #![allow(clippy::unwrap_used)]
 

@@ -3,7 +3,8 @@
 //! requests, over the SDK's own HTTP client) call every read path, the logs service and abort;
 //! each answer is decoded by the official classes. Runs in the interop venv `cargo xtask ci`
 //! creates (`FLYTE_INTEROP_PYTHON` points elsewhere).
-
+// Tests, examples and tools start processes and read their settings from the environment directly.
+#![allow(clippy::disallowed_methods)]
 // Helpers outside #[test] functions may unwrap too: this whole file is test code.
 #![allow(clippy::unwrap_used)]
 

@@ -1,6 +1,7 @@
 //! Issue 13: each test reproduces one defect found by attacking flyte-run as an attacker or a
 //! careless user would, and checks the behaviour that replaced it. Numbers are the issue's.
-
+// Tests, examples and tools start processes and read their settings from the environment directly.
+#![allow(clippy::disallowed_methods)]
 // Helpers outside #[test] functions may unwrap too: this whole file is test code.
 #![allow(clippy::unwrap_used)]
 

@@ -1,7 +1,8 @@
 //! Interoperability with Flyte's own Python implementation (`PyPI` package `flyte==2.12.1`) and with a
 //! standard third-party WebSocket client (`websockets`). `cargo xtask ci` creates the venv at
 //! `target/interop-venv`; `FLYTE_INTEROP_PYTHON` points elsewhere.
-
+// Tests, examples and tools start processes and read their settings from the environment directly.
+#![allow(clippy::disallowed_methods)]
 // Helpers outside #[test] functions may unwrap too: this whole file is test code.
 #![allow(clippy::unwrap_used)]
 

@@ -1,6 +1,7 @@
 //! `flyte-run sandbox start|stop|status` as a user runs them, and scripts that need no
 //! configuration because the sandbox is running.
-
+// Tests, examples and tools start processes and read their settings from the environment directly.
+#![allow(clippy::disallowed_methods)]
 // Helpers outside #[test] functions may unwrap too: this whole file is test code.
 #![allow(clippy::unwrap_used)]
 

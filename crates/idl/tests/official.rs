@@ -2,7 +2,8 @@
 //! venv `cargo xtask ci` creates at `target/idl-venv`; `FLYTEIDL2_PYTHON` points elsewhere).
 //! Each message we encode, in binary protobuf and in JSON, is parsed strictly by the official
 //! class; what the class writes back, our types read to the same value.
-
+// Tests, examples and tools start processes and read their settings from the environment directly.
+#![allow(clippy::disallowed_methods)]
 // Helpers outside #[test] functions may unwrap too: this whole file is test code.
 #![allow(clippy::unwrap_used)]
 

@@ -1,6 +1,7 @@
 //! flyte-keys against the real OpenSSH tools: ssh-keygen reads what we write, ssh logs in with it,
 //! and every bad input is refused without touching the user's files.
-
+// Tests, examples and tools start processes and read their settings from the environment directly.
+#![allow(clippy::disallowed_methods)]
 // Helpers outside #[test] functions may unwrap too: this whole file is test code.
 #![allow(clippy::unwrap_used)]
 

@@ -125,6 +125,8 @@ impl Groups {
 
     /// An empty root set whose groups are ended by a watchdog process if this one dies.
     pub fn with_watchdog() -> Result<Self, ReaperError> {
+        // The watchdog: a shell that outlives this process (see the module docs).
+        #[allow(clippy::disallowed_methods)]
         let mut child = Command::new("/bin/sh")
             .args(["-c", WATCHDOG_SCRIPT])
             .stdin(Stdio::piped())

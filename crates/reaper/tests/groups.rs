@@ -1,5 +1,5 @@
 //! Real process groups (`sh` and `sleep`), ended by the registry and by the watchdog.
-// Tests, examples and tools read their own settings from the environment directly.
+// Tests, examples and tools start processes and read their settings from the environment directly.
 #![allow(clippy::disallowed_methods)]
 // Helpers outside #[test] functions may unwrap too: this whole file is test code.
 #![allow(clippy::unwrap_used)]

@@ -11,7 +11,7 @@
 //! deletions at any moment (also in the middle of a pass), failed and lost events (action
 //! events that fail to send, watch notifications that never arrive), and jumps of the clock.
 #![allow(clippy::unwrap_used)]
-// Tests, examples and tools read their own settings from the environment directly.
+// Tests, examples and tools start processes and read their settings from the environment directly.
 #![allow(clippy::disallowed_methods)]
 
 mod sim;

@@ -4,6 +4,8 @@
 //! `eval` in bash) when `in_vm` wraps it.
 
 #![allow(clippy::unwrap_used)]
+// Tests, examples and tools start processes and read their settings from the environment directly.
+#![allow(clippy::disallowed_methods)]
 
 use flyte_runner_proxy::remote::{in_vm, kubectl_script};
 use proptest::prelude::*;

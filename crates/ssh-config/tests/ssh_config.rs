@@ -1,6 +1,7 @@
 //! flyte-ssh-config against the real OpenSSH client: rendered blocks resolve as intended, a
 //! connection through a rendered block works, and installs never damage a user's config.
-
+// Tests, examples and tools start processes and read their settings from the environment directly.
+#![allow(clippy::disallowed_methods)]
 // Helpers outside #[test] functions may unwrap too: this whole file is test code.
 #![allow(clippy::unwrap_used)]
 

@@ -1,7 +1,5 @@
 //! The Python venvs `cargo xtask ci` creates under `target/` for tests that check us against
 //! Flyte's own Python code. An environment variable points a test at another interpreter.
-// Tests, examples and tools read their own settings from the environment directly.
-#![allow(clippy::disallowed_methods)]
 
 use std::path::PathBuf;
 
