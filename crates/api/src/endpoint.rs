@@ -30,11 +30,15 @@ fn invalid(raw: &str, reason: impl Into<String>) -> ApiError {
 }
 
 impl Endpoint {
-    /// Parse an endpoint. `allow_insecure` permits `http://` to hosts other than loopback.
+    /// Parse an endpoint. `allow_insecure` is Flyte's `insecure`: an endpoint that names no scheme
+    /// (`dns:///host`, `host:port`) is plain http, and `http://` may name a host other than
+    /// loopback.
     pub fn parse(raw: &str, allow_insecure: bool) -> Result<Self, ApiError> {
         let trimmed = raw.trim();
+        // Flyte's `insecure` means plain http for an endpoint that names no scheme.
+        let default_scheme = if allow_insecure { "http" } else { "https" };
         let (scheme, rest) = if let Some(rest) = trimmed.strip_prefix("dns:///") {
-            ("https", rest)
+            (default_scheme, rest)
         } else if let Some((scheme, rest)) = trimmed.split_once("://") {
             match scheme.to_ascii_lowercase().as_str() {
                 "https" => ("https", rest),
@@ -47,7 +51,7 @@ impl Endpoint {
                 }
             }
         } else {
-            ("https", trimmed)
+            (default_scheme, trimmed)
         };
         let authority = rest.trim_end_matches('/').to_ascii_lowercase();
         if authority.is_empty() {

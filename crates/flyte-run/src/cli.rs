@@ -43,6 +43,12 @@ pub(crate) struct Cli {
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
     set: Vec<(String, rhai::Dynamic)>,
 
+    /// Flyte's config file to read instead of the first one found in the Flyte SDK's search
+    /// order: `./config.yaml`, `./.flyte/config.yaml`, `<git root>/.flyte/config.yaml`,
+    /// `$UCTL_CONFIG`, `$FLYTECTL_CONFIG`, `~/.union/config.yaml`, `~/.flyte/config.yaml`.
+    #[arg(long = "config", global = true, value_name = "FILE")]
+    flyte_config: Option<std::path::PathBuf>,
+
     /// The Flyte control-plane endpoint (default: the configured one, else the local sandbox).
     #[arg(long, value_name = "URL")]
     endpoint: Option<String>,
@@ -138,6 +144,7 @@ pub(crate) fn parse_seconds(raw: &str) -> Result<Duration, String> {
 }
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    crate::config::set_flyte_config_flag(cli.flyte_config.clone());
     if let Some(command) = cli.command {
         return match command {
             Command::Debug(args) => crate::debug_command::run(&args),

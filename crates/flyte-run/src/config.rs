@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use flyte_config::{Layer, Resolved, Source};
 use flyte_home::FlyteHome;
 use std::process::ExitCode;
 
@@ -142,21 +143,90 @@ fn init(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where the endpoint comes from, in the order it is looked for.
+/// `--config FILE`, set once at start-up before any command runs (a global flag that every
+/// command's configuration honours).
+static FLYTE_CONFIG_FLAG: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+pub(crate) fn set_flyte_config_flag(path: Option<PathBuf>) {
+    let _ = FLYTE_CONFIG_FLAG.set(path);
+}
+
+/// Flyte's config file in effect: `--config FILE`, else the first of the Flyte SDK's search
+/// order that exists.
+fn flyte_config_file(home: &Path) -> Result<Option<PathBuf>, String> {
+    if let Some(path) = FLYTE_CONFIG_FLAG.get().cloned().flatten() {
+        if !path.is_file() {
+            return Err(format!(
+                "--config {}: no such file; give the path of a Flyte config.yaml",
+                path.display()
+            ));
+        }
+        return Ok(Some(path));
+    }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let places = flyte_config::SearchPlaces {
+        git_root: flyte_config::git_root(&cwd, Path::exists),
+        cwd,
+        home: home.to_owned(),
+        uctl_config: env_vars::get_os(flyte_config::ENV_UCTL_CONFIG).map(PathBuf::from),
+        flytectl_config: env_vars::get_os(flyte_config::ENV_FLYTECTL_CONFIG).map(PathBuf::from),
+    };
+    Ok(flyte_config::find_flyte_config(&places, Path::is_file))
+}
+
+/// Every setting in effect, with where it came from: Flyte's config file < flyte-run's own
+/// settings file < the environment < `--endpoint`.
+pub(crate) fn resolve(home: &Path, endpoint_flag: Option<&str>) -> Result<Resolved, String> {
+    let flyte_file = flyte_config_file(home)?;
+    let own = load(home)?;
+    let mut settings = Layer {
+        path: Some(PathBuf::from(format!("~/.flyte/{FILE_NAME}"))),
+        values: Vec::new(),
+    };
+    if let Some(endpoint) = own.endpoint {
+        settings
+            .values
+            .push((flyte_config::ENDPOINT, "endpoint", endpoint));
+    }
+    if own.insecure {
+        settings
+            .values
+            .push((flyte_config::INSECURE, "insecure", "true".to_owned()));
+    }
+    let mut flags = Layer::default();
+    if let Some(endpoint) = endpoint_flag.filter(|e| !e.trim().is_empty()) {
+        flags
+            .values
+            .push((flyte_config::ENDPOINT, "--endpoint", endpoint.to_owned()));
+    }
+    flyte_config::resolve(&flyte_config::Inputs {
+        flyte_config: flyte_file.as_deref(),
+        settings,
+        env: &env_vars::get,
+        flags,
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Where the endpoint comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum EndpointSource {
-    Flag(String),
-    Env(String),
-    File(String),
+    /// Set by a flag, the environment, flyte-run's settings or Flyte's config file.
+    Configured {
+        endpoint: String,
+        source: Source,
+        /// `admin.insecure` applies to it: plain http, as Flyte means it, allowed to any host.
+        insecure: bool,
+    },
     Sandbox(Option<String>),
 }
 
 impl std::fmt::Display for EndpointSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            EndpointSource::Flag(e) => write!(f, "{e} (from --endpoint)"),
-            EndpointSource::Env(e) => write!(f, "{e} (from {})", env_vars::FLYTE_ENDPOINT),
-            EndpointSource::File(e) => write!(f, "{e} (from ~/.flyte/{FILE_NAME})"),
+            EndpointSource::Configured {
+                endpoint, source, ..
+            } => write!(f, "{endpoint} (from {source})"),
             EndpointSource::Sandbox(Some(e)) => write!(f, "{e} (the local sandbox, running)"),
             EndpointSource::Sandbox(None) => {
                 write!(f, "the local sandbox (not running; started on first use)")
@@ -165,41 +235,52 @@ impl std::fmt::Display for EndpointSource {
     }
 }
 
-/// Which endpoint is in effect: `--endpoint`, else `FLYTE_ENDPOINT`, else the config file, else
-/// the local sandbox.
+/// Which endpoint is in effect (see [`resolve`]), else the local sandbox. `admin.insecure` from
+/// the environment or a flag applies to any endpoint; from a file, only to that file's own
+/// endpoint (a file must not open plain http for an endpoint given some other way).
 pub(crate) fn endpoint_source(home: &Path, flag: Option<&str>) -> Result<EndpointSource, String> {
-    let env = env_vars::get(env_vars::FLYTE_ENDPOINT);
-    if let Some(e) = flag.filter(|e| !e.trim().is_empty()) {
-        return Ok(EndpointSource::Flag(e.to_owned()));
-    }
-    if let Some(e) = env.filter(|e| !e.trim().is_empty()) {
-        return Ok(EndpointSource::Env(e));
-    }
-    if let Some(e) = load(home)?.endpoint {
-        return Ok(EndpointSource::File(e));
-    }
-    Ok(EndpointSource::Sandbox(
-        FlyteHome::new(home).sandbox().running().map(|s| s.endpoint),
-    ))
-}
-
-/// Whether plain http to a remote host is allowed for the endpoint `source` names:
-/// `FLYTE_INSECURE` for any, the file's `insecure` only for the file's own endpoint (it must not
-/// open plain http for an endpoint given some other way).
-pub(crate) fn insecure(home: &Path, source: &EndpointSource) -> Result<bool, String> {
-    let env = env_vars::get(env_vars::FLYTE_INSECURE)
-        .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
-    Ok(env || (matches!(source, EndpointSource::File(_)) && load(home)?.insecure))
+    let resolved = resolve(home, flag)?;
+    let Some(endpoint) = resolved
+        .text(flyte_config::ENDPOINT)
+        .filter(|e| !e.value.trim().is_empty())
+    else {
+        return Ok(EndpointSource::Sandbox(
+            FlyteHome::new(home).sandbox().running().map(|s| s.endpoint),
+        ));
+    };
+    let insecure = match resolved
+        .flag(flyte_config::INSECURE)
+        .map_err(|e| e.to_string())?
+    {
+        Some(flag) if flag.value => matches!(
+            (&flag.source, &endpoint.source),
+            (Source::Env(_) | Source::Flag(_), _)
+                | (Source::Settings { .. }, Source::Settings { .. })
+                | (Source::FlyteConfig { .. }, Source::FlyteConfig { .. })
+        ),
+        _ => false,
+    };
+    Ok(EndpointSource::Configured {
+        endpoint: endpoint.value,
+        source: endpoint.source,
+        insecure,
+    })
 }
 
 fn show(home: &Path) -> anyhow::Result<ExitCode> {
     let source = endpoint_source(home, None).map_err(anyhow::Error::msg)?;
-    let insecure = insecure(home, &source).map_err(anyhow::Error::msg)?;
+    let insecure = matches!(source, EndpointSource::Configured { insecure: true, .. });
     println!("config file: {}", path(home).display());
     println!("endpoint:    {source}");
     println!("insecure:    {insecure}");
     let layout = FlyteHome::new(home);
     println!("ssh debug:   {}", layout.debug().path().display());
     println!("ssh config:  {}", layout.ssh_config().display());
+    // Every setting shared with Flyte's SDK, effective value and source (secrets hidden).
+    println!();
+    print!(
+        "{}",
+        resolve(home, None).map_err(anyhow::Error::msg)?.render()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -20,12 +20,11 @@ pub(crate) enum WhenNone {
 pub(crate) fn endpoint(host: &AppContext, when_none: WhenNone) -> Result<Endpoint, String> {
     use crate::config::EndpointSource;
     let source = crate::config::endpoint_source(&host.home, host.endpoint.as_deref())?;
-    let insecure = crate::config::insecure(&host.home, &source)?;
+    let insecure = matches!(source, EndpointSource::Configured { insecure: true, .. });
     let raw = match source {
-        EndpointSource::Flag(e)
-        | EndpointSource::Env(e)
-        | EndpointSource::File(e)
-        | EndpointSource::Sandbox(Some(e)) => e,
+        EndpointSource::Configured { endpoint, .. } | EndpointSource::Sandbox(Some(endpoint)) => {
+            endpoint
+        }
         EndpointSource::Sandbox(None) => match when_none {
             WhenNone::Fail => {
                 return Err(format!(

@@ -98,6 +98,78 @@ fn the_script_reference_documents_every_contract_function() {
     }
 }
 
+/// Issue 16: with only Flyte's `~/.flyte/config.yaml`, `config show` reports its endpoint and
+/// every setting shared with Flyte's SDK, each with its source; the environment wins over the
+/// file, `--config` picks another file, and the API key never shows.
+#[test]
+fn config_show_reads_flytes_file_and_names_each_source() {
+    let home = TempHome::new();
+    fs::create_dir_all(home.path().join(".flyte")).unwrap();
+    fs::write(
+        home.path().join(".flyte/config.yaml"),
+        "admin:\n  endpoint: dns:///flyte.example.com\n  authType: DeviceFlow\n  clientId: cli\n  scopes: [all]\ntask:\n  project: ml\n  domain: development\n",
+    )
+    .unwrap();
+    let show = |extra_env: &[(&str, &str)], args: &[&str]| {
+        let mut command = home.command(BIN);
+        command
+            .env_remove("FLYTE_ENDPOINT")
+            .env_remove("FLYTE_RUN_LOG");
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        let out = command.args(args).output().unwrap();
+        let text = format!(
+            "code: {}\n{}{}",
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.replace(&home.path().display().to_string(), "$HOME")
+    };
+    let shown = show(
+        &[
+            ("FLYTE_TASK_DOMAIN", "staging"),
+            ("FLYTE_API_KEY", "c2VjcmV0LWtleS12YWx1ZQ=="),
+        ],
+        &["config", "show"],
+    );
+    assert!(!shown.contains("c2VjcmV0"), "{shown}");
+    insta::assert_snapshot!(shown);
+
+    // --config names another file; a missing one is refused with its name.
+    let other = home.path().join("other.yaml");
+    fs::write(&other, "admin:\n  endpoint: https://other.example.com\n").unwrap();
+    let shown = show(
+        &[],
+        &["config", "show", "--config", other.to_str().unwrap()],
+    );
+    assert!(
+        shown.contains(
+            "endpoint:    https://other.example.com (from $HOME/other.yaml: admin.endpoint)"
+        ),
+        "{shown}"
+    );
+    let shown = show(&[], &["config", "show", "--config", "/nonexistent.yaml"]);
+    assert!(
+        shown.contains("--config /nonexistent.yaml: no such file"),
+        "{shown}"
+    );
+    // Before a script, as the script's configuration.
+    let shown = show(&[], &["--config", other.to_str().unwrap(), "-e", "\"ok\""]);
+    assert!(shown.starts_with("code: 0\nok"), "{shown}");
+    // Not YAML: the file is named.
+    fs::write(&other, "admin: [unclosed\n").unwrap();
+    let shown = show(
+        &[],
+        &["config", "show", "--config", other.to_str().unwrap()],
+    );
+    assert!(
+        shown.contains("$HOME/other.yaml: not a Flyte config file"),
+        "{shown}"
+    );
+}
+
 #[test]
 fn kservice_module() {
     let home = TempHome::new();

@@ -874,13 +874,13 @@ fn doctor_and_config_init_name_problems_with_their_fixes() {
         &["doctor"],
         1,
         &[
-            "FAIL  endpoint    http://127.0.0.1:1 (from ~/.flyte/flyte-run.json); it does not answer",
+            "FAIL  endpoint    http://127.0.0.1:1 (from ~/.flyte/flyte-run.json: endpoint); it does not answer",
         ],
     );
     check(
         &["config", "show"],
         0,
-        &["endpoint:    http://127.0.0.1:1 (from ~/.flyte/flyte-run.json)"],
+        &["endpoint:    http://127.0.0.1:1 (from ~/.flyte/flyte-run.json: endpoint)"],
     );
     std::fs::write(&config, "{\"endpont\": \"x\"}").unwrap();
     for args in [&["doctor"][..], &["-e", "runs::find(\"x\")"]] {
