@@ -16,7 +16,7 @@ use std::time::Duration;
 use flyte_debug_client::runs::{self, phase_named};
 use flyte_debug_client::{
     ConnectOptions, ControlPlane, DEFAULT_DOMAIN, DEFAULT_PROJECT, EditOptions, Endpoint,
-    FlyteHome, NoProgress,
+    FlyteHome, NoProgress, PlaneOptions,
 };
 
 #[tokio::main]
@@ -35,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .running()
         .ok_or("no sandbox runs: start one with `flyte-run sandbox start`")?;
     let endpoint = Endpoint::parse(&sandbox.endpoint, false)?;
-    let plane = ControlPlane::open(home, endpoint, None).await?;
+    let plane = ControlPlane::open(home, endpoint, PlaneOptions::default()).await?;
 
     let id = flyte_debug_client::run_id(DEFAULT_PROJECT, DEFAULT_DOMAIN, &run_name);
     let command = ["sh", "-c", "sleep 600"].map(str::to_owned).to_vec();

@@ -62,7 +62,23 @@ pub(crate) fn transport(error: &reqwest::Error) -> ApiError {
 impl Client {
     /// A client without authentication.
     pub fn new(endpoint: &Endpoint) -> Result<Self> {
+        Self::with_ca(endpoint, None)
+    }
+
+    /// A client without authentication that also trusts the CA certificates in `ca_pem` (Flyte's
+    /// `admin.caCertFilePath`: a PEM bundle) besides the system's.
+    pub fn with_ca(endpoint: &Endpoint, ca_pem: Option<&[u8]>) -> Result<Self> {
+        let extra = match ca_pem {
+            Some(pem) => reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                ApiError::new(
+                    Code::InvalidArgument,
+                    format!("the CA file is not a PEM bundle: {e}"),
+                )
+            })?,
+            None => Vec::new(),
+        };
         let http = reqwest::Client::builder()
+            .tls_certs_merge(extra)
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("flyte-run/", env!("CARGO_PKG_VERSION")))
             // A redirect could carry the token (in a header reqwest does not strip, such as

@@ -126,7 +126,7 @@ pub enum TokenOrigin {
 pub struct TokenChain {
     cache_key: String,
     caches: Vec<PathBuf>,
-    source: Option<ClientCredentials>,
+    source: Option<std::sync::Arc<ClientCredentials>>,
 }
 
 impl std::fmt::Debug for TokenChain {
@@ -159,7 +159,7 @@ impl TokenChain {
 
     /// Mint with `source` when no cache holds a usable token.
     #[must_use]
-    pub fn source(mut self, source: ClientCredentials) -> Self {
+    pub fn source(mut self, source: std::sync::Arc<ClientCredentials>) -> Self {
         self.source = Some(source);
         self
     }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use flyte_api::{Client, Endpoint};
+use flyte_api::{Client, Endpoint, Secret};
 use flyte_auth::{ApiKey, ClientCredentials, TokenChain};
 use flyte_home::FlyteHome;
 
@@ -82,6 +82,49 @@ pub fn stored_key(
 
 /// A control plane: its endpoint, an API client authenticated with the best credential at hand
 /// (or none), and the files that credential and its tokens live in.
+/// A credential the caller names (from Flyte's configuration), instead of the one at hand.
+#[derive(Clone)]
+pub enum Credential {
+    /// Flyte's `ClientSecret`: client credentials, with the scopes and audience to ask for
+    /// (empty: what the deployment's public client config says).
+    ClientSecret {
+        client_id: String,
+        secret: Secret,
+        scopes: Vec<String>,
+        audience: Option<String>,
+    },
+    /// An API key (Flyte's `FLYTE_API_KEY`), used as client credentials.
+    ApiKey(ApiKey),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::ClientSecret { client_id, .. } => f
+                .debug_struct("ClientSecret")
+                .field("client_id", client_id)
+                .finish_non_exhaustive(),
+            Credential::ApiKey(key) => f
+                .debug_struct("ApiKey")
+                .field("client_id", &key.client_id)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// How to open a [`ControlPlane`].
+#[derive(Debug, Clone, Default)]
+pub struct PlaneOptions {
+    /// See [`stored_key`].
+    pub allow_key_endpoint: Option<String>,
+    /// CA certificates (PEM) to trust besides the system's (Flyte's `admin.caCertFilePath`).
+    pub ca_pem: Option<Vec<u8>>,
+    /// The credential to use; `None`: the best one at hand ([`CredentialFiles::for_endpoint`]).
+    pub credential: Option<Credential>,
+}
+
+/// A control plane: its endpoint, an API client authenticated with the best credential at hand
+/// (or none), and the files that credential and its tokens live in.
 #[derive(Debug, Clone)]
 pub struct ControlPlane {
     endpoint: Endpoint,
@@ -91,34 +134,98 @@ pub struct ControlPlane {
     client: Client,
     home: FlyteHome,
     allow_key_endpoint: Option<String>,
+    /// The credential the client uses, the cache its tokens go to, and what it is (for people).
+    tokens: Option<(Arc<ClientCredentials>, PathBuf, String)>,
 }
 
 impl ControlPlane {
-    /// A client for `endpoint` authenticated with [`CredentialFiles::for_endpoint`]'s credential
-    /// when there is one (the OAuth2 settings are discovered from the endpoint), else
-    /// unauthenticated. `allow_key_endpoint`: see [`stored_key`].
-    pub async fn open(
-        home: FlyteHome,
-        endpoint: Endpoint,
-        allow_key_endpoint: Option<String>,
-    ) -> Result<Self> {
-        let anonymous = Client::new(&endpoint)?;
+    /// A client for `endpoint` authenticated with `options.credential`, else with
+    /// [`CredentialFiles::for_endpoint`]'s credential when there is one (the OAuth2 settings are
+    /// discovered from the endpoint), else unauthenticated.
+    pub async fn open(home: FlyteHome, endpoint: Endpoint, options: PlaneOptions) -> Result<Self> {
+        let anonymous = Client::with_ca(&endpoint, options.ca_pem.as_deref())?;
         let mut plane = Self {
             endpoint,
             client: anonymous.clone(),
             anonymous,
             home,
-            allow_key_endpoint,
+            allow_key_endpoint: options.allow_key_endpoint,
+            tokens: None,
         };
-        let files = CredentialFiles::for_endpoint(&plane.home, &plane.endpoint);
-        if let Some((tokens, header)) = plane.client_credentials(files).await? {
+        let found = if let Some(credential) = options.credential {
+            let what = match &credential {
+                Credential::ClientSecret { client_id, .. } => {
+                    format!("the client credentials of {client_id}")
+                }
+                Credential::ApiKey(key) => format!("the API key of {}", key.client_id),
+            };
+            let (tokens, header, cache) = plane.named_credential(credential).await?;
+            Some((tokens, header, cache, what))
+        } else {
+            let files = CredentialFiles::for_endpoint(&plane.home, &plane.endpoint);
+            let cache = files.cache.clone();
+            let what = files.key_file.display().to_string();
+            plane
+                .client_credentials(files)
+                .await?
+                .map(|(tokens, header)| (tokens, header, cache, what))
+        };
+        if let Some((tokens, header, cache, what)) = found {
+            let tokens = Arc::new(tokens);
             plane.client = plane
                 .client
                 .clone()
-                .with_tokens(Arc::new(tokens))
+                .with_tokens(Arc::clone(&tokens) as Arc<dyn flyte_api::TokenSource>)
                 .with_auth_header(&header)?;
+            plane.tokens = Some((tokens, cache, what));
         }
         Ok(plane)
+    }
+
+    /// Client credentials for a credential the caller named; tokens cached in Flyte's debug
+    /// bearer cache, under this endpoint.
+    async fn named_credential(
+        &self,
+        credential: Credential,
+    ) -> Result<(ClientCredentials, String, PathBuf)> {
+        let mut config = flyte_auth::oauth::discover(&self.anonymous).await?;
+        let (client_id, secret) = match credential {
+            Credential::ClientSecret {
+                client_id,
+                secret,
+                scopes,
+                audience,
+            } => {
+                if !scopes.is_empty() {
+                    config.scopes = scopes;
+                }
+                if audience.is_some() {
+                    config.audience = audience;
+                }
+                (client_id, secret)
+            }
+            Credential::ApiKey(key) => (key.client_id, key.client_secret),
+        };
+        let header = config.header_name.clone();
+        let cache = self.home.debug().bearer_cache();
+        let tokens = ClientCredentials::new(
+            self.anonymous.http().clone(),
+            config,
+            client_id,
+            secret,
+            &self.endpoint.token_cache_key(),
+            cache.clone(),
+        );
+        Ok((tokens, header, cache))
+    }
+
+    /// A token from the client's credential (cached or minted) and what that credential is;
+    /// `None` when the client has none.
+    pub async fn token(&self) -> Result<Option<(flyte_auth::Token, String)>> {
+        match &self.tokens {
+            Some((tokens, _, what)) => Ok(Some((tokens.get(false).await?, what.clone()))),
+            None => Ok(None),
+        }
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -165,24 +272,24 @@ impl ControlPlane {
     /// for the same endpoint, so it counts as cached: one the route refuses is replaced once by
     /// a token minted with the key.
     pub async fn route_tokens(&self, use_api_key: bool) -> Result<TokenChain> {
-        let files = if use_api_key {
-            CredentialFiles::api_key(&self.home)
-        } else {
-            CredentialFiles::for_endpoint(&self.home, &self.endpoint)
-        };
-        let key_file = files.key_file.clone();
         let mut chain = TokenChain::new(&self.endpoint.token_cache_key());
-        if !use_api_key {
-            chain = chain
-                .cache(self.home.debug().bearer_cache())
-                .cache(files.cache.clone());
+        if use_api_key {
+            let files = CredentialFiles::api_key(&self.home);
+            let key_file = files.key_file.clone();
+            return match self.client_credentials(files).await? {
+                Some((tokens, _)) => Ok(chain.source(Arc::new(tokens))),
+                None => Err(DebugClientError::NoApiKey { path: key_file }),
+            };
         }
-        match self.client_credentials(files).await? {
-            Some((tokens, _)) => Ok(chain.source(tokens)),
-            None if use_api_key => Err(DebugClientError::NoApiKey { path: key_file }),
-            None => Err(DebugClientError::NoCredentials {
+        let Some((tokens, cache, _)) = &self.tokens else {
+            return Err(DebugClientError::NoCredentials {
                 endpoint: self.endpoint.base_url(),
-            }),
+            });
+        };
+        chain = chain.cache(self.home.debug().bearer_cache());
+        if *cache != self.home.debug().bearer_cache() {
+            chain = chain.cache(cache.clone());
         }
+        Ok(chain.source(Arc::clone(tokens)))
     }
 }

@@ -23,7 +23,9 @@ pub mod runs;
 mod session;
 pub mod ssh;
 
-pub use control_plane::{ControlPlane, CredentialFiles, ENV_ALLOW_KEY_ENDPOINT, stored_key};
+pub use control_plane::{
+    ControlPlane, Credential, CredentialFiles, ENV_ALLOW_KEY_ENDPOINT, PlaneOptions, stored_key,
+};
 pub use error::{DebugClientError, Result};
 pub use names::{
     DEFAULT_ACTION, DEFAULT_ALIAS, DEFAULT_DOMAIN, DEFAULT_PROJECT, debug_run_name, host_key_alias,

@@ -2,7 +2,8 @@
 //! credentials.
 
 use flyte_api::Endpoint;
-use flyte_debug_client::ControlPlane;
+use flyte_config::Source;
+use flyte_debug_client::{ControlPlane, Credential, PlaneOptions};
 
 use crate::context::AppContext;
 
@@ -55,16 +56,129 @@ pub(crate) fn endpoint(host: &AppContext, when_none: WhenNone) -> Result<Endpoin
     })
 }
 
-/// The control plane at `endpoint`, with a client authenticated by the best credential at hand
-/// (the local sandbox's, else a stored API key made for this endpoint or the one
+/// The control plane at `endpoint`, with a client authenticated by the credential Flyte's
+/// configuration names (see [`plane_options`]), else the best one at hand (the local
+/// sandbox's, else a stored API key made for this endpoint or the one
 /// `FLYTE_RUN_ALLOW_KEY_ENDPOINT` names).
 pub(crate) fn plane(host: &AppContext, endpoint: Endpoint) -> Result<ControlPlane, String> {
-    let allow = crate::env_vars::get(crate::env_vars::FLYTE_RUN_ALLOW_KEY_ENDPOINT);
-    host.block_on(ControlPlane::open(host.layout(), endpoint, allow))
+    let options = plane_options(host, &endpoint)?;
+    host.block_on(ControlPlane::open(host.layout(), endpoint, options))
         .map_err(|e| e.to_string())
 }
 
 /// [`endpoint`], then [`plane`].
 pub(crate) fn connect(host: &AppContext, when_none: WhenNone) -> Result<ControlPlane, String> {
     plane(host, endpoint(host, when_none)?)
+}
+
+/// What Flyte's configuration says about reaching `endpoint`: `admin.caCertFilePath`, and the
+/// credential (`FLYTE_API_KEY` when it was made for this endpoint; `admin.authType:
+/// ClientSecret` with `admin.clientId` and `admin.clientSecretLocation` or
+/// `admin.clientSecretEnvVar`). Settings from a file apply only to that file's own endpoint,
+/// so a credential is never sent to an endpoint given some other way; settings from the
+/// environment apply to any.
+pub(crate) fn plane_options(
+    host: &AppContext,
+    endpoint: &Endpoint,
+) -> Result<PlaneOptions, String> {
+    let resolved = crate::config::resolve(&host.home, host.endpoint.as_deref())?;
+    let endpoint_source = resolved.text(flyte_config::ENDPOINT).map(|e| e.source);
+    let applies = |source: &Source| match source {
+        Source::Env(_) | Source::Flag(_) => true,
+        Source::FlyteConfig { .. } => {
+            matches!(endpoint_source, Some(Source::FlyteConfig { .. }))
+        }
+        Source::Settings { .. } => matches!(endpoint_source, Some(Source::Settings { .. })),
+    };
+    let setting = |key: &str| resolved.text(key).filter(|s| applies(&s.source));
+    let mut options = PlaneOptions {
+        allow_key_endpoint: crate::env_vars::get(crate::env_vars::FLYTE_RUN_ALLOW_KEY_ENDPOINT),
+        ..PlaneOptions::default()
+    };
+    if let Some(ca) = setting(flyte_config::CA_CERT_FILE_PATH) {
+        let pem = std::fs::read(&ca.value)
+            .map_err(|e| format!("{} ({}): cannot read the CA file: {e}", ca.value, ca.source))?;
+        options.ca_pem = Some(pem);
+    }
+    if let Some(key) = setting(flyte_config::API_KEY) {
+        let key =
+            flyte_auth::ApiKey::decode(&key.value).map_err(|e| format!("{}: {e}", key.source))?;
+        if !flyte_auth::key_matches_endpoint(
+            &key.endpoint,
+            endpoint.authority(),
+            endpoint.is_https(),
+        ) {
+            return Err(format!(
+                "{} holds an API key made for {}, not for {}; flyte-run sends a key only to its own endpoint",
+                flyte_config::API_KEY,
+                key.endpoint,
+                endpoint.authority()
+            ));
+        }
+        options.credential = Some(Credential::ApiKey(key));
+        return Ok(options);
+    }
+    let auth = resolved.auth_type().map_err(|e| e.to_string())?;
+    if let Some(auth) = auth.filter(|a| applies(&a.source))
+        && auth.value == flyte_config::AuthType::ClientSecret
+    {
+        options.credential = Some(client_secret(&resolved, &auth.source, &setting)?);
+    }
+    Ok(options)
+}
+
+/// Flyte's `ClientSecret` credential: `admin.clientId`, and the secret from the file
+/// `admin.clientSecretLocation` names (refused when others can read it, as OpenSSH refuses
+/// such key files) or the variable `admin.clientSecretEnvVar` names.
+fn client_secret(
+    resolved: &flyte_config::Resolved,
+    auth_source: &Source,
+    setting: &dyn Fn(&str) -> Option<flyte_config::Sourced<String>>,
+) -> Result<Credential, String> {
+    let client_id = setting(flyte_config::CLIENT_ID).ok_or_else(|| {
+        format!(
+            "admin.authType is ClientSecret ({auth_source}) but admin.clientId is not set; add it to the same configuration"
+        )
+    })?;
+    let secret = if let Some(location) = setting(flyte_config::CLIENT_SECRET_LOCATION) {
+        let path = std::path::Path::new(&location.value);
+        if let Some(problem) = crate::paths::readable_by_others(path) {
+            return Err(format!(
+                "{} ({}): {problem}",
+                location.value, location.source
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "{} ({}): cannot read the client secret: {e}",
+                location.value, location.source
+            )
+        })?;
+        text.trim().to_owned()
+    } else if let Some(var) = setting(flyte_config::CLIENT_SECRET_ENV_VAR) {
+        crate::env_vars::get(&var.value).ok_or_else(|| {
+            format!(
+                "{} ({}) names the variable holding the client secret, and it is not set",
+                var.value, var.source
+            )
+        })?
+    } else {
+        return Err(format!(
+            "admin.authType is ClientSecret ({auth_source}) but neither admin.clientSecretLocation nor admin.clientSecretEnvVar says where the secret is"
+        ));
+    };
+    if secret.is_empty() {
+        return Err("the client secret is empty".to_owned());
+    }
+    let scopes = match resolved.get(flyte_config::SCOPES).map(|s| &s.value) {
+        Some(flyte_config::Value::List(items)) => items.clone(),
+        Some(flyte_config::Value::Text(text)) => vec![text.clone()],
+        None => Vec::new(),
+    };
+    Ok(Credential::ClientSecret {
+        client_id: client_id.value,
+        secret: flyte_api::Secret::new(secret),
+        scopes,
+        audience: setting(flyte_config::AUDIENCE).map(|a| a.value),
+    })
 }

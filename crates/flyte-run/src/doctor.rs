@@ -199,6 +199,23 @@ fn ssh_config(home: &Path) -> Check {
     }
 }
 
+/// The login flow Flyte's configuration names, where it is set, and whether flyte-run uses it.
+fn auth_note(host: &AppContext, used: bool) -> Option<Check> {
+    let auth = crate::config::resolve(&host.home, host.endpoint.as_deref())
+        .and_then(|r| r.auth_type().map_err(|e| e.to_string()))
+        .ok()??;
+    let used = if used {
+        "used"
+    } else {
+        "not supported yet: flyte-run uses the sandbox's credential or a stored API key"
+    };
+    Some(Check::new(
+        Status::Note,
+        "auth",
+        format!("{} (from {}); {used}", auth.value.name(), auth.source),
+    ))
+}
+
 /// The endpoint, whether it answers, and whether a token can be had for it.
 fn control_plane_checks(host: &AppContext) -> Vec<Check> {
     let source = match crate::config::endpoint_source(&host.home, host.endpoint.as_deref()) {
@@ -212,16 +229,27 @@ fn control_plane_checks(host: &AppContext) -> Vec<Check> {
         Ok(endpoint) => endpoint,
         Err(e) => return vec![Check::new(Status::Fail, "endpoint", e)],
     };
+    let options = match control_plane::plane_options(host, &endpoint) {
+        Ok(options) => options,
+        Err(e) => {
+            return vec![
+                Check::new(Status::Note, "endpoint", source.to_string()),
+                Check::new(Status::Fail, "token", e),
+            ];
+        }
+    };
     // A key made for another endpoint is reported whether or not this one answers.
     let files = flyte_debug_client::CredentialFiles::for_endpoint(&host.layout(), &endpoint);
-    let allow = crate::env_vars::get(crate::env_vars::FLYTE_RUN_ALLOW_KEY_ENDPOINT);
-    if let Err(e) = flyte_debug_client::stored_key(&files, &endpoint, allow.as_deref()) {
+    if options.credential.is_none()
+        && let Err(e) =
+            flyte_debug_client::stored_key(&files, &endpoint, options.allow_key_endpoint.as_deref())
+    {
         return vec![
             Check::new(Status::Note, "endpoint", source.to_string()),
             Check::new(Status::Fail, "token", e.to_string()),
         ];
     }
-    let client = match flyte_api::Client::new(&endpoint) {
+    let client = match flyte_api::Client::with_ca(&endpoint, options.ca_pem.as_deref()) {
         Ok(client) => client,
         Err(e) => return vec![Check::new(Status::Fail, "endpoint", e.to_string())],
     };
@@ -239,36 +267,32 @@ fn control_plane_checks(host: &AppContext) -> Vec<Check> {
             format!("{source}; it does not answer: {e}"),
         ),
     }];
+    checks.extend(auth_note(host, options.credential.is_some()));
     if reachable.is_err() {
         return checks;
     }
     let key_file = files.key_file.clone();
-    let token = control_plane::plane(host, endpoint).and_then(|plane| {
-        host.block_on(async {
-            let tokens = plane
-                .client_credentials(files)
-                .await
-                .map_err(|e| e.to_string())?;
-            match tokens {
-                None => Ok(None),
-                Some((tokens, _)) => tokens.get(false).await.map(Some).map_err(|e| e.to_string()),
-            }
-        })
-    });
+    let token = host
+        .block_on(flyte_debug_client::ControlPlane::open(
+            host.layout(),
+            endpoint,
+            options,
+        ))
+        .and_then(|plane| host.block_on(plane.token()))
+        .map_err(|e| e.to_string());
     checks.push(match token {
-        Ok(Some(token)) => Check::new(
+        Ok(Some((token, what))) => Check::new(
             Status::Ok,
             "token",
             match token.exp {
                 Some(exp) => {
                     let now = flyte_auth::token::unix_now();
                     format!(
-                        "from {}; valid for {} more minute(s)",
-                        key_file.display(),
+                        "from {what}; valid for {} more minute(s)",
                         (exp - now).max(0) / 60
                     )
                 }
-                None => format!("from {}", key_file.display()),
+                None => format!("from {what}"),
             },
         ),
         Ok(None) => Check::new(

@@ -819,6 +819,60 @@ fn ended_debug_runs_keep_their_names(home: &Home) {
     );
 }
 
+/// Issue 16: a machine whose only configuration is a Flyte `config.yaml` (the one the sandbox
+/// writes for Flyte's own CLI: `dns:///` over TLS with the sandbox's CA, `ClientSecret`):
+/// `doctor` shows that endpoint and auth type, and flyte-run launches, connects and runs a
+/// command through ssh with it. A secret file others can read is refused.
+#[test]
+fn flyte_run_works_with_only_flytes_config_file() {
+    let home = Home(TempHome::new());
+    let started = home.run(&["sandbox", "start"]);
+    assert!(started.status.success(), "{}", stdout(&started));
+    let flyte_dir = home.0.path().join(".flyte");
+    std::fs::copy(
+        home.sandbox_dir().join("flyte-config.yaml"),
+        flyte_dir.join("config.yaml"),
+    )
+    .unwrap();
+    let text = |out: &Output| format!("{}{}", stdout(out), String::from_utf8_lossy(&out.stderr));
+
+    let doctor = home.run(&["doctor"]);
+    let shown = text(&doctor).replace(&home.0.path().display().to_string(), "$HOME");
+    assert!(doctor.status.success(), "{shown}");
+    for want in [
+        "ok    endpoint    dns:///127.0.0.1:",
+        "(from $HOME/.flyte/config.yaml: admin.endpoint)",
+        "note  auth        ClientSecret (from $HOME/.flyte/config.yaml: admin.authType); used",
+        "ok    token       from the client credentials of sbx-",
+    ] {
+        assert!(shown.contains(want), "{want:?} in {shown}");
+    }
+
+    let ssh_config = home.0.path().join("cfg.ssh_config");
+    let script = format!(
+        r#"runs::launch(#{{ name: "from-flyte-config", command: ["sleep", "60"], env: debug::launch_env() }});
+           runs::wait("from-flyte-config", #{{ poll_interval: 0 }});
+           let info = debug::connect("from-flyte-config", #{{ timeout: 60, poll_interval: 0 }});
+           ssh::install(info, #{{ config_path: "{path}" }});
+           ssh::exec("flyte-debug", "echo connected", #{{ config_path: "{path}", check: true }}).stdout"#,
+        path = ssh_config.display()
+    );
+    let out = home.run(&["-e", &script]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(stdout(&out).trim(), "connected");
+
+    // The client secret readable by others: refused, naming the file and the fix.
+    let secret = home.sandbox_dir().join("client-secret");
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = home.run(&["-e", r#"runs::find("from-flyte-config").phase"#]);
+    assert!(!out.status.success());
+    let message = text(&out);
+    assert!(
+        message.contains("readable by other users (mode 644)") && message.contains("chmod 600"),
+        "{message}"
+    );
+}
+
 /// `config init` and `doctor` as a user meets them: a fresh machine is fine (notes only); a
 /// config is never overwritten without --force; an unreachable endpoint, a broken config file
 /// and a key others can read are failures that name the fix; a running sandbox checks out.
