@@ -12,6 +12,7 @@
 //! Secrets travel as [`flyte_api::Secret`]; no error, log line or `Debug` output contains one.
 
 mod api_key;
+mod command;
 mod connect_service;
 mod headers;
 pub mod oauth;
@@ -20,13 +21,14 @@ mod source;
 pub mod token;
 
 pub use api_key::{ApiKey, key_matches_endpoint, strip_scheme};
+pub use command::{COMMAND_TIMEOUT, ExternalCommand};
 pub use connect_service::{
     API_KEY_SERVICE, ConnectApiKeyService, ROUTE_TOKEN_SERVICE, create_route_token,
 };
 pub use headers::write_headers_file;
 pub use oauth::AuthConfig;
 pub use service::{API_KEY_FILE, ApiKeyService, ServiceFuture, ensure_api_key};
-pub use source::{ClientCredentials, FixedToken, TokenChain, TokenOrigin};
+pub use source::{ClientCredentials, FixedToken, Mint, MintFuture, TokenChain, TokenOrigin};
 pub use token::{BEARER_FILE, Token};
 
 /// Everything that can go wrong. Messages never contain a secret or a token.
@@ -40,6 +42,8 @@ pub enum AuthError {
     Discovery(String),
     #[error("headers file: {0}")]
     InvalidHeader(String),
+    #[error("{0}")]
+    Command(String),
     #[error("token cache: {0}")]
     Cache(String),
     #[error("{0}")]

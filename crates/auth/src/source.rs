@@ -112,6 +112,23 @@ impl TokenSource for FixedToken {
     }
 }
 
+/// A future of a minted token and where it came from.
+pub type MintFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = crate::Result<(Token, TokenOrigin)>> + Send + 'a>,
+>;
+
+/// Something that gives tokens for one endpoint (client credentials, an external command):
+/// from what it holds unless `refresh`, else newly made.
+pub trait Mint: TokenSource + std::fmt::Debug {
+    fn mint(&self, refresh: bool) -> MintFuture<'_>;
+}
+
+impl Mint for ClientCredentials {
+    fn mint(&self, refresh: bool) -> MintFuture<'_> {
+        Box::pin(self.get_with_origin(refresh))
+    }
+}
+
 /// Where a token came from: a cached one may be one the server has since stopped accepting
 /// (revoked, or signed by a key since replaced); a fresh one was minted for this call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +143,7 @@ pub enum TokenOrigin {
 pub struct TokenChain {
     cache_key: String,
     caches: Vec<PathBuf>,
-    source: Option<std::sync::Arc<ClientCredentials>>,
+    source: Option<std::sync::Arc<dyn Mint>>,
 }
 
 impl std::fmt::Debug for TokenChain {
@@ -159,7 +176,7 @@ impl TokenChain {
 
     /// Mint with `source` when no cache holds a usable token.
     #[must_use]
-    pub fn source(mut self, source: std::sync::Arc<ClientCredentials>) -> Self {
+    pub fn source(mut self, source: std::sync::Arc<dyn Mint>) -> Self {
         self.source = Some(source);
         self
     }
@@ -186,7 +203,7 @@ impl TokenChain {
         let Some(source) = &self.source else {
             return Ok(None);
         };
-        let (token, origin) = source.get_with_origin(refresh).await?;
+        let (token, origin) = source.mint(refresh).await?;
         if origin == TokenOrigin::Fresh
             && let Some(first) = self.caches.first()
             && let Err(e) = token::store(first, &self.cache_key, &token)

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use flyte_api::{Client, Endpoint, Secret};
-use flyte_auth::{ApiKey, ClientCredentials, TokenChain};
+use flyte_auth::{ApiKey, ClientCredentials, Mint, TokenChain};
 use flyte_home::FlyteHome;
 
 use crate::{DebugClientError, Result};
@@ -95,6 +95,8 @@ pub enum Credential {
     },
     /// An API key (Flyte's `FLYTE_API_KEY`), used as client credentials.
     ApiKey(ApiKey),
+    /// Flyte's `ExternalCommand`: this command (program first) prints a token.
+    Command(Vec<String>),
 }
 
 impl std::fmt::Debug for Credential {
@@ -107,6 +109,11 @@ impl std::fmt::Debug for Credential {
             Credential::ApiKey(key) => f
                 .debug_struct("ApiKey")
                 .field("client_id", &key.client_id)
+                .finish_non_exhaustive(),
+            // Arguments may hold secrets: the program only.
+            Credential::Command(argv) => f
+                .debug_struct("Command")
+                .field("program", &argv.first())
                 .finish_non_exhaustive(),
         }
     }
@@ -135,7 +142,7 @@ pub struct ControlPlane {
     home: FlyteHome,
     allow_key_endpoint: Option<String>,
     /// The credential the client uses, the cache its tokens go to, and what it is (for people).
-    tokens: Option<(Arc<ClientCredentials>, PathBuf, String)>,
+    tokens: Option<(Arc<dyn Mint>, PathBuf, String)>,
 }
 
 impl ControlPlane {
@@ -158,6 +165,9 @@ impl ControlPlane {
                     format!("the client credentials of {client_id}")
                 }
                 Credential::ApiKey(key) => format!("the API key of {}", key.client_id),
+                Credential::Command(argv) => {
+                    format!("the command {}", argv.first().map_or("", String::as_str))
+                }
             };
             let (tokens, header, cache) = plane.named_credential(credential).await?;
             Some((tokens, header, cache, what))
@@ -168,10 +178,9 @@ impl ControlPlane {
             plane
                 .client_credentials(files)
                 .await?
-                .map(|(tokens, header)| (tokens, header, cache, what))
+                .map(|(tokens, header)| (Arc::new(tokens) as Arc<dyn Mint>, header, cache, what))
         };
         if let Some((tokens, header, cache, what)) = found {
-            let tokens = Arc::new(tokens);
             plane.client = plane
                 .client
                 .clone()
@@ -187,9 +196,14 @@ impl ControlPlane {
     async fn named_credential(
         &self,
         credential: Credential,
-    ) -> Result<(ClientCredentials, String, PathBuf)> {
+    ) -> Result<(Arc<dyn Mint>, String, PathBuf)> {
         let mut config = flyte_auth::oauth::discover(&self.anonymous).await?;
+        let cache = self.home.debug().bearer_cache();
         let (client_id, secret) = match credential {
+            Credential::Command(argv) => {
+                let command = flyte_auth::ExternalCommand::new(argv)?;
+                return Ok((Arc::new(command), config.header_name, cache));
+            }
             Credential::ClientSecret {
                 client_id,
                 secret,
@@ -207,7 +221,6 @@ impl ControlPlane {
             Credential::ApiKey(key) => (key.client_id, key.client_secret),
         };
         let header = config.header_name.clone();
-        let cache = self.home.debug().bearer_cache();
         let tokens = ClientCredentials::new(
             self.anonymous.http().clone(),
             config,
@@ -216,14 +229,14 @@ impl ControlPlane {
             &self.endpoint.token_cache_key(),
             cache.clone(),
         );
-        Ok((tokens, header, cache))
+        Ok((Arc::new(tokens), header, cache))
     }
 
     /// A token from the client's credential (cached or minted) and what that credential is;
     /// `None` when the client has none.
     pub async fn token(&self) -> Result<Option<(flyte_auth::Token, String)>> {
         match &self.tokens {
-            Some((tokens, _, what)) => Ok(Some((tokens.get(false).await?, what.clone()))),
+            Some((tokens, _, what)) => Ok(Some((tokens.mint(false).await?.0, what.clone()))),
             None => Ok(None),
         }
     }

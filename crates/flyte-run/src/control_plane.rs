@@ -74,7 +74,7 @@ pub(crate) fn connect(host: &AppContext, when_none: WhenNone) -> Result<ControlP
 /// What Flyte's configuration says about reaching `endpoint`: `admin.caCertFilePath`, and the
 /// credential (`FLYTE_API_KEY` when it was made for this endpoint; `admin.authType:
 /// ClientSecret` with `admin.clientId` and `admin.clientSecretLocation` or
-/// `admin.clientSecretEnvVar`). Settings from a file apply only to that file's own endpoint,
+/// `admin.clientSecretEnvVar`; `ExternalCommand` with `admin.command`). Settings from a file apply only to that file's own endpoint,
 /// so a credential is never sent to an endpoint given some other way; settings from the
 /// environment apply to any.
 pub(crate) fn plane_options(
@@ -119,10 +119,35 @@ pub(crate) fn plane_options(
         return Ok(options);
     }
     let auth = resolved.auth_type().map_err(|e| e.to_string())?;
-    if let Some(auth) = auth.filter(|a| applies(&a.source))
-        && auth.value == flyte_config::AuthType::ClientSecret
-    {
-        options.credential = Some(client_secret(&resolved, &auth.source, &setting)?);
+    let Some(auth) = auth.filter(|a| applies(&a.source)) else {
+        return Ok(options);
+    };
+    match auth.value {
+        flyte_config::AuthType::ClientSecret => {
+            options.credential = Some(client_secret(&resolved, &auth.source, &setting)?);
+        }
+        flyte_config::AuthType::ExternalCommand => {
+            let argv = match resolved
+                .get(flyte_config::COMMAND)
+                .filter(|c| applies(&c.source))
+                .map(|c| &c.value)
+            {
+                Some(flyte_config::Value::List(argv)) => argv.clone(),
+                Some(flyte_config::Value::Text(text)) => shlex::split(text).unwrap_or_default(),
+                None => Vec::new(),
+            };
+            if argv.is_empty() {
+                return Err(format!(
+                    "admin.authType is ExternalCommand ({}) but admin.command (or FLYTE_AUTH_COMMAND) names no command; give the program that prints a token",
+                    auth.source
+                ));
+            }
+            options.credential = Some(Credential::Command(argv));
+        }
+        // Not implemented yet: the best credential at hand (doctor says so).
+        flyte_config::AuthType::Pkce
+        | flyte_config::AuthType::DeviceFlow
+        | flyte_config::AuthType::Passthrough => {}
     }
     Ok(options)
 }

@@ -207,7 +207,7 @@ fn auth_note(host: &AppContext, used: bool) -> Option<Check> {
     let used = if used {
         "used"
     } else {
-        "not supported yet: flyte-run uses the sandbox's credential or a stored API key"
+        "not supported yet (flyte-run supports ClientSecret, ExternalCommand and FLYTE_API_KEY): the sandbox's credential or a stored API key is used"
     };
     Some(Check::new(
         Status::Note,

@@ -873,6 +873,93 @@ fn flyte_run_works_with_only_flytes_config_file() {
     );
 }
 
+/// Issue 16: Flyte's `ExternalCommand` login: the command `admin.command` names prints the
+/// token flyte-run sends; a failing command is an error naming it.
+#[test]
+fn an_external_command_configured_in_flytes_file_supplies_the_token() {
+    let home = Home(TempHome::new());
+    let started = home.run(&["sandbox", "start"]);
+    assert!(started.status.success(), "{}", stdout(&started));
+    let token = home.run(&[
+        "-e",
+        r#"auth::ensure_api_key("cmd"); auth::bearer_token().authorization()"#,
+    ]);
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let token = stdout(&token);
+    let token = token.trim().trim_start_matches("Bearer ");
+    let dir = home.0.path();
+    std::fs::write(dir.join("token"), token).unwrap();
+    let script = dir.join("print-token");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho called >> {0}/calls\ncat {0}/token\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let endpoint = std::fs::read_to_string(home.sandbox_dir().join("endpoint")).unwrap();
+    let config = format!(
+        "admin:\n  endpoint: {}\n  authType: ExternalCommand\n  command: [\"{}\"]\n",
+        endpoint.trim(),
+        script.display()
+    );
+    std::fs::write(dir.join(".flyte/config.yaml"), config).unwrap();
+    // The sandbox's own credential would work too: remove it, so only the command can.
+    std::fs::remove_file(home.sandbox_dir().join("credential")).unwrap();
+    std::fs::remove_file(home.sandbox_dir().join("bearer.json")).ok();
+    std::fs::remove_file(dir.join(".flyte/ssh-debug/bearer.json")).ok();
+
+    let doctor = home.run(&["doctor"]);
+    let text = format!(
+        "{}{}",
+        stdout(&doctor),
+        String::from_utf8_lossy(&doctor.stderr)
+    );
+    assert!(doctor.status.success(), "{text}");
+    assert!(text.contains("note  auth        ExternalCommand"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "ok    token       from the command {}",
+            script.display()
+        )),
+        "{text}"
+    );
+    let out = home.run(&[
+        "-e",
+        r#"runs::launch(#{ name: "by-command", command: ["true"] }); runs::wait("by-command", #{ phase: "SUCCEEDED", poll_interval: 0 })"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout(&out).trim(), "SUCCEEDED");
+    assert!(
+        std::fs::read_to_string(dir.join("calls"))
+            .unwrap()
+            .lines()
+            .count()
+            >= 1
+    );
+
+    // A command that fails: named, with its last line of stderr.
+    std::fs::write(&script, "#!/bin/sh\necho 'not logged in' >&2\nexit 4\n").unwrap();
+    let out = home.run(&["-e", r#"runs::find("by-command").phase"#]);
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        message.contains(&format!("the token command {}", script.display()))
+            && message.contains("not logged in"),
+        "{message}"
+    );
+}
+
 /// `config init` and `doctor` as a user meets them: a fresh machine is fine (notes only); a
 /// config is never overwritten without --force; an unreachable endpoint, a broken config file
 /// and a key others can read are failures that name the fix; a running sandbox checks out.
