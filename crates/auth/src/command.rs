@@ -13,6 +13,8 @@ use crate::{AuthError, Result};
 
 /// How long the command may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_mins(2);
+/// The most of its stdout (and of its stderr) that is read.
+const MAX_OUTPUT: u64 = 64 * 1024;
 
 /// Tokens from a command's stdout.
 pub struct ExternalCommand {
@@ -49,6 +51,7 @@ impl ExternalCommand {
     }
 
     async fn run(&self) -> Result<Token> {
+        use tokio::io::AsyncReadExt as _;
         let program = self.program().to_owned();
         let fail =
             |detail: String| AuthError::Command(format!("the token command {program} {detail}"));
@@ -60,31 +63,51 @@ impl ExternalCommand {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
+            // Its own group, so a timeout ends what it started too (`sh -c` children).
+            .process_group(0)
             .kill_on_drop(true);
-        let child = command
+        let mut child = command
             .spawn()
             .map_err(|e| fail(format!("cannot start: {e}")))?;
-        let output = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
-            .await
-            .map_err(|_| {
-                fail(format!(
-                    "printed no token within {} s",
-                    COMMAND_TIMEOUT.as_secs()
-                ))
-            })?
-            .map_err(|e| fail(format!("failed: {e}")))?;
-        if !output.status.success() {
+        let group = child.id();
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(fail("gave no output pipes".to_owned()));
+        };
+        let collect = async {
+            // A token is short; what a broken command floods out is not kept.
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let (mut stdout, mut stderr) = (stdout.take(MAX_OUTPUT), stderr.take(MAX_OUTPUT));
+            let (read_out, read_err) =
+                tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err),);
+            read_out.and(read_err)?;
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>((status, out, err))
+        };
+        let Ok(collected) = tokio::time::timeout(COMMAND_TIMEOUT, collect).await else {
+            if let Some(pid) = group.and_then(|p| i32::try_from(p).ok()) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            return Err(fail(format!(
+                "printed no token within {} s",
+                COMMAND_TIMEOUT.as_secs()
+            )));
+        };
+        let (status, out, err) = collected.map_err(|e| fail(format!("failed: {e}")))?;
+        if !status.success() {
             // Its last line of stderr says why; stdout may hold a token and is not shown.
-            let stderr = String::from_utf8_lossy(&output.stderr);
+            let stderr = String::from_utf8_lossy(&err);
             let last = stderr
                 .lines()
                 .rev()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("");
             let last: String = last.chars().take(200).collect();
-            return Err(fail(format!("exited with {}: {last}", output.status)));
+            return Err(fail(format!("exited with {status}: {last}")));
         }
-        let token = String::from_utf8(output.stdout)
+        let token = String::from_utf8(out)
             .map_err(|_| fail("printed something that is not text".to_owned()))?;
         let token = token.trim();
         if token.is_empty() || token.contains(char::is_whitespace) {

@@ -6,8 +6,7 @@
 //! - [`SETTINGS`]: every key flyte-run reads from Flyte's file (`admin.endpoint`,
 //!   `admin.authType`, `task.project` ...) with the environment variables that set it, in the
 //!   order the SDK reads them (its aliases first, then the derived `FLYTE_<SECTION>_<KEY>`).
-//! - [`resolve`]: defaults < Flyte's config file < flyte-run's own settings < environment <
-//!   flags, merged with the `config` crate (which also parses the YAML); each value carries its
+//! - [`resolve`]: Flyte's config file < flyte-run's own settings < environment < flags, merged with the `config` crate (which also parses the YAML); each value carries its
 //!   [`Source`], and secrets are never shown ([`Resolved::render`]).
 //!
 //! Unknown keys in Flyte's file are ignored (Flyte has many that are not ours). Reads one file;
@@ -36,27 +35,75 @@ pub struct SearchPlaces {
 pub const ENV_UCTL_CONFIG: &str = "UCTL_CONFIG";
 pub const ENV_FLYTECTL_CONFIG: &str = "FLYTECTL_CONFIG";
 
+/// Where a config file was found. Files in the working directory or the git work tree come with
+/// whatever directory the user stands in (a cloned repository, `/tmp`): they may set where to
+/// connect, but not run a command or read a secret ([`Place::is_chosen`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// `./config.yaml` or `./.flyte/config.yaml`.
+    WorkingDirectory,
+    /// `<git root>/.flyte/config.yaml`.
+    GitRoot,
+    /// `$UCTL_CONFIG`, `$FLYTECTL_CONFIG` or `--config`: named by the user.
+    Named,
+    /// `~/.union/config.yaml` or `~/.flyte/config.yaml`.
+    Home,
+}
+
+impl Place {
+    /// Whether the user chose this file (named it, or keeps it in their home), rather than it
+    /// coming with the directory they stand in.
+    pub fn is_chosen(self) -> bool {
+        matches!(self, Place::Named | Place::Home)
+    }
+}
+
 /// Where the Flyte SDK finds its `config.yaml`, in its order, first found wins:
 /// `./config.yaml`, `./.flyte/config.yaml`, `<git root>/.flyte/config.yaml`, `$UCTL_CONFIG`,
 /// `$FLYTECTL_CONFIG`, `~/.union/config.yaml`, `~/.flyte/config.yaml`.
-pub fn candidates(places: &SearchPlaces) -> Vec<PathBuf> {
+pub fn candidates(places: &SearchPlaces) -> Vec<(PathBuf, Place)> {
     let mut found = vec![
-        places.cwd.join("config.yaml"),
-        places.cwd.join(".flyte").join("config.yaml"),
+        (places.cwd.join("config.yaml"), Place::WorkingDirectory),
+        (
+            places.cwd.join(".flyte").join("config.yaml"),
+            Place::WorkingDirectory,
+        ),
     ];
     if let Some(root) = &places.git_root {
-        found.push(root.join(".flyte").join("config.yaml"));
+        found.push((root.join(".flyte").join("config.yaml"), Place::GitRoot));
     }
-    found.extend(places.uctl_config.clone());
-    found.extend(places.flytectl_config.clone());
-    found.push(places.home.join(".union").join("config.yaml"));
-    found.push(places.home.join(".flyte").join("config.yaml"));
+    for named in [&places.uctl_config, &places.flytectl_config]
+        .into_iter()
+        .flatten()
+    {
+        found.push((named.clone(), Place::Named));
+    }
+    found.push((places.home.join(".union").join("config.yaml"), Place::Home));
+    found.push((places.home.join(".flyte").join("config.yaml"), Place::Home));
     found
 }
 
-/// The first of [`candidates`] that `exists`.
-pub fn find_flyte_config(places: &SearchPlaces, exists: impl Fn(&Path) -> bool) -> Option<PathBuf> {
-    candidates(places).into_iter().find(|p| exists(p))
+/// The first of [`candidates`] that `exists`, and where it was found.
+pub fn find_flyte_config(
+    places: &SearchPlaces,
+    exists: impl Fn(&Path) -> bool,
+) -> Option<(PathBuf, Place)> {
+    let home_files = [
+        places.home.join(".union").join("config.yaml"),
+        places.home.join(".flyte").join("config.yaml"),
+    ];
+    candidates(places)
+        .into_iter()
+        .find(|(p, _)| exists(p))
+        // Standing in the home directory, `./.flyte/config.yaml` is the user's own file.
+        .map(|(p, place)| {
+            let place = if home_files.contains(&p) {
+                Place::Home
+            } else {
+                place
+            };
+            (p, place)
+        })
 }
 
 /// The git work tree `dir` is in: the nearest ancestor (itself included) holding `.git`.
@@ -104,6 +151,15 @@ pub const PROJECT: &str = "task.project";
 pub const DOMAIN: &str = "task.domain";
 /// Not a key of the file: Flyte's API key, from the environment only.
 pub const API_KEY: &str = "FLYTE_API_KEY";
+
+/// Settings that run a command or read a secret: taken only from a file the user chose
+/// ([`Place::is_chosen`]), the environment or a flag.
+pub const PRIVILEGED: &[&str] = &[
+    COMMAND,
+    PROXY_COMMAND,
+    CLIENT_SECRET_LOCATION,
+    CLIENT_SECRET_ENV_VAR,
+];
 
 /// Every setting flyte-run reads, in the order `config show` lists them. flyte-run's own
 /// variables (`FLYTE_ENDPOINT`, `FLYTE_INSECURE`) come before Flyte's for the same key.
@@ -196,8 +252,8 @@ pub struct Layer {
 
 /// What [`resolve`] works from.
 pub struct Inputs<'a> {
-    /// Flyte's config file ([`find_flyte_config`], or `--config`).
-    pub flyte_config: Option<&'a Path>,
+    /// Flyte's config file ([`find_flyte_config`], or `--config`), and where it was found.
+    pub flyte_config: Option<(&'a Path, Place)>,
     /// flyte-run's own settings file, in Flyte's keys.
     pub settings: Layer,
     /// The environment.
@@ -222,6 +278,15 @@ impl fmt::Debug for Inputs<'_> {
 pub enum ConfigError {
     #[error("{}: not a Flyte config file ({detail}); fix the YAML, or point --config at another file", path.display())]
     FlyteConfig { path: PathBuf, detail: String },
+    #[error(
+        "{} (found in {place}) sets {key}, which runs a command or reads a secret; flyte-run takes that only from a config file you name (--config, $FLYTECTL_CONFIG, $UCTL_CONFIG) or keep in ~/.flyte or ~/.union, or from the environment",
+        path.display()
+    )]
+    Untrusted {
+        path: PathBuf,
+        place: &'static str,
+        key: &'static str,
+    },
     #[error("{source_name} sets {key} to {value:?}, which is not {want}")]
     Invalid {
         source_name: String,
@@ -239,15 +304,19 @@ pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 pub struct Resolved {
     /// Flyte's config file that was read, if any.
     pub flyte_config: Option<PathBuf>,
+    /// Where that file was found.
+    pub flyte_config_place: Option<Place>,
     values: BTreeMap<&'static str, Sourced<Value>>,
 }
 
-/// Layer everything in `inputs`: defaults < Flyte's file < flyte-run's settings < environment
-/// < flags. The `config` crate parses the file and merges the layers; the source of each value
+/// Layer everything in `inputs`: Flyte's file < flyte-run's settings < environment < flags (an
+/// empty variable counts as unset); settings that run a command or read a secret are refused
+/// from a file the user did not choose ([`PRIVILEGED`], [`Place`]). The `config` crate parses the file and merges the layers; the source of each value
 /// is the highest layer that sets it.
 pub fn resolve(inputs: &Inputs<'_>) -> Result<Resolved> {
     let mut builder = config::Config::builder();
-    if let Some(path) = inputs.flyte_config {
+    let flyte_path = inputs.flyte_config.map(|(path, _)| path);
+    if let Some(path) = flyte_path {
         builder = builder.add_source(
             config::File::from(path)
                 .format(config::FileFormat::Yaml)
@@ -255,18 +324,28 @@ pub fn resolve(inputs: &Inputs<'_>) -> Result<Resolved> {
         );
     }
     let file_error = |e: config::ConfigError| ConfigError::FlyteConfig {
-        path: inputs.flyte_config.map(Path::to_owned).unwrap_or_default(),
+        path: flyte_path.map(Path::to_owned).unwrap_or_default(),
         detail: e.to_string(),
     };
     let file = builder.clone().build().map_err(file_error)?;
     let mut sources: BTreeMap<&'static str, Source> = BTreeMap::new();
     for setting in SETTINGS {
-        if let Some(path) = inputs.flyte_config
+        if let Some((path, place)) = inputs.flyte_config
             && !setting.secret
             && file
                 .get::<config::Value>(setting.key)
                 .is_ok_and(|v| !is_empty(&v))
         {
+            if PRIVILEGED.contains(&setting.key) && !place.is_chosen() {
+                return Err(ConfigError::Untrusted {
+                    path: path.to_owned(),
+                    place: match place {
+                        Place::GitRoot => "the git work tree",
+                        _ => "the working directory",
+                    },
+                    key: setting.key,
+                });
+            }
             sources.insert(
                 setting.key,
                 Source::FlyteConfig {
@@ -289,15 +368,15 @@ pub fn resolve(inputs: &Inputs<'_>) -> Result<Resolved> {
         );
     }
     for setting in SETTINGS {
-        if let Some((name, value)) = setting
-            .env
-            .iter()
-            .find_map(|name| (inputs.env)(name).map(|v| (*name, v)))
-        {
-            let value = if matches!(setting.key, COMMAND | PROXY_COMMAND | SCOPES) {
-                config::Value::from(split_list(&value))
-            } else {
-                config::Value::from(value)
+        if let Some((name, value)) = setting.env.iter().find_map(|name| {
+            (inputs.env)(name)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (*name, v))
+        }) {
+            let value = match setting.key {
+                COMMAND | PROXY_COMMAND => config::Value::from(command_words(&value)),
+                SCOPES => config::Value::from(scope_list(&value)),
+                _ => config::Value::from(value),
             };
             builder = builder
                 .set_override(setting.key, value)
@@ -321,25 +400,31 @@ pub fn resolve(inputs: &Inputs<'_>) -> Result<Resolved> {
         values.insert(key, Sourced { value, source });
     }
     Ok(Resolved {
-        flyte_config: inputs.flyte_config.map(Path::to_owned),
+        flyte_config: flyte_path.map(Path::to_owned),
+        flyte_config_place: inputs.flyte_config.map(|(_, place)| place),
         values,
     })
 }
 
-/// A list the environment gives as text: a JSON-style `[a, b]` or words split on whitespace.
-fn split_list(text: &str) -> Vec<String> {
-    let inner = text
-        .trim()
-        .strip_prefix('[')
-        .and_then(|t| t.strip_suffix(']'));
-    match inner {
-        Some(items) => items
-            .split(',')
-            .map(|i| i.trim().trim_matches(['"', '\'']).to_owned())
-            .filter(|i| !i.is_empty())
-            .collect(),
-        None => text.split_whitespace().map(str::to_owned).collect(),
-    }
+/// A command the environment gives as text, as the SDK reads it: a JSON array of strings, else
+/// words split as a POSIX shell would (quotes kept together).
+fn command_words(text: &str) -> Vec<String> {
+    json_strings(text).unwrap_or_else(|| shlex::split(text).unwrap_or_default())
+}
+
+/// Scopes the environment gives as text, as the SDK reads them: a JSON array, else split on
+/// commas and whitespace.
+fn scope_list(text: &str) -> Vec<String> {
+    json_strings(text).unwrap_or_else(|| {
+        text.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+}
+
+fn json_strings(text: &str) -> Option<Vec<String>> {
+    serde_json::from_str(text.trim()).ok()
 }
 
 fn is_empty(value: &config::Value) -> bool {
@@ -369,6 +454,32 @@ fn to_value(key: &'static str, value: config::Value) -> Result<Value> {
             items.into_iter().map(text).collect::<Result<_>>()?,
         )),
         _ => text(value).map(Value::Text),
+    }
+}
+
+/// A value as `config show` prints it: a command's arguments and a URL's credentials may be
+/// secrets, so only the program and the URL without them are shown.
+fn shown(key: &str, value: &Value) -> String {
+    match (key, value) {
+        (COMMAND | PROXY_COMMAND, Value::List(argv)) => match argv.split_first() {
+            Some((program, [])) => program.clone(),
+            Some((program, rest)) => format!("{program} <{} argument(s) hidden>", rest.len()),
+            None => String::new(),
+        },
+        (HTTP_PROXY_URL, Value::Text(url)) => match url.split_once("://") {
+            Some((scheme, rest)) => {
+                let authority = rest.split('/').next().unwrap_or_default();
+                match authority.rsplit_once('@') {
+                    Some((_, host)) => {
+                        let path = &rest[authority.len()..];
+                        format!("{scheme}://<credentials hidden>@{host}{path}")
+                    }
+                    None => url.clone(),
+                }
+            }
+            None => url.clone(),
+        },
+        _ => value.to_string(),
     }
 }
 
@@ -438,7 +549,7 @@ impl Resolved {
         }))
     }
 
-    /// `admin.authType`; Flyte's default (`Pkce`) when nothing sets it.
+    /// `admin.authType`, when something sets it (Flyte's own default is `Pkce`).
     pub fn auth_type(&self) -> Result<Option<Sourced<AuthType>>> {
         let Some(found) = self.get(AUTH_TYPE) else {
             return Ok(None);
@@ -474,7 +585,7 @@ impl Resolved {
             let line = match self.get(setting.key) {
                 None => "(not set)".to_owned(),
                 Some(found) if setting.secret => format!("<set, hidden>   ({})", found.source),
-                Some(found) => format!("{}   ({})", found.value, found.source),
+                Some(found) => format!("{}   ({})", shown(setting.key, &found.value), found.source),
             };
             let _ = writeln!(out, "{:width$} = {line}", setting.key);
         }

@@ -45,8 +45,26 @@ fn the_first_file_in_the_sdks_order_wins() {
         let found = find_flyte_config(&places(root), |p| {
             existing.iter().any(|e| root.join(e) == p)
         });
-        assert_eq!(found, want.map(|w| root.join(w)), "{existing:?}");
+        assert_eq!(
+            found.map(|(p, _)| p),
+            want.map(|w| root.join(w)),
+            "{existing:?}"
+        );
     }
+}
+
+#[test]
+fn standing_in_the_home_directory_its_flyte_file_is_the_users_own() {
+    let places = SearchPlaces {
+        cwd: PathBuf::from("/home/u"),
+        home: PathBuf::from("/home/u"),
+        ..SearchPlaces::default()
+    };
+    let found = find_flyte_config(&places, |p| p == Path::new("/home/u/.flyte/config.yaml"));
+    assert_eq!(
+        found,
+        Some((PathBuf::from("/home/u/.flyte/config.yaml"), Place::Home))
+    );
 }
 
 #[test]
@@ -81,6 +99,16 @@ fn resolve_with(
     env: &[(&str, &str)],
     flags: &[(&'static str, &'static str, &str)],
 ) -> (Result<Resolved>, tempfile::TempDir) {
+    resolve_at(yaml, Place::Home, settings, env, flags)
+}
+
+fn resolve_at(
+    yaml: Option<&str>,
+    place: Place,
+    settings: &[(&'static str, &'static str, &str)],
+    env: &[(&str, &str)],
+    flags: &[(&'static str, &'static str, &str)],
+) -> (Result<Resolved>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");
     if let Some(yaml) = yaml {
@@ -99,7 +127,7 @@ fn resolve_with(
             .collect(),
     };
     let inputs = Inputs {
-        flyte_config: yaml.is_some().then_some(path.as_path()),
+        flyte_config: yaml.is_some().then_some((path.as_path(), place)),
         settings: layer(Some(PathBuf::from("/h/.flyte/flyte-run.json")), settings),
         env: &lookup,
         flags: layer(None, flags),
@@ -259,4 +287,103 @@ fn show_lists_every_setting_with_its_source_and_hides_the_api_key() {
         .replace(&dir.path().display().to_string(), "<dir>");
     assert!(!shown.contains("c2VjcmV0"), "{shown}");
     insta::assert_snapshot!(shown);
+}
+
+#[test]
+fn where_a_file_was_found_decides_whether_it_may_run_commands_or_read_secrets() {
+    for (place, allowed) in [
+        (Place::Home, true),
+        (Place::Named, true),
+        (Place::WorkingDirectory, false),
+        (Place::GitRoot, false),
+    ] {
+        for key_yaml in [
+            "admin:\n  endpoint: https://x\n  command: [sh, -c, id]\n",
+            "admin:\n  endpoint: https://x\n  clientSecretLocation: /home/u/.ssh/id_ed25519\n",
+            "admin:\n  endpoint: https://x\n  clientSecretEnvVar: AWS_SECRET_ACCESS_KEY\n",
+            "admin:\n  endpoint: https://x\n  proxyCommand: [cat, /etc/shadow]\n",
+        ] {
+            let (resolved, _dir) = resolve_at(Some(key_yaml), place, &[], &[], &[]);
+            assert_eq!(resolved.is_ok(), allowed, "{place:?} {key_yaml}");
+            if let Err(e) = resolved {
+                let message = e.to_string();
+                assert!(
+                    message.contains("runs a command or reads a secret"),
+                    "{message}"
+                );
+            }
+        }
+        // Where to connect is fine from anywhere.
+        let (resolved, _dir) = resolve_at(
+            Some(FLYTE_YAML.split("  command").next().unwrap()),
+            place,
+            &[],
+            &[],
+            &[],
+        );
+        assert!(resolved.is_ok(), "{place:?}");
+    }
+}
+
+#[test]
+fn empty_variables_count_as_unset_and_lists_split_as_the_sdk_splits_them() {
+    let (resolved, _dir) = resolve_with(
+        Some(FLYTE_YAML),
+        &[],
+        &[
+            ("FLYTE_ENDPOINT", " "),
+            ("FLYTE_AUTH_COMMAND", "print-token --note 'a b, c'"),
+            ("FLYTE_ADMIN_SCOPES", "read,write offline"),
+        ],
+        &[],
+    );
+    let resolved = resolved.unwrap();
+    assert_eq!(
+        resolved.text(ENDPOINT).unwrap().value,
+        "dns:///flyte.example.com"
+    );
+    assert_eq!(
+        resolved.get(COMMAND).unwrap().value,
+        Value::List(vec!["print-token".into(), "--note".into(), "a b, c".into()])
+    );
+    assert_eq!(
+        resolved.get(SCOPES).unwrap().value,
+        Value::List(vec!["read".into(), "write".into(), "offline".into()])
+    );
+    let (resolved, _dir) = resolve_with(
+        None,
+        &[],
+        &[("FLYTE_AUTH_COMMAND", r#"["sh", "-c", "a, b"]"#)],
+        &[],
+    );
+    assert_eq!(
+        resolved.unwrap().get(COMMAND).unwrap().value,
+        Value::List(vec!["sh".into(), "-c".into(), "a, b".into()])
+    );
+}
+
+#[test]
+fn show_hides_command_arguments_and_proxy_credentials() {
+    let (resolved, _dir) = resolve_with(
+        None,
+        &[],
+        &[
+            ("FLYTE_AUTH_COMMAND", "print-token --password hunter2"),
+            ("FLYTE_ADMIN_HTTPPROXYURL", "http://user:pw@proxy:3128/x"),
+        ],
+        &[],
+    );
+    let shown = resolved.unwrap().render();
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("user:pw"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("print-token <2 argument(s) hidden>"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("http://<credentials hidden>@proxy:3128/x"),
+        "{shown}"
+    );
 }

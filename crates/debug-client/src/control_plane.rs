@@ -128,6 +128,8 @@ pub struct PlaneOptions {
     pub ca_pem: Option<Vec<u8>>,
     /// The credential to use; `None`: the best one at hand ([`CredentialFiles::for_endpoint`]).
     pub credential: Option<Credential>,
+    /// Send no credential at all (plain http to another machine, as Flyte's `insecure` means).
+    pub anonymous: bool,
 }
 
 /// A control plane: its endpoint, an API client authenticated with the best credential at hand
@@ -141,8 +143,9 @@ pub struct ControlPlane {
     client: Client,
     home: FlyteHome,
     allow_key_endpoint: Option<String>,
-    /// The credential the client uses, the cache its tokens go to, and what it is (for people).
-    tokens: Option<(Arc<dyn Mint>, PathBuf, String)>,
+    /// The credential the client uses, the cache shared with Flyte's debug client it reads
+    /// (`None` for a named credential: its tokens are its own), and what it is (for people).
+    tokens: Option<(Arc<dyn Mint>, Option<PathBuf>, String)>,
 }
 
 impl ControlPlane {
@@ -159,7 +162,9 @@ impl ControlPlane {
             allow_key_endpoint: options.allow_key_endpoint,
             tokens: None,
         };
-        let found = if let Some(credential) = options.credential {
+        let found = if options.anonymous {
+            None
+        } else if let Some(credential) = options.credential {
             let what = match &credential {
                 Credential::ClientSecret { client_id, .. } => {
                     format!("the client credentials of {client_id}")
@@ -169,8 +174,8 @@ impl ControlPlane {
                     format!("the command {}", argv.first().map_or("", String::as_str))
                 }
             };
-            let (tokens, header, cache) = plane.named_credential(credential).await?;
-            Some((tokens, header, cache, what))
+            let (tokens, header) = plane.named_credential(credential).await?;
+            Some((tokens, header, None, what))
         } else {
             let files = CredentialFiles::for_endpoint(&plane.home, &plane.endpoint);
             let cache = files.cache.clone();
@@ -178,7 +183,9 @@ impl ControlPlane {
             plane
                 .client_credentials(files)
                 .await?
-                .map(|(tokens, header)| (Arc::new(tokens) as Arc<dyn Mint>, header, cache, what))
+                .map(|(tokens, header)| {
+                    (Arc::new(tokens) as Arc<dyn Mint>, header, Some(cache), what)
+                })
         };
         if let Some((tokens, header, cache, what)) = found {
             plane.client = plane
@@ -191,18 +198,16 @@ impl ControlPlane {
         Ok(plane)
     }
 
-    /// Client credentials for a credential the caller named; tokens cached in Flyte's debug
-    /// bearer cache, under this endpoint.
-    async fn named_credential(
-        &self,
-        credential: Credential,
-    ) -> Result<(Arc<dyn Mint>, String, PathBuf)> {
+    /// Tokens for a credential the caller named. Client credentials cache theirs in flyte-run's
+    /// own token file under the endpoint and client id (Flyte's `bearer.json` is keyed by
+    /// endpoint alone, and would hand one identity's token to another); a command's tokens stay
+    /// in memory.
+    async fn named_credential(&self, credential: Credential) -> Result<(Arc<dyn Mint>, String)> {
         let mut config = flyte_auth::oauth::discover(&self.anonymous).await?;
-        let cache = self.home.debug().bearer_cache();
         let (client_id, secret) = match credential {
             Credential::Command(argv) => {
                 let command = flyte_auth::ExternalCommand::new(argv)?;
-                return Ok((Arc::new(command), config.header_name, cache));
+                return Ok((Arc::new(command), config.header_name));
             }
             Credential::ClientSecret {
                 client_id,
@@ -221,15 +226,16 @@ impl ControlPlane {
             Credential::ApiKey(key) => (key.client_id, key.client_secret),
         };
         let header = config.header_name.clone();
+        let key = format!("{}#{client_id}", self.endpoint.token_cache_key());
         let tokens = ClientCredentials::new(
             self.anonymous.http().clone(),
             config,
             client_id,
             secret,
-            &self.endpoint.token_cache_key(),
-            cache.clone(),
+            &key,
+            self.home.debug().token_cache(),
         );
-        Ok((Arc::new(tokens), header, cache))
+        Ok((Arc::new(tokens), header))
     }
 
     /// A token from the client's credential (cached or minted) and what that credential is;
@@ -299,9 +305,12 @@ impl ControlPlane {
                 endpoint: self.endpoint.base_url(),
             });
         };
-        chain = chain.cache(self.home.debug().bearer_cache());
-        if *cache != self.home.debug().bearer_cache() {
-            chain = chain.cache(cache.clone());
+        // The shared caches only for the credential at hand; a named one answers for itself.
+        if let Some(cache) = cache {
+            chain = chain.cache(self.home.debug().bearer_cache());
+            if *cache != self.home.debug().bearer_cache() {
+                chain = chain.cache(cache.clone());
+            }
         }
         Ok(chain.source(Arc::clone(tokens)))
     }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use flyte_config::{Layer, Resolved, Source};
+use flyte_config::{Layer, Place, Resolved, Source};
 use flyte_home::FlyteHome;
 use std::process::ExitCode;
 
@@ -20,7 +20,8 @@ pub(crate) struct Config {
     /// `https://host`, `dns:///host:port`, `http://127.0.0.1:port`; absent: the local sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) endpoint: Option<String>,
-    /// Allow plain http to a host other than this machine.
+    /// Plain http (as Flyte's `insecure`) for this file's endpoint, also to a host other than
+    /// this machine, credentials included.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) insecure: bool,
     /// Where `runner::` reaches the cluster network; `DAP_RUNNER_*` variables win over it.
@@ -151,27 +152,53 @@ pub(crate) fn set_flyte_config_flag(path: Option<PathBuf>) {
     let _ = FLYTE_CONFIG_FLAG.set(path);
 }
 
-/// Flyte's config file in effect: `--config FILE`, else the first of the Flyte SDK's search
-/// order that exists.
-fn flyte_config_file(home: &Path) -> Result<Option<PathBuf>, String> {
-    if let Some(path) = FLYTE_CONFIG_FLAG.get().cloned().flatten() {
+/// Flyte's config file in effect and where it was found: `--config FILE`, else the first of
+/// the Flyte SDK's search order that exists. A file named by `--config`, `$UCTL_CONFIG` or
+/// `$FLYTECTL_CONFIG` must exist (falling through to another file could mean another cluster's
+/// credentials); a file others could have written is refused, as for flyte-run.json.
+fn flyte_config_file(home: &Path) -> Result<Option<(PathBuf, Place)>, String> {
+    let named = |what: &str, path: PathBuf| -> Result<(PathBuf, Place), String> {
         if !path.is_file() {
             return Err(format!(
-                "--config {}: no such file; give the path of a Flyte config.yaml",
+                "{what} {}: no such file; give the path of a Flyte config.yaml",
                 path.display()
             ));
         }
-        return Ok(Some(path));
-    }
-    let cwd = std::env::current_dir().unwrap_or_default();
-    let places = flyte_config::SearchPlaces {
-        git_root: flyte_config::git_root(&cwd, Path::exists),
-        cwd,
-        home: home.to_owned(),
-        uctl_config: env_vars::get_os(flyte_config::ENV_UCTL_CONFIG).map(PathBuf::from),
-        flytectl_config: env_vars::get_os(flyte_config::ENV_FLYTECTL_CONFIG).map(PathBuf::from),
+        Ok((path, Place::Named))
     };
-    Ok(flyte_config::find_flyte_config(&places, Path::is_file))
+    let found = if let Some(path) = FLYTE_CONFIG_FLAG.get().cloned().flatten() {
+        Some(named("--config", path)?)
+    } else {
+        for var in [
+            flyte_config::ENV_UCTL_CONFIG,
+            flyte_config::ENV_FLYTECTL_CONFIG,
+        ] {
+            if let Some(path) = env_vars::get_os(var).filter(|p| !p.is_empty()) {
+                named(&format!("${var}"), PathBuf::from(path))?;
+            }
+        }
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let places = flyte_config::SearchPlaces {
+            git_root: flyte_config::git_root(&cwd, Path::exists),
+            cwd,
+            home: home.to_owned(),
+            uctl_config: env_vars::get_os(flyte_config::ENV_UCTL_CONFIG)
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+            flytectl_config: env_vars::get_os(flyte_config::ENV_FLYTECTL_CONFIG)
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+        };
+        flyte_config::find_flyte_config(&places, Path::is_file)
+    };
+    if let Some((path, _)) = &found {
+        for checked in std::iter::once(path.as_path()).chain(path.parent()) {
+            if let Some(problem) = crate::paths::unsafe_for_secrets(checked) {
+                return Err(format!("Flyte's config file {}: {problem}", path.display()));
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Every setting in effect, with where it came from: Flyte's config file < flyte-run's own
@@ -200,7 +227,9 @@ pub(crate) fn resolve(home: &Path, endpoint_flag: Option<&str>) -> Result<Resolv
             .push((flyte_config::ENDPOINT, "--endpoint", endpoint.to_owned()));
     }
     flyte_config::resolve(&flyte_config::Inputs {
-        flyte_config: flyte_file.as_deref(),
+        flyte_config: flyte_file
+            .as_ref()
+            .map(|(path, place)| (path.as_path(), *place)),
         settings,
         env: &env_vars::get,
         flags,
@@ -217,6 +246,10 @@ pub(crate) enum EndpointSource {
         source: Source,
         /// `admin.insecure` applies to it: plain http, as Flyte means it, allowed to any host.
         insecure: bool,
+        /// The insecure setting is flyte-run's own (`FLYTE_INSECURE`, flyte-run.json), whose
+        /// documented meaning includes sending credentials over plain http. Flyte's own
+        /// (`admin.insecure`) sends none, as Flyte's SDK does.
+        credentials_over_http: bool,
     },
     Sandbox(Option<String>),
 }
@@ -248,22 +281,29 @@ pub(crate) fn endpoint_source(home: &Path, flag: Option<&str>) -> Result<Endpoin
             FlyteHome::new(home).sandbox().running().map(|s| s.endpoint),
         ));
     };
-    let insecure = match resolved
+    let flag = resolved
         .flag(flyte_config::INSECURE)
         .map_err(|e| e.to_string())?
-    {
-        Some(flag) if flag.value => matches!(
+        .filter(|flag| flag.value);
+    let insecure = flag.as_ref().is_some_and(|flag| {
+        matches!(
             (&flag.source, &endpoint.source),
             (Source::Env(_) | Source::Flag(_), _)
                 | (Source::Settings { .. }, Source::Settings { .. })
                 | (Source::FlyteConfig { .. }, Source::FlyteConfig { .. })
-        ),
-        _ => false,
-    };
+        )
+    });
+    let credentials_over_http = flag.is_some_and(|flag| {
+        matches!(
+            flag.source,
+            Source::Env(env_vars::FLYTE_INSECURE) | Source::Settings { .. } | Source::Flag(_)
+        )
+    });
     Ok(EndpointSource::Configured {
         endpoint: endpoint.value,
         source: endpoint.source,
         insecure,
+        credentials_over_http,
     })
 }
 

@@ -16,8 +16,9 @@ pub(crate) enum WhenNone {
     StartSandbox,
 }
 
-/// The control plane: `--endpoint`, else `FLYTE_ENDPOINT`, else `~/.flyte/flyte-run.json`, else
-/// the sandbox running on this machine (started first with `WhenNone::StartSandbox`).
+/// The control plane: `--endpoint`, else `FLYTE_ENDPOINT`/`FLYTE_ADMIN_ENDPOINT`, else
+/// `~/.flyte/flyte-run.json`, else Flyte's config file (see `config::resolve`), else the sandbox
+/// running on this machine (started first with `WhenNone::StartSandbox`).
 pub(crate) fn endpoint(host: &AppContext, when_none: WhenNone) -> Result<Endpoint, String> {
     use crate::config::EndpointSource;
     let source = crate::config::endpoint_source(&host.home, host.endpoint.as_deref())?;
@@ -49,9 +50,8 @@ pub(crate) fn endpoint(host: &AppContext, when_none: WhenNone) -> Result<Endpoin
     };
     Endpoint::parse(&raw, insecure).map_err(|e| {
         format!(
-            "{e} (set {}=1, or \"insecure\": true in ~/.flyte/{}, to allow plain http to this host)",
-            crate::env_vars::FLYTE_INSECURE,
-            crate::config::FILE_NAME
+            "{e} (set {}=1, or insecure: true beside the endpoint in the file that names it, to allow plain http to this host)",
+            crate::env_vars::FLYTE_INSECURE
         )
     })
 }
@@ -81,6 +81,25 @@ pub(crate) fn plane_options(
     host: &AppContext,
     endpoint: &Endpoint,
 ) -> Result<PlaneOptions, String> {
+    let mut options = PlaneOptions {
+        allow_key_endpoint: crate::env_vars::get(crate::env_vars::FLYTE_RUN_ALLOW_KEY_ENDPOINT),
+        ..PlaneOptions::default()
+    };
+    // Plain http to another machine by Flyte's `admin.insecure`: as Flyte's SDK, no credential
+    // at all (flyte-run's own FLYTE_INSECURE is the explicit opt-in to send them anyway).
+    if !endpoint.is_https() && !endpoint.is_loopback() {
+        let source = crate::config::endpoint_source(&host.home, host.endpoint.as_deref())?;
+        if !matches!(
+            source,
+            crate::config::EndpointSource::Configured {
+                credentials_over_http: true,
+                ..
+            }
+        ) {
+            options.anonymous = true;
+            return Ok(options);
+        }
+    }
     let resolved = crate::config::resolve(&host.home, host.endpoint.as_deref())?;
     let endpoint_source = resolved.text(flyte_config::ENDPOINT).map(|e| e.source);
     let applies = |source: &Source| match source {
@@ -91,10 +110,6 @@ pub(crate) fn plane_options(
         Source::Settings { .. } => matches!(endpoint_source, Some(Source::Settings { .. })),
     };
     let setting = |key: &str| resolved.text(key).filter(|s| applies(&s.source));
-    let mut options = PlaneOptions {
-        allow_key_endpoint: crate::env_vars::get(crate::env_vars::FLYTE_RUN_ALLOW_KEY_ENDPOINT),
-        ..PlaneOptions::default()
-    };
     if let Some(ca) = setting(flyte_config::CA_CERT_FILE_PATH) {
         let pem = std::fs::read(&ca.value)
             .map_err(|e| format!("{} ({}): cannot read the CA file: {e}", ca.value, ca.source))?;
@@ -103,20 +118,26 @@ pub(crate) fn plane_options(
     if let Some(key) = setting(flyte_config::API_KEY) {
         let key =
             flyte_auth::ApiKey::decode(&key.value).map_err(|e| format!("{}: {e}", key.source))?;
-        if !flyte_auth::key_matches_endpoint(
+        let matches = flyte_auth::key_matches_endpoint(
             &key.endpoint,
             endpoint.authority(),
             endpoint.is_https(),
-        ) {
+        );
+        if !matches && endpoint.is_loopback() {
+            // A key exported for Flyte's SDK and a cluster: not for the local sandbox, which has
+            // its own credential.
+            tracing::debug!("FLYTE_API_KEY is for another endpoint; not used for the sandbox");
+        } else if !matches {
             return Err(format!(
                 "{} holds an API key made for {}, not for {}; flyte-run sends a key only to its own endpoint",
                 flyte_config::API_KEY,
                 key.endpoint,
                 endpoint.authority()
             ));
+        } else {
+            options.credential = Some(Credential::ApiKey(key));
+            return Ok(options);
         }
-        options.credential = Some(Credential::ApiKey(key));
-        return Ok(options);
     }
     let auth = resolved.auth_type().map_err(|e| e.to_string())?;
     let Some(auth) = auth.filter(|a| applies(&a.source)) else {
@@ -124,7 +145,7 @@ pub(crate) fn plane_options(
     };
     match auth.value {
         flyte_config::AuthType::ClientSecret => {
-            options.credential = Some(client_secret(&resolved, &auth.source, &setting)?);
+            options.credential = Some(client_secret(&auth.source, &setting, &applies, &resolved)?);
         }
         flyte_config::AuthType::ExternalCommand => {
             let argv = match resolved
@@ -156,9 +177,10 @@ pub(crate) fn plane_options(
 /// `admin.clientSecretLocation` names (refused when others can read it, as OpenSSH refuses
 /// such key files) or the variable `admin.clientSecretEnvVar` names.
 fn client_secret(
-    resolved: &flyte_config::Resolved,
     auth_source: &Source,
     setting: &dyn Fn(&str) -> Option<flyte_config::Sourced<String>>,
+    applies: &dyn Fn(&Source) -> bool,
+    resolved: &flyte_config::Resolved,
 ) -> Result<Credential, String> {
     let client_id = setting(flyte_config::CLIENT_ID).ok_or_else(|| {
         format!(
@@ -195,7 +217,11 @@ fn client_secret(
     if secret.is_empty() {
         return Err("the client secret is empty".to_owned());
     }
-    let scopes = match resolved.get(flyte_config::SCOPES).map(|s| &s.value) {
+    let scopes = match resolved
+        .get(flyte_config::SCOPES)
+        .filter(|s| applies(&s.source))
+        .map(|s| &s.value)
+    {
         Some(flyte_config::Value::List(items)) => items.clone(),
         Some(flyte_config::Value::Text(text)) => vec![text.clone()],
         None => Vec::new(),

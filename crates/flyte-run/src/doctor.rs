@@ -200,14 +200,20 @@ fn ssh_config(home: &Path) -> Check {
 }
 
 /// The login flow Flyte's configuration names, where it is set, and whether flyte-run uses it.
-fn auth_note(host: &AppContext, used: bool) -> Option<Check> {
+fn auth_note(host: &AppContext, used: Option<&flyte_debug_client::Credential>) -> Option<Check> {
+    use flyte_config::AuthType;
     let auth = crate::config::resolve(&host.home, host.endpoint.as_deref())
         .and_then(|r| r.auth_type().map_err(|e| e.to_string()))
         .ok()??;
-    let used = if used {
-        "used"
-    } else {
-        "not supported yet (flyte-run supports ClientSecret, ExternalCommand and FLYTE_API_KEY): the sandbox's credential or a stored API key is used"
+    let used = match (used, auth.value) {
+        (Some(flyte_debug_client::Credential::ApiKey(_)), _) => "FLYTE_API_KEY is used instead",
+        (Some(_), _) => "used",
+        (None, AuthType::ClientSecret | AuthType::ExternalCommand) => {
+            "not used: it is set beside another endpoint than the one in effect"
+        }
+        (None, _) => {
+            "not supported yet (flyte-run supports ClientSecret, ExternalCommand and FLYTE_API_KEY): the sandbox's credential or a stored API key is used"
+        }
     };
     Some(Check::new(
         Status::Note,
@@ -267,7 +273,7 @@ fn control_plane_checks(host: &AppContext) -> Vec<Check> {
             format!("{source}; it does not answer: {e}"),
         ),
     }];
-    checks.extend(auth_note(host, options.credential.is_some()));
+    checks.extend(auth_note(host, options.credential.as_ref()));
     if reachable.is_err() {
         return checks;
     }

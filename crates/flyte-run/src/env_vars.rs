@@ -30,7 +30,8 @@ pub(crate) const FLYTE_RUN_LOG: &str = "FLYTE_RUN_LOG";
 /// The control plane (`https://host`, `dns:///host:port`, `http://127.0.0.1:port`) when
 /// `--endpoint` is not given.
 pub(crate) const FLYTE_ENDPOINT: &str = flyte_api::ENV_ENDPOINT;
-/// `1`/`true` lets `--endpoint http://...` name a host other than this machine (tokens then
+/// `1`/`true`: plain http, as Flyte's `admin.insecure` means (`dns:///host` becomes
+/// `http://host`), to any host, and, unlike Flyte's own setting, with credentials (they then
 /// travel unencrypted). Loopback endpoints never need it.
 pub(crate) const FLYTE_INSECURE: &str = "FLYTE_INSECURE";
 /// The endpoint authority (`host:port`) to which a stored API key made for another endpoint may

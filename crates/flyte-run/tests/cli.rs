@@ -170,6 +170,67 @@ fn config_show_reads_flytes_file_and_names_each_source() {
     );
 }
 
+/// Issue 16, bad input: a config.yaml that comes with the directory the user stands in cannot
+/// run a command or name a secret; a Flyte config file others can write is refused; a file
+/// `$FLYTECTL_CONFIG` names must exist (no falling through to another cluster's file).
+#[test]
+fn flyte_config_files_that_could_be_someone_elses_are_refused() {
+    let home = TempHome::new();
+    let project = home.path().join("cloned-repo");
+    fs::create_dir_all(&project).unwrap();
+    fs::write(
+        project.join("config.yaml"),
+        "admin:\n  endpoint: https://attacker.example\n  authType: ExternalCommand\n  command: [sh, -c, 'touch pwned']\n",
+    )
+    .unwrap();
+    let run = |dir: &std::path::Path, env: &[(&str, &str)]| {
+        let mut command = home.command(BIN);
+        command.current_dir(dir).env_remove("FLYTE_ENDPOINT");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let out = command.args(["config", "show"]).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&project, &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("(found in the working directory) sets admin.command, which runs a command or reads a secret"),
+        "{stderr}"
+    );
+    assert!(!project.join("pwned").exists());
+
+    // The same file in the user's own ~/.flyte is theirs: accepted (nothing is run by `show`).
+    fs::create_dir_all(home.path().join(".flyte")).unwrap();
+    fs::copy(
+        project.join("config.yaml"),
+        home.path().join(".flyte/config.yaml"),
+    )
+    .unwrap();
+    let (code, stderr) = run(home.path(), &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    // ... unless others can write it.
+    let file = home.path().join(".flyte/config.yaml");
+    fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let (code, stderr) = run(home.path(), &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is writable by other users"), "{stderr}");
+    fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+
+    let (code, stderr) = run(
+        home.path(),
+        &[("FLYTECTL_CONFIG", "/nonexistent/config.yaml")],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("$FLYTECTL_CONFIG /nonexistent/config.yaml: no such file"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn kservice_module() {
     let home = TempHome::new();

@@ -28,6 +28,8 @@ pub const DEBUG_DIR: &str = "ssh-debug";
 pub const KEY_FILE: &str = "id_ed25519";
 /// A bearer-token cache, as Flyte's debug client names it.
 pub const BEARER_FILE: &str = "bearer.json";
+/// flyte-run's own token cache (same format as `bearer.json`).
+pub const TOKEN_CACHE_FILE: &str = "flyte-run-tokens.json";
 /// The stored API key, as Flyte names it.
 pub const API_KEY_FILE: &str = "api-key";
 /// Our own known_hosts, one pinned key per debug `HostKeyAlias`.
@@ -124,6 +126,12 @@ impl DebugDir {
     /// Flyte's debug bearer cache.
     pub fn bearer_cache(&self) -> PathBuf {
         self.dir.join(BEARER_FILE)
+    }
+
+    /// flyte-run's own token cache, for credentials named in Flyte's configuration (keyed by
+    /// endpoint and client id; Flyte's `bearer.json` is keyed by endpoint alone).
+    pub fn token_cache(&self) -> PathBuf {
+        self.dir.join(TOKEN_CACHE_FILE)
     }
 
     /// The stored API key.
