@@ -127,6 +127,10 @@ pub enum DebugClientError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Flyte's configuration says something that cannot be used (the message names the setting,
+    /// where it is set, and the fix).
+    #[error("{0}")]
+    Configuration(String),
     #[error("{0}")]
     Api(#[from] flyte_api::ApiError),
     #[error("{0}")]

@@ -15,6 +15,7 @@
 //! here prints. The program ssh runs as `ProxyCommand` (`<program> tunnel <url>
 //! --http-headers-file <file>`) is the caller's: flyte-run passes itself.
 
+mod configured;
 mod control_plane;
 mod error;
 mod names;
@@ -23,6 +24,7 @@ pub mod runs;
 mod session;
 pub mod ssh;
 
+pub use configured::plane_options;
 pub use control_plane::{
     ControlPlane, Credential, CredentialFiles, ENV_ALLOW_KEY_ENDPOINT, PlaneOptions, stored_key,
 };

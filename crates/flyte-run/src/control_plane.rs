@@ -2,8 +2,7 @@
 //! credentials.
 
 use flyte_api::Endpoint;
-use flyte_config::Source;
-use flyte_debug_client::{ControlPlane, Credential, PlaneOptions};
+use flyte_debug_client::{ControlPlane, PlaneOptions};
 
 use crate::context::AppContext;
 
@@ -71,165 +70,29 @@ pub(crate) fn connect(host: &AppContext, when_none: WhenNone) -> Result<ControlP
     plane(host, endpoint(host, when_none)?)
 }
 
-/// What Flyte's configuration says about reaching `endpoint`: `admin.caCertFilePath`, and the
-/// credential (`FLYTE_API_KEY` when it was made for this endpoint; `admin.authType:
-/// ClientSecret` with `admin.clientId` and `admin.clientSecretLocation` or
-/// `admin.clientSecretEnvVar`; `ExternalCommand` with `admin.command`). Settings from a file apply only to that file's own endpoint,
-/// so a credential is never sent to an endpoint given some other way; settings from the
-/// environment apply to any.
+/// [`flyte_debug_client::plane_options`] for `endpoint` from the configuration in effect, with
+/// flyte-run's own opt-in to credentials over plain http (`FLYTE_INSECURE`, flyte-run.json's
+/// `insecure`) and `FLYTE_RUN_ALLOW_KEY_ENDPOINT`.
 pub(crate) fn plane_options(
     host: &AppContext,
     endpoint: &Endpoint,
 ) -> Result<PlaneOptions, String> {
-    let mut options = PlaneOptions {
-        allow_key_endpoint: crate::env_vars::get(crate::env_vars::FLYTE_RUN_ALLOW_KEY_ENDPOINT),
-        ..PlaneOptions::default()
-    };
-    // Plain http to another machine by Flyte's `admin.insecure`: as Flyte's SDK, no credential
-    // at all (flyte-run's own FLYTE_INSECURE is the explicit opt-in to send them anyway).
-    if !endpoint.is_https() && !endpoint.is_loopback() {
-        let source = crate::config::endpoint_source(&host.home, host.endpoint.as_deref())?;
-        if !matches!(
-            source,
-            crate::config::EndpointSource::Configured {
-                credentials_over_http: true,
-                ..
-            }
-        ) {
-            options.anonymous = true;
-            return Ok(options);
-        }
-    }
     let resolved = crate::config::resolve(&host.home, host.endpoint.as_deref())?;
-    let endpoint_source = resolved.text(flyte_config::ENDPOINT).map(|e| e.source);
-    let applies = |source: &Source| match source {
-        Source::Env(_) | Source::Flag(_) => true,
-        Source::FlyteConfig { .. } => {
-            matches!(endpoint_source, Some(Source::FlyteConfig { .. }))
+    let credentials_over_http = matches!(
+        crate::config::endpoint_source(&host.home, host.endpoint.as_deref())?,
+        crate::config::EndpointSource::Configured {
+            credentials_over_http: true,
+            ..
         }
-        Source::Settings { .. } => matches!(endpoint_source, Some(Source::Settings { .. })),
-    };
-    let setting = |key: &str| resolved.text(key).filter(|s| applies(&s.source));
-    if let Some(ca) = setting(flyte_config::CA_CERT_FILE_PATH) {
-        let pem = std::fs::read(&ca.value)
-            .map_err(|e| format!("{} ({}): cannot read the CA file: {e}", ca.value, ca.source))?;
-        options.ca_pem = Some(pem);
-    }
-    if let Some(key) = setting(flyte_config::API_KEY) {
-        let key =
-            flyte_auth::ApiKey::decode(&key.value).map_err(|e| format!("{}: {e}", key.source))?;
-        let matches = flyte_auth::key_matches_endpoint(
-            &key.endpoint,
-            endpoint.authority(),
-            endpoint.is_https(),
-        );
-        if !matches && endpoint.is_loopback() {
-            // A key exported for Flyte's SDK and a cluster: not for the local sandbox, which has
-            // its own credential.
-            tracing::debug!("FLYTE_API_KEY is for another endpoint; not used for the sandbox");
-        } else if !matches {
-            return Err(format!(
-                "{} holds an API key made for {}, not for {}; flyte-run sends a key only to its own endpoint",
-                flyte_config::API_KEY,
-                key.endpoint,
-                endpoint.authority()
-            ));
-        } else {
-            options.credential = Some(Credential::ApiKey(key));
-            return Ok(options);
-        }
-    }
-    let auth = resolved.auth_type().map_err(|e| e.to_string())?;
-    let Some(auth) = auth.filter(|a| applies(&a.source)) else {
-        return Ok(options);
-    };
-    match auth.value {
-        flyte_config::AuthType::ClientSecret => {
-            options.credential = Some(client_secret(&auth.source, &setting, &applies, &resolved)?);
-        }
-        flyte_config::AuthType::ExternalCommand => {
-            let argv = match resolved
-                .get(flyte_config::COMMAND)
-                .filter(|c| applies(&c.source))
-                .map(|c| &c.value)
-            {
-                Some(flyte_config::Value::List(argv)) => argv.clone(),
-                Some(flyte_config::Value::Text(text)) => shlex::split(text).unwrap_or_default(),
-                None => Vec::new(),
-            };
-            if argv.is_empty() {
-                return Err(format!(
-                    "admin.authType is ExternalCommand ({}) but admin.command (or FLYTE_AUTH_COMMAND) names no command; give the program that prints a token",
-                    auth.source
-                ));
-            }
-            options.credential = Some(Credential::Command(argv));
-        }
-        // Not implemented yet: the best credential at hand (doctor says so).
-        flyte_config::AuthType::Pkce
-        | flyte_config::AuthType::DeviceFlow
-        | flyte_config::AuthType::Passthrough => {}
-    }
+    );
+    let mut options = flyte_debug_client::plane_options(
+        &resolved,
+        endpoint,
+        credentials_over_http,
+        &crate::env_vars::get,
+    )
+    .map_err(|e| e.to_string())?;
+    options.allow_key_endpoint =
+        crate::env_vars::get(crate::env_vars::FLYTE_RUN_ALLOW_KEY_ENDPOINT);
     Ok(options)
-}
-
-/// Flyte's `ClientSecret` credential: `admin.clientId`, and the secret from the file
-/// `admin.clientSecretLocation` names (refused when others can read it, as OpenSSH refuses
-/// such key files) or the variable `admin.clientSecretEnvVar` names.
-fn client_secret(
-    auth_source: &Source,
-    setting: &dyn Fn(&str) -> Option<flyte_config::Sourced<String>>,
-    applies: &dyn Fn(&Source) -> bool,
-    resolved: &flyte_config::Resolved,
-) -> Result<Credential, String> {
-    let client_id = setting(flyte_config::CLIENT_ID).ok_or_else(|| {
-        format!(
-            "admin.authType is ClientSecret ({auth_source}) but admin.clientId is not set; add it to the same configuration"
-        )
-    })?;
-    let secret = if let Some(location) = setting(flyte_config::CLIENT_SECRET_LOCATION) {
-        let path = std::path::Path::new(&location.value);
-        if let Some(problem) = crate::paths::readable_by_others(path) {
-            return Err(format!(
-                "{} ({}): {problem}",
-                location.value, location.source
-            ));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "{} ({}): cannot read the client secret: {e}",
-                location.value, location.source
-            )
-        })?;
-        text.trim().to_owned()
-    } else if let Some(var) = setting(flyte_config::CLIENT_SECRET_ENV_VAR) {
-        crate::env_vars::get(&var.value).ok_or_else(|| {
-            format!(
-                "{} ({}) names the variable holding the client secret, and it is not set",
-                var.value, var.source
-            )
-        })?
-    } else {
-        return Err(format!(
-            "admin.authType is ClientSecret ({auth_source}) but neither admin.clientSecretLocation nor admin.clientSecretEnvVar says where the secret is"
-        ));
-    };
-    if secret.is_empty() {
-        return Err("the client secret is empty".to_owned());
-    }
-    let scopes = match resolved
-        .get(flyte_config::SCOPES)
-        .filter(|s| applies(&s.source))
-        .map(|s| &s.value)
-    {
-        Some(flyte_config::Value::List(items)) => items.clone(),
-        Some(flyte_config::Value::Text(text)) => vec![text.clone()],
-        None => Vec::new(),
-    };
-    Ok(Credential::ClientSecret {
-        client_id: client_id.value,
-        secret: flyte_api::Secret::new(secret),
-        scopes,
-        audience: setting(flyte_config::AUDIENCE).map(|a| a.value),
-    })
 }

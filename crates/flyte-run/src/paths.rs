@@ -78,16 +78,3 @@ pub(crate) fn unsafe_for_secrets(path: &std::path::Path) -> Option<String> {
 pub(crate) fn proxy_program() -> anyhow::Result<PathBuf> {
     std::env::current_exe().context("cannot find the flyte-run binary for ProxyCommand")
 }
-
-/// Why a secret file others can read must not be used, if they can (as OpenSSH refuses private
-/// keys readable by others); the message names the fix.
-pub(crate) fn readable_by_others(path: &std::path::Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let mode = std::fs::metadata(path).ok()?.mode() & 0o777;
-    (mode & 0o077 != 0).then(|| {
-        format!(
-            "the secret file is readable by other users (mode {mode:03o}); fix it with `chmod 600 {}`",
-            path.display()
-        )
-    })
-}
