@@ -10,23 +10,34 @@
 //! The host key is generated once (0600, through flyte-keys) and published next to it as a
 //! `.pub` file and in the ready line, so a launcher can pin it in the client's known_hosts.
 
+#[cfg(feature = "server")]
 mod handler;
+#[cfg(feature = "server")]
 pub mod login;
+#[cfg(feature = "server")]
 mod process;
 pub mod settings;
+#[cfg(feature = "server")]
 mod sftp;
 
+#[cfg(feature = "server")]
 use std::net::SocketAddr;
+#[cfg(feature = "server")]
 use std::path::{Path, PathBuf};
+#[cfg(feature = "server")]
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "server")]
 use flyte_tunnel::bridge::{BridgeConfig, Target};
+#[cfg(feature = "server")]
 use russh::MethodKind;
+#[cfg(feature = "server")]
 use tokio::net::TcpListener;
 
 pub use settings::Settings;
 
+#[cfg(feature = "server")]
 use crate::login::Login;
 
 /// The log line launchers and users wait for (Flyte's readiness message).
@@ -55,6 +66,7 @@ pub enum DebugServerError {
 pub type Result<T, E = DebugServerError> = std::result::Result<T, E>;
 
 /// State shared by every connection.
+#[cfg(feature = "server")]
 pub(crate) struct Shared {
     pub(crate) settings: Settings,
     pub(crate) login: Arc<Login>,
@@ -63,6 +75,7 @@ pub(crate) struct Shared {
 }
 
 /// A debug server ready to accept connections.
+#[cfg(feature = "server")]
 pub struct DebugServer {
     shared: Arc<Shared>,
     /// The SSH connections being served, so [`DebugServer::shutdown`] can end them.
@@ -72,6 +85,7 @@ pub struct DebugServer {
     host_key: flyte_keys::HostKey,
 }
 
+#[cfg(feature = "server")]
 impl std::fmt::Debug for DebugServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DebugServer")
@@ -80,6 +94,7 @@ impl std::fmt::Debug for DebugServer {
     }
 }
 
+#[cfg(feature = "server")]
 impl DebugServer {
     /// Load (or create) the host key in `state_dir` and prepare the server. Sessions start in
     /// `workdir` (the task's working directory).
@@ -257,6 +272,7 @@ impl DebugServer {
 }
 
 /// Write a public file: 0644 at open whatever the umask, replaced atomically.
+#[cfg(feature = "server")]
 fn flyte_fs_write(path: &Path, contents: &[u8]) -> Result<()> {
     flyte_fs::replace(path, contents, 0o644).map_err(|e| DebugServerError::Io {
         action: format!("write {}", path.display()),
