@@ -4,6 +4,8 @@
 //! - only the binary (`flyte-run`) depends on the script engine or the command-line parser;
 //! - the pure cores depend only on crates that do no I/O (an allow-list: a new dependency there
 //!   is a decision, made by editing [`PURE_ALLOWED`]);
+//! - the client library builds no SSH server: flyte-debug-client's dependency tree (its own
+//!   features only, as another tool would build it) has none of [`SERVER_ONLY`];
 //! - the pure cores' own sources name no I/O, clock or environment API of std
 //!   ([`PURE_FORBIDDEN`]). This stands in for building them for `wasm32-unknown-unknown`
 //!   (where those APIs fail or are missing), a target the toolchain here cannot download.
@@ -20,6 +22,31 @@ const BINARY: &str = "flyte-run";
 const PURE: &[&str] = &["flyte-reconciler-core", "flyte-kservice-naming"];
 /// What the pure cores may depend on.
 const PURE_ALLOWED: &[&str] = &["thiserror", "serde", "serde_json", "sha2", "hex"];
+
+/// Crates only the debug server needs, which a client importing flyte-debug-client must not
+/// build.
+const SERVER_ONLY: &[&str] = &["russh", "russh-sftp", "pty-process"];
+const CLIENT: &str = "flyte-debug-client";
+
+/// The crates `package` builds on its own (normal dependencies, its default features).
+fn dependency_tree(package: &str) -> anyhow::Result<Vec<String>> {
+    let output = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args([
+            "tree", "--locked", "-e", "normal", "--prefix", "none", "-p", package,
+        ])
+        .output()
+        .context("cannot run cargo tree")?;
+    if !output.status.success() {
+        bail!(
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+        .collect())
+}
 
 /// The pure modules of crates that also have an I/O layer (ARCHITECTURE.md names them).
 const PURE_FILES: &[&str] = &[
@@ -150,6 +177,13 @@ pub(crate) fn run() -> anyhow::Result<()> {
         }
     }
     let mut found = violations(&manifests);
+    for dep in dependency_tree(CLIENT)? {
+        if SERVER_ONLY.contains(&dep.as_str()) {
+            found.push(format!(
+                "{CLIENT} builds {dep}: it must use flyte-debug-server without its `server` feature (the workspace dependency has default-features = false)"
+            ));
+        }
+    }
     let root = crate::ci::workspace_root()?;
     let mut pure_files = PURE_FILES.iter().map(|f| root.join(f)).collect::<Vec<_>>();
     for package in PURE {
