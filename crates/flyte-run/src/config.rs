@@ -237,6 +237,25 @@ pub(crate) fn resolve(home: &Path, endpoint_flag: Option<&str>) -> Result<Resolv
     .map_err(|e| e.to_string())
 }
 
+/// The project and domain a run goes to when a call names none: Flyte's `task.project` and
+/// `task.domain` (file or `FLYTE_TASK_*`), else Flyte's defaults. A configuration that cannot be
+/// read gives the defaults here; connecting reports the problem.
+pub(crate) fn run_defaults(home: &Path, endpoint_flag: Option<&str>) -> (String, String) {
+    let resolved = resolve(home, endpoint_flag).ok();
+    let get = |key: &str, default: &str| {
+        resolved
+            .as_ref()
+            .and_then(|r| r.text(key))
+            .map(|s| s.value)
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| default.to_owned())
+    };
+    (
+        get(flyte_config::PROJECT, flyte_debug_client::DEFAULT_PROJECT),
+        get(flyte_config::DOMAIN, flyte_debug_client::DEFAULT_DOMAIN),
+    )
+}
+
 /// Where the endpoint comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum EndpointSource {

@@ -26,10 +26,12 @@ pub(crate) struct DebugArgs {
     /// The action of RUN whose task is relaunched.
     #[arg(default_value = debug::DEFAULT_ACTION)]
     action: String,
-    #[arg(long, default_value = debug::DEFAULT_PROJECT)]
-    project: String,
-    #[arg(long, default_value = debug::DEFAULT_DOMAIN)]
-    domain: String,
+    /// The project (default: Flyte's `task.project`, else `flytesnacks`).
+    #[arg(long)]
+    project: Option<String>,
+    /// The domain (default: Flyte's `task.domain`, else `development`).
+    #[arg(long)]
+    domain: Option<String>,
     /// The control-plane endpoint (default: `FLYTE_ENDPOINT`, else the local sandbox).
     #[arg(long, value_name = "URL")]
     endpoint: Option<String>,
@@ -77,8 +79,18 @@ pub(crate) struct DebugArgs {
     dry_run: bool,
 }
 
-fn run_id(args: &DebugArgs, name: &str) -> RunIdentifier {
-    flyte_api::request::run_id(&args.project, &args.domain, name)
+/// `name` in the project and domain the command line or Flyte's configuration names.
+fn run_id(args: &DebugArgs, home: &std::path::Path, name: &str) -> RunIdentifier {
+    let (project, domain) = project_and_domain(args, home);
+    flyte_api::request::run_id(&project, &domain, name)
+}
+
+fn project_and_domain(args: &DebugArgs, home: &std::path::Path) -> (String, String) {
+    let (project, domain) = crate::config::run_defaults(home, args.endpoint.as_deref());
+    (
+        args.project.clone().unwrap_or(project),
+        args.domain.clone().unwrap_or(domain),
+    )
 }
 
 pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
@@ -92,7 +104,7 @@ pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
     let plane = control_plane::connect(&host, WhenNone::Fail).map_err(|e| anyhow!(e))?;
     let existing = host.block_on(runs::action_details(
         &plane,
-        &run_id(args, &name),
+        &run_id(args, &host.home, &name),
         debug::DEFAULT_ACTION,
     ))?;
     if let Some(details) = &existing
@@ -119,8 +131,8 @@ pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
     }
     launch_or_reuse(&host, &plane, args, &name, existing.as_ref())?;
     let options = ConnectOptions {
-        project: args.project.clone(),
-        domain: args.domain.clone(),
+        project: project_and_domain(args, &host.home).0,
+        domain: project_and_domain(args, &host.home).1,
         user: args.user.clone(),
         host_alias: args.host_alias.clone(),
         use_api_key: args.use_api_key,
@@ -176,7 +188,7 @@ fn launch_or_reuse(
     let pair = flyte_keys::ensure_keypair(host.layout().debug().path())?;
     let relaunched = host.block_on(runs::relaunch(
         plane,
-        &run_id(args, &args.run),
+        &run_id(args, &host.home, &args.run),
         &args.action,
         name,
         &pair.public_key,

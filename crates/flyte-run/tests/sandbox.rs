@@ -960,6 +960,41 @@ fn an_external_command_configured_in_flytes_file_supplies_the_token() {
     );
 }
 
+/// Issue 16: Flyte's `task.project` and `task.domain` are where runs go when a playbook names
+/// none; an explicit project still wins.
+#[test]
+fn runs_go_to_the_project_and_domain_of_flytes_config() {
+    let home = Home(TempHome::new());
+    let flyte_dir = home.0.path().join(".flyte");
+    std::fs::create_dir_all(&flyte_dir).unwrap();
+    std::fs::write(
+        flyte_dir.join("config.yaml"),
+        "task:\n  project: ml\n  domain: staging\n",
+    )
+    .unwrap();
+    let run = |script: &str| home.run(&["-e", script]);
+    let out = run(
+        r#"runs::launch(#{ name: "in-ml", command: ["true"] }); runs::wait("in-ml", #{ phase: "SUCCEEDED", poll_interval: 0 })"#,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout(&out).trim(), "SUCCEEDED");
+    let out =
+        run(r#"runs::wait("in-ml", #{ project: "ml", domain: "staging", phase: "SUCCEEDED" })"#);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(r#"runs::wait("in-ml", #{ project: "flytesnacks", timeout: 1 })"#);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("(flytesnacks/staging)"), "{stderr}");
+}
+
 /// `config init` and `doctor` as a user meets them: a fresh machine is fine (notes only); a
 /// config is never overwritten without --force; an unreachable endpoint, a broken config file
 /// and a key others can read are failures that name the fix; a running sandbox checks out.

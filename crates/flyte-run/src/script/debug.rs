@@ -31,8 +31,11 @@ fn connect_options(
     opts: &Map,
 ) -> ScriptResult<ConnectOptions> {
     let o = Opts::new(ctx, "debug::connect", opts, CONNECT_OPTIONS)?;
+    let (project, domain) = crate::config::run_defaults(&host.home, host.endpoint.as_deref());
     let mut options = ConnectOptions {
         proxy_program: crate::paths::proxy_program().map_err(|e| script_err(ctx, e.to_string()))?,
+        project,
+        domain,
         ..ConnectOptions::default()
     };
     if let Some(v) = o.string("action")? {

@@ -11,7 +11,7 @@ use flyte_api::idl::flyteidl2::workflow::{
     ActionDetails, CreateRunRequest, action_details, create_run_request,
 };
 use flyte_debug_client::runs::{self, existing_action};
-use flyte_debug_client::{ControlPlane, DEFAULT_ACTION, DEFAULT_DOMAIN, DEFAULT_PROJECT};
+use flyte_debug_client::{ControlPlane, DEFAULT_ACTION};
 use rhai::{Array, Dynamic, Map, Module, NativeCallContext};
 
 use super::Host;
@@ -33,10 +33,14 @@ fn connect(host: &Host) -> Result<ControlPlane, String> {
     crate::control_plane::connect(host, when_none)
 }
 
-fn run_id(name: &str, project: Option<&str>, domain: Option<&str>) -> RunIdentifier {
+/// The run `name` in `project`/`domain`, or where Flyte's configuration sends runs
+/// (`task.project`, `task.domain`), else Flyte's defaults.
+fn run_id(host: &Host, name: &str, project: Option<&str>, domain: Option<&str>) -> RunIdentifier {
+    let (default_project, default_domain) =
+        crate::config::run_defaults(&host.home, host.endpoint.as_deref());
     flyte_api::request::run_id(
-        project.unwrap_or(DEFAULT_PROJECT),
-        domain.unwrap_or(DEFAULT_DOMAIN),
+        project.unwrap_or(&default_project),
+        domain.unwrap_or(&default_domain),
         name,
     )
 }
@@ -108,7 +112,7 @@ fn launch(ctx: &NativeCallContext<'_>, host: &Host, spec: &Map) -> ScriptResult<
         }
     }
     let (project, domain) = (opts.string("project")?, opts.string("domain")?);
-    let id = run_id(&name, project.as_deref(), domain.as_deref());
+    let id = run_id(host, &name, project.as_deref(), domain.as_deref());
     let request = flyte_api::request::create_run(
         id.clone(),
         flyte_api::request::container_task(command, []),
@@ -187,7 +191,7 @@ fn wait(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> Scri
         .string("action")?
         .unwrap_or_else(|| DEFAULT_ACTION.to_owned());
     let (project, domain) = (opts.string("project")?, opts.string("domain")?);
-    let id = run_id(run, project.as_deref(), domain.as_deref());
+    let id = run_id(host, run, project.as_deref(), domain.as_deref());
     if host.dry_run {
         let target_name = target.short_name();
         println!("dry-run: wait for run {run} to be {target_name}");
@@ -206,7 +210,11 @@ fn wait(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> Scri
 fn details(ctx: &NativeCallContext<'_>, host: &Host, run: &str, action: &str) -> ScriptResult<Map> {
     let plane = connect(host).map_err(|e| script_err(ctx, e))?;
     let d = host
-        .block_on(existing_action(&plane, &run_id(run, None, None), action))
+        .block_on(existing_action(
+            &plane,
+            &run_id(host, run, None, None),
+            action,
+        ))
         .map_err(|e| script_err(ctx, e))?;
     Ok(details_map(&d))
 }
@@ -228,7 +236,7 @@ fn find(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<Dyn
     let found = host
         .block_on(runs::action_details(
             &plane,
-            &run_id(run, None, None),
+            &run_id(host, run, None, None),
             DEFAULT_ACTION,
         ))
         .map_err(|e| script_err(ctx, e))?;
@@ -281,7 +289,7 @@ fn abort(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<()
     let plane = connect(host).map_err(|e| script_err(ctx, e))?;
     host.block_on(runs::abort(
         &plane,
-        &run_id(run, None, None),
+        &run_id(host, run, None, None),
         "aborted by a flyte-run playbook",
     ))
     .map_err(|e| script_err(ctx, format!("runs::abort: {e}")))
