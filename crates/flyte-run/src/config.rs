@@ -239,12 +239,10 @@ pub(crate) fn resolve(home: &Path, endpoint_flag: Option<&str>) -> Result<Resolv
 
 /// The project and domain a run goes to when a call names none: Flyte's `task.project` and
 /// `task.domain` (file or `FLYTE_TASK_*`), else Flyte's defaults. A configuration that cannot be
-/// read gives the defaults here; connecting reports the problem.
-pub(crate) fn run_defaults(home: &Path, endpoint_flag: Option<&str>) -> (String, String) {
-    let resolved = resolve(home, endpoint_flag).ok();
+/// read (`None`) gives the defaults here; connecting reports the problem.
+pub(crate) fn run_defaults(resolved: Option<&Resolved>) -> (String, String) {
     let get = |key: &str, default: &str| {
         resolved
-            .as_ref()
             .and_then(|r| r.text(key))
             .map(|s| s.value)
             .filter(|v| !v.trim().is_empty())
@@ -290,8 +288,7 @@ impl std::fmt::Display for EndpointSource {
 /// Which endpoint is in effect (see [`resolve`]), else the local sandbox. `admin.insecure` from
 /// the environment or a flag applies to any endpoint; from a file, only to that file's own
 /// endpoint (a file must not open plain http for an endpoint given some other way).
-pub(crate) fn endpoint_source(home: &Path, flag: Option<&str>) -> Result<EndpointSource, String> {
-    let resolved = resolve(home, flag)?;
+pub(crate) fn endpoint_source(resolved: &Resolved, home: &Path) -> Result<EndpointSource, String> {
     let Some(endpoint) = resolved
         .text(flyte_config::ENDPOINT)
         .filter(|e| !e.value.trim().is_empty())
@@ -327,7 +324,8 @@ pub(crate) fn endpoint_source(home: &Path, flag: Option<&str>) -> Result<Endpoin
 }
 
 fn show(home: &Path) -> anyhow::Result<ExitCode> {
-    let source = endpoint_source(home, None).map_err(anyhow::Error::msg)?;
+    let resolved = resolve(home, None).map_err(anyhow::Error::msg)?;
+    let source = endpoint_source(&resolved, home).map_err(anyhow::Error::msg)?;
     let insecure = matches!(source, EndpointSource::Configured { insecure: true, .. });
     println!("config file: {}", path(home).display());
     println!("endpoint:    {source}");

@@ -19,6 +19,9 @@ pub(crate) struct AppContext {
     /// `--timeout`: the wall-clock limit, counted from `started`.
     pub(crate) timeout: Option<Duration>,
     pub(crate) started: Instant,
+    /// The configuration in effect (Flyte's file, flyte-run.json, the environment,
+    /// `--endpoint`), read on first use and then kept: one command reads its files once.
+    pub(crate) config: std::sync::OnceLock<Result<flyte_config::Resolved, String>>,
     /// The async runtime library calls run on, created on first use; callers run on the main
     /// thread and block on it.
     pub(crate) runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
@@ -32,6 +35,7 @@ impl AppContext {
             dry_run: false,
             timeout: None,
             started: Instant::now(),
+            config: std::sync::OnceLock::new(),
             runtime: std::sync::OnceLock::new(),
         }
     }
@@ -45,6 +49,25 @@ impl AppContext {
             Some(limit) => wait.min(limit.saturating_sub(self.started.elapsed())),
             None => wait,
         }
+    }
+
+    /// The configuration in effect (see [`crate::config::resolve`]).
+    pub(crate) fn config(&self) -> Result<&flyte_config::Resolved, String> {
+        self.config
+            .get_or_init(|| crate::config::resolve(&self.home, self.endpoint.as_deref()))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Where the endpoint in effect comes from (the sandbox's state is looked at each time: it
+    /// may have been started meanwhile).
+    pub(crate) fn endpoint_source(&self) -> Result<crate::config::EndpointSource, String> {
+        crate::config::endpoint_source(self.config()?, &self.home)
+    }
+
+    /// The project and domain a run goes to when a call names none.
+    pub(crate) fn run_defaults(&self) -> (String, String) {
+        crate::config::run_defaults(self.config().ok())
     }
 
     /// The `~/.flyte` layout under this context's home.

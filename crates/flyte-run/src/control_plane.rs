@@ -20,7 +20,7 @@ pub(crate) enum WhenNone {
 /// running on this machine (started first with `WhenNone::StartSandbox`).
 pub(crate) fn endpoint(host: &AppContext, when_none: WhenNone) -> Result<Endpoint, String> {
     use crate::config::EndpointSource;
-    let source = crate::config::endpoint_source(&host.home, host.endpoint.as_deref())?;
+    let source = host.endpoint_source()?;
     let insecure = matches!(source, EndpointSource::Configured { insecure: true, .. });
     let raw = match source {
         EndpointSource::Configured { endpoint, .. } | EndpointSource::Sandbox(Some(endpoint)) => {
@@ -77,16 +77,16 @@ pub(crate) fn plane_options(
     host: &AppContext,
     endpoint: &Endpoint,
 ) -> Result<PlaneOptions, String> {
-    let resolved = crate::config::resolve(&host.home, host.endpoint.as_deref())?;
+    let resolved = host.config()?;
     let credentials_over_http = matches!(
-        crate::config::endpoint_source(&host.home, host.endpoint.as_deref())?,
+        host.endpoint_source()?,
         crate::config::EndpointSource::Configured {
             credentials_over_http: true,
             ..
         }
     );
     let mut options = flyte_debug_client::plane_options(
-        &resolved,
+        resolved,
         endpoint,
         credentials_over_http,
         &crate::env_vars::get,

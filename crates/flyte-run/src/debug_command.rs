@@ -80,13 +80,13 @@ pub(crate) struct DebugArgs {
 }
 
 /// `name` in the project and domain the command line or Flyte's configuration names.
-fn run_id(args: &DebugArgs, home: &std::path::Path, name: &str) -> RunIdentifier {
-    let (project, domain) = project_and_domain(args, home);
+fn run_id(args: &DebugArgs, host: &AppContext, name: &str) -> RunIdentifier {
+    let (project, domain) = project_and_domain(args, host);
     flyte_api::request::run_id(&project, &domain, name)
 }
 
-fn project_and_domain(args: &DebugArgs, home: &std::path::Path) -> (String, String) {
-    let (project, domain) = crate::config::run_defaults(home, args.endpoint.as_deref());
+fn project_and_domain(args: &DebugArgs, host: &AppContext) -> (String, String) {
+    let (project, domain) = host.run_defaults();
     (
         args.project.clone().unwrap_or(project),
         args.domain.clone().unwrap_or(domain),
@@ -104,7 +104,7 @@ pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
     let plane = control_plane::connect(&host, WhenNone::Fail).map_err(|e| anyhow!(e))?;
     let existing = host.block_on(runs::action_details(
         &plane,
-        &run_id(args, &host.home, &name),
+        &run_id(args, &host, &name),
         debug::DEFAULT_ACTION,
     ))?;
     if let Some(details) = &existing
@@ -130,9 +130,10 @@ pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     launch_or_reuse(&host, &plane, args, &name, existing.as_ref())?;
+    let (project, domain) = project_and_domain(args, &host);
     let options = ConnectOptions {
-        project: project_and_domain(args, &host.home).0,
-        domain: project_and_domain(args, &host.home).1,
+        project,
+        domain,
         user: args.user.clone(),
         host_alias: args.host_alias.clone(),
         use_api_key: args.use_api_key,
@@ -188,7 +189,7 @@ fn launch_or_reuse(
     let pair = flyte_keys::ensure_keypair(host.layout().debug().path())?;
     let relaunched = host.block_on(runs::relaunch(
         plane,
-        &run_id(args, &host.home, &args.run),
+        &run_id(args, host, &args.run),
         &args.action,
         name,
         &pair.public_key,

@@ -202,7 +202,8 @@ fn ssh_config(home: &Path) -> Check {
 /// The login flow Flyte's configuration names, where it is set, and whether flyte-run uses it.
 fn auth_note(host: &AppContext, used: Option<&flyte_debug_client::Credential>) -> Option<Check> {
     use flyte_config::AuthType;
-    let auth = crate::config::resolve(&host.home, host.endpoint.as_deref())
+    let auth = host
+        .config()
         .and_then(|r| r.auth_type().map_err(|e| e.to_string()))
         .ok()??;
     let used = match (used, auth.value) {
@@ -224,7 +225,7 @@ fn auth_note(host: &AppContext, used: Option<&flyte_debug_client::Credential>) -
 
 /// The endpoint, whether it answers, and whether a token can be had for it.
 fn control_plane_checks(host: &AppContext) -> Vec<Check> {
-    let source = match crate::config::endpoint_source(&host.home, host.endpoint.as_deref()) {
+    let source = match host.endpoint_source() {
         Ok(source) => source,
         Err(e) => return vec![Check::new(Status::Fail, "endpoint", e)],
     };

@@ -31,7 +31,7 @@ fn connect_options(
     opts: &Map,
 ) -> ScriptResult<ConnectOptions> {
     let o = Opts::new(ctx, "debug::connect", opts, CONNECT_OPTIONS)?;
-    let (project, domain) = crate::config::run_defaults(&host.home, host.endpoint.as_deref());
+    let (project, domain) = host.run_defaults();
     let mut options = ConnectOptions {
         proxy_program: crate::paths::proxy_program().map_err(|e| script_err(ctx, e.to_string()))?,
         project,

@@ -36,8 +36,7 @@ fn connect(host: &Host) -> Result<ControlPlane, String> {
 /// The run `name` in `project`/`domain`, or where Flyte's configuration sends runs
 /// (`task.project`, `task.domain`), else Flyte's defaults.
 fn run_id(host: &Host, name: &str, project: Option<&str>, domain: Option<&str>) -> RunIdentifier {
-    let (default_project, default_domain) =
-        crate::config::run_defaults(&host.home, host.endpoint.as_deref());
+    let (default_project, default_domain) = host.run_defaults();
     flyte_api::request::run_id(
         project.unwrap_or(&default_project),
         domain.unwrap_or(&default_domain),
@@ -225,7 +224,7 @@ fn find(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<Dyn
     // starts one); any other problem (a broken config file, a dead endpoint) is still an error.
     if host.dry_run
         && matches!(
-            crate::config::endpoint_source(&host.home, host.endpoint.as_deref()),
+            host.endpoint_source(),
             Ok(crate::config::EndpointSource::Sandbox(None))
         )
     {

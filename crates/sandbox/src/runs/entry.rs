@@ -91,12 +91,16 @@ impl PendingWrites {
             self.id.name.as_str(),
         );
         for write in self.writes {
-            let result = match &write {
-                StoreWrite::Run(record) => self.store.update_run(record),
-                StoreWrite::Event(event) => self.store.append_event(run, event),
+            // Not the record itself: its task holds the task's environment, which may hold
+            // secrets.
+            let (result, what) = match &write {
+                StoreWrite::Run(record) => (self.store.update_run(record), "the run"),
+                StoreWrite::Event(event) => {
+                    (self.store.append_event(run, event), "an action event")
+                }
             };
             if let Err(e) = result {
-                tracing::error!(run = %self.id.name, error = %e, ?write, "cannot save the run");
+                tracing::error!(run = %self.id.name, error = %e, "cannot save {what}");
             }
         }
     }
