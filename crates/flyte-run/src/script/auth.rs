@@ -7,7 +7,7 @@ use flyte_auth::ConnectApiKeyService;
 use rhai::{Dynamic, Engine, Map, Module, NativeCallContext};
 
 use super::Host;
-use super::opts::{Opts, ScriptResult, documented, script_err};
+use super::opts::{ScriptResult, documented, options, script_err, with_options};
 use crate::control_plane::WhenNone;
 
 /// What `auth::ensure_api_key` returns: the key's public parts (the secret stays in its file).
@@ -117,6 +117,13 @@ pub(super) fn register_types(engine: &mut Engine) {
         .register_fn("to_debug", |t: &mut ScriptToken| format!("{t:?}"));
 }
 
+/// What `auth::bearer_token` takes.
+#[derive(serde::Deserialize)]
+struct BearerOptions {
+    use_api_key: Option<bool>,
+    refresh: Option<bool>,
+}
+
 pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut module = Module::new();
     let h = Arc::clone(host);
@@ -128,23 +135,17 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     );
     let h = Arc::clone(host);
     // auth::bearer_token(opts) -> Token; opts: use_api_key (default true), refresh
-    let bearer = move |ctx: NativeCallContext<'_>, opts: Map| -> ScriptResult<ScriptToken> {
-        let opts = Opts::new(
-            &ctx,
-            "auth::bearer_token",
-            &opts,
-            &["use_api_key", "refresh"],
-        )?;
-        let use_api_key = opts.bool("use_api_key")?.unwrap_or(true);
-        let refresh = opts.bool("refresh")?.unwrap_or(false);
-        bearer_token(&h, use_api_key, refresh).map_err(|e| script_err(&ctx, e))
-    };
-    let bearer_no_opts = bearer.clone();
-    documented("bearer_token", &["opts: Map", "Token"], "A bearer token minted from the stored API key (cached in Flyte's bearer.json); prints\nredacted, `token.authorization()` gives the header value.\nopts: use_api_key (default true), refresh (mint a new one even if the cached one is valid).")
-        .set_into_module(&mut module, bearer);
-    documented("bearer_token", &["Token"], "`auth::bearer_token(#{})`.")
-        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>| {
-            bearer_no_opts(ctx, Map::new())
-        });
+    with_options!(
+        &mut module,
+        "auth",
+        "bearer_token",
+        () -> "Token",
+        "A bearer token minted from the stored API key (cached in Flyte's bearer.json); prints\nredacted, `token.authorization()` gives the header value.\nopts: use_api_key (default true), refresh (mint a new one even if the cached one is valid).",
+        move |ctx: &NativeCallContext<'_>, opts: &Map| -> ScriptResult<ScriptToken> {
+            let opts: BearerOptions = options(ctx, "auth::bearer_token", opts)?;
+            bearer_token(&h, opts.use_api_key.unwrap_or(true), opts.refresh.unwrap_or(false))
+                .map_err(|e| script_err(ctx, e))
+        },
+    );
     module
 }

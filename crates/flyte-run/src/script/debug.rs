@@ -4,69 +4,83 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rhai::{Dynamic, Map, Module, NativeCallContext};
+use serde::{Deserialize, Serialize};
 
 use super::Host;
-use super::opts::{Opts, ScriptResult, documented, script_err};
+use super::opts::{
+    ScriptResult, documented, expand_home, options, script_err, seconds, to_map, with_options,
+};
 use crate::progress::Spinner;
 use flyte_debug_client::{self as debug, ConnectOptions, Connection};
 
-const CONNECT_OPTIONS: &[&str] = &[
-    "action",
-    "user",
-    "identity_file",
-    "host_alias",
-    "use_api_key",
-    "refresh_token",
-    "headers_file",
-    "timeout",
-    "poll_interval",
-    "wait_for_route",
-    "project",
-    "domain",
-];
+/// What `debug::connect` takes.
+#[derive(Deserialize)]
+struct ConnectOpts {
+    action: Option<String>,
+    user: Option<String>,
+    identity_file: Option<String>,
+    host_alias: Option<String>,
+    use_api_key: Option<bool>,
+    refresh_token: Option<bool>,
+    headers_file: Option<String>,
+    timeout: Option<rhai::INT>,
+    poll_interval: Option<rhai::INT>,
+    wait_for_route: Option<bool>,
+    project: Option<String>,
+    domain: Option<String>,
+}
+
+/// The `SSHDebug` map `debug::connect` returns: Flyte's fields, plus what `ssh::install` needs to
+/// rebuild the block. A dry run leaves out what only the route can tell.
+#[derive(Serialize)]
+struct SshDebug {
+    run_name: String,
+    action_name: String,
+    wss_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ssh_config: Option<String>,
+    host_alias: String,
+    headers_file: String,
+    host_key_fingerprint: Option<String>,
+    host_key: Option<String>,
+    user: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity_file: Option<String>,
+    host_key_alias: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    known_hosts_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_program: Option<String>,
+}
 
 fn connect_options(
     ctx: &NativeCallContext<'_>,
     host: &Host,
     opts: &Map,
 ) -> ScriptResult<ConnectOptions> {
-    let o = Opts::new(ctx, "debug::connect", opts, CONNECT_OPTIONS)?;
+    const FUNC: &str = "debug::connect";
+    let o: ConnectOpts = options(ctx, FUNC, opts)?;
     let (project, domain) = host.run_defaults();
-    let mut options = ConnectOptions {
+    let defaults = ConnectOptions::default();
+    let options = ConnectOptions {
         proxy_program: crate::paths::proxy_program().map_err(|e| script_err(ctx, e.to_string()))?,
-        project,
-        domain,
-        ..ConnectOptions::default()
+        project: o.project.unwrap_or(project),
+        domain: o.domain.unwrap_or(domain),
+        action: o.action.unwrap_or(defaults.action),
+        user: o.user.unwrap_or(defaults.user),
+        host_alias: o.host_alias.unwrap_or(defaults.host_alias),
+        identity_file: o.identity_file.map(|p| expand_home(&p, &host.home)),
+        headers_file: o.headers_file.map(|p| expand_home(&p, &host.home)),
+        use_api_key: o.use_api_key.unwrap_or(false),
+        refresh_token: o.refresh_token.unwrap_or(false),
+        wait_for_route: o.wait_for_route.unwrap_or(true),
+        timeout: seconds(ctx, FUNC, "timeout", o.timeout)?.unwrap_or(defaults.timeout),
+        // Zero means "as fast as is reasonable", not a busy loop.
+        poll_interval: seconds(ctx, FUNC, "poll_interval", o.poll_interval)?
+            .map_or(defaults.poll_interval, |v| v.max(Duration::from_millis(50))),
     };
-    if let Some(v) = o.string("action")? {
-        options.action = v;
-    }
-    if let Some(v) = o.string("user")? {
-        options.user = v;
-    }
-    if let Some(v) = o.string("host_alias")? {
-        options.host_alias = v;
-    }
-    if let Some(v) = o.string("project")? {
-        options.project = v;
-    }
-    if let Some(v) = o.string("domain")? {
-        options.domain = v;
-    }
-    options.identity_file = o.path("identity_file", &host.home)?;
-    options.headers_file = o.path("headers_file", &host.home)?;
-    options.use_api_key = o.bool("use_api_key")?.unwrap_or(false);
-    options.refresh_token = o.bool("refresh_token")?.unwrap_or(false);
-    options.wait_for_route = o.bool("wait_for_route")?.unwrap_or(true);
-    if let Some(v) = o.seconds("timeout")? {
-        options.timeout = v;
-    }
     // A bad alias is refused before the control plane is asked anything.
     flyte_ssh_config::validate_alias(&options.host_alias).map_err(|e| script_err(ctx, e))?;
-    if let Some(v) = o.seconds("poll_interval")? {
-        // Zero means "as fast as is reasonable", not a busy loop.
-        options.poll_interval = v.max(Duration::from_millis(50));
-    }
     Ok(options)
 }
 
@@ -84,71 +98,57 @@ fn route_host_key(host: &Host, uri: &str) -> Result<Dynamic, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The `SSHDebug` map: Flyte's fields, plus what `ssh::install` needs to rebuild the block.
-fn connection_map(connection: &Connection) -> Result<Map, String> {
+fn shown(path: &std::path::Path) -> String {
+    path.display().to_string()
+}
+
+fn connection_map(connection: &Connection) -> Result<SshDebug, String> {
     let block = &connection.block;
-    let path = |p: &std::path::Path| Dynamic::from(p.display().to_string());
-    let optional = |v: &Option<String>| v.clone().map_or(Dynamic::UNIT, Dynamic::from);
-    let mut map = Map::new();
-    map.insert("run_name".into(), connection.run_name.clone().into());
-    map.insert("action_name".into(), connection.action_name.clone().into());
-    map.insert("wss_url".into(), connection.wss_url.clone().into());
-    map.insert(
-        "ssh_config".into(),
-        connection.ssh_config().map_err(|e| e.to_string())?.into(),
-    );
-    map.insert("host_alias".into(), block.alias.clone().into());
-    map.insert("headers_file".into(), path(&connection.headers_file));
-    map.insert(
-        "host_key_fingerprint".into(),
-        optional(&connection.host_key_fingerprint),
-    );
-    map.insert("host_key".into(), optional(&connection.host_key));
-    map.insert("user".into(), block.user.clone().into());
-    map.insert("identity_file".into(), path(&block.identity_file));
-    map.insert("host_key_alias".into(), block.host_key_alias.clone().into());
-    map.insert("known_hosts_file".into(), path(&block.known_hosts_file));
-    map.insert("proxy_program".into(), path(&block.proxy_program));
-    Ok(map)
+    Ok(SshDebug {
+        run_name: connection.run_name.clone(),
+        action_name: connection.action_name.clone(),
+        wss_url: connection.wss_url.clone(),
+        ssh_config: Some(connection.ssh_config().map_err(|e| e.to_string())?),
+        host_alias: block.alias.clone(),
+        headers_file: shown(&connection.headers_file),
+        host_key_fingerprint: connection.host_key_fingerprint.clone(),
+        host_key: connection.host_key.clone(),
+        user: block.user.clone(),
+        identity_file: Some(shown(&block.identity_file)),
+        host_key_alias: block.host_key_alias.clone(),
+        known_hosts_file: Some(shown(&block.known_hosts_file)),
+        proxy_program: Some(shown(&block.proxy_program)),
+    })
 }
 
 /// What a dry run returns: the shape of a connection, with the route still unknown.
-fn dry_run_map(host: &Host, run: &str, options: &ConnectOptions) -> Map {
-    let debug_dir = host.layout().debug();
-    let mut map = Map::new();
-    let mut put = |k: &str, v: String| {
-        map.insert(k.into(), v.into());
-    };
-    put("run_name", run.to_owned());
-    put("action_name", options.action.clone());
-    put(
-        "wss_url",
-        format!(
+fn dry_run_map(host: &Host, run: &str, options: &ConnectOptions) -> SshDebug {
+    SshDebug {
+        run_name: run.to_owned(),
+        action_name: options.action.clone(),
+        wss_url: format!(
             "wss://dry-run.invalid/v1/debug/{}/{}/{run}/{}",
             options.project, options.domain, options.action
         ),
-    );
-    put("host_alias", options.host_alias.clone());
-    put(
-        "host_key_alias",
-        debug::host_key_alias(
+        ssh_config: None,
+        host_alias: options.host_alias.clone(),
+        headers_file: shown(
+            &options
+                .headers_file
+                .clone()
+                .unwrap_or_else(|| host.layout().debug().headers(&options.host_alias)),
+        ),
+        host_key_fingerprint: None,
+        host_key: None,
+        user: options.user.clone(),
+        identity_file: None,
+        host_key_alias: debug::host_key_alias(
             &flyte_api::request::run_id(&options.project, &options.domain, run),
             &options.action,
         ),
-    );
-    put("user", options.user.clone());
-    put(
-        "headers_file",
-        options
-            .headers_file
-            .clone()
-            .unwrap_or_else(|| debug_dir.headers(&options.host_alias))
-            .display()
-            .to_string(),
-    );
-    map.insert("host_key".into(), Dynamic::UNIT);
-    map.insert("host_key_fingerprint".into(), Dynamic::UNIT);
-    map
+        known_hosts_file: None,
+        proxy_program: None,
+    }
 }
 
 fn connect(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> ScriptResult<Map> {
@@ -158,7 +158,7 @@ fn connect(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> S
             "dry-run: would wait for the debug route of run {run}/{} ({}/{}), write a token to its headers file and probe the route",
             options.action, options.project, options.domain
         );
-        return Ok(dry_run_map(host, run, &options));
+        return to_map(ctx, &dry_run_map(host, run, &options));
     }
     let connected = crate::control_plane::connect(host, crate::control_plane::WhenNone::Fail)
         .and_then(|plane| {
@@ -172,9 +172,10 @@ fn connect(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> S
             host.block_on_waiting(&spinner, debug::connect(&plane, run, &options, &spinner))
                 .map_err(|e| e.to_string())
         });
-    connected
+    let connection = connected
         .and_then(|c| connection_map(&c))
-        .map_err(|e| script_err(ctx, format!("debug::connect {run:?}: {e}")))
+        .map_err(|e| script_err(ctx, format!("debug::connect {run:?}: {e}")))?;
+    to_map(ctx, &connection)
 }
 
 fn launch_env(ctx: &NativeCallContext<'_>, host: &Host, extra: Map) -> ScriptResult<Map> {
@@ -194,18 +195,14 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut module = Module::new();
     let h = Arc::clone(host);
     // debug::connect(run, opts) -> SSHDebug map
-    documented("connect", &["run: String", "opts: Map", "Map"], "Wait for the debug route of `run`, write a token for that route only into its headers file,\nprobe it, and return the SSHDebug map: run_name, action_name, wss_url, ssh_config,\nhost_alias, headers_file, host_key, host_key_fingerprint, user, identity_file,\nhost_key_alias, known_hosts_file, proxy_program.\nopts: action, user, identity_file, host_alias, use_api_key, refresh_token, headers_file,\ntimeout, poll_interval (seconds), wait_for_route, project, domain.")
-        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, run: &str, opts: Map| connect(&ctx, &h, run, &opts),
-    );
-    let h = Arc::clone(host);
-    documented(
+    with_options!(
+        &mut module,
+        "debug",
         "connect",
-        &["run: String", "Map"],
-        "`debug::connect(run, #{})`.",
-    )
-    .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, run: &str| {
-        connect(&ctx, &h, run, &Map::new())
-    });
+        (run: &str => "run: String") -> "Map",
+        "Wait for the debug route of `run`, write a token for that route only into its headers file,\nprobe it, and return the SSHDebug map: run_name, action_name, wss_url, ssh_config,\nhost_alias, headers_file, host_key, host_key_fingerprint, user, identity_file,\nhost_key_alias, known_hosts_file, proxy_program.\nopts: action, user, identity_file, host_alias, use_api_key, refresh_token, headers_file,\ntimeout, poll_interval (seconds), wait_for_route, project, domain.",
+        move |ctx: &NativeCallContext<'_>, run: &str, opts: &Map| connect(ctx, &h, run, opts),
+    );
     let h = Arc::clone(host);
     // debug::launch_env(extra) -> map of env vars that turn SSH debug on
     documented("launch_env", &["extra: Map", "Map"], "The environment that turns SSH debug on for a run (`_F_E_SSH`, `_F_SSH_PK` with this\nmachine's debug public key, `_F_E_VS`), with `extra` on top: pass it as `env` to runs::launch.")

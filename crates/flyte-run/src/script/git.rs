@@ -4,21 +4,27 @@ use std::sync::Arc;
 
 use flyte_connections::{Connection, GitInit, HostKeyPolicy};
 use rhai::{Dynamic, Map, Module, NativeCallContext};
+use serde::{Deserialize, Serialize};
 
 use super::Host;
-use super::opts::{Opts, ScriptResult, documented, script_err, string_array};
+use super::opts::{ScriptResult, Words, expand_home, options, script_err, to_map, with_options};
 
-fn strings(ctx: &NativeCallContext<'_>, value: &Dynamic) -> ScriptResult<Vec<String>> {
-    if value.is_string() {
-        return Ok(vec![value.to_string()]);
-    }
-    let array = value.clone().into_array().map_err(|t| {
-        script_err(
-            ctx,
-            format!("git::clone: `flags` must be an array of strings, not {t}"),
-        )
-    })?;
-    string_array(ctx, "git::clone", "flags", array)
+/// What `git::clone` takes.
+#[derive(Deserialize)]
+struct CloneOptions {
+    revision: Option<String>,
+    url: Option<String>,
+    flags: Option<Words>,
+    learn_host_key: Option<bool>,
+    known_hosts: Option<String>,
+}
+
+/// What `git::clone` returns.
+#[derive(Serialize)]
+struct Cloned {
+    /// Empty under `--dry-run`.
+    commit: String,
+    path: String,
 }
 
 /// `git::clone(connection, dest, opts) -> #{ commit, path }`; opts: revision, url, flags,
@@ -39,22 +45,14 @@ fn clone(
             ),
         )
     })?;
-    let o = Opts::new(
-        ctx,
-        "git::clone",
-        opts,
-        &["revision", "url", "flags", "learn_host_key", "known_hosts"],
-    )?;
+    let o: CloneOptions = options(ctx, "git::clone", opts)?;
     let init = GitInit {
-        url: o.string("url")?,
-        revision: o.string("revision")?,
-        flags: match opts.get("flags").filter(|v| !v.is_unit()) {
-            Some(v) => strings(ctx, v)?,
-            None => Vec::new(),
-        },
+        url: o.url,
+        revision: o.revision,
+        flags: o.flags.unwrap_or_default().0,
     };
-    let given = o.path("known_hosts", &host.home)?;
-    let policy = if o.bool("learn_host_key")?.unwrap_or(false) {
+    let given = o.known_hosts.map(|p| expand_home(&p, &host.home));
+    let policy = if o.learn_host_key.unwrap_or(false) {
         // Not the secret's own known_hosts: a mounted secret is read-only, and a key ssh cannot
         // record is a key it never checks.
         let known_hosts = if let Some(path) = given {
@@ -72,11 +70,7 @@ fn clone(
             known_hosts: given.unwrap_or_else(|| connection.known_hosts_path()),
         }
     };
-    let dest = match dest.strip_prefix("~/") {
-        Some(rest) => host.home.join(rest),
-        None => std::path::PathBuf::from(dest),
-    };
-    let mut map = Map::new();
+    let dest = expand_home(dest, &host.home);
     if host.dry_run {
         let url = init
             .url
@@ -87,35 +81,32 @@ fn clone(
         for step in steps {
             println!("dry-run: {step}");
         }
-        map.insert("commit".into(), Dynamic::from(String::new()));
-        map.insert("path".into(), dest.display().to_string().into());
-        return Ok(map);
+        let cloned = Cloned {
+            commit: String::new(),
+            path: dest.display().to_string(),
+        };
+        return to_map(ctx, &cloned);
     }
     let cloned = flyte_connections::clone(&connection, &dest, &init, &policy)
         .map_err(|e| script_err(ctx, format!("git::clone: {e}")))?;
-    map.insert("commit".into(), cloned.commit.into());
-    map.insert("path".into(), cloned.path.display().to_string().into());
-    Ok(map)
+    let cloned = Cloned {
+        commit: cloned.commit,
+        path: cloned.path.display().to_string(),
+    };
+    to_map(ctx, &cloned)
 }
 
 pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut module = Module::new();
     let h = Arc::clone(host);
-    documented("clone", &["connection: ?", "dest: String", "opts: Map", "Map"], "Clone with an SSH git connection (a map in Polyaxon's shape, or its JSON) into the empty\ndirectory `dest`; returns #{ commit, path }.\nopts: revision, url, flags (array), learn_host_key, known_hosts.")
-        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, connection: Dynamic, dest: &str, opts: Map| {
-            clone(&ctx, &h, &connection, dest, &opts)
-        },
-    );
-    let h = Arc::clone(host);
-    documented(
-        "clone",
-        &["connection: ?", "dest: String", "Map"],
-        "`git::clone(connection, dest, #{})`.",
-    )
-    .set_into_module(
+    with_options!(
         &mut module,
-        move |ctx: NativeCallContext<'_>, connection: Dynamic, dest: &str| {
-            clone(&ctx, &h, &connection, dest, &Map::new())
+        "git",
+        "clone",
+        (connection: Dynamic => "connection: ?", dest: &str => "dest: String") -> "Map",
+        "Clone with an SSH git connection (a map in Polyaxon's shape, or its JSON) into the empty\ndirectory `dest`; returns #{ commit, path }.\nopts: revision, url, flags (array), learn_host_key, known_hosts.",
+        move |ctx: &NativeCallContext<'_>, connection: Dynamic, dest: &str, opts: &Map| {
+            clone(ctx, &h, &connection, dest, opts)
         },
     );
     module

@@ -1,24 +1,28 @@
 //! `kservice::` — Knative service names and URLs (flyte-kservice-naming).
 
 use rhai::{Dynamic, Map, Module, NativeCallContext};
+use serde::Deserialize;
 
-use super::opts::{Opts, ScriptResult, documented, script_err};
+use super::opts::{ScriptResult, documented, int_as, options, script_err, with_options};
+
+#[derive(Deserialize)]
+struct IngressOptions {
+    base_domain: Option<String>,
+    scheme: Option<String>,
+    port: Option<rhai::INT>,
+}
 
 fn public_ingress(
     ctx: &NativeCallContext<'_>,
     (project, domain, name): (&str, &str, &str),
     opts: &Map,
 ) -> ScriptResult<Dynamic> {
-    let opts = Opts::new(
-        ctx,
-        "kservice::public_ingress",
-        opts,
-        &["base_domain", "scheme", "port"],
-    )?;
+    const FUNC: &str = "kservice::public_ingress";
+    let opts: IngressOptions = options(ctx, FUNC, opts)?;
     let config = flyte_kservice_naming::IngressConfig {
-        base_domain: opts.string("base_domain")?,
-        scheme: opts.string("scheme")?,
-        port: opts.int_as::<u16>("port", "a port number (1-65535)")?,
+        base_domain: opts.base_domain,
+        scheme: opts.scheme,
+        port: int_as::<u16>(ctx, FUNC, ("port", "a port number (1-65535)"), opts.port)?,
     };
     let url = flyte_kservice_naming::public_ingress(project, domain, name, &config)
         .map_err(|e| script_err(ctx, e))?;
@@ -50,32 +54,14 @@ pub(super) fn module() -> Module {
         },
     );
     // kservice::public_ingress(project, domain, name[, opts]) -> string or ()
-    documented(
-        "public_ingress",
-        &["project: String", "domain: String", "name: String", "?"],
-        "`kservice::public_ingress(project, domain, name, #{})`.",
-    )
-    .set_into_module(
+    with_options!(
         &mut module,
-        |ctx: NativeCallContext<'_>, p: &str, d: &str, n: &str| {
-            public_ingress(&ctx, (p, d, n), &Map::new())
-        },
-    );
-    documented(
+        "kservice",
         "public_ingress",
-        &[
-            "project: String",
-            "domain: String",
-            "name: String",
-            "opts: Map",
-            "?",
-        ],
+        (project: &str => "project: String", domain: &str => "domain: String", name: &str => "name: String") -> "?",
         "The app's public URL, or () without a base domain.\nopts: base_domain, scheme, port.",
-    )
-    .set_into_module(
-        &mut module,
-        |ctx: NativeCallContext<'_>, p: &str, d: &str, n: &str, opts: Map| {
-            public_ingress(&ctx, (p, d, n), &opts)
+        |ctx: &NativeCallContext<'_>, project: &str, domain: &str, name: &str, opts: &Map| {
+            public_ingress(ctx, (project, domain, name), opts)
         },
     );
     module

@@ -6,21 +6,51 @@ use std::time::Duration;
 
 use flyte_runner_proxy::{CurlRequest, Output};
 use rhai::{Array, Dynamic, FnPtr, Map, Module, NativeCallContext};
+use serde::{Deserialize, Serialize};
 
 use super::Host;
-use super::opts::{Opts, ScriptResult, documented, script_err, string_array};
+use super::opts::{
+    ScriptResult, Text, documented, options, script_err, seconds, string_array, to_map,
+    with_options,
+};
+use super::ssh::Ran;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_mins(2);
 
-fn output_map(output: Output) -> Map {
-    let mut map = Map::new();
-    map.insert("code".into(), Dynamic::from(i64::from(output.code)));
-    map.insert("stdout".into(), output.stdout.into());
-    map.insert("stderr".into(), output.stderr.into());
-    map
+fn ran(output: Output) -> Ran {
+    Ran {
+        code: i64::from(output.code),
+        stdout: output.stdout,
+        stderr: output.stderr,
+    }
 }
 
-/// The options `runner::run` and `runner::kubectl` share: `timeout`, `input`, `check`.
+/// The options `runner::run` and `runner::kubectl` take.
+#[derive(Deserialize)]
+struct CommandOptions {
+    timeout: Option<rhai::INT>,
+    input: Option<String>,
+    check: Option<bool>,
+}
+
+/// What `runner::curl` takes.
+#[derive(Deserialize)]
+struct CurlOptions {
+    method: Option<String>,
+    headers: Option<std::collections::BTreeMap<String, Text>>,
+    data: Option<String>,
+    timeout: Option<rhai::INT>,
+    insecure: Option<bool>,
+}
+
+/// What `runner::curl` returns.
+#[derive(Serialize, Default)]
+struct Response {
+    status: i64,
+    body: String,
+}
+
+/// [`CommandOptions`] checked.
 struct CommandOpts {
     timeout: Duration,
     input: Option<Vec<u8>>,
@@ -33,11 +63,11 @@ fn command_opts(
     func: &'static str,
     opts: &Map,
 ) -> ScriptResult<CommandOpts> {
-    let o = Opts::new(ctx, func, opts, &["timeout", "input", "check"])?;
+    let o: CommandOptions = options(ctx, func, opts)?;
     Ok(CommandOpts {
-        timeout: host.bound(o.seconds("timeout")?.unwrap_or(DEFAULT_TIMEOUT)),
-        input: o.string("input")?.map(String::into_bytes),
-        check: o.bool("check")?.unwrap_or(false),
+        timeout: host.bound(seconds(ctx, func, "timeout", o.timeout)?.unwrap_or(DEFAULT_TIMEOUT)),
+        input: o.input.map(String::into_bytes),
+        check: o.check.unwrap_or(false),
     })
 }
 
@@ -58,15 +88,7 @@ fn finish(
             ),
         ));
     }
-    Ok(output_map(output))
-}
-
-fn dry_run_output() -> Map {
-    output_map(Output {
-        code: 0,
-        stdout: String::new(),
-        stderr: String::new(),
-    })
+    to_map(ctx, &ran(output))
 }
 
 /// `runner::run(command, opts) -> #{ code, stdout, stderr }`
@@ -74,7 +96,7 @@ fn run(ctx: &NativeCallContext<'_>, host: &Host, command: &str, opts: &Map) -> S
     let o = command_opts(ctx, host, "runner::run", opts)?;
     if host.dry_run {
         println!("dry-run: in the runner: {command}");
-        return Ok(dry_run_output());
+        return to_map(ctx, &Ran::default());
     }
     let runner = host.runner().map_err(|e| script_err(ctx, e))?;
     let result = host.block_on(runner.run(command, o.input.clone(), o.timeout));
@@ -90,7 +112,7 @@ fn kubectl(ctx: &NativeCallContext<'_>, host: &Host, args: Array, opts: &Map) ->
             "dry-run: in the runner: {}",
             flyte_runner_proxy::remote::kubectl_script(&args).map_err(|e| script_err(ctx, e))?
         );
-        return Ok(dry_run_output());
+        return to_map(ctx, &Ran::default());
     }
     let runner = host.runner().map_err(|e| script_err(ctx, e))?;
     let result = host.block_on(runner.kubectl(&args, o.input.clone(), o.timeout));
@@ -100,42 +122,31 @@ fn kubectl(ctx: &NativeCallContext<'_>, host: &Host, args: Array, opts: &Map) ->
 /// `runner::curl(url, opts) -> #{ status, body }`; opts: method, headers (map), data, timeout,
 /// insecure.
 fn curl(ctx: &NativeCallContext<'_>, host: &Host, url: &str, opts: &Map) -> ScriptResult<Map> {
-    let o = Opts::new(
-        ctx,
-        "runner::curl",
-        opts,
-        &["method", "headers", "data", "timeout", "insecure"],
-    )?;
+    const FUNC: &str = "runner::curl";
+    let o: CurlOptions = options(ctx, FUNC, opts)?;
     let mut request = CurlRequest::get(url);
-    if let Some(method) = o.string("method")? {
+    if let Some(method) = o.method {
         request.method = method;
     }
-    if let Some(headers) = opts.get("headers").filter(|v| !v.is_unit()) {
-        let headers = headers
-            .clone()
-            .try_cast::<Map>()
-            .ok_or_else(|| script_err(ctx, "runner::curl: `headers` must be a map"))?;
+    if let Some(headers) = o.headers {
         request.headers = headers
             .into_iter()
-            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .map(|(name, value)| (name, value.0))
             .collect();
     }
-    request.data = o.string("data")?;
+    request.data = o.data;
     request.timeout_secs = host
-        .bound(o.seconds("timeout")?.unwrap_or(Duration::from_secs(10)))
+        .bound(seconds(ctx, FUNC, "timeout", o.timeout)?.unwrap_or(Duration::from_secs(10)))
         .as_secs()
         .max(1);
-    request.insecure = o.bool("insecure")?.unwrap_or(false);
-    let mut map = Map::new();
+    request.insecure = o.insecure.unwrap_or(false);
     if host.dry_run {
         println!(
             "dry-run: in the runner: curl {} {}",
             request.method,
             flyte_runner_proxy::remote::redact_url(url)
         );
-        map.insert("status".into(), Dynamic::from(0_i64));
-        map.insert("body".into(), Dynamic::from(String::new()));
-        return Ok(map);
+        return to_map(ctx, &Response::default());
     }
     let runner = host.runner().map_err(|e| script_err(ctx, e))?;
     let response = host.block_on(runner.curl(&request)).map_err(|e| {
@@ -143,9 +154,13 @@ fn curl(ctx: &NativeCallContext<'_>, host: &Host, url: &str, opts: &Map) -> Scri
         let shown = flyte_runner_proxy::remote::redact_url(url);
         script_err(ctx, format!("runner::curl {shown}: {e}"))
     })?;
-    map.insert("status".into(), Dynamic::from(i64::from(response.status)));
-    map.insert("body".into(), response.body.into());
-    Ok(map)
+    to_map(
+        ctx,
+        &Response {
+            status: i64::from(response.status),
+            body: response.body,
+        },
+    )
 }
 
 /// `runner::port_forward(namespace, pod, local_port, remote_port, |port| { ... })`: the
@@ -198,42 +213,32 @@ fn port_forward(
 pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut module = Module::new();
     let h = Arc::clone(host);
-    documented("run", &["command: String", "opts: Map", "Map"], "Run a shell command line in the runner VM (ssh -> incus exec -> bash -lc);\nreturns #{ code, stdout, stderr }. opts: timeout (seconds), input, check (fail on non-zero).")
-        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, command: &str, opts: Map| run(&ctx, &h, command, &opts),
-    );
-    let h = Arc::clone(host);
-    documented(
+    with_options!(
+        &mut module,
+        "runner",
         "run",
-        &["command: String", "Map"],
-        "`runner::run(command, #{})`.",
-    )
-    .set_into_module(
+        (command: &str => "command: String") -> "Map",
+        "Run a shell command line in the runner VM (ssh -> incus exec -> bash -lc);\nreturns #{ code, stdout, stderr }. opts: timeout (seconds), input, check (fail on non-zero).",
+        move |ctx: &NativeCallContext<'_>, command: &str, opts: &Map| run(ctx, &h, command, opts),
+    );
+    let h = Arc::clone(host);
+    with_options!(
         &mut module,
-        move |ctx: NativeCallContext<'_>, command: &str| run(&ctx, &h, command, &Map::new()),
-    );
-    let h = Arc::clone(host);
-    documented("kubectl", &["args: Array", "opts: Map", "Map"], "Run kubectl with `args` in the runner VM; returns #{ code, stdout, stderr }.\nopts: timeout, input, check.")
-        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, args: Array, opts: Map| kubectl(&ctx, &h, args, &opts),
-    );
-    let h = Arc::clone(host);
-    documented(
+        "runner",
         "kubectl",
-        &["args: Array", "Map"],
-        "`runner::kubectl(args, #{})`.",
-    )
-    .set_into_module(
+        (args: Array => "args: Array") -> "Map",
+        "Run kubectl with `args` in the runner VM; returns #{ code, stdout, stderr }.\nopts: timeout, input, check.",
+        move |ctx: &NativeCallContext<'_>, args: Array, opts: &Map| kubectl(ctx, &h, args, opts),
+    );
+    let h = Arc::clone(host);
+    with_options!(
         &mut module,
-        move |ctx: NativeCallContext<'_>, args: Array| kubectl(&ctx, &h, args, &Map::new()),
+        "runner",
+        "curl",
+        (url: &str => "url: String") -> "Map",
+        "Request `url` with curl from the runner VM (nothing secret in any argv); returns\n#{ status, body }. opts: method, headers (map), data, timeout, insecure.",
+        move |ctx: &NativeCallContext<'_>, url: &str, opts: &Map| curl(ctx, &h, url, opts),
     );
-    let h = Arc::clone(host);
-    documented("curl", &["url: String", "opts: Map", "Map"], "Request `url` with curl from the runner VM (nothing secret in any argv); returns\n#{ status, body }. opts: method, headers (map), data, timeout, insecure.")
-        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, url: &str, opts: Map| curl(&ctx, &h, url, &opts),
-    );
-    let h = Arc::clone(host);
-    documented("curl", &["url: String", "Map"], "`runner::curl(url, #{})`.")
-        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, url: &str| {
-            curl(&ctx, &h, url, &Map::new())
-        });
     let h = Arc::clone(host);
     documented("port_forward", &["namespace: String", "pod: String", "local_port: int", "remote_port: int", "body: Fn", "?"], "Forward `local_port` to the pod's `remote_port` through the runner VM while `body` runs\n(it gets the local port); the forward ends however `body` ends. Returns `body`'s value.")
         .set_into_module(&mut module, move |ctx: NativeCallContext<'_>,

@@ -12,10 +12,13 @@ use flyte_api::idl::flyteidl2::workflow::{
 };
 use flyte_debug_client::runs::{self, existing_action};
 use flyte_debug_client::{ControlPlane, DEFAULT_ACTION};
-use rhai::{Array, Dynamic, Map, Module, NativeCallContext};
+use rhai::{Dynamic, Map, Module, NativeCallContext};
+use serde::{Deserialize, Serialize};
 
 use super::Host;
-use super::opts::{Opts, ScriptResult, documented, script_err, string_array};
+use super::opts::{
+    ScriptResult, Text, documented, options, script_err, seconds, to_map, with_options,
+};
 use crate::control_plane::WhenNone;
 use crate::progress::Spinner;
 
@@ -44,8 +47,65 @@ fn run_id(host: &Host, name: &str, project: Option<&str>, domain: Option<&str>) 
     )
 }
 
+/// `runs::launch`'s spec.
+#[derive(Deserialize)]
+struct LaunchSpec {
+    name: Option<String>,
+    command: Option<Vec<String>>,
+    env: Option<std::collections::BTreeMap<String, Text>>,
+    project: Option<String>,
+    domain: Option<String>,
+}
+
+/// What `runs::launch` returns.
+#[derive(Serialize)]
+struct Launched {
+    name: String,
+    action: String,
+    /// Where the run is shown; `()` under `--dry-run`.
+    url: Option<String>,
+}
+
+/// What `runs::wait` takes.
+#[derive(Deserialize)]
+struct WaitOptions {
+    phase: Option<String>,
+    action: Option<String>,
+    timeout: Option<rhai::INT>,
+    poll_interval: Option<rhai::INT>,
+    project: Option<String>,
+    domain: Option<String>,
+}
+
+/// What `runs::details` and `runs::find` return.
+#[derive(Serialize)]
+struct Details {
+    phase: String,
+    terminal: bool,
+    attempts: i64,
+    error: Option<ErrorInfo>,
+    abort_reason: Option<String>,
+    log_links: Vec<LogLink>,
+}
+
+#[derive(Serialize)]
+struct ErrorInfo {
+    message: String,
+    code: String,
+    kind: String,
+}
+
+#[derive(Serialize)]
+struct LogLink {
+    uri: String,
+    name: String,
+    #[serde(rename = "type")]
+    link_type: String,
+    ready: bool,
+}
+
 /// What `runs::launch` prints and returns under `--dry-run`.
-fn dry_run_launch(id: &RunIdentifier, request: &CreateRunRequest) -> Map {
+fn dry_run_launch(id: &RunIdentifier, request: &CreateRunRequest) -> Launched {
     // Names only: environment values may be secrets.
     let env_names: Vec<&str> = request
         .run_spec
@@ -63,54 +123,32 @@ fn dry_run_launch(id: &RunIdentifier, request: &CreateRunRequest) -> Map {
         launched_command(request),
         env_names
     );
-    let mut run = Map::new();
-    run.insert("name".into(), id.name.clone().into());
-    run.insert("action".into(), DEFAULT_ACTION.into());
-    run.insert("url".into(), Dynamic::UNIT);
-    run
+    Launched {
+        name: id.name.clone(),
+        action: DEFAULT_ACTION.to_owned(),
+        url: None,
+    }
 }
 
 /// `runs::launch(spec) -> #{ name, action, url }`
 fn launch(ctx: &NativeCallContext<'_>, host: &Host, spec: &Map) -> ScriptResult<Map> {
-    let opts = Opts::new(
-        ctx,
-        "runs::launch",
-        spec,
-        &["name", "command", "env", "project", "domain"],
-    )?;
-    let name = opts
-        .string("name")?
+    let spec: LaunchSpec = options(ctx, "runs::launch", spec)?;
+    let name = spec
+        .name
         .ok_or_else(|| script_err(ctx, "runs::launch: the spec needs `name`"))?;
-    let command = match spec.get("command").filter(|v| !v.is_unit()) {
-        Some(v) => string_array(
+    let command = spec.command.ok_or_else(|| {
+        script_err(
             ctx,
-            "runs::launch",
-            "the items of `command`",
-            v.clone().into_array().map_err(|t| {
-                script_err(
-                    ctx,
-                    format!("runs::launch: `command` must be an array, not {t}"),
-                )
-            })?,
-        )?,
-        None => {
-            return Err(script_err(
-                ctx,
-                "runs::launch: the spec needs `command`, an array such as [\"python\", \"train.py\"]",
-            ));
-        }
-    };
-    let mut env = Vec::new();
-    if let Some(v) = spec.get("env").filter(|v| !v.is_unit()) {
-        let map = v
-            .clone()
-            .try_cast::<Map>()
-            .ok_or_else(|| script_err(ctx, "runs::launch: `env` must be a map"))?;
-        for (key, value) in map {
-            env.push((key.to_string(), value.to_string()));
-        }
-    }
-    let (project, domain) = (opts.string("project")?, opts.string("domain")?);
+            "runs::launch: the spec needs `command`, an array such as [\"python\", \"train.py\"]",
+        )
+    })?;
+    let env: Vec<(String, String)> = spec
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, value)| (key, value.0))
+        .collect();
+    let (project, domain) = (spec.project, spec.domain);
     let id = run_id(host, &name, project.as_deref(), domain.as_deref());
     let request = flyte_api::request::create_run(
         id.clone(),
@@ -118,28 +156,25 @@ fn launch(ctx: &NativeCallContext<'_>, host: &Host, spec: &Map) -> ScriptResult<
         env,
     );
     if host.dry_run {
-        return Ok(dry_run_launch(&id, &request));
+        return to_map(ctx, &dry_run_launch(&id, &request));
     }
     let plane = connect(host).map_err(|e| script_err(ctx, e))?;
     let action_id = host
         .block_on(runs::launch(&plane, request))
         .map_err(|e| script_err(ctx, format!("runs::launch: {e}")))?;
     let endpoint = plane.endpoint();
-    let mut run = Map::new();
-    run.insert("name".into(), action_id.run.name.clone().into());
-    run.insert("action".into(), action_id.name.clone().into());
-    run.insert(
-        "url".into(),
-        format!(
+    let launched = Launched {
+        name: action_id.run.name.clone(),
+        action: action_id.name.clone(),
+        url: Some(format!(
             "{}/runs/{}/{}/{}",
             endpoint.base_url(),
             id.project,
             id.domain,
             id.name
-        )
-        .into(),
-    );
-    Ok(run)
+        )),
+    };
+    to_map(ctx, &launched)
 }
 
 /// An enum value as scripts see it: its proto name, or its number when this version does not
@@ -165,31 +200,18 @@ fn launched_command(request: &CreateRunRequest) -> Vec<String> {
 /// `runs::wait(run, opts) -> phase name`; opts: `phase` (default `RUNNING`), `action`, `timeout`,
 /// `poll_interval` (seconds). Ends early when the run is over.
 fn wait(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> ScriptResult<String> {
-    let opts = Opts::new(
-        ctx,
-        "runs::wait",
-        opts,
-        &[
-            "phase",
-            "action",
-            "timeout",
-            "poll_interval",
-            "project",
-            "domain",
-        ],
-    )?;
-    let target = runs::phase_named(opts.string("phase")?.as_deref().unwrap_or("RUNNING"))
-        .map_err(|e| script_err(ctx, format!("runs::wait: {e}")))?;
+    const FUNC: &str = "runs::wait";
+    let opts: WaitOptions = options(ctx, FUNC, opts)?;
+    let target = runs::phase_named(opts.phase.as_deref().unwrap_or("RUNNING"))
+        .map_err(|e| script_err(ctx, format!("{FUNC}: {e}")))?;
     let (timeout, poll) = (
-        host.bound(opts.seconds("timeout")?.unwrap_or(DEFAULT_TIMEOUT)),
-        opts.seconds("poll_interval")?
+        host.bound(seconds(ctx, FUNC, "timeout", opts.timeout)?.unwrap_or(DEFAULT_TIMEOUT)),
+        seconds(ctx, FUNC, "poll_interval", opts.poll_interval)?
             .unwrap_or(DEFAULT_POLL)
             .max(Duration::from_millis(50)),
     );
-    let action = opts
-        .string("action")?
-        .unwrap_or_else(|| DEFAULT_ACTION.to_owned());
-    let (project, domain) = (opts.string("project")?, opts.string("domain")?);
+    let action = opts.action.unwrap_or_else(|| DEFAULT_ACTION.to_owned());
+    let (project, domain) = (opts.project, opts.domain);
     let id = run_id(host, run, project.as_deref(), domain.as_deref());
     if host.dry_run {
         let target_name = target.short_name();
@@ -215,7 +237,7 @@ fn details(ctx: &NativeCallContext<'_>, host: &Host, run: &str, action: &str) ->
             action,
         ))
         .map_err(|e| script_err(ctx, e))?;
-    Ok(details_map(&d))
+    to_map(ctx, &details_of(&d))
 }
 
 /// `runs::find(run) -> details map, or () when there is no such run`
@@ -239,45 +261,43 @@ fn find(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<Dyn
             DEFAULT_ACTION,
         ))
         .map_err(|e| script_err(ctx, e))?;
-    Ok(found.map_or(Dynamic::UNIT, |d| details_map(&d).into()))
+    match found {
+        Some(d) => Ok(to_map(ctx, &details_of(&d))?.into()),
+        None => Ok(Dynamic::UNIT),
+    }
 }
 
-fn details_map(d: &ActionDetails) -> Map {
-    let mut map = Map::new();
-    map.insert("phase".into(), d.status.phase.short_name().into());
-    map.insert("terminal".into(), d.status.phase.is_terminal().into());
-    map.insert(
-        "attempts".into(),
-        Dynamic::from(i64::from(d.status.attempts)),
-    );
+fn details_of(d: &ActionDetails) -> Details {
     let (error, abort_reason) = match &d.result {
-        Some(action_details::Result::ErrorInfo(e)) => {
-            let mut error = Map::new();
-            error.insert("message".into(), e.message.clone().into());
-            error.insert("code".into(), e.code.clone().into());
-            error.insert("kind".into(), enum_name(e.kind).into());
-            (error.into(), Dynamic::UNIT)
-        }
-        Some(action_details::Result::AbortInfo(a)) => (Dynamic::UNIT, a.reason.clone().into()),
-        _ => (Dynamic::UNIT, Dynamic::UNIT),
+        Some(action_details::Result::ErrorInfo(e)) => (
+            Some(ErrorInfo {
+                message: e.message.clone(),
+                code: e.code.clone(),
+                kind: enum_name(e.kind),
+            }),
+            None,
+        ),
+        Some(action_details::Result::AbortInfo(a)) => (None, Some(a.reason.clone())),
+        _ => (None, None),
     };
-    map.insert("error".into(), error);
-    map.insert("abort_reason".into(), abort_reason);
-    let links: Array = d
-        .attempts
-        .iter()
-        .flat_map(|a| &a.log_info)
-        .map(|l| {
-            let mut link = Map::new();
-            link.insert("uri".into(), l.uri.clone().into());
-            link.insert("name".into(), l.name.clone().into());
-            link.insert("type".into(), enum_name(l.link_type).into());
-            link.insert("ready".into(), l.ready.into());
-            Dynamic::from(link)
-        })
-        .collect();
-    map.insert("log_links".into(), links.into());
-    map
+    Details {
+        phase: d.status.phase.short_name(),
+        terminal: d.status.phase.is_terminal(),
+        attempts: i64::from(d.status.attempts),
+        error,
+        abort_reason,
+        log_links: d
+            .attempts
+            .iter()
+            .flat_map(|a| &a.log_info)
+            .map(|l| LogLink {
+                uri: l.uri.clone(),
+                name: l.name.clone(),
+                link_type: enum_name(l.link_type),
+                ready: l.ready,
+            })
+            .collect(),
+    }
 }
 
 fn abort(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<()> {
@@ -302,18 +322,14 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
         launch(&ctx, &h, &spec)
     });
     let h = Arc::clone(host);
-    documented("wait", &["run: String", "opts: Map", "String"], "Wait until the run reaches a phase (or a later one, or ends); returns the phase.\nopts: phase (default RUNNING), action, timeout, poll_interval (seconds), project, domain.")
-        .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, run: &str, opts: Map| wait(&ctx, &h, run, &opts),
-    );
-    let h = Arc::clone(host);
-    documented(
+    with_options!(
+        &mut module,
+        "runs",
         "wait",
-        &["run: String", "String"],
-        "`runs::wait(run, #{})`.",
-    )
-    .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, run: &str| {
-        wait(&ctx, &h, run, &Map::new())
-    });
+        (run: &str => "run: String") -> "String",
+        "Wait until the run reaches a phase (or a later one, or ends); returns the phase.\nopts: phase (default RUNNING), action, timeout, poll_interval (seconds), project, domain.",
+        move |ctx: &NativeCallContext<'_>, run: &str, opts: &Map| wait(ctx, &h, run, opts),
+    );
     let h = Arc::clone(host);
     documented(
         "details",

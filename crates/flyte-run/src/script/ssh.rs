@@ -5,26 +5,72 @@ use std::sync::Arc;
 
 use flyte_ssh_config::{DebugHost, EditOptions, HostKeyCheck, Outcome};
 use rhai::{Dynamic, Map, Module, NativeCallContext};
+use serde::{Deserialize, Serialize};
 
 use super::Host;
-use super::opts::{Opts, ScriptResult, documented, script_err, string_array};
+use super::opts::{
+    ScriptResult, documented, options, script_err, seconds, string_array, to_map, with_options,
+};
 
-const INFO_KEYS: &[&str] = &[
-    "host_alias",
-    "user",
-    "identity_file",
-    "wss_url",
-    "headers_file",
-    "host_key",
-    "host_key_alias",
-    "known_hosts_file",
-    "proxy_program",
+/// The info map `ssh::render` and `ssh::install` take: an `SSHDebug` map from `debug::connect`, or
+/// one a script builds.
+#[derive(Deserialize)]
+struct DebugHostInfo {
+    host_alias: Option<String>,
+    user: Option<String>,
+    identity_file: Option<String>,
+    wss_url: Option<String>,
+    headers_file: Option<String>,
+    host_key: Option<String>,
+    host_key_alias: Option<String>,
+    known_hosts_file: Option<String>,
+    proxy_program: Option<String>,
     // Fields of the SSHDebug map that these functions read or pass over.
-    "run_name",
-    "action_name",
-    "ssh_config",
-    "host_key_fingerprint",
-];
+    run_name: Option<String>,
+    action_name: Option<String>,
+    #[allow(
+        dead_code,
+        reason = "accepted so an SSHDebug map can be passed as it is"
+    )]
+    ssh_config: Option<String>,
+    #[allow(
+        dead_code,
+        reason = "accepted so an SSHDebug map can be passed as it is"
+    )]
+    host_key_fingerprint: Option<String>,
+}
+
+/// What `ssh::install` and `ssh::remove` take.
+#[derive(Deserialize)]
+struct EditOpts {
+    config_path: Option<String>,
+    dry_run: Option<bool>,
+}
+
+/// What `ssh::exec` takes.
+#[derive(Deserialize)]
+struct ExecOpts {
+    config_path: Option<String>,
+    timeout: Option<rhai::INT>,
+    input: Option<String>,
+    check: Option<bool>,
+}
+
+/// What `ssh::install` and `ssh::remove` return; a dry run also prints its diff.
+#[derive(Serialize)]
+struct Edited {
+    path: String,
+    changed: bool,
+    diff: Option<String>,
+}
+
+/// What `ssh::exec` returns (and `runner::run`, `runner::kubectl`).
+#[derive(Serialize, Default)]
+pub(super) struct Ran {
+    pub(super) code: i64,
+    pub(super) stdout: String,
+    pub(super) stderr: String,
+}
 
 /// The block described by an SSHDebug-shaped map, with defaults for what it leaves out.
 fn debug_host(
@@ -33,16 +79,15 @@ fn debug_host(
     host: &Host,
     info: &Map,
 ) -> ScriptResult<(DebugHost, Option<String>)> {
-    let info = Opts::new(ctx, func, info, INFO_KEYS)?;
-    let required = |key: &str| -> ScriptResult<String> {
-        info.string(key)?
-            .ok_or_else(|| script_err(ctx, format!("{func}: the info map needs `{key}`")))
-    };
+    let info: DebugHostInfo = options(ctx, func, info)?;
+    let wss_url = info
+        .wss_url
+        .ok_or_else(|| script_err(ctx, format!("{func}: the info map needs `wss_url`")))?;
     let alias = info
-        .string("host_alias")?
+        .host_alias
         .unwrap_or_else(|| flyte_debug_client::DEFAULT_ALIAS.to_owned());
     let debug_dir = host.layout().debug();
-    let host_key_alias = match (info.string("host_key_alias")?, info.string("run_name")?) {
+    let host_key_alias = match (info.host_key_alias, info.run_name) {
         (Some(given), _) => given,
         // One name per project, domain, run and action: a new debug pod has a new host key
         // (the map `debug::connect` returns names its own; this is for maps a script builds).
@@ -52,30 +97,30 @@ fn debug_host(
                 flyte_debug_client::DEFAULT_DOMAIN,
                 &run,
             ),
-            &info
-                .string("action_name")?
-                .unwrap_or_else(|| flyte_debug_client::DEFAULT_ACTION.to_owned()),
+            info.action_name
+                .as_deref()
+                .unwrap_or(flyte_debug_client::DEFAULT_ACTION),
         ),
         (None, None) => format!("{alias}.flyte-debug"),
     };
-    let proxy_program = match info.string("proxy_program")? {
+    let proxy_program = match info.proxy_program {
         Some(p) => PathBuf::from(p),
         None => crate::paths::proxy_program().map_err(|e| script_err(ctx, format!("{e:#}")))?,
     };
-    let host_key = info.string("host_key")?;
+    let host_key = info.host_key;
     let block = DebugHost {
-        user: info.string("user")?.unwrap_or_else(|| "root".to_owned()),
+        user: info.user.unwrap_or_else(|| "root".to_owned()),
         identity_file: info
-            .string("identity_file")?
+            .identity_file
             .map_or_else(|| debug_dir.private_key(), PathBuf::from),
         proxy_program,
-        wss_url: required("wss_url")?,
+        wss_url,
         headers_file: info
-            .string("headers_file")?
+            .headers_file
             .map_or_else(|| debug_dir.headers(&alias), PathBuf::from),
         host_key_alias,
         known_hosts_file: info
-            .string("known_hosts_file")?
+            .known_hosts_file
             .map_or_else(|| debug_dir.known_hosts(), PathBuf::from),
         host_key_check: if host_key.is_some() {
             HostKeyCheck::Pinned
@@ -93,18 +138,17 @@ fn edit_options(
     func: &'static str,
     opts: &Map,
 ) -> ScriptResult<EditOptions> {
-    let opts = Opts::new(ctx, func, opts, &["config_path", "dry_run"])?;
+    let opts: EditOpts = options(ctx, func, opts)?;
     Ok(EditOptions {
         config_path: opts
-            .string("config_path")?
+            .config_path
             .map_or_else(|| host.layout().ssh_config(), PathBuf::from),
-        dry_run: host.dry_run || opts.bool("dry_run")?.unwrap_or(false),
+        dry_run: host.dry_run || opts.dry_run.unwrap_or(false),
     })
 }
 
 /// What scripts get back from install and remove; a dry run also prints its diff.
-fn outcome_map(outcome: Outcome) -> Map {
-    let mut map = Map::new();
+fn edited(outcome: Outcome) -> Edited {
     let (path, changed, diff) = match outcome {
         Outcome::Written { path } => (path, true, None),
         Outcome::Unchanged { path } | Outcome::NotPresent { path } => (path, false, None),
@@ -113,10 +157,11 @@ fn outcome_map(outcome: Outcome) -> Map {
             (path, false, Some(diff))
         }
     };
-    map.insert("path".into(), Dynamic::from(path.display().to_string()));
-    map.insert("changed".into(), Dynamic::from(changed));
-    map.insert("diff".into(), diff.map_or(Dynamic::UNIT, Dynamic::from));
-    map
+    Edited {
+        path: path.display().to_string(),
+        changed,
+        diff,
+    }
 }
 
 pub(super) fn module(host: &Arc<Host>) -> Module {
@@ -139,65 +184,46 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
 
     let h = Arc::clone(host);
     // ssh::install(info, opts) -> #{ path, changed, diff }
-    let install = move |ctx: NativeCallContext<'_>, info: Map, opts: Map| -> ScriptResult<Map> {
-        let (block, host_key) = debug_host(&ctx, "ssh::install", &h, &info)?;
-        let options = edit_options(&ctx, &h, "ssh::install", &opts)?;
-        let outcome = flyte_debug_client::ssh::install(&block, host_key.as_deref(), &options)
-            .map_err(|e| script_err(&ctx, e))?;
-        Ok(outcome_map(outcome))
-    };
-    let install_no_opts = install.clone();
-    documented("install", &["info: Map", "opts: Map", "Map"], "Install the Host block in the ssh config (a managed block; nothing else in the file\nchanges) and pin the host key; returns #{ path, changed, diff }.\nopts: config_path (default ~/.ssh/config), dry_run.")
-        .set_into_module(&mut module, install);
-    documented(
+    with_options!(
+        &mut module,
+        "ssh",
         "install",
-        &["info: Map", "Map"],
-        "`ssh::install(info, #{})`.",
-    )
-    .set_into_module(&mut module, move |ctx: NativeCallContext<'_>, info: Map| {
-        install_no_opts(ctx, info, Map::new())
-    });
+        (info: Map => "info: Map") -> "Map",
+        "Install the Host block in the ssh config (a managed block; nothing else in the file\nchanges) and pin the host key; returns #{ path, changed, diff }.\nopts: config_path (default ~/.ssh/config), dry_run.",
+        move |ctx: &NativeCallContext<'_>, info: Map, opts: &Map| -> ScriptResult<Map> {
+            let (block, host_key) = debug_host(ctx, "ssh::install", &h, &info)?;
+            let options = edit_options(ctx, &h, "ssh::install", opts)?;
+            let outcome = flyte_debug_client::ssh::install(&block, host_key.as_deref(), &options)
+                .map_err(|e| script_err(ctx, e))?;
+            to_map(ctx, &edited(outcome))
+        },
+    );
 
     let h = Arc::clone(host);
     // ssh::remove(alias, opts) -> #{ path, changed, diff }
-    let remove = move |ctx: NativeCallContext<'_>, alias: &str, opts: Map| -> ScriptResult<Map> {
-        let options = edit_options(&ctx, &h, "ssh::remove", &opts)?;
-        flyte_ssh_config::remove(&options, alias)
-            .map(outcome_map)
-            .map_err(|e| script_err(&ctx, e))
-    };
-    let remove_no_opts = remove.clone();
-    documented("remove", &["alias: String", "opts: Map", "Map"], "Remove the managed Host block of `alias`; returns #{ path, changed, diff }.\nopts: config_path, dry_run.")
-        .set_into_module(&mut module, remove);
-    documented(
-        "remove",
-        &["alias: String", "Map"],
-        "`ssh::remove(alias, #{})`.",
-    )
-    .set_into_module(
+    with_options!(
         &mut module,
-        move |ctx: NativeCallContext<'_>, alias: &str| remove_no_opts(ctx, alias, Map::new()),
+        "ssh",
+        "remove",
+        (alias: &str => "alias: String") -> "Map",
+        "Remove the managed Host block of `alias`; returns #{ path, changed, diff }.\nopts: config_path, dry_run.",
+        move |ctx: &NativeCallContext<'_>, alias: &str, opts: &Map| -> ScriptResult<Map> {
+            let options = edit_options(ctx, &h, "ssh::remove", opts)?;
+            let outcome = flyte_ssh_config::remove(&options, alias).map_err(|e| script_err(ctx, e))?;
+            to_map(ctx, &edited(outcome))
+        },
     );
 
     let h = Arc::clone(host);
     // ssh::exec(alias, command, opts) -> #{ code, stdout, stderr }
-    let exec = move |ctx: NativeCallContext<'_>,
-                     alias: &str,
-                     command: Dynamic,
-                     opts: Map|
-          -> ScriptResult<Map> { exec(&ctx, &h, alias, command, &opts) };
-    let exec_no_opts = exec.clone();
-    documented("exec", &["alias: String", "command: ?", "opts: Map", "Map"], "Run `command` (a string for the remote shell, or an array of words) on `alias` with the\nsystem OpenSSH client; returns #{ code, stdout, stderr }.\nopts: config_path, timeout (seconds), input, check.")
-        .set_into_module(&mut module, exec);
-    documented(
-        "exec",
-        &["alias: String", "command: ?", "Map"],
-        "`ssh::exec(alias, command, #{})`.",
-    )
-    .set_into_module(
+    with_options!(
         &mut module,
-        move |ctx: NativeCallContext<'_>, alias: &str, command: Dynamic| {
-            exec_no_opts(ctx, alias, command, Map::new())
+        "ssh",
+        "exec",
+        (alias: &str => "alias: String", command: Dynamic => "command: ?") -> "Map",
+        "Run `command` (a string for the remote shell, or an array of words) on `alias` with the\nsystem OpenSSH client; returns #{ code, stdout, stderr }.\nopts: config_path, timeout (seconds), input, check.",
+        move |ctx: &NativeCallContext<'_>, alias: &str, command: Dynamic, opts: &Map| {
+            exec(ctx, &h, alias, command, opts)
         },
     );
     module
@@ -236,34 +262,24 @@ fn exec(
     command: Dynamic,
     opts: &Map,
 ) -> ScriptResult<Map> {
-    let o = Opts::new(
-        ctx,
-        "ssh::exec",
-        opts,
-        &["config_path", "timeout", "input", "check"],
-    )?;
+    const FUNC: &str = "ssh::exec";
+    let o: ExecOpts = options(ctx, FUNC, opts)?;
     flyte_ssh_config::validate_alias(alias).map_err(|e| script_err(ctx, e))?;
     let config = o
-        .string("config_path")?
+        .config_path
         .map_or_else(|| host.layout().ssh_config(), PathBuf::from);
     let timeout = host.bound(
-        o.seconds("timeout")?
-            .unwrap_or(std::time::Duration::from_mins(2)),
+        seconds(ctx, FUNC, "timeout", o.timeout)?.unwrap_or(std::time::Duration::from_mins(2)),
     );
-    let input = o.string("input")?;
-    let check = o.bool("check")?.unwrap_or(false);
+    let (input, check) = (o.input, o.check.unwrap_or(false));
     let remote = remote_command(ctx, command)?;
-    let mut map = Map::new();
     if host.dry_run {
         println!(
             "dry-run: ssh -F {} -o BatchMode=yes {alias} {}",
             shown(ctx, &config.display().to_string())?,
             shown(ctx, &remote)?
         );
-        map.insert("code".into(), Dynamic::from(0_i64));
-        map.insert("stdout".into(), Dynamic::from(String::new()));
-        map.insert("stderr".into(), Dynamic::from(String::new()));
-        return Ok(map);
+        return to_map(ctx, &Ran::default());
     }
     let output = host
         .block_on(flyte_debug_client::ssh::exec(
@@ -281,8 +297,12 @@ fn exec(
             ),
         ));
     }
-    map.insert("code".into(), Dynamic::from(i64::from(code)));
-    map.insert("stdout".into(), Dynamic::from(output.stdout));
-    map.insert("stderr".into(), Dynamic::from(stderr));
-    Ok(map)
+    to_map(
+        ctx,
+        &Ran {
+            code: i64::from(code),
+            stdout: output.stdout,
+            stderr,
+        },
+    )
 }
