@@ -1,6 +1,8 @@
 //! flyte-api and flyte-auth against flyte-testkit's stand-in for a Flyte deployment that is not
 //! our sandbox (generated Connect servers on 127.0.0.1, another token header, a token endpoint
 //! that can be told to fail).
+#![allow(clippy::disallowed_methods)]
+// Tests write fixtures and start processes directly.
 
 // Helpers outside #[test] functions may unwrap too: this whole file is test code.
 #![allow(clippy::unwrap_used)]

@@ -152,6 +152,10 @@ pub fn store(path: &Path, endpoint: &str, token: &Token) -> Result<()> {
     Ok(())
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests write their fixtures directly"
+)]
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,3 +1,4 @@
+#![allow(clippy::disallowed_methods)] // Tests write their fixtures directly.
 use super::*;
 
 fn places(root: &Path) -> SearchPlaces {

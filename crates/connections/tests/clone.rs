@@ -1,6 +1,6 @@
 //! Real git over a real sshd on 127.0.0.1: repositories made by the test, cloned with the
 //! connection's key and the server's host key pinned from the secret's known_hosts.
-
+#![allow(clippy::disallowed_methods)] // Tests write fixtures and start processes directly.
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt as _;

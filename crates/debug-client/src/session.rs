@@ -408,6 +408,10 @@ async fn probe_until_open(
     }
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests write their fixtures directly"
+)]
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -153,6 +153,10 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Sandbox(command) => crate::sandbox::run(&command),
             Command::Config(command) => crate::config::run(&command),
             Command::Doctor { endpoint } => crate::doctor::run(endpoint),
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "generated documents in the repository, not files a user keeps"
+            )]
             Command::ScriptReference { dir } => {
                 std::fs::create_dir_all(&dir)?;
                 for (name, text) in script::reference::files()? {

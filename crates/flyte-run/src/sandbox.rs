@@ -69,6 +69,10 @@ fn running(dir: &SandboxDir) -> Option<(u32, String)> {
 
 /// The lock `start` holds while it checks for a sandbox and starts one, so concurrent starts
 /// queue: the first starts the sandbox, the others find it running.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a lock file: opened in place (never replaced, or the lock would split), 0600 at open"
+)]
 fn start_lock(dir: &SandboxDir) -> anyhow::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.start_lock();
@@ -172,6 +176,10 @@ pub(crate) fn start(dir: &SandboxDir, args: &ServeArgs) -> anyhow::Result<(u32, 
     // Forget a stale announcement from a sandbox that died without cleaning up.
     let _ = std::fs::remove_file(dir.endpoint_file());
     let log_path = dir.log_file();
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the sandbox's log, appended to while it serves: opened in place, 0600 at open"
+    )]
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -1,4 +1,6 @@
 //! The `flyte-run` binary as users run it: scripts, errors, and the keys/kservice modules.
+#![allow(clippy::disallowed_methods)]
+// Tests write fixtures and start processes directly.
 
 // Helpers outside #[test] functions may unwrap too: this whole file is test code.
 #![allow(clippy::unwrap_used)]

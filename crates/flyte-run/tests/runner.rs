@@ -1,7 +1,7 @@
 //! `runner::` and playbooks/runner.rhai through the real chain: the system ssh client, a real
 //! sshd as the management host, bash, curl and python3; `incus` and `kubectl` are the testkit's
 //! stand-in scripts.
-
+#![allow(clippy::disallowed_methods)] // Tests write fixtures and start processes directly.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Output;

@@ -222,6 +222,10 @@ fn tidy(path: PathBuf) -> PathBuf {
     }
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests write their fixtures directly"
+)]
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::MetadataExt;

@@ -33,6 +33,10 @@ pub struct InstanceLock {
     _file: File,
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a lock file: opened in place (never replaced, or the lock would split), 0600 at open"
+)]
 fn open(dir: &Path) -> std::io::Result<File> {
     OpenOptions::new()
         .read(true)
@@ -91,6 +95,10 @@ pub fn holder(dir: &Path) -> Holder {
     }
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests write their fixtures directly"
+)]
 #[cfg(test)]
 mod tests {
     use super::*;

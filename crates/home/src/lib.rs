@@ -304,6 +304,10 @@ pub enum HomeError {
 /// `Result` with this crate's error.
 pub type Result<T, E = HomeError> = std::result::Result<T, E>;
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests write their fixtures directly"
+)]
 #[cfg(test)]
 mod tests {
     use super::*;

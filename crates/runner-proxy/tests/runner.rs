@@ -1,7 +1,7 @@
 //! The runner proxy through the real pieces that can run here: the system ssh client, a real
 //! sshd on 127.0.0.1 as the management host, bash, curl and python3. Only `incus` and `kubectl`
 //! are stand-ins (fixtures/), scripts that behave like their interfaces.
-
+#![allow(clippy::disallowed_methods)] // Tests write fixtures and start processes directly.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;

@@ -837,6 +837,10 @@ impl workflow::RunService for Api {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    #![allow(
+        clippy::disallowed_methods,
+        reason = "tests write their fixtures directly"
+    )]
     use super::*;
 
     #[tokio::test]

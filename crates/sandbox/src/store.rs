@@ -109,6 +109,10 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self> {
         // Created 0600 before SQLite sees it: SQLite would create it (and its -wal and -shm
         // files, which take the database's mode) as 0644 less the umask.
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "SQLite writes its database in place; this only sets its mode before it does"
+        )]
         {
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::OpenOptions::new()

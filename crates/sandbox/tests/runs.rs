@@ -1,4 +1,6 @@
 //! Runs executed as local processes through the reconciler, driven over the real API.
+#![allow(clippy::disallowed_methods)]
+// Tests write fixtures and start processes directly.
 
 // Helpers outside #[test] functions may unwrap too: this whole file is test code.
 #![allow(clippy::unwrap_used)]

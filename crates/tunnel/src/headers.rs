@@ -50,6 +50,10 @@ pub fn read_headers_file(path: &Path) -> Result<Vec<Header>> {
     Ok(headers)
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests write their fixtures directly"
+)]
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,7 +60,7 @@ fn clone(
         } else {
             let layout = host.layout();
             let dir = layout.flyte_dir();
-            std::fs::create_dir_all(&dir)
+            flyte_fs::create_private_dir(&dir)
                 .map_err(|e| script_err(ctx, format!("git::clone: {}: {e}", dir.display())))?;
             layout.git_known_hosts()
         };

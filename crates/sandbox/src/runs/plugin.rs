@@ -98,6 +98,10 @@ pub(super) fn start(
             .create(dir)
             .map_err(|e| machine(e, &format!("cannot create {}", dir.display())))?;
     }
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a log the task appends to while it runs: opened in place, 0600 at open"
+    )]
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
