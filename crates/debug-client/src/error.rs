@@ -49,10 +49,10 @@ pub enum DebugClientError {
     )]
     NotRelaunchable { run: String },
     #[error(
-        "the debug run {name} has already ended ({phase}), and run names stay taken; relaunch \
-         under another name with --name NAME"
+        "the debug runs {first} to {last} have all ended, and run names stay taken; launch under \
+         another name (flyte-run debug --name NAME, or a playbook's --set run=NAME)"
     )]
-    DebugRunEnded { name: String, phase: String },
+    DebugRunsEnded { first: String, last: String },
     #[error("{0}; or pass use_api_key to use the stored API key")]
     RouteAuthRefused(TunnelError),
     #[error("the debug route {url} did not start serving within the timeout: {last}")]

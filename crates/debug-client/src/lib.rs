@@ -30,8 +30,9 @@ pub use control_plane::{
 };
 pub use error::{DebugClientError, Result};
 pub use names::{
-    DEFAULT_ACTION, DEFAULT_ALIAS, DEFAULT_DOMAIN, DEFAULT_PROJECT, debug_run_name, host_key_alias,
-    launch_env, route_is_private, route_url, token_may_go_to,
+    DEFAULT_ACTION, DEFAULT_ALIAS, DEFAULT_DOMAIN, DEFAULT_PROJECT, MAX_NAME_CANDIDATES,
+    MAX_RUN_NAME, debug_run_name, host_key_alias, launch_env, route_is_private, route_url,
+    run_name_candidates, token_may_go_to,
 };
 pub use progress::{NoProgress, Progress};
 pub use session::{ConnectOptions, Connection, connect, fetch_route_host_key};

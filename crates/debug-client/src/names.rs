@@ -39,6 +39,27 @@ pub fn debug_run_name(run: &str) -> Result<String> {
     Ok(format!("{base}-dbg"))
 }
 
+/// Flyte's limit on a run name's length (a DNS label: the names become Kubernetes objects).
+pub const MAX_RUN_NAME: usize = 63;
+
+/// How many names [`run_name_candidates`] offers: a debug run ended this often is a sign to pick
+/// another base name, not to go on counting.
+pub const MAX_NAME_CANDIDATES: usize = 50;
+
+/// The names a debug run may take, in the order the reuse policy tries them (see
+/// `runs::debug_run`): `name`, then `name-2` … `name-50`, the base cut (and any `-` it then ends
+/// with dropped) so that each fits [`MAX_RUN_NAME`].
+pub fn run_name_candidates(name: &str) -> Vec<String> {
+    let mut names = vec![name.to_owned()];
+    for n in 2..=MAX_NAME_CANDIDATES {
+        let suffix = format!("-{n}");
+        let room = MAX_RUN_NAME.saturating_sub(suffix.len());
+        let base: String = name.chars().take(room).collect();
+        names.push(format!("{}{suffix}", base.trim_end_matches('-')));
+    }
+    names
+}
+
 /// The WebSocket URL of a route `uri`: absolute as it is, relative joined to the endpoint's host
 /// over https; then https -> wss, http -> ws.
 pub fn route_url(uri: &str, endpoint: &Endpoint) -> String {
@@ -133,6 +154,29 @@ pub fn route_is_private(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidate_names_count_up_and_fit_flytes_limit() {
+        let long = "a".repeat(63);
+        let ends_in_dash = format!("{}-b", "a".repeat(60));
+        for (name, index, want) in [
+            ("train-dbg", 0, "train-dbg".to_owned()),
+            ("train-dbg", 1, "train-dbg-2".to_owned()),
+            ("train-dbg", 49, "train-dbg-50".to_owned()),
+            (long.as_str(), 1, format!("{}-2", "a".repeat(61))),
+            (long.as_str(), 49, format!("{}-50", "a".repeat(60))),
+            // Cut right after a '-': no "--" in the name.
+            (ends_in_dash.as_str(), 1, format!("{}-2", "a".repeat(60))),
+        ] {
+            let names = run_name_candidates(name);
+            assert_eq!(names.len(), MAX_NAME_CANDIDATES);
+            assert_eq!(names[index], want, "{name} #{index}");
+            assert!(
+                names.iter().skip(1).all(|n| n.len() <= MAX_RUN_NAME),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn host_keys_are_fetched_only_over_tls_or_loopback() {

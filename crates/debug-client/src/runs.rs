@@ -101,25 +101,16 @@ pub async fn launch_debug(
     launch(plane, request).await
 }
 
-/// What [`relaunch`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Relaunched {
-    /// The debug run was created now.
-    Launched,
-    /// A run of that name appeared meanwhile (a concurrent relaunch won): connect to it.
-    AlreadyThere,
-}
-
-/// Launch the task of `original`'s action `action` again with SSH debug on, as `name`, with the
-/// original run's settings (environment, labels) and the debug variables on top
-/// ([`crate::launch_env`] for `public_key`).
-pub async fn relaunch(
+/// The request that launches the task of `original`'s action `action` again with SSH debug on,
+/// as `id`, with the original run's settings (environment, labels) and the debug variables on
+/// top ([`crate::launch_env`] for `public_key`).
+pub async fn relaunch_request(
     plane: &ControlPlane,
     original: &RunIdentifier,
     action: &str,
-    name: &str,
     public_key: &str,
-) -> Result<Relaunched> {
+    id: RunIdentifier,
+) -> Result<CreateRunRequest> {
     let details = existing_action(plane, original, action).await?;
     let task = match details.spec {
         Some(action_details::Spec::Task(task)) => *task,
@@ -129,8 +120,7 @@ pub async fn relaunch(
             });
         }
     };
-    let runs = run_service(plane)?;
-    let original_spec = runs
+    let original_spec = run_service(plane)?
         .get_run_details(GetRunDetailsRequest {
             run_id: MessageField::some(original.clone()),
             ..Default::default()
@@ -158,8 +148,7 @@ pub async fn relaunch(
         env.retain(|(k, _)| *k != key);
         env.push((key, value));
     }
-    let id = flyte_api::request::run_id(&original.project, &original.domain, name);
-    let request = CreateRunRequest {
+    Ok(CreateRunRequest {
         id: Some(id.into()),
         task: Some(task.into()),
         run_spec: MessageField::some(RunSpec {
@@ -177,14 +166,116 @@ pub async fn relaunch(
             ..original_spec
         }),
         ..CreateRunRequest::default()
-    };
-    match runs.create_run(request).await.owned() {
-        Ok(_) => Ok(Relaunched::Launched),
-        Err(e) if e.code == Code::AlreadyExists => Ok(Relaunched::AlreadyThere),
-        Err(source) => Err(DebugClientError::Launch {
-            name: name.to_owned(),
-            source,
-        }),
+    })
+}
+
+/// Where the reuse policy stands for a base name: the run to reuse or the name to launch, and
+/// the names passed over because their runs had ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameChoice {
+    pub name: String,
+    /// The phase of a live run of that name (reuse it); `None`: the name is free.
+    pub live_phase: Option<String>,
+    /// Names passed over, with the phase their run ended in.
+    pub ended: Vec<(String, String)>,
+}
+
+/// A debug run the reuse policy settled on ([`debug_run`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebugRun {
+    pub name: String,
+    /// Launched now; `false`: a live run of that name is reused.
+    pub launched: bool,
+    /// The reused run's phase when it was looked at (`None` when launched now).
+    pub phase: Option<String>,
+    /// Names passed over, with the phase their run ended in.
+    pub ended: Vec<(String, String)>,
+}
+
+/// The reuse policy's look, without launching anything (what a dry run reports): of
+/// [`crate::run_name_candidates`]`(name)` in `project`/`domain`, the first live run or free name;
+/// runs that ended are passed over, since run names stay taken.
+pub async fn choose_debug_run(
+    plane: &ControlPlane,
+    (project, domain): (&str, &str),
+    name: &str,
+) -> Result<NameChoice> {
+    let mut ended = Vec::new();
+    for candidate in crate::run_name_candidates(name) {
+        let id = flyte_api::request::run_id(project, domain, &candidate);
+        match action_details(plane, &id, crate::DEFAULT_ACTION).await? {
+            Some(details) if details.status.phase.is_terminal() => {
+                ended.push((candidate, details.status.phase.short_name()));
+            }
+            Some(details) => {
+                return Ok(NameChoice {
+                    name: candidate,
+                    live_phase: Some(details.status.phase.short_name()),
+                    ended,
+                });
+            }
+            None => {
+                return Ok(NameChoice {
+                    name: candidate,
+                    live_phase: None,
+                    ended,
+                });
+            }
+        }
+    }
+    Err(DebugClientError::DebugRunsEnded {
+        first: name.to_owned(),
+        last: ended.pop().map(|(n, _)| n).unwrap_or_default(),
+    })
+}
+
+/// How often [`debug_run`] looks again after another process took the name it was launching.
+const MAX_RACES: usize = 3;
+
+/// The one reuse policy for debug runs, of `flyte-run debug` and of the playbooks: reuse the live
+/// run [`choose_debug_run`] finds, else launch `request_for(id)` under the free name it finds. A
+/// run of that name created meanwhile by another process is looked at again, not an error, so
+/// concurrent callers end on one run.
+pub async fn debug_run<F, Fut>(
+    plane: &ControlPlane,
+    (project, domain): (&str, &str),
+    name: &str,
+    request_for: F,
+) -> Result<DebugRun>
+where
+    F: Fn(RunIdentifier) -> Fut,
+    Fut: Future<Output = Result<CreateRunRequest>>,
+{
+    let mut races = 0;
+    loop {
+        let choice = choose_debug_run(plane, (project, domain), name).await?;
+        if choice.live_phase.is_some() {
+            return Ok(DebugRun {
+                name: choice.name,
+                launched: false,
+                phase: choice.live_phase,
+                ended: choice.ended,
+            });
+        }
+        let request =
+            request_for(flyte_api::request::run_id(project, domain, &choice.name)).await?;
+        match run_service(plane)?.create_run(request).await.owned() {
+            Ok(_) => {
+                return Ok(DebugRun {
+                    name: choice.name,
+                    launched: true,
+                    phase: None,
+                    ended: choice.ended,
+                });
+            }
+            Err(e) if e.code == Code::AlreadyExists && races < MAX_RACES => races += 1,
+            Err(source) => {
+                return Err(DebugClientError::Launch {
+                    name: choice.name,
+                    source,
+                });
+            }
+        }
     }
 }
 

@@ -6,9 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use flyte_api::ActionPhaseExt;
 use flyte_api::idl::flyteidl2::common::RunIdentifier;
-use flyte_debug_client::runs::{self, Relaunched};
+use flyte_debug_client::runs;
 use flyte_debug_client::{self as debug, ConnectOptions, DebugClientError, EditOptions, Outcome};
 
 use crate::context::AppContext;
@@ -47,8 +46,9 @@ pub(crate) struct DebugArgs {
     /// Mint a new token even if a cached one is still valid.
     #[arg(long)]
     refresh_token: bool,
-    /// The debug run's name, instead of the one derived from RUN (e.g. when that one has
-    /// ended: run names stay taken).
+    /// The debug run's name, instead of the one derived from RUN. As with the derived one, a
+    /// live run of that name is reused, and an ended one (run names stay taken) is passed over to
+    /// NAME-2, NAME-3 ...
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
     /// Give up waiting for the run and its route after this many seconds (at most a week).
@@ -102,35 +102,23 @@ pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
         None => debug::debug_run_name(&args.run)?,
     };
     let plane = control_plane::connect(&host, WhenNone::Fail).map_err(|e| anyhow!(e))?;
-    let existing = host.block_on(runs::action_details(
-        &plane,
-        &run_id(args, &host, &name),
-        debug::DEFAULT_ACTION,
-    ))?;
-    if let Some(details) = &existing
-        && details.status.phase.is_terminal()
-    {
-        return Err(DebugClientError::DebugRunEnded {
-            name,
-            phase: details.status.phase.short_name(),
-        }
-        .into());
-    }
+    let (project, domain) = project_and_domain(args, &host);
     if args.dry_run {
-        match &existing {
-            Some(details) => println!(
-                "dry-run: would reconnect to the debug run {name} ({})",
-                details.status.phase.short_name()
+        let choice = host.block_on(runs::choose_debug_run(&plane, (&project, &domain), &name))?;
+        say_ended(&choice.ended);
+        match &choice.live_phase {
+            Some(phase) => println!(
+                "dry-run: would reconnect to the debug run {} ({phase})",
+                choice.name
             ),
             None => println!(
-                "dry-run: would relaunch the task of {}/{} as {name} with SSH debug on, then connect",
-                args.run, args.action
+                "dry-run: would relaunch the task of {}/{} as {} with SSH debug on, then connect",
+                args.run, args.action, choice.name
             ),
         }
         return Ok(ExitCode::SUCCESS);
     }
-    launch_or_reuse(&host, &plane, args, &name, existing.as_ref())?;
-    let (project, domain) = project_and_domain(args, &host);
+    let name = launch_or_reuse(&host, &plane, args, &name)?;
     let options = ConnectOptions {
         project,
         domain,
@@ -171,38 +159,37 @@ pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
     install(args, &connection, &edit)
 }
 
-/// Relaunch RUN's task as `name` unless `existing` (the debug run, if it exists) is still there.
+/// Debug runs passed over because they ended.
+fn say_ended(ended: &[(String, String)]) {
+    for (name, phase) in ended {
+        eprintln!("the debug run {name} has ended ({phase}); run names stay taken");
+    }
+}
+
+/// The debug run to connect to, by the one reuse policy (`runs::debug_run`): a live one under
+/// `name` (or its numbered successors) is reused, else RUN's task is relaunched under the first
+/// free one. Its name.
 fn launch_or_reuse(
     host: &AppContext,
     plane: &flyte_debug_client::ControlPlane,
     args: &DebugArgs,
     name: &str,
-    existing: Option<&flyte_api::idl::flyteidl2::workflow::ActionDetails>,
-) -> anyhow::Result<()> {
-    if let Some(details) = existing {
-        eprintln!(
-            "reconnecting to the debug run {name} ({})",
-            details.status.phase.short_name()
-        );
-        return Ok(());
-    }
+) -> anyhow::Result<String> {
     let pair = flyte_keys::ensure_keypair(host.layout().debug().path())?;
-    let relaunched = host.block_on(runs::relaunch(
-        plane,
-        &run_id(args, host, &args.run),
-        &args.action,
-        name,
-        &pair.public_key,
-    ))?;
-    match relaunched {
-        Relaunched::Launched => {
-            eprintln!("launched {name}: run {} again with SSH debug on", args.run);
-        }
-        Relaunched::AlreadyThere => {
-            eprintln!("reconnecting to the debug run {name} (launched meanwhile)");
-        }
+    let original = run_id(args, host, &args.run);
+    let (project, domain) = project_and_domain(args, host);
+    let run = host.block_on(runs::debug_run(plane, (&project, &domain), name, |id| {
+        runs::relaunch_request(plane, &original, &args.action, &pair.public_key, id)
+    }))?;
+    say_ended(&run.ended);
+    match &run.phase {
+        Some(phase) => eprintln!("reconnecting to the debug run {} ({phase})", run.name),
+        None => eprintln!(
+            "launched {}: run {} again with SSH debug on",
+            run.name, args.run
+        ),
     }
-    Ok(())
+    Ok(run.name)
 }
 
 /// `--write-config`: install the Host block (and pin its key), then say what to type.

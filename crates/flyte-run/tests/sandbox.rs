@@ -640,6 +640,21 @@ fn the_debug_playbook_leaves_a_working_pinned_ssh_alias() {
         "{text}"
     );
     assert!(text.contains("(Host flyte-debug, unchanged)"), "{text}");
+
+    // The run ended: its name stays taken, so the next one is passed over to `-2` (the same
+    // policy as `flyte-run debug`), and ssh reaches the new run through the same alias.
+    let out = home.run(&["-e", r#"runs::abort("flyte-run-debug"); runs::wait("flyte-run-debug", #{ phase: "ABORTED", timeout: 60, poll_interval: 0 })"#]);
+    assert_eq!(stdout(&out), "ABORTED\n");
+    let third = playbook(&home);
+    let text = stdout(&third);
+    assert!(third.status.success(), "{text}");
+    for want in [
+        "ended:       run flyte-run-debug (ABORTED), passed over",
+        "launched:    run flyte-run-debug-2 in debug mode",
+        "checked:     connected as ",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
 }
 
 /// Issue 15's done-when: another Rust program gets a pinned, working ssh alias for a debug run
@@ -789,33 +804,33 @@ fn flyte_run_debug_relaunches_a_run_and_reconnects() {
     the_shell_opens_in_the_task(&home);
 }
 
-/// An ended debug run keeps its name: `flyte-run debug` says so, and relaunches under --name.
+/// An ended debug run keeps its name: `flyte-run debug` passes it over to the next free one
+/// (the playbooks' policy too), and says so; a dry run tells which it would take.
 fn ended_debug_runs_keep_their_names(home: &Home) {
-    // An ended debug run keeps its name: say so, and relaunch under --name.
     let out = home.run(&["-e", r#"runs::abort("train-dbg"); runs::wait("train-dbg", #{ phase: "ABORTED", timeout: 60, poll_interval: 0 })"#]);
     assert_eq!(stdout(&out), "ABORTED\n");
-    let out = home.run(&["debug", "utrain"]);
+    let out = home.run(&["debug", "utrain", "--dry-run"]);
+    assert_eq!(
+        stdout(&out),
+        "dry-run: would relaunch the task of utrain/a0 as train-dbg-2 with SSH debug on, then connect\n"
+    );
+    let out = home.run(&["debug", "utrain", "--poll-interval", "0"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr.contains("the debug run train-dbg has already ended (ABORTED), and run names stay taken; relaunch under another name with --name NAME"),
-        "{stderr}"
-    );
-    let out = home.run(&[
-        "debug",
-        "utrain",
-        "--name",
-        "train-dbg-2",
-        "--poll-interval",
-        "0",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{stderr}");
+    for want in [
+        "the debug run train-dbg has ended (ABORTED); run names stay taken",
+        "launched train-dbg-2: run utrain again with SSH debug on",
+    ] {
+        assert!(stderr.contains(want), "{want}: {stderr}");
+    }
     assert!(
         stdout(&out).contains("HostKeyAlias train-dbg-2.a0.development.flytesnacks.flyte-debug")
+    );
+    // Named explicitly, the live run is reused.
+    let out = home.run(&["debug", "utrain", "--name", "train-dbg-2", "--dry-run"]);
+    assert_eq!(
+        stdout(&out),
+        "dry-run: would reconnect to the debug run train-dbg-2 (RUNNING)\n"
     );
 }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Host;
 use super::opts::{
-    ScriptResult, documented, expand_home, options, script_err, seconds, to_map, with_options,
+    ScriptResult, Text, documented, expand_home, options, script_err, seconds, to_map, with_options,
 };
 use crate::progress::Spinner;
 use flyte_debug_client::{self as debug, ConnectOptions, Connection};
@@ -51,6 +51,119 @@ struct SshDebug {
     known_hosts_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     proxy_program: Option<String>,
+}
+
+/// What `debug::launch_or_reuse` takes: a `runs::launch` spec without its name.
+#[derive(Deserialize)]
+struct DebugSpec {
+    command: Option<Vec<String>>,
+    env: Option<std::collections::BTreeMap<String, Text>>,
+    project: Option<String>,
+    domain: Option<String>,
+}
+
+/// What `debug::launch_or_reuse` returns.
+#[derive(Serialize)]
+struct Chosen {
+    name: String,
+    launched: bool,
+    /// The reused run's phase; `()` when launched now.
+    phase: Option<String>,
+    ended: Vec<Ended>,
+}
+
+#[derive(Serialize)]
+struct Ended {
+    name: String,
+    phase: String,
+}
+
+/// `debug::launch_or_reuse(name, spec)`: the one reuse policy (`runs::debug_run`) for a run of
+/// `spec.command` in debug mode.
+fn launch_or_reuse(
+    ctx: &NativeCallContext<'_>,
+    host: &Host,
+    name: &str,
+    spec: &Map,
+) -> ScriptResult<Map> {
+    const FUNC: &str = "debug::launch_or_reuse";
+    let spec: DebugSpec = options(ctx, FUNC, spec)?;
+    let command = spec.command.ok_or_else(|| {
+        script_err(
+            ctx,
+            format!("{FUNC}: the spec needs `command`, an array such as [\"sleep\", \"3600\"]"),
+        )
+    })?;
+    let extra: Vec<(String, String)> = spec
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    let (project, domain) = {
+        let id = super::runs::run_id(host, name, spec.project.as_deref(), spec.domain.as_deref());
+        (id.project, id.domain)
+    };
+    let pair =
+        flyte_keys::ensure_keypair(host.layout().debug().path()).map_err(|e| script_err(ctx, e))?;
+    let request_for = |id| {
+        flyte_api::request::create_run(
+            id,
+            flyte_api::request::container_task(command.clone(), []),
+            debug::launch_env(&pair.public_key, extra.clone()),
+        )
+    };
+    let ended = |ended: Vec<(String, String)>| {
+        ended
+            .into_iter()
+            .map(|(name, phase)| Ended { name, phase })
+            .collect()
+    };
+    let failed = |e: &dyn std::fmt::Display| script_err(ctx, format!("{FUNC} {name:?}: {e}"));
+    if host.dry_run {
+        let choice = if super::runs::nowhere_to_look(host, name) {
+            debug::runs::NameChoice {
+                name: name.to_owned(),
+                live_phase: None,
+                ended: Vec::new(),
+            }
+        } else {
+            let plane = super::runs::connect(host).map_err(|e| failed(&e))?;
+            host.block_on(debug::runs::choose_debug_run(
+                &plane,
+                (&project, &domain),
+                name,
+            ))
+            .map_err(|e| failed(&e))?
+        };
+        if choice.live_phase.is_none() {
+            let id = flyte_api::request::run_id(&project, &domain, &choice.name);
+            super::runs::dry_run_launch(&id, &request_for(id.clone()));
+        }
+        let chosen = Chosen {
+            launched: choice.live_phase.is_none(),
+            name: choice.name,
+            phase: choice.live_phase,
+            ended: ended(choice.ended),
+        };
+        return to_map(ctx, &chosen);
+    }
+    let plane = super::runs::connect(host).map_err(|e| failed(&e))?;
+    let run = host
+        .block_on(debug::runs::debug_run(
+            &plane,
+            (&project, &domain),
+            name,
+            |id| std::future::ready(Ok(request_for(id))),
+        ))
+        .map_err(|e| failed(&e))?;
+    let chosen = Chosen {
+        name: run.name,
+        launched: run.launched,
+        phase: run.phase,
+        ended: ended(run.ended),
+    };
+    to_map(ctx, &chosen)
 }
 
 fn connect_options(
@@ -202,6 +315,18 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
         (run: &str => "run: String") -> "Map",
         "Wait for the debug route of `run`, write a token for that route only into its headers file,\nprobe it, and return the SSHDebug map: run_name, action_name, wss_url, ssh_config,\nhost_alias, headers_file, host_key, host_key_fingerprint, user, identity_file,\nhost_key_alias, known_hosts_file, proxy_program.\nopts: action, user, identity_file, host_alias, use_api_key, refresh_token, headers_file,\ntimeout, poll_interval (seconds), wait_for_route, project, domain.",
         move |ctx: &NativeCallContext<'_>, run: &str, opts: &Map| connect(ctx, &h, run, opts),
+    );
+    let h = Arc::clone(host);
+    documented(
+        "launch_or_reuse",
+        &["name: String", "spec: Map", "Map"],
+        "A run of `spec.command` in debug mode under `name`, by the one reuse policy of debug runs\n(the same as `flyte-run debug`): a live run of `name` (or of `name-2` ... `name-50`) is\nreused, ended ones are passed over (run names stay taken), else the first free name is\nlaunched; a run another process launched meanwhile is reused. Returns\n#{ name, launched, phase (of a reused run, else ()), ended: [#{ name, phase }] }.\nspec: command (array), env (map, on top of debug::launch_env), project, domain.",
+    )
+    .set_into_module(
+        &mut module,
+        move |ctx: NativeCallContext<'_>, name: &str, spec: Map| {
+            launch_or_reuse(&ctx, &h, name, &spec)
+        },
     );
     let h = Arc::clone(host);
     // debug::launch_env(extra) -> map of env vars that turn SSH debug on

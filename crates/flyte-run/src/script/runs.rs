@@ -26,7 +26,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_mins(5);
 const DEFAULT_POLL: Duration = Duration::from_secs(1);
 
 /// The control plane (`runs::` starts the sandbox when nothing is configured).
-fn connect(host: &Host) -> Result<ControlPlane, String> {
+pub(super) fn connect(host: &Host) -> Result<ControlPlane, String> {
     // A dry run reads from a control plane that is there, but never starts one.
     let when_none = if host.dry_run {
         WhenNone::Fail
@@ -38,7 +38,12 @@ fn connect(host: &Host) -> Result<ControlPlane, String> {
 
 /// The run `name` in `project`/`domain`, or where Flyte's configuration sends runs
 /// (`task.project`, `task.domain`), else Flyte's defaults.
-fn run_id(host: &Host, name: &str, project: Option<&str>, domain: Option<&str>) -> RunIdentifier {
+pub(super) fn run_id(
+    host: &Host,
+    name: &str,
+    project: Option<&str>,
+    domain: Option<&str>,
+) -> RunIdentifier {
     let (default_project, default_domain) = host.run_defaults();
     flyte_api::request::run_id(
         project.unwrap_or(&default_project),
@@ -59,7 +64,7 @@ struct LaunchSpec {
 
 /// What `runs::launch` returns.
 #[derive(Serialize)]
-struct Launched {
+pub(super) struct Launched {
     name: String,
     action: String,
     /// Where the run is shown; `()` under `--dry-run`.
@@ -105,7 +110,7 @@ struct LogLink {
 }
 
 /// What `runs::launch` prints and returns under `--dry-run`.
-fn dry_run_launch(id: &RunIdentifier, request: &CreateRunRequest) -> Launched {
+pub(super) fn dry_run_launch(id: &RunIdentifier, request: &CreateRunRequest) -> Launched {
     // Names only: environment values may be secrets.
     let env_names: Vec<&str> = request
         .run_spec
@@ -240,17 +245,24 @@ fn details(ctx: &NativeCallContext<'_>, host: &Host, run: &str, action: &str) ->
     to_map(ctx, &details_of(&d))
 }
 
-/// `runs::find(run) -> details map, or () when there is no such run`
-fn find(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<Dynamic> {
-    // A dry run with nothing configured and no sandbox running has nowhere to look (it never
-    // starts one); any other problem (a broken config file, a dead endpoint) is still an error.
-    if host.dry_run
+/// Under `--dry-run` with nothing configured and no sandbox running there is nowhere to look
+/// (a dry run never starts one): say so. Any other problem (a broken config file, a dead
+/// endpoint) is still an error later.
+pub(super) fn nowhere_to_look(host: &Host, run: &str) -> bool {
+    let nowhere = host.dry_run
         && matches!(
             host.endpoint_source(),
             Ok(crate::config::EndpointSource::Sandbox(None))
-        )
-    {
+        );
+    if nowhere {
         println!("dry-run: no control plane is running; run {run} counts as not found");
+    }
+    nowhere
+}
+
+/// `runs::find(run) -> details map, or () when there is no such run`
+fn find(ctx: &NativeCallContext<'_>, host: &Host, run: &str) -> ScriptResult<Dynamic> {
+    if nowhere_to_look(host, run) {
         return Ok(Dynamic::UNIT);
     }
     let plane = connect(host).map_err(|e| script_err(ctx, e))?;
