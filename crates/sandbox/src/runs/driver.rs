@@ -12,7 +12,7 @@ use super::{
     entry::{RunEntry, to_api_error, to_api_phase},
     ingress::close_debug_route,
     key,
-    plugin::{handle, hang_up},
+    plugin::{self, hang_up},
 };
 
 /// Longest wait between passes while an action runs (a process exit wakes the driver sooner).
@@ -41,26 +41,26 @@ pub(super) fn config() -> Config {
 pub(super) async fn drive(slot: Arc<RunSlot>, logs: std::path::PathBuf) {
     let config = config();
     loop {
-        // The pass runs under the entry's lock; what it writes to the store is carried out
-        // after the lock is released, so request handlers never wait for the disk.
-        let (outcome, writes) = {
-            let mut entry = slot.lock();
+        // The pass reads a copy of the action; each effect takes the entry's lock only to change
+        // it in memory. Disk and fork (the store, the cache, starting a process and its debug
+        // server) happen without it, so request handlers never wait for them. This driver is
+        // the only writer of the action's status, so nothing changes it under the pass.
+        let observed = {
+            let entry = slot.lock();
             let done = entry.stopping.load(std::sync::atomic::Ordering::SeqCst)
                 || entry.gone
                 || (entry.object.status.is_terminal()
                     && entry.object.metadata.deletion_timestamp.is_none());
-            let outcome = (!done).then(|| {
-                let observed = entry.object.clone();
-                rc::drive(Some(&observed), crate::clock::now(), &config, |effect| {
-                    apply(&mut entry, &slot, effect, &logs)
-                })
-            });
-            (outcome, entry.take_writes())
+            (!done).then(|| entry.object.clone())
         };
-        writes.flush();
-        let Some(outcome) = outcome else {
+        let Some(observed) = observed else {
             return;
         };
+        let outcome = rc::drive(Some(&observed), crate::clock::now(), &config, |effect| {
+            apply(&slot, effect, &logs)
+        });
+        let writes = slot.lock().take_writes();
+        writes.flush();
         let wait = match outcome {
             Ok(outcome) => outcome.requeue_after().unwrap_or(MAX_WAIT),
             Err(e) => {
@@ -83,13 +83,53 @@ pub(super) fn call_ok() -> EffectResult {
     CallResult::Ok.into()
 }
 
-/// Carry out one effect against this run's state and the local processes.
-pub(super) fn apply(
-    entry: &mut RunEntry,
-    slot: &Arc<RunSlot>,
-    effect: Effect,
-    logs: &std::path::Path,
-) -> EffectResult {
+/// Carry out one effect against this run's state and the local processes: in memory under the
+/// entry's lock, on disk without it.
+pub(super) fn apply(slot: &Arc<RunSlot>, effect: Effect, logs: &std::path::Path) -> EffectResult {
+    match effect {
+        Effect::PluginHandle(call) => {
+            let handled = plugin::handle(&slot.lock(), call.attempt);
+            match handled {
+                plugin::Handled::Report(result) => result.into(),
+                plugin::Handled::Start(launch) => {
+                    let started = plugin::launch(launch, logs);
+                    plugin::commit(&mut slot.lock(), slot, started).into()
+                }
+            }
+        }
+        // The cache: entries in SQLite, keyed by LocalTask::cache_key; a hit means the run that
+        // stored it succeeded, so this one succeeds without running. Tasks are never
+        // cache-serializable here, so reservations are always granted.
+        Effect::CacheGet { key } => {
+            let store = Arc::clone(&slot.lock().store);
+            match store.cache_entry(&key) {
+                Ok(Some(run)) => rc::CacheLookup::Hit {
+                    outputs_uri: Some(format!("sandbox://{run}/outputs")),
+                },
+                Ok(None) => rc::CacheLookup::NotFound,
+                Err(e) => rc::CacheLookup::Error(e.to_string()),
+            }
+            .into()
+        }
+        Effect::CacheReserve { .. } => rc::Reservation::Owned.into(),
+        Effect::CachePut { key: cache_key, .. } => {
+            let (store, run) = {
+                let entry = slot.lock();
+                (Arc::clone(&entry.store), key(&entry.id))
+            };
+            match store.put_cache_entry(&cache_key, &run, crate::clock::now().as_millis()) {
+                Ok(true) => rc::CachePutResult::Stored,
+                Ok(false) => rc::CachePutResult::AlreadyExists,
+                Err(e) => rc::CachePutResult::Error(e.to_string()),
+            }
+            .into()
+        }
+        effect => apply_in_memory(&mut slot.lock(), effect),
+    }
+}
+
+/// The effects that only change the entry (and queue its store writes).
+fn apply_in_memory(entry: &mut RunEntry, effect: Effect) -> EffectResult {
     match effect {
         Effect::AddFinalizer => {
             entry
@@ -108,7 +148,6 @@ pub(super) fn apply(
             entry.gone = entry.object.metadata.deletion_timestamp.is_some();
             write_ok()
         }
-        Effect::PluginHandle(call) => handle(entry, slot, call.attempt, logs).into(),
         Effect::PluginAbort(_) => {
             if let Some(process) = &entry.process
                 && process.exit.is_none()
@@ -136,31 +175,15 @@ pub(super) fn apply(
             entry.object.metadata.labels.extend(labels);
             write_ok()
         }
-        // The cache: entries in SQLite, keyed by LocalTask::cache_key; a hit means the run that
-        // stored it succeeded, so this one succeeds without running. Tasks are never
-        // cache-serializable here, so reservations are always granted.
-        Effect::CacheGet { key } => match entry.store.cache_entry(&key) {
-            Ok(Some(run)) => rc::CacheLookup::Hit {
-                outputs_uri: Some(format!("sandbox://{run}/outputs")),
-            },
-            Ok(None) => rc::CacheLookup::NotFound,
-            Err(e) => rc::CacheLookup::Error(e.to_string()),
-        }
-        .into(),
-        Effect::CacheReserve { .. } => rc::Reservation::Owned.into(),
-        Effect::CachePut { key: cache_key, .. } => match entry.store.put_cache_entry(
-            &cache_key,
-            &key(&entry.id),
-            crate::clock::now().as_millis(),
-        ) {
-            Ok(true) => rc::CachePutResult::Stored,
-            Ok(false) => rc::CachePutResult::AlreadyExists,
-            Err(e) => rc::CachePutResult::Error(e.to_string()),
-        }
-        .into(),
+        // Nothing to do locally.
         Effect::PluginFinalize(_) | Effect::CacheRelease { .. } | Effect::ObjectEvent(_) => {
             call_ok()
         }
+        // Carried out by `apply` without the lock; never passed here.
+        Effect::PluginHandle(_)
+        | Effect::CacheGet { .. }
+        | Effect::CacheReserve { .. }
+        | Effect::CachePut { .. } => call_ok(),
         Effect::Delete => write_ok(),
     }
 }

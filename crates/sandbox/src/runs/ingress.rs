@@ -59,21 +59,36 @@ impl Ingress {
     }
 }
 
-/// Start the debug server of a debug run and publish its route, before the task body runs (as
-/// Flyte's entry point does).
-pub(super) fn open_debug_route(entry: &mut RunEntry, task: &LocalTask) -> Result<(), String> {
-    let Some(route) = entry.debug.clone() else {
-        return Ok(());
-    };
+/// Make the debug server of a debug run (its host key read or made on disk; called without the
+/// entry's lock), before the task body runs, as Flyte's entry point does; and its host key.
+pub(super) fn debug_server(
+    route: &DebugRoute,
+    task: &LocalTask,
+    groups: &flyte_reaper::Groups,
+) -> Result<(flyte_debug_server::DebugServer, String), String> {
     let settings = flyte_debug_server::Settings::from_env(|k| task.env.get(k).cloned())
         .map_err(|e| e.to_string())?;
+    if route.ingress.base_url.get().is_none() {
+        return Err("the sandbox's ingress is not listening".to_owned());
+    }
     let workdir = std::env::current_dir().map_err(|e| e.to_string())?;
     // The server runs in the sandbox's process, not the task's: give sessions the task's
     // environment, as a shell in the task's pod would have.
     let server = flyte_debug_server::DebugServer::new(settings, &route.state_dir, workdir)
         .map_err(|e| e.to_string())?
         .with_task_environment(task.env.clone())
-        .with_process_groups(entry.groups.child());
+        .with_process_groups(groups.child());
+    let host_key = server.host_public_key().map_err(|e| e.to_string())?;
+    Ok((server, host_key))
+}
+
+/// Publish a started debug server at its route (in memory: called under the entry's lock).
+pub(super) fn open_debug_route(
+    entry: &mut RunEntry,
+    route: &DebugRoute,
+    server: flyte_debug_server::DebugServer,
+    host_key: String,
+) -> Result<(), String> {
     let base = route
         .ingress
         .base_url
@@ -86,7 +101,7 @@ pub(super) fn open_debug_route(entry: &mut RunEntry, task: &LocalTask) -> Result
         route.path.clone(),
         IngressRoute {
             target: server.target(),
-            host_key: server.host_public_key().map_err(|e| e.to_string())?,
+            host_key,
         },
     );
     entry.ide_link = Some(core::TaskLog {

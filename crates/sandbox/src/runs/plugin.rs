@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use super::{
     RunSlot,
     entry::{LocalTask, RunEntry},
-    ingress::open_debug_route,
+    ingress::{DebugRoute, debug_server, open_debug_route},
 };
 
 #[derive(Debug)]
@@ -28,17 +28,30 @@ pub(super) struct Process {
     pub(super) member: Option<flyte_reaper::Member>,
 }
 
-/// The local-process plugin's Handle: start the attempt's process, or report on it.
-pub(super) fn handle(
-    entry: &mut RunEntry,
-    slot: &Arc<RunSlot>,
+/// What the plugin's Handle found under the entry's lock: a report on the attempt's process, or
+/// what it needs to start one (started without the lock: see [`launch`]).
+pub(super) enum Handled {
+    Report(PluginResult),
+    Start(Launch),
+}
+
+/// Everything starting an attempt needs, copied out of the entry.
+pub(super) struct Launch {
     attempt: u32,
-    logs: &std::path::Path,
-) -> PluginResult {
-    let transition =
-        |info: PhaseInfo| PluginResult::Transition(PluginTransition { info, state: None });
+    task: LocalTask,
+    debug: Option<DebugRoute>,
+    groups: flyte_reaper::Groups,
+}
+
+fn transition(info: PhaseInfo) -> PluginResult {
+    PluginResult::Transition(PluginTransition { info, state: None })
+}
+
+/// The local-process plugin's Handle, its part under the entry's lock: report on the attempt's
+/// process, or say what starting one needs.
+pub(super) fn handle(entry: &RunEntry, attempt: u32) -> Handled {
     match &entry.process {
-        Some(process) if process.attempt == attempt => match process.exit {
+        Some(process) if process.attempt == attempt => Handled::Report(match process.exit {
             None => transition(PhaseInfo::new(PluginPhase::Running, "running")),
             Some(status) if status.success() => {
                 transition(PhaseInfo::new(PluginPhase::Success, "exited 0"))
@@ -51,19 +64,30 @@ pub(super) fn handle(
                 let error = ExecutionError::new(ErrorKind::User, "NonZeroExit", message);
                 transition(PhaseInfo::failure(PluginPhase::RetryableFailure, error))
             }
-        },
-        _ => match start(entry, slot, attempt, logs) {
-            Ok(()) => transition(PhaseInfo::new(PluginPhase::Running, "started")),
-            Err(StartFailure::Task(message)) => {
-                let error = ExecutionError::new(ErrorKind::User, "CommandFailedToStart", message);
-                transition(PhaseInfo::failure(PluginPhase::PermanentFailure, error))
-            }
-            // The machine failed, not the task: the reconciler counts it and starts afresh.
-            Err(StartFailure::Machine(message)) => PluginResult::Error(rc::PluginError {
-                code: "LocalProcessUnavailable".to_owned(),
-                message,
+        }),
+        _ => match serde_json::from_slice::<LocalTask>(&entry.object.spec.task_template) {
+            Ok(task) => Handled::Start(Launch {
+                attempt,
+                task,
+                debug: entry.debug.clone(),
+                groups: entry.groups.clone(),
             }),
+            Err(e) => Handled::Report(failed_to_start(StartFailure::Task(e.to_string()))),
         },
+    }
+}
+
+fn failed_to_start(failure: StartFailure) -> PluginResult {
+    match failure {
+        StartFailure::Task(message) => {
+            let error = ExecutionError::new(ErrorKind::User, "CommandFailedToStart", message);
+            transition(PhaseInfo::failure(PluginPhase::PermanentFailure, error))
+        }
+        // The machine failed, not the task: the reconciler counts it and starts afresh.
+        StartFailure::Machine(message) => PluginResult::Error(rc::PluginError {
+            code: "LocalProcessUnavailable".to_owned(),
+            message,
+        }),
     }
 }
 
@@ -80,15 +104,30 @@ impl From<String> for StartFailure {
     }
 }
 
-pub(super) fn start(
-    entry: &mut RunEntry,
-    slot: &Arc<RunSlot>,
+/// An attempt's process, started, and its debug server when the run has a debug route.
+pub(super) struct Started {
     attempt: u32,
-    logs: &std::path::Path,
-) -> Result<(), StartFailure> {
-    let task: LocalTask =
-        serde_json::from_slice(&entry.object.spec.task_template).map_err(|e| e.to_string())?;
-    open_debug_route(entry, &task)?;
+    child: tokio::process::Child,
+    pid: u32,
+    debug: Option<(DebugRoute, flyte_debug_server::DebugServer, String)>,
+}
+
+/// Start an attempt: its debug server (host key on disk), its log, its process. Called without
+/// the entry's lock, so request handlers never wait on the disk or on fork.
+pub(super) fn launch(launch: Launch, logs: &std::path::Path) -> Result<Started, StartFailure> {
+    let Launch {
+        attempt,
+        task,
+        debug,
+        groups,
+    } = launch;
+    let debug = match debug {
+        Some(route) => {
+            let (server, host_key) = debug_server(&route, &task, &groups)?;
+            Some((route, server, host_key))
+        }
+        None => None,
+    };
     let machine = |e: std::io::Error, what: &str| StartFailure::Machine(format!("{what}: {e}"));
     if let Some(dir) = logs.parent() {
         use std::os::unix::fs::DirBuilderExt;
@@ -113,7 +152,7 @@ pub(super) fn start(
         .map_err(|e| machine(e, "cannot share the log"))?;
     // The local-process plugin runs the task's command: what a sandbox run is.
     #[allow(clippy::disallowed_methods)]
-    let mut child = tokio::process::Command::new(&task.argv[0])
+    let child = tokio::process::Command::new(&task.argv[0])
         .args(&task.argv[1..])
         .envs(&task.env)
         .stdin(Stdio::null())
@@ -135,6 +174,37 @@ pub(super) fn start(
     let pid = child.id().ok_or_else(|| {
         StartFailure::Task("the process exited before it could be watched".to_owned())
     })?;
+    Ok(Started {
+        attempt,
+        child,
+        pid,
+        debug,
+    })
+}
+
+/// Record a started attempt in its entry (under the lock again): its process, watched until it
+/// exits, and its debug route.
+pub(super) fn commit(
+    entry: &mut RunEntry,
+    slot: &Arc<RunSlot>,
+    started: Result<Started, StartFailure>,
+) -> PluginResult {
+    let Started {
+        attempt,
+        mut child,
+        pid,
+        debug,
+    } = match started {
+        Ok(started) => started,
+        Err(failure) => return failed_to_start(failure),
+    };
+    if let Some((route, server, host_key)) = debug
+        && let Err(message) = open_debug_route(entry, &route, server, host_key)
+    {
+        // Not recorded, so not watched: stop it now rather than leave it behind.
+        hang_up(pid);
+        return failed_to_start(StartFailure::Task(message));
+    }
     entry.process = Some(Process {
         pid,
         attempt,
@@ -157,7 +227,7 @@ pub(super) fn start(
         drop(entry);
         slot.wake.notify_one();
     });
-    Ok(())
+    transition(PhaseInfo::new(PluginPhase::Running, "started"))
 }
 
 /// Stop a task's process group: SIGTERM now, SIGKILL if it is still there a few seconds later.
