@@ -59,12 +59,12 @@ pub(crate) struct Cli {
     dry_run: bool,
 
     /// Stop the script after this many seconds of wall-clock time.
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = crate::context::parse_seconds)]
     timeout: Option<Duration>,
 
     /// Stop the script after this many seconds of CPU time spent computing (waits cost none),
     /// so a runaway loop ends even without --timeout.
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "120")]
+    #[arg(long, value_name = "SECONDS", value_parser = crate::context::parse_seconds, default_value = "120")]
     cpu_limit: Duration,
 
     #[command(subcommand)]
@@ -131,16 +131,6 @@ fn parse_set(raw: &str) -> Result<(String, rhai::Dynamic), String> {
         ));
     }
     Ok((key.to_owned(), script::typed_value(value)))
-}
-
-pub(crate) fn parse_seconds(raw: &str) -> Result<Duration, String> {
-    let secs: f64 = raw
-        .parse()
-        .map_err(|_| format!("{raw:?} is not a number of seconds"))?;
-    if !(secs.is_finite() && secs > 0.0) {
-        return Err(format!("{raw:?}: give a positive number of seconds"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -115,3 +115,14 @@ impl AppContext {
         Ok(flyte_runner_proxy::Runner::new(config))
     }
 }
+
+/// A command-line duration: a positive number of seconds (fractions allowed).
+pub(crate) fn parse_seconds(raw: &str) -> Result<Duration, String> {
+    let secs: f64 = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a number of seconds"))?;
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("{raw:?}: give a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}

@@ -46,7 +46,7 @@ pub(crate) struct ServeArgs {
     bind: IpAddr,
     /// Seconds a connection may take to send a request head (or sit idle between requests)
     /// before it is closed.
-    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = crate::cli::parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = crate::context::parse_seconds)]
     header_timeout: Duration,
 }
 
