@@ -43,6 +43,11 @@ pub(super) struct Launch {
     groups: flyte_reaper::Groups,
 }
 
+/// Whether the sandbox is stopping (its shutdown fails every action and kills every group).
+fn stopping(entry: &RunEntry) -> bool {
+    entry.stopping.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 fn transition(info: PhaseInfo) -> PluginResult {
     PluginResult::Transition(PluginTransition { info, state: None })
 }
@@ -109,6 +114,7 @@ pub(super) struct Started {
     attempt: u32,
     child: tokio::process::Child,
     pid: u32,
+    member: flyte_reaper::Member,
     debug: Option<(DebugRoute, flyte_debug_server::DebugServer, String)>,
 }
 
@@ -174,10 +180,13 @@ pub(super) fn launch(launch: Launch, logs: &std::path::Path) -> Result<Started, 
     let pid = child.id().ok_or_else(|| {
         StartFailure::Task("the process exited before it could be watched".to_owned())
     })?;
+    // In the sandbox's set at once, so a shutdown from now on reaches it.
+    let member = groups.adopt(pid);
     Ok(Started {
         attempt,
         child,
         pid,
+        member,
         debug,
     })
 }
@@ -193,11 +202,18 @@ pub(super) fn commit(
         attempt,
         mut child,
         pid,
+        member,
         debug,
     } = match started {
         Ok(started) => started,
         Err(failure) => return failed_to_start(failure),
     };
+    // A shutdown that began while the process started may have swept the groups before this
+    // one joined: end it here.
+    if stopping(entry) {
+        flyte_reaper::kill_group(pid);
+        return failed_to_start(StartFailure::Machine("the sandbox is stopping".to_owned()));
+    }
     if let Some((route, server, host_key)) = debug
         && let Err(message) = open_debug_route(entry, &route, server, host_key)
     {
@@ -209,7 +225,7 @@ pub(super) fn commit(
         pid,
         attempt,
         exit: None,
-        member: Some(entry.groups.adopt(pid)),
+        member: Some(member),
     });
     let slot = Arc::clone(slot);
     tokio::spawn(async move {
