@@ -16,6 +16,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_flyte-run");
 struct Home(TempHome);
 
 impl Home {
+    /// A new home with its sandbox started.
+    fn with_sandbox() -> Self {
+        let home = Self(TempHome::new());
+        let started = home.run(&["sandbox", "start"]);
+        assert!(started.status.success(), "{}", stdout(&started));
+        home
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         self.0
             .command(BIN)
@@ -672,9 +680,7 @@ fn the_debug_client_example_connects_with_that_crate_alone() {
          cargo build -p flyte-examples --example debug_session",
         example.display()
     );
-    let home = Home(TempHome::new());
-    let started = home.run(&["sandbox", "start"]);
-    assert!(started.status.success(), "{}", stdout(&started));
+    let home = Home::with_sandbox();
     let config = home.0.path().join("example.ssh_config");
     let out = home
         .0
@@ -840,9 +846,7 @@ fn ended_debug_runs_keep_their_names(home: &Home) {
 /// command through ssh with it. A secret file others can read is refused.
 #[test]
 fn flyte_run_works_with_only_flytes_config_file() {
-    let home = Home(TempHome::new());
-    let started = home.run(&["sandbox", "start"]);
-    assert!(started.status.success(), "{}", stdout(&started));
+    let home = Home::with_sandbox();
     let flyte_dir = home.0.path().join(".flyte");
     std::fs::copy(
         home.sandbox_dir().join("flyte-config.yaml"),
@@ -892,9 +896,7 @@ fn flyte_run_works_with_only_flytes_config_file() {
 /// token flyte-run sends; a failing command is an error naming it.
 #[test]
 fn an_external_command_configured_in_flytes_file_supplies_the_token() {
-    let home = Home(TempHome::new());
-    let started = home.run(&["sandbox", "start"]);
-    assert!(started.status.success(), "{}", stdout(&started));
+    let home = Home::with_sandbox();
     let token = home.run(&[
         "-e",
         r#"auth::ensure_api_key("cmd"); auth::bearer_token().authorization()"#,

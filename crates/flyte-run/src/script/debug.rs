@@ -88,18 +88,7 @@ fn launch_or_reuse(
 ) -> ScriptResult<Map> {
     const FUNC: &str = "debug::launch_or_reuse";
     let spec: DebugSpec = options(ctx, FUNC, spec)?;
-    let command = spec.command.ok_or_else(|| {
-        script_err(
-            ctx,
-            format!("{FUNC}: the spec needs `command`, an array such as [\"sleep\", \"3600\"]"),
-        )
-    })?;
-    let extra: Vec<(String, String)> = spec
-        .env
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
+    let (command, extra) = super::runs::command_and_env(ctx, FUNC, spec.command, spec.env)?;
     let (project, domain) = {
         let id = super::runs::run_id(host, name, spec.project.as_deref(), spec.domain.as_deref());
         (id.project, id.domain)

@@ -109,6 +109,33 @@ struct LogLink {
     ready: bool,
 }
 
+/// A task's environment, name and value.
+pub(super) type Env = Vec<(String, String)>;
+
+/// The command and environment of a launch spec (`runs::launch`, `debug::launch_or_reuse`); an
+/// env value may be any scalar (`#{ PORT: 8080 }`).
+pub(super) fn command_and_env(
+    ctx: &NativeCallContext<'_>,
+    func: &str,
+    command: Option<Vec<String>>,
+    env: Option<std::collections::BTreeMap<String, Text>>,
+) -> ScriptResult<(Vec<String>, Env)> {
+    let command = command.ok_or_else(|| {
+        script_err(
+            ctx,
+            format!(
+                "{func}: the spec needs `command`, an array such as [\"python\", \"train.py\"]"
+            ),
+        )
+    })?;
+    let env = env
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, value)| (key, value.0))
+        .collect();
+    Ok((command, env))
+}
+
 /// What `runs::launch` prints and returns under `--dry-run`.
 pub(super) fn dry_run_launch(id: &RunIdentifier, request: &CreateRunRequest) -> Launched {
     // Names only: environment values may be secrets.
@@ -141,18 +168,7 @@ fn launch(ctx: &NativeCallContext<'_>, host: &Host, spec: &Map) -> ScriptResult<
     let name = spec
         .name
         .ok_or_else(|| script_err(ctx, "runs::launch: the spec needs `name`"))?;
-    let command = spec.command.ok_or_else(|| {
-        script_err(
-            ctx,
-            "runs::launch: the spec needs `command`, an array such as [\"python\", \"train.py\"]",
-        )
-    })?;
-    let env: Vec<(String, String)> = spec
-        .env
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(key, value)| (key, value.0))
-        .collect();
+    let (command, env) = command_and_env(ctx, "runs::launch", spec.command, spec.env)?;
     let (project, domain) = (spec.project, spec.domain);
     let id = run_id(host, &name, project.as_deref(), domain.as_deref());
     let request = flyte_api::request::create_run(
