@@ -7,6 +7,8 @@
 //! - [`token`]: the `bearer.json` cache (`{endpoint, token, exp}`), JWT expiry without
 //!   verification, reuse while more than 120 s remain.
 //! - [`ClientCredentials`]: a [`flyte_api::TokenSource`] that ties those together.
+//! - [`DeviceFlow`]: Flyte's `DeviceFlow` login (RFC 8628) for a person, its refresh token
+//!   used before a new login.
 //! - [`write_headers_file`]: what `flyte-run tunnel --http-headers-file` reads.
 //!
 //! Secrets travel as [`flyte_api::Secret`]; no error, log line or `Debug` output contains one.
@@ -14,6 +16,7 @@
 mod api_key;
 mod command;
 mod connect_service;
+mod device;
 mod headers;
 pub mod oauth;
 mod service;
@@ -25,6 +28,7 @@ pub use command::{COMMAND_TIMEOUT, ExternalCommand};
 pub use connect_service::{
     API_KEY_SERVICE, ConnectApiKeyService, ROUTE_TOKEN_SERVICE, create_route_token,
 };
+pub use device::{DeviceFlow, Prompt};
 pub use headers::write_headers_file;
 pub use oauth::AuthConfig;
 pub use service::{API_KEY_FILE, ApiKeyService, ServiceFuture, ensure_api_key};

@@ -12,6 +12,10 @@ use crate::{AuthError, Result};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
     pub token_endpoint: String,
+    /// Where a device asks for a code (RFC 8628), when the deployment offers the device flow.
+    pub device_authorization_endpoint: Option<String>,
+    /// The public client's id (Flyte's `GetPublicClientConfig`), for a person's login.
+    pub client_id: Option<String>,
     pub scopes: Vec<String>,
     pub audience: Option<String>,
     /// The header tokens go in (`authorization` unless the deployment says otherwise).
@@ -22,18 +26,22 @@ pub struct AuthConfig {
 struct WellKnown {
     #[serde(default)]
     token_endpoint: String,
+    #[serde(default)]
+    device_authorization_endpoint: String,
 }
 
 /// Ask the deployment how to get tokens: `AuthMetadataService` first, then the standard
 /// `/.well-known/oauth-authorization-server` document.
 pub async fn discover(client: &Client) -> Result<AuthConfig> {
     let metadata = client.connect(auth::AuthMetadataServiceClient::new)?;
-    let token_endpoint = match metadata
+    let (token_endpoint, device_authorization_endpoint) = match metadata
         .get_o_auth2_metadata(auth::GetOAuth2MetadataRequest::default())
         .await
         .owned()
     {
-        Ok(meta) if !meta.token_endpoint.is_empty() => meta.token_endpoint,
+        Ok(meta) if !meta.token_endpoint.is_empty() => {
+            (meta.token_endpoint, meta.device_authorization_endpoint)
+        }
         Ok(_) | Err(_) => {
             let url = format!(
                 "{}/.well-known/oauth-authorization-server",
@@ -60,7 +68,7 @@ pub async fn discover(client: &Client) -> Result<AuthConfig> {
                     "{url} names no token_endpoint"
                 )));
             }
-            doc.token_endpoint
+            (doc.token_endpoint, doc.device_authorization_endpoint)
         }
     };
     let public = match metadata
@@ -76,6 +84,9 @@ pub async fn discover(client: &Client) -> Result<AuthConfig> {
     };
     Ok(AuthConfig {
         token_endpoint,
+        device_authorization_endpoint: Some(device_authorization_endpoint)
+            .filter(|e| !e.is_empty()),
+        client_id: Some(public.client_id).filter(|c| !c.is_empty()),
         scopes: public.scopes,
         audience: Some(public.audience).filter(|a| !a.is_empty()),
         header_name: Some(public.authorization_metadata_key)
@@ -105,9 +116,124 @@ fn form_encode(value: &str) -> String {
 struct TokenResponse {
     access_token: Option<String>,
     #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    error_description: Option<String>,
+    refresh_token: Option<String>,
+}
+
+/// What a token endpoint (or a device authorization endpoint) answered a form.
+#[derive(Debug)]
+pub(crate) enum FormAnswer {
+    /// A success: the JSON body.
+    Ok(serde_json::Value),
+    /// An OAuth2 error (RFC 6749 §5.2): its code and description.
+    Refused {
+        status: u16,
+        error: String,
+        description: Option<String>,
+    },
+}
+
+impl FormAnswer {
+    /// The refusal as a sentence: `HTTP 400: invalid_grant (the code expired)`.
+    pub(crate) fn describe(status: u16, error: &str, description: Option<&str>) -> String {
+        format!(
+            "HTTP {status}: {error}{}",
+            description.map(|d| format!(" ({d})")).unwrap_or_default()
+        )
+    }
+}
+
+/// `POST` `form` to `endpoint` (with HTTP Basic `basic` = `(client_id, secret)` when given):
+/// the JSON answer, or its OAuth2 error. Errors name the endpoint, never the form's secrets.
+pub(crate) async fn post_form(
+    http: &reqwest::Client,
+    endpoint: &str,
+    form: &[(&str, String)],
+    basic: Option<(&str, &Secret)>,
+) -> Result<FormAnswer> {
+    let fail = |detail: String| AuthError::TokenEndpoint {
+        endpoint: endpoint.to_owned(),
+        detail,
+    };
+    let mut request = http
+        .post(endpoint)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .form(form);
+    if let Some((client_id, secret)) = basic {
+        let basic = Base64::encode_string(
+            format!("{client_id}:{}", form_encode(secret.expose())).as_bytes(),
+        );
+        request = request.header(reqwest::header::AUTHORIZATION, format!("Basic {basic}"));
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| fail(e.without_url().to_string()))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| fail(e.without_url().to_string()))?;
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return Err(fail(format!(
+            "HTTP {} with a body that is not OAuth2 JSON",
+            status.as_u16()
+        )));
+    };
+    if status.is_success() {
+        return Ok(FormAnswer::Ok(json));
+    }
+    match json.get("error").and_then(serde_json::Value::as_str) {
+        Some(error) => Ok(FormAnswer::Refused {
+            status: status.as_u16(),
+            error: error.to_owned(),
+            description: json
+                .get("error_description")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+        }),
+        None => Err(fail(format!(
+            "HTTP {} with a body that is not OAuth2 JSON",
+            status.as_u16()
+        ))),
+    }
+}
+
+/// The tokens of a token endpoint's success: the access token, and a refresh token when the
+/// grant gives one.
+pub(crate) fn tokens_of(
+    endpoint: &str,
+    json: serde_json::Value,
+) -> Result<(Token, Option<Secret>)> {
+    let parsed: TokenResponse =
+        serde_json::from_value(json).map_err(|_| AuthError::TokenEndpoint {
+            endpoint: endpoint.to_owned(),
+            detail: "the JSON answer is not a token response".to_owned(),
+        })?;
+    match parsed.access_token {
+        Some(token) if !token.is_empty() => Ok((
+            Token::new(Secret::new(token)),
+            parsed
+                .refresh_token
+                .filter(|r| !r.is_empty())
+                .map(Secret::new),
+        )),
+        _ => Err(AuthError::TokenEndpoint {
+            endpoint: endpoint.to_owned(),
+            detail: "the JSON answer has no access_token".to_owned(),
+        }),
+    }
+}
+
+/// The form fields a deployment's scopes and audience add to a grant.
+pub(crate) fn scope_and_audience(config: &AuthConfig) -> Vec<(&'static str, String)> {
+    let mut form = Vec::new();
+    if !config.scopes.is_empty() {
+        form.push(("scope", config.scopes.join(" ")));
+    }
+    if let Some(audience) = &config.audience {
+        form.push(("audience", audience.clone()));
+    }
+    form
 }
 
 /// The client-credentials grant: `POST` a form with HTTP Basic auth. Errors name the endpoint
@@ -118,64 +244,22 @@ pub async fn client_credentials(
     client_id: &str,
     client_secret: &Secret,
 ) -> Result<Token> {
-    let basic = Base64::encode_string(
-        format!("{client_id}:{}", form_encode(client_secret.expose())).as_bytes(),
-    );
     let mut form = vec![("grant_type", "client_credentials".to_owned())];
-    if !config.scopes.is_empty() {
-        form.push(("scope", config.scopes.join(" ")));
-    }
-    if let Some(audience) = &config.audience {
-        form.push(("audience", audience.clone()));
-    }
+    form.extend(scope_and_audience(config));
     let endpoint = &config.token_endpoint;
-    let fail = |detail: String| AuthError::TokenEndpoint {
-        endpoint: endpoint.clone(),
-        detail,
-    };
-    let response = http
-        .post(endpoint)
-        .header(reqwest::header::AUTHORIZATION, format!("Basic {basic}"))
-        .header(reqwest::header::ACCEPT, "application/json")
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| fail(e.without_url().to_string()))?;
-    let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| fail(e.without_url().to_string()))?;
-    let parsed: std::result::Result<TokenResponse, _> = serde_json::from_slice(&body);
-    match (status.is_success(), parsed) {
-        (
-            true,
-            Ok(TokenResponse {
-                access_token: Some(token),
-                ..
-            }),
-        ) if !token.is_empty() => {
+    match post_form(http, endpoint, &form, Some((client_id, client_secret))).await? {
+        FormAnswer::Ok(json) => {
+            let (token, _) = tokens_of(endpoint, json)?;
             tracing::debug!(endpoint = %endpoint, "minted a token with client credentials");
-            Ok(Token::new(Secret::new(token)))
+            Ok(token)
         }
-        (true, Ok(_)) => Err(fail("the JSON answer has no access_token".to_owned())),
-        (
-            _,
-            Ok(TokenResponse {
-                error: Some(error),
-                error_description,
-                ..
-            }),
-        ) => Err(fail(format!(
-            "HTTP {}: {error}{}",
-            status.as_u16(),
-            error_description
-                .map(|d| format!(" ({d})"))
-                .unwrap_or_default()
-        ))),
-        (_, _) => Err(fail(format!(
-            "HTTP {} with a body that is not OAuth2 JSON",
-            status.as_u16()
-        ))),
+        FormAnswer::Refused {
+            status,
+            error,
+            description,
+        } => Err(AuthError::TokenEndpoint {
+            endpoint: endpoint.clone(),
+            detail: FormAnswer::describe(status, &error, description.as_deref()),
+        }),
     }
 }

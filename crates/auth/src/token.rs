@@ -52,6 +52,10 @@ struct Entry {
     token: String,
     #[serde(default)]
     exp: Option<i64>,
+    /// A person's login (the device flow) also keeps its refresh token (flyte-run's own file
+    /// only; Flyte's `bearer.json` never gets one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
 }
 
 /// Flyte's `{endpoint, token, exp}` for the newest entry at the top level, so Flyte's reader keeps
@@ -108,6 +112,20 @@ fn same_endpoint(a: &str, b: &str) -> bool {
 
 /// The cached token for `endpoint` (either key form), if any.
 pub fn cached(path: &Path, endpoint: &str) -> Option<Token> {
+    entry(path, endpoint).map(|e| Token {
+        exp: e.exp.or_else(|| jwt_exp(&e.token)),
+        value: Secret::new(e.token),
+    })
+}
+
+/// The refresh token cached for `endpoint`, if its login left one.
+pub fn cached_refresh(path: &Path, endpoint: &str) -> Option<Secret> {
+    entry(path, endpoint)
+        .and_then(|e| e.refresh_token)
+        .map(Secret::new)
+}
+
+fn entry(path: &Path, endpoint: &str) -> Option<Entry> {
     let entries = read_entries(path);
     // An exact key first: a stale entry under the old key must not hide a fresh one.
     entries
@@ -119,10 +137,6 @@ pub fn cached(path: &Path, endpoint: &str) -> Option<Token> {
                 .find(|e| same_endpoint(&e.endpoint, endpoint))
         })
         .cloned()
-        .map(|e| Token {
-            exp: e.exp.or_else(|| jwt_exp(&e.token)),
-            value: Secret::new(e.token),
-        })
 }
 
 /// Store `token` for `endpoint` (give Flyte's key, `Endpoint::token_cache_key`), replacing
@@ -130,6 +144,16 @@ pub fn cached(path: &Path, endpoint: &str) -> Option<Token> {
 /// open and replaced atomically, so concurrent writers never leave a torn file (the last one
 /// wins).
 pub fn store(path: &Path, endpoint: &str, token: &Token) -> Result<()> {
+    store_login(path, endpoint, token, None)
+}
+
+/// [`store`], with the refresh token of a person's login.
+pub fn store_login(
+    path: &Path,
+    endpoint: &str,
+    token: &Token,
+    refresh_token: Option<&Secret>,
+) -> Result<()> {
     let others = read_entries(path)
         .into_iter()
         .filter(|e| !same_endpoint(&e.endpoint, endpoint))
@@ -139,6 +163,7 @@ pub fn store(path: &Path, endpoint: &str, token: &Token) -> Result<()> {
             endpoint: endpoint.to_owned(),
             token: token.value.expose().to_owned(),
             exp: token.exp,
+            refresh_token: refresh_token.map(|r| r.expose().to_owned()),
         },
         others,
     };

@@ -109,12 +109,30 @@ fn options_from(
             }
             options.credential = Some(Credential::Command(argv));
         }
+        flyte_config::AuthType::DeviceFlow => {
+            options.credential = Some(Credential::DeviceFlow {
+                scopes: scopes(resolved, &applies),
+                audience: setting(flyte_config::AUDIENCE).map(|a| a.value),
+                prompt: None,
+            });
+        }
         // Not implemented yet: the best credential at hand (doctor says so).
-        flyte_config::AuthType::Pkce
-        | flyte_config::AuthType::DeviceFlow
-        | flyte_config::AuthType::Passthrough => {}
+        flyte_config::AuthType::Pkce | flyte_config::AuthType::Passthrough => {}
     }
     Ok(options)
+}
+
+/// `admin.scopes`, where it applies to this endpoint.
+fn scopes(resolved: &Resolved, applies: &dyn Fn(&Source) -> bool) -> Vec<String> {
+    match resolved
+        .get(flyte_config::SCOPES)
+        .filter(|s| applies(&s.source))
+        .map(|s| &s.value)
+    {
+        Some(flyte_config::Value::List(items)) => items.clone(),
+        Some(flyte_config::Value::Text(text)) => vec![text.clone()],
+        None => Vec::new(),
+    }
 }
 
 /// Flyte's `ClientSecret` credential: `admin.clientId`, and the secret from the file
@@ -162,19 +180,10 @@ fn client_secret(
     if secret.is_empty() {
         return Err("the client secret is empty".to_owned());
     }
-    let scopes = match resolved
-        .get(flyte_config::SCOPES)
-        .filter(|s| applies(&s.source))
-        .map(|s| &s.value)
-    {
-        Some(flyte_config::Value::List(items)) => items.clone(),
-        Some(flyte_config::Value::Text(text)) => vec![text.clone()],
-        None => Vec::new(),
-    };
     Ok(Credential::ClientSecret {
         client_id: client_id.value,
         secret: flyte_api::Secret::new(secret),
-        scopes,
+        scopes: scopes(resolved, applies),
         audience: setting(flyte_config::AUDIENCE).map(|a| a.value),
     })
 }

@@ -97,6 +97,13 @@ pub enum Credential {
     ApiKey(ApiKey),
     /// Flyte's `ExternalCommand`: this command (program first) prints a token.
     Command(Vec<String>),
+    /// Flyte's `DeviceFlow`: a person approves a code; `prompt` shows them where (the caller
+    /// draws it: a library does not print). Tokens and the refresh token are cached 0600.
+    DeviceFlow {
+        scopes: Vec<String>,
+        audience: Option<String>,
+        prompt: Option<flyte_auth::Prompt>,
+    },
 }
 
 impl std::fmt::Debug for Credential {
@@ -115,8 +122,25 @@ impl std::fmt::Debug for Credential {
                 .debug_struct("Command")
                 .field("program", &argv.first())
                 .finish_non_exhaustive(),
+            Credential::DeviceFlow { scopes, .. } => f
+                .debug_struct("DeviceFlow")
+                .field("scopes", scopes)
+                .finish_non_exhaustive(),
         }
     }
+}
+
+/// Where a device-flow login's tokens are cached: flyte-run's token file, under the endpoint and
+/// the flow.
+fn device_flow_key(endpoint: &Endpoint) -> String {
+    format!("{}#device-flow", endpoint.token_cache_key())
+}
+
+/// The access token a device-flow login to `endpoint` left, if it is still usable (what
+/// `doctor` reports without starting a login).
+pub fn cached_device_login(home: &FlyteHome, endpoint: &Endpoint) -> Option<flyte_auth::Token> {
+    flyte_auth::token::cached(&home.debug().token_cache(), &device_flow_key(endpoint))
+        .filter(|t| t.usable_at(flyte_auth::token::unix_now()))
 }
 
 /// How to open a [`ControlPlane`].
@@ -173,6 +197,7 @@ impl ControlPlane {
                 Credential::Command(argv) => {
                     format!("the command {}", argv.first().map_or("", String::as_str))
                 }
+                Credential::DeviceFlow { .. } => "a device-flow login".to_owned(),
             };
             let (tokens, header) = plane.named_credential(credential).await?;
             Some((tokens, header, None, what))
@@ -208,6 +233,34 @@ impl ControlPlane {
             Credential::Command(argv) => {
                 let command = flyte_auth::ExternalCommand::new(argv)?;
                 return Ok((Arc::new(command), config.header_name));
+            }
+            Credential::DeviceFlow {
+                scopes,
+                audience,
+                prompt,
+            } => {
+                if !scopes.is_empty() {
+                    config.scopes = scopes;
+                }
+                if audience.is_some() {
+                    config.audience = audience;
+                }
+                let prompt = prompt.ok_or_else(|| {
+                    DebugClientError::Configuration(
+                        "admin.authType is DeviceFlow, but nothing can show the login code here"
+                            .to_owned(),
+                    )
+                })?;
+                let header = config.header_name.clone();
+                let key = device_flow_key(&self.endpoint);
+                let tokens = flyte_auth::DeviceFlow::new(
+                    self.anonymous.http().clone(),
+                    config,
+                    &key,
+                    self.home.debug().token_cache(),
+                    prompt,
+                )?;
+                return Ok((Arc::new(tokens), header));
             }
             Credential::ClientSecret {
                 client_id,

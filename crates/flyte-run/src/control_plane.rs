@@ -94,5 +94,10 @@ pub(crate) fn plane_options(
     .map_err(|e| e.to_string())?;
     options.allow_key_endpoint =
         crate::env_vars::get(crate::env_vars::FLYTE_RUN_ALLOW_KEY_ENDPOINT);
+    // A person's login shows its code on stderr (stdout is the script's).
+    if let Some(flyte_debug_client::Credential::DeviceFlow { prompt, .. }) = &mut options.credential
+    {
+        *prompt = Some(std::sync::Arc::new(|message: &str| eprintln!("{message}")));
+    }
     Ok(options)
 }

@@ -209,11 +209,11 @@ fn auth_note(host: &AppContext, used: Option<&flyte_debug_client::Credential>) -
     let used = match (used, auth.value) {
         (Some(flyte_debug_client::Credential::ApiKey(_)), _) => "FLYTE_API_KEY is used instead",
         (Some(_), _) => "used",
-        (None, AuthType::ClientSecret | AuthType::ExternalCommand) => {
+        (None, AuthType::ClientSecret | AuthType::ExternalCommand | AuthType::DeviceFlow) => {
             "not used: it is set beside another endpoint than the one in effect"
         }
         (None, _) => {
-            "not supported yet (flyte-run supports ClientSecret, ExternalCommand and FLYTE_API_KEY): the sandbox's credential or a stored API key is used"
+            "not supported yet (flyte-run supports ClientSecret, DeviceFlow, ExternalCommand and FLYTE_API_KEY): the sandbox's credential or a stored API key is used"
         }
     };
     Some(Check::new(
@@ -221,6 +221,27 @@ fn auth_note(host: &AppContext, used: Option<&flyte_debug_client::Credential>) -
         "auth",
         format!("{} (from {}); {used}", auth.value.name(), auth.source),
     ))
+}
+
+/// The device-flow login cached for `endpoint`, if any.
+fn device_login_check(host: &AppContext, endpoint: &flyte_debug_client::Endpoint) -> Check {
+    match flyte_debug_client::cached_device_login(&host.layout(), endpoint) {
+        Some(token) => Check::new(
+            Status::Ok,
+            "token",
+            format!(
+                "from a device-flow login; valid for {} more minute(s)",
+                token
+                    .exp
+                    .map_or(0, |exp| (exp - flyte_auth::token::unix_now()).max(0) / 60)
+            ),
+        ),
+        None => Check::new(
+            Status::Note,
+            "token",
+            "no device-flow login yet (or it expired): the next command that needs one shows a code to approve",
+        ),
+    }
 }
 
 /// The endpoint, whether it answers, and whether a token can be had for it.
@@ -276,6 +297,14 @@ fn control_plane_checks(host: &AppContext) -> Vec<Check> {
     }];
     checks.extend(auth_note(host, options.credential.as_ref()));
     if reachable.is_err() {
+        return checks;
+    }
+    if matches!(
+        options.credential,
+        Some(flyte_debug_client::Credential::DeviceFlow { .. })
+    ) {
+        // A check never starts a person's login: it reports the one there is.
+        checks.push(device_login_check(host, &endpoint));
         return checks;
     }
     let key_file = files.key_file.clone();

@@ -34,6 +34,15 @@ pub(crate) enum SandboxCommand {
     Status,
     /// Run the sandbox in the foreground until interrupted.
     Serve(ServeArgs),
+    /// Approve a device's login (Flyte's `DeviceFlow`) to this machine's sandbox: CODE is the
+    /// code the device shows. Its tokens act for the sandbox's own credential.
+    Approve {
+        /// The user code the device printed, e.g. BCDF-GHJK (case and dash do not matter).
+        code: String,
+        /// Refuse the login instead.
+        #[arg(long)]
+        deny: bool,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -111,8 +120,62 @@ pub(crate) fn run(command: &SandboxCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         SandboxCommand::Stop => stop(&dir),
+        SandboxCommand::Approve { code, deny } => approve(&dir, code, !deny),
         SandboxCommand::Status => Ok(status(&dir)),
     }
+}
+
+/// `sandbox approve`: tell the running sandbox, with its own credential, what to do with a
+/// waiting device login.
+fn approve(dir: &SandboxDir, code: &str, approve: bool) -> anyhow::Result<ExitCode> {
+    let Some((_, endpoint)) = running(dir) else {
+        bail!(
+            "no sandbox runs here ({}); nothing waits for approval",
+            dir.path().display()
+        );
+    };
+    let credential = dir.credential();
+    let text = std::fs::read_to_string(&credential).with_context(|| {
+        format!(
+            "cannot read the sandbox's credential {}",
+            credential.display()
+        )
+    })?;
+    let key =
+        flyte_auth::ApiKey::decode(&text).with_context(|| format!("{}", credential.display()))?;
+    let url = format!(
+        "{}{}",
+        endpoint.trim_end_matches('/'),
+        flyte_sandbox::DEVICE_DECISION_PATH
+    );
+    let decision = if approve { "approve" } else { "deny" };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let (status, body) = runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(&url)
+            .basic_auth(&key.client_id, Some(key.client_secret.expose()))
+            .form(&[("user_code", code), ("decision", decision)])
+            .timeout(WAIT_LIMIT)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the sandbox at {endpoint}"))?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        anyhow::Ok((status, body))
+    })?;
+    if status.is_success() {
+        let done = if approve { "approved" } else { "denied" };
+        println!("{done} the device login {}", code.trim());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let described = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error_description"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("HTTP {status}"));
+    bail!("the sandbox refused: {described}")
 }
 
 fn serve(dir: &SandboxDir, args: &ServeArgs) -> anyhow::Result<ExitCode> {

@@ -58,6 +58,11 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// What a command printed, stdout then stderr.
+fn text(out: &Output) -> String {
+    format!("{}{}", stdout(out), String::from_utf8_lossy(&out.stderr))
+}
+
 /// A token signed by the sandbox's own key that expired an hour ago.
 fn expired_token(home: &Home) -> String {
     let signer = flyte_sandbox::tokens::Signer::load_or_create(
@@ -1334,5 +1339,133 @@ fn the_shell_opens_in_the_task(home: &Home) {
     assert_eq!(
         std::fs::read(home.0.path().join(".ssh/config")).ok(),
         config_before
+    );
+}
+
+/// Flyte's config.yaml naming the running sandbox and `DeviceFlow`.
+fn device_flow_config(home: &Home) {
+    let endpoint = std::fs::read_to_string(home.sandbox_dir().join("endpoint")).unwrap();
+    std::fs::write(
+        home.0.path().join(".flyte/config.yaml"),
+        format!(
+            "admin:\n  endpoint: {}\n  authType: DeviceFlow\n",
+            endpoint.trim()
+        ),
+    )
+    .unwrap();
+}
+
+/// Mark the newest token in a token cache expired; the cache as it was.
+fn expire_cached_token(cache: &std::path::Path) -> serde_json::Value {
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cache).unwrap()).unwrap();
+    let before = doc.clone();
+    doc["exp"] = serde_json::json!(1);
+    std::fs::write(cache, doc.to_string()).unwrap();
+    before
+}
+
+/// Issue 16: Flyte's `DeviceFlow`, end to end against the sandbox: flyte-run shows a code, the
+/// sandbox's owner approves it (`flyte-run sandbox approve`), the command goes on; the next one
+/// reuses the token, an expired one is renewed with the refresh token (no new login), a refresh
+/// token the sandbox no longer knows (it restarted) falls back to a new login, and a denied
+/// login or a mistyped code is an error that says so.
+#[test]
+fn the_device_flow_logs_in_through_the_owners_approval() {
+    use std::io::BufRead as _;
+    let home = Home::with_sandbox();
+    device_flow_config(&home);
+    // Start a command that needs a token; read the code it shows; approve or deny it.
+    let login = |decision: &[&str]| -> Output {
+        let mut child = home
+            .0
+            .command(BIN)
+            .env_remove("FLYTE_ENDPOINT")
+            .args(["-e", r#"runs::find("nothing-here")"#])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut shown = Vec::new();
+        let code = stderr.by_ref().find_map(|line| {
+            let line = line.unwrap();
+            let code = line
+                .split_once("approve the code ")
+                .map(|(_, c)| c.trim().to_owned());
+            shown.push(line);
+            code
+        });
+        let code = code.unwrap_or_else(|| panic!("no code shown: {shown:?}"));
+        let mut args = vec!["sandbox", "approve"];
+        args.extend_from_slice(decision);
+        args.push(&code);
+        let decided = home.run(&args);
+        assert!(decided.status.success(), "{}", text(&decided));
+        // The rest of what it says, until it exits.
+        shown.extend(stderr.map(Result::unwrap));
+        let mut out = child.wait_with_output().unwrap();
+        out.stderr = shown.join("\n").into_bytes();
+        out
+    };
+    let shows_a_code = |out: &Output| text(out).contains("approve the code");
+
+    let first = login(&[]);
+    assert!(first.status.success(), "{}", text(&first));
+    let doctor = home.run(&["doctor"]);
+    assert!(
+        text(&doctor).contains("ok    token       from a device-flow login; valid for"),
+        "{}",
+        text(&doctor)
+    );
+
+    // Cached: no new login.
+    let again = home.run(&["-e", r#"runs::find("nothing-here")"#]);
+    assert!(
+        again.status.success() && !shows_a_code(&again),
+        "{}",
+        text(&again)
+    );
+
+    // The access token expired: the refresh token renews it, still without a login.
+    let cache = home.0.ssh_debug_dir().join("flyte-run-tokens.json");
+    let doc = expire_cached_token(&cache);
+    let refreshed = home.run(&["-e", r#"runs::find("nothing-here")"#]);
+    assert!(
+        refreshed.status.success() && !shows_a_code(&refreshed),
+        "{}",
+        text(&refreshed)
+    );
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    assert_ne!(after["refresh_token"], doc["refresh_token"], "rotated");
+    assert!(after["exp"].as_i64().unwrap() > 1);
+
+    // A restarted sandbox forgot its refresh tokens: a new login, not an error.
+    assert!(home.run(&["sandbox", "stop"]).status.success());
+    assert!(home.run(&["sandbox", "start"]).status.success());
+    device_flow_config(&home);
+    expire_cached_token(&cache);
+    let relogin = login(&[]);
+    assert!(relogin.status.success(), "{}", text(&relogin));
+
+    // Denied: the command fails and says so.
+    std::fs::remove_file(&cache).unwrap();
+    let denied = login(&["--deny"]);
+    assert!(!denied.status.success());
+    assert!(
+        text(&denied).contains("the login was denied"),
+        "{}",
+        text(&denied)
+    );
+
+    // A code nobody waits with.
+    let wrong = home.run(&["sandbox", "approve", "BBBB-CCCC"]);
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong).contains("no device login waits with that code"),
+        "{}",
+        text(&wrong)
     );
 }

@@ -258,7 +258,15 @@ impl auth::AuthMetadataService for Api {
         Response::ok(auth::GetOAuth2MetadataResponse {
             issuer: crate::ISSUER.to_owned(),
             token_endpoint: format!("{}/oauth2/token", self.shared.base_url),
-            grant_types_supported: vec!["client_credentials".to_owned()],
+            device_authorization_endpoint: format!(
+                "{}{}",
+                self.shared.base_url,
+                crate::server::DEVICE_AUTHORIZATION_PATH
+            ),
+            grant_types_supported: crate::server::GRANT_TYPES
+                .iter()
+                .map(|g| (*g).to_owned())
+                .collect(),
             token_endpoint_auth_methods_supported: vec!["client_secret_basic".to_owned()],
             ..Default::default()
         })
@@ -270,7 +278,7 @@ impl auth::AuthMetadataService for Api {
         _request: ServiceRequest<'_, auth::GetPublicClientConfigRequest>,
     ) -> ServiceResult<auth::GetPublicClientConfigResponse> {
         Response::ok(auth::GetPublicClientConfigResponse {
-            client_id: "flyte-run".to_owned(),
+            client_id: crate::PUBLIC_CLIENT_ID.to_owned(),
             authorization_metadata_key: "authorization".to_owned(),
             ..Default::default()
         })

@@ -16,6 +16,8 @@
 
 mod clock;
 mod connect;
+mod device;
+pub use server::DEVICE_DECISION_PATH;
 mod own_services;
 mod runs;
 mod server;
@@ -72,7 +74,14 @@ pub(crate) struct Shared {
     pub(crate) token_ttl_secs: i64,
     pub(crate) runs: Arc<runs::Runs>,
     pub(crate) state_dir: PathBuf,
+    /// Device codes waiting for the owner's approval, and refresh tokens (in memory: a restart
+    /// sends devices back to a new login).
+    pub(crate) grants: std::sync::Mutex<device::Grants>,
 }
+
+/// The client id of Flyte's public client (PKCE, the device flow), as `GetPublicClientConfig`
+/// names it.
+pub(crate) const PUBLIC_CLIENT_ID: &str = "flyte-run";
 
 /// Create an API key: a random client id and secret; only the secret's hash is stored.
 pub(crate) fn create_api_key(store: &Store, name: &str) -> Result<(String, String)> {
@@ -162,6 +171,7 @@ impl Sandbox {
                 token_ttl_secs: TOKEN_TTL_SECS,
                 runs,
                 state_dir: state_dir.to_owned(),
+                grants: std::sync::Mutex::default(),
             }),
             state_dir: state_dir.to_owned(),
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,

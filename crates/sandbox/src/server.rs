@@ -100,13 +100,228 @@ async fn health() -> &'static str {
     "ok"
 }
 
+/// Where devices ask for a code (RFC 8628 §3.1).
+pub(crate) const DEVICE_AUTHORIZATION_PATH: &str = "/oauth2/device/authorize";
+/// The page a device's user is sent to.
+const VERIFICATION_PATH: &str = "/oauth2/device";
+/// Where the sandbox's owner approves or denies a user code (`flyte-run sandbox approve`).
+pub const DEVICE_DECISION_PATH: &str = "/oauth2/device/decide";
+const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+/// The grants the token endpoint takes.
+pub(crate) const GRANT_TYPES: &[&str] = &["client_credentials", DEVICE_CODE_GRANT, "refresh_token"];
+
 async fn well_known(State(shared): State<Arc<Shared>>) -> Response {
     axum::Json(json!({
         "issuer": crate::ISSUER,
         "token_endpoint": format!("{}/oauth2/token", shared.base_url),
-        "grant_types_supported": ["client_credentials"],
+        "device_authorization_endpoint": format!("{}{DEVICE_AUTHORIZATION_PATH}", shared.base_url),
+        "grant_types_supported": GRANT_TYPES,
     }))
     .into_response()
+}
+
+fn random_token(bytes: usize) -> Result<String, Rejection> {
+    let mut random = vec![0u8; bytes];
+    getrandom::fill(&mut random)
+        .map_err(|e| Rejection::from(crate::SandboxError::Io(format!("randomness: {e}"))))?;
+    Ok(<base64ct::Base64UrlUnpadded as base64ct::Encoding>::encode_string(&random))
+}
+
+fn grants(shared: &Shared) -> std::sync::MutexGuard<'_, crate::device::Grants> {
+    shared
+        .grants
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A form body's fields.
+fn form_fields(body: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((form_decode(k)?, form_decode(v)?)))
+        .collect()
+}
+
+fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Why an OAuth2 request was refused: an OAuth2 error, or the sandbox failing.
+enum OAuthRefusal {
+    OAuth(StatusCode, &'static str, &'static str),
+    Sandbox(Rejection),
+}
+
+impl IntoResponse for OAuthRefusal {
+    fn into_response(self) -> Response {
+        match self {
+            OAuthRefusal::OAuth(status, error, description) => {
+                oauth_error(status, error, description)
+            }
+            OAuthRefusal::Sandbox(rejection) => rejection.into_response(),
+        }
+    }
+}
+
+/// A public client's request must name Flyte's public client id, when it names one.
+fn public_client(form: &[(String, String)]) -> Result<(), OAuthRefusal> {
+    match field(form, "client_id") {
+        None => Ok(()),
+        Some(id) if id == crate::PUBLIC_CLIENT_ID => Ok(()),
+        Some(_) => Err(OAuthRefusal::OAuth(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "unknown public client; use the client id GetPublicClientConfig names",
+        )),
+    }
+}
+
+/// `POST /oauth2/device/authorize`: a device code and the user code its owner approves.
+async fn device_authorize(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let form = form_fields(&body);
+    if let Err(refused) = public_client(&form) {
+        return refused.into_response();
+    }
+    let (device_code, mut random) = match random_token(32) {
+        Ok(code) => (code, [0u8; 8]),
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = getrandom::fill(&mut random) {
+        return Rejection::from(crate::SandboxError::Io(format!("randomness: {e}")))
+            .into_response();
+    }
+    let user_code = crate::device::user_code(random);
+    if grants(&shared)
+        .start(device_code.clone(), user_code.clone(), now())
+        .is_err()
+    {
+        return oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "slow_down",
+            "too many device logins are waiting for approval; approve or let them expire",
+        );
+    }
+    let verification_uri = format!("{}{VERIFICATION_PATH}", shared.base_url);
+    axum::Json(json!({
+        "device_code": device_code,
+        "user_code": user_code,
+        "verification_uri": verification_uri,
+        "verification_uri_complete": format!("{verification_uri}?user_code={user_code}"),
+        "expires_in": crate::device::DEVICE_CODE_TTL_SECS,
+        "interval": crate::device::POLL_INTERVAL_SECS,
+    }))
+    .into_response()
+}
+
+/// `GET /oauth2/device`: what the device's user reads. The sandbox has no accounts to log in
+/// to; its owner approves the code on the machine that runs it.
+async fn verification_page(uri: axum::http::Uri) -> Response {
+    let query = form_fields(uri.query().unwrap_or_default().as_bytes());
+    let code = field(&query, "user_code")
+        .map(crate::device::normalize_user_code)
+        .filter(|c| c.chars().all(|ch| ch.is_ascii_uppercase() || ch == '-'))
+        .unwrap_or_else(|| "CODE".to_owned());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        format!(
+            "flyte-run sandbox: a device asks to log in.\n\nOn the machine that runs the sandbox, \
+             approve it with\n\n    flyte-run sandbox approve {code}\n\nor refuse it with \
+             `flyte-run sandbox approve --deny {code}`.\n"
+        ),
+    )
+        .into_response()
+}
+
+/// `POST /oauth2/device/decide`: the owner, authenticated with an API key of this sandbox
+/// (HTTP Basic), approves (`decision=approve`) or denies (`decision=deny`) `user_code`.
+async fn device_decide(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let client_id = match basic_client(&shared, &headers) {
+        Ok(client_id) => client_id,
+        Err(refused) => return refused.into_response(),
+    };
+    let form = form_fields(&body);
+    let approve = match field(&form, "decision") {
+        Some("approve") => true,
+        Some("deny") => false,
+        _ => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "give decision=approve or decision=deny",
+            );
+        }
+    };
+    let Some(user_code) = field(&form, "user_code") else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "give user_code");
+    };
+    let approver = approve.then_some(client_id.as_str());
+    match grants(&shared).decide(user_code, approver, now()) {
+        crate::device::Decided::Done => {
+            axum::Json(json!({"decided": if approve { "approved" } else { "denied" }}))
+                .into_response()
+        }
+        crate::device::Decided::NoSuchCode => oauth_error(
+            StatusCode::NOT_FOUND,
+            "invalid_grant",
+            "no device login waits with that code (mistyped, expired after 10 minutes, or already decided)",
+        ),
+    }
+}
+
+/// The client an HTTP Basic header authenticates (a live API key of this sandbox).
+fn basic_client(shared: &Shared, headers: &HeaderMap) -> Result<String, OAuthRefusal> {
+    let basic = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| Base64::decode_vec(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    let Some((client_id, secret)) = basic.as_deref().and_then(|b| b.split_once(':')) else {
+        return Err(OAuthRefusal::OAuth(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "HTTP Basic client authentication is required",
+        ));
+    };
+    let secret = form_decode(secret).unwrap_or_default();
+    match shared.store.check_secret(client_id, &secret) {
+        Ok(true) => Ok(client_id.to_owned()),
+        Ok(false) => Err(OAuthRefusal::OAuth(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "unknown client or wrong secret",
+        )),
+        Err(e) => Err(OAuthRefusal::Sandbox(Rejection::from(e))),
+    }
+}
+
+/// Tokens for `client_id`: an access token, and for a person's login (device flow, refresh) a
+/// refresh token too.
+fn tokens_for(shared: &Shared, client_id: &str, with_refresh: bool) -> Response {
+    let access = match shared.signer.mint(client_id, now(), shared.token_ttl_secs) {
+        Ok(token) => token,
+        Err(e) => return Rejection::from(e).into_response(),
+    };
+    let mut answer = json!({"access_token": access, "token_type": "Bearer", "expires_in": shared.token_ttl_secs});
+    if with_refresh {
+        let refresh = match random_token(32) {
+            Ok(token) => token,
+            Err(e) => return e.into_response(),
+        };
+        grants(shared).issue_refresh(refresh.clone(), client_id, now());
+        answer["refresh_token"] = json!(refresh);
+    }
+    axum::Json(answer).into_response()
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
@@ -136,52 +351,72 @@ fn form_decode(value: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// `POST /oauth2/token`: the client-credentials grant with HTTP Basic client authentication.
+/// `POST /oauth2/token`: the client-credentials grant with HTTP Basic client authentication,
+/// the device-code grant of a device the owner approved, and refresh tokens (used once each).
 async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let form: Vec<(String, String)> = String::from_utf8_lossy(&body)
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .filter_map(|(k, v)| Some((form_decode(k)?, form_decode(v)?)))
-        .collect();
-    if !form
-        .iter()
-        .any(|(k, v)| k == "grant_type" && v == "client_credentials")
-    {
-        return oauth_error(
+    let form = form_fields(&body);
+    match field(&form, "grant_type") {
+        Some("client_credentials") => match basic_client(&shared, &headers) {
+            Ok(client_id) => tokens_for(&shared, &client_id, false),
+            Err(refused) => refused.into_response(),
+        },
+        Some(DEVICE_CODE_GRANT) => {
+            if let Err(refused) = public_client(&form) {
+                return refused.into_response();
+            }
+            let Some(device_code) = field(&form, "device_code") else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "give device_code",
+                );
+            };
+            let poll = grants(&shared).poll(device_code, now());
+            match poll {
+                crate::device::Poll::Approved { client_id } => {
+                    tokens_for(&shared, &client_id, true)
+                }
+                other => oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    other.error_code(),
+                    match other {
+                        crate::device::Poll::Pending => "waiting for the owner's approval",
+                        crate::device::Poll::SlowDown => "polling faster than the interval",
+                        crate::device::Poll::Denied => "the owner denied this login",
+                        crate::device::Poll::Expired => "the code expired; start a new login",
+                        _ => "unknown or used device code; start a new login",
+                    },
+                ),
+            }
+        }
+        Some("refresh_token") => {
+            if let Err(refused) = public_client(&form) {
+                return refused.into_response();
+            }
+            let Some(refresh) = field(&form, "refresh_token") else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "give refresh_token",
+                );
+            };
+            let redeemed = grants(&shared).redeem_refresh(refresh, now());
+            // The key the login was approved with must still exist: deleting it revokes.
+            match redeemed.map(|client_id| (shared.store.api_key(&client_id), client_id)) {
+                Some((Ok(Some(_)), client_id)) => tokens_for(&shared, &client_id, true),
+                Some((Err(e), _)) => Rejection::from(e).into_response(),
+                _ => oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "the refresh token is unknown, used or expired; log in again",
+                ),
+            }
+        }
+        _ => oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
-            "only client_credentials is supported",
-        );
-    }
-    let basic = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| Base64::decode_vec(b.trim()).ok())
-        .and_then(|b| String::from_utf8(b).ok());
-    let Some((client_id, secret)) = basic.as_deref().and_then(|b| b.split_once(':')) else {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "HTTP Basic client authentication is required",
-        );
-    };
-    let secret = form_decode(secret).unwrap_or_default();
-    match shared.store.check_secret(client_id, &secret) {
-        Ok(true) => {}
-        Ok(false) => {
-            return oauth_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "unknown client or wrong secret",
-            );
-        }
-        Err(e) => return Rejection::from(e).into_response(),
-    }
-    match shared.signer.mint(client_id, now(), shared.token_ttl_secs) {
-        Ok(token) => axum::Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": shared.token_ttl_secs}))
-            .into_response(),
-        Err(e) => Rejection::from(e).into_response(),
+            "give grant_type client_credentials, refresh_token or the device_code grant",
+        ),
     }
 }
 
@@ -435,6 +670,9 @@ pub(crate) fn router(shared: Arc<Shared>, body_read_timeout: std::time::Duration
         .route("/healthz", get(health))
         .route("/.well-known/oauth-authorization-server", get(well_known))
         .route("/oauth2/token", post(token))
+        .route(DEVICE_AUTHORIZATION_PATH, post(device_authorize))
+        .route(VERIFICATION_PATH, get(verification_page))
+        .route(DEVICE_DECISION_PATH, post(device_decide))
         // Flyte's services, our own (API keys, route tokens), and `unimplemented` for any other
         // path, on the connectrpc runtime.
         .fallback_service(crate::connect::router(Arc::clone(&shared)).into_axum_service())
