@@ -267,3 +267,82 @@ fn flytes_decoder_reads_the_credential_fields_of_a_key_for_an_endpoint_with_a_po
     assert_eq!(theirs[2], ours.client_secret.expose());
     assert_eq!(theirs[3], "None", "an empty org reads as Flyte's \"None\"");
 }
+
+/// Issue 16: Flyte's own SDK logs in to the sandbox with `authType: DeviceFlow` (its
+/// `DeviceCodeAuthenticator`, discovery through `AuthMetadataService`): it prints the
+/// verification URL with the user code, the sandbox's owner approves it with
+/// `flyte-run sandbox approve`, and the SDK's calls go through with the token it polled for.
+#[test]
+fn flytes_own_sdk_logs_in_with_the_device_flow() {
+    use std::io::BufRead as _;
+    let home = Home(TempHome::new());
+    let out = home.run(&[
+        "-e",
+        r#"runs::launch(#{ name: "device-run", command: ["true"] })"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The file Flyte's CLI gets (TLS with the sandbox's CA), with the device flow instead of the
+    // client secret, and no keyring (Flyte's cache; none runs here).
+    let written =
+        std::fs::read_to_string(home.0.path().join(".flyte/sandbox/flyte-config.yaml")).unwrap();
+    let config: String = written
+        .lines()
+        .filter(|l| !l.contains("clientId") && !l.contains("clientSecretLocation"))
+        .map(|l| {
+            if l.contains("authType") {
+                "  authType: DeviceFlow\n  disableKeyring: true\n".to_owned()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let config_path = home.0.path().join("device-flow.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut child = Command::new(flyte_testkit::interop_python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/flyte_device_flow.py"
+        ))
+        .arg(&config_path)
+        .env("HOME", home.0.path())
+        .env("PYTHONUNBUFFERED", "1")
+        .env("NO_COLOR", "1")
+        .env("COLUMNS", "400")
+        .current_dir(home.0.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut shown = Vec::new();
+    let code = stdout.by_ref().find_map(|line| {
+        let line = line.unwrap();
+        let code = line
+            .split_once("user_code=")
+            .map(|(_, rest)| rest.chars().take(9).collect::<String>());
+        shown.push(line);
+        code
+    });
+    let code = code.unwrap_or_else(|| panic!("the SDK showed no code: {shown:?}"));
+    let approved = home.run(&["sandbox", "approve", &code]);
+    assert!(
+        approved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    let rest: Vec<String> = stdout.map(Result::unwrap).collect();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {shown:?} {rest:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_str(rest.last().unwrap()).unwrap();
+    assert_eq!(listed, serde_json::json!({"listall": ["device-run"]}));
+}
