@@ -268,6 +268,27 @@ fn flytes_decoder_reads_the_credential_fields_of_a_key_for_an_endpoint_with_a_po
     assert_eq!(theirs[3], "None", "an empty org reads as Flyte's \"None\"");
 }
 
+/// The file Flyte's CLI gets for the sandbox (TLS with its CA), with the login flow `auth_type`
+/// instead of the client secret, and no keyring (Flyte's token cache; none runs here).
+fn login_config(home: &Home, auth_type: &str) -> std::path::PathBuf {
+    let written =
+        std::fs::read_to_string(home.0.path().join(".flyte/sandbox/flyte-config.yaml")).unwrap();
+    let config: String = written
+        .lines()
+        .filter(|l| !l.contains("clientId") && !l.contains("clientSecretLocation"))
+        .map(|l| {
+            if l.contains("authType") {
+                format!("  authType: {auth_type}\n  disableKeyring: true\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let path = home.0.path().join(format!("{auth_type}.yaml"));
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
 /// Issue 16: Flyte's own SDK logs in to the sandbox with `authType: DeviceFlow` (its
 /// `DeviceCodeAuthenticator`, discovery through `AuthMetadataService`): it prints the
 /// verification URL with the user code, the sandbox's owner approves it with
@@ -285,27 +306,11 @@ fn flytes_own_sdk_logs_in_with_the_device_flow() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The file Flyte's CLI gets (TLS with the sandbox's CA), with the device flow instead of the
-    // client secret, and no keyring (Flyte's cache; none runs here).
-    let written =
-        std::fs::read_to_string(home.0.path().join(".flyte/sandbox/flyte-config.yaml")).unwrap();
-    let config: String = written
-        .lines()
-        .filter(|l| !l.contains("clientId") && !l.contains("clientSecretLocation"))
-        .map(|l| {
-            if l.contains("authType") {
-                "  authType: DeviceFlow\n  disableKeyring: true\n".to_owned()
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    let config_path = home.0.path().join("device-flow.yaml");
-    std::fs::write(&config_path, config).unwrap();
+    let config_path = login_config(&home, "DeviceFlow");
     let mut child = Command::new(flyte_testkit::interop_python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/flyte_device_flow.py"
+            "/tests/fixtures/flyte_login.py"
         ))
         .arg(&config_path)
         .env("HOME", home.0.path())
@@ -345,4 +350,72 @@ fn flytes_own_sdk_logs_in_with_the_device_flow() {
     );
     let listed: Value = serde_json::from_str(rest.last().unwrap()).unwrap();
     assert_eq!(listed, serde_json::json!({"listall": ["device-run"]}));
+}
+
+/// `$BROWSER` for a login: one executable (Python's `webbrowser` does not split a command line)
+/// running `fixtures/headless_browser.py`.
+fn headless_browser(home: &Home) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = home.0.path().join("headless-browser");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nexec {} {} \"$@\"\n",
+            flyte_testkit::interop_python().display(),
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/headless_browser.py"
+            )
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Issue 16: Flyte's own SDK logs in to the sandbox with `authType: Pkce` (its
+/// `PKCEAuthenticator`: S256 challenge, its own loopback callback server on the redirect URI
+/// `GetPublicClientConfig` names, the code exchanged with the verifier). The browser is
+/// `fixtures/headless_browser.py`, which reads the user code off the page, approves it as the
+/// sandbox's owner and follows the redirect.
+#[test]
+fn flytes_own_sdk_logs_in_with_pkce() {
+    let home = Home(TempHome::new());
+    let out = home.run(&[
+        "-e",
+        r#"runs::launch(#{ name: "pkce-run", command: ["true"] })"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config_path = login_config(&home, "Pkce");
+    let browser = headless_browser(&home);
+    // Bounded: a login that never completes fails the test instead of hanging it.
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(flyte_testkit::interop_python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/flyte_login.py"
+        ))
+        .arg(&config_path)
+        .env("HOME", home.0.path())
+        .env("BROWSER", browser)
+        .env("FLYTE_RUN_BIN", BIN)
+        .env("NO_COLOR", "1")
+        .current_dir(home.0.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}: {stdout} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(listed, serde_json::json!({"listall": ["pkce-run"]}));
 }

@@ -258,6 +258,13 @@ impl auth::AuthMetadataService for Api {
         Response::ok(auth::GetOAuth2MetadataResponse {
             issuer: crate::ISSUER.to_owned(),
             token_endpoint: format!("{}/oauth2/token", self.shared.base_url),
+            authorization_endpoint: format!(
+                "{}{}",
+                self.shared.base_url,
+                crate::server::AUTHORIZATION_PATH
+            ),
+            response_types_supported: vec!["code".to_owned()],
+            code_challenge_methods_supported: vec!["S256".to_owned()],
             device_authorization_endpoint: format!(
                 "{}{}",
                 self.shared.base_url,
@@ -279,6 +286,7 @@ impl auth::AuthMetadataService for Api {
     ) -> ServiceResult<auth::GetPublicClientConfigResponse> {
         Response::ok(auth::GetPublicClientConfigResponse {
             client_id: crate::PUBLIC_CLIENT_ID.to_owned(),
+            redirect_uri: self.shared.redirect_uri.clone(),
             authorization_metadata_key: "authorization".to_owned(),
             ..Default::default()
         })

@@ -77,6 +77,23 @@ pub(crate) struct Shared {
     /// Device codes waiting for the owner's approval, and refresh tokens (in memory: a restart
     /// sends devices back to a new login).
     pub(crate) grants: std::sync::Mutex<device::Grants>,
+    /// The loopback redirect URI `GetPublicClientConfig` names for browser logins (PKCE): a port
+    /// that was free when the sandbox started, so two sandboxes' clients do not collide.
+    pub(crate) redirect_uri: String,
+}
+
+/// A loopback redirect URI on a port free right now.
+fn free_redirect_uri() -> Result<String> {
+    let probe = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).map_err(|e| {
+        SandboxError::Io(format!("cannot find a free port for the redirect URI: {e}"))
+    })?;
+    let port = probe
+        .local_addr()
+        .map_err(|e| {
+            SandboxError::Io(format!("cannot find a free port for the redirect URI: {e}"))
+        })?
+        .port();
+    Ok(format!("http://127.0.0.1:{port}/callback"))
 }
 
 /// The client id of Flyte's public client (PKCE, the device flow), as `GetPublicClientConfig`
@@ -172,6 +189,7 @@ impl Sandbox {
                 runs,
                 state_dir: state_dir.to_owned(),
                 grants: std::sync::Mutex::default(),
+                redirect_uri: free_redirect_uri()?,
             }),
             state_dir: state_dir.to_owned(),
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,

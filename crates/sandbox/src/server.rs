@@ -108,13 +108,25 @@ const VERIFICATION_PATH: &str = "/oauth2/device";
 pub const DEVICE_DECISION_PATH: &str = "/oauth2/device/decide";
 const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 /// The grants the token endpoint takes.
-pub(crate) const GRANT_TYPES: &[&str] = &["client_credentials", DEVICE_CODE_GRANT, "refresh_token"];
+pub(crate) const GRANT_TYPES: &[&str] = &[
+    "client_credentials",
+    DEVICE_CODE_GRANT,
+    "authorization_code",
+    "refresh_token",
+];
+/// Where a browser asks for an authorization code (PKCE).
+pub(crate) const AUTHORIZATION_PATH: &str = "/oauth2/authorize";
+/// Where the browser asks again until the owner has decided.
+const CONTINUE_PATH: &str = "/oauth2/authorize/continue";
 
 async fn well_known(State(shared): State<Arc<Shared>>) -> Response {
     axum::Json(json!({
         "issuer": crate::ISSUER,
         "token_endpoint": format!("{}/oauth2/token", shared.base_url),
         "device_authorization_endpoint": format!("{}{DEVICE_AUTHORIZATION_PATH}", shared.base_url),
+        "authorization_endpoint": format!("{}{AUTHORIZATION_PATH}", shared.base_url),
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
         "grant_types_supported": GRANT_TYPES,
     }))
     .into_response()
@@ -278,6 +290,121 @@ async fn device_decide(
     }
 }
 
+fn page(status: StatusCode, text: String, refresh: Option<&str>) -> Response {
+    let refresh = refresh
+        .map(|url| format!("<meta http-equiv=\"refresh\" content=\"2;url={url}\">"))
+        .unwrap_or_default();
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\">{refresh}<title>flyte-run sandbox login</title></head><body><pre>{}</pre></body></html>",
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    );
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn approval_text(user_code: &str, continue_url: &str) -> String {
+    format!(
+        "flyte-run sandbox: a browser asks to log in.\n\nOn the machine that runs the sandbox, approve it with\n\n    flyte-run sandbox approve {user_code}\n\n(or refuse it with `flyte-run sandbox approve --deny {user_code}`); this page goes on by itself.\nContinue: {continue_url}\n"
+    )
+}
+
+/// `GET /oauth2/authorize`: a browser's authorization request (response type `code`, PKCE S256,
+/// a loopback redirect URI). The page names the user code the owner approves.
+async fn authorize(State(shared): State<Arc<Shared>>, uri: axum::http::Uri) -> Response {
+    let query = form_fields(uri.query().unwrap_or_default().as_bytes());
+    let bad = |text: &str| page(StatusCode::BAD_REQUEST, text.to_owned(), None);
+    if public_client(&query).is_err() {
+        return bad("unknown client_id: use the one GetPublicClientConfig names");
+    }
+    if field(&query, "response_type") != Some("code") {
+        return bad("response_type must be code");
+    }
+    // Nothing goes back to a redirect URI before it is known to be this machine's.
+    let Some(redirect_uri) =
+        field(&query, "redirect_uri").filter(|r| crate::device::is_loopback_redirect(r))
+    else {
+        return bad(
+            "redirect_uri must be http://localhost:PORT/..., http://127.0.0.1:PORT/... or http://[::1]:PORT/...",
+        );
+    };
+    let (Some(challenge), Some("S256")) = (
+        field(&query, "code_challenge"),
+        field(&query, "code_challenge_method"),
+    ) else {
+        return bad("PKCE is required: give code_challenge with code_challenge_method=S256");
+    };
+    let mut random = [0u8; 8];
+    let request_id = match random_token(24) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = getrandom::fill(&mut random) {
+        return Rejection::from(crate::SandboxError::Io(format!("randomness: {e}")))
+            .into_response();
+    }
+    let user_code = crate::device::user_code(random);
+    let request = (
+        redirect_uri.to_owned(),
+        field(&query, "state").map(str::to_owned),
+        challenge.to_owned(),
+    );
+    if grants(&shared)
+        .start_authorization(request_id.clone(), user_code.clone(), request, now())
+        .is_err()
+    {
+        return page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many logins are waiting for approval; approve them or let them expire".to_owned(),
+            None,
+        );
+    }
+    let continue_url = format!("{}{CONTINUE_PATH}?request={request_id}", shared.base_url);
+    page(
+        StatusCode::OK,
+        approval_text(&user_code, &continue_url),
+        Some(&continue_url),
+    )
+}
+
+/// `GET /oauth2/authorize/continue?request=ID`: back to the client's redirect URI once the owner
+/// decided, else the same page again.
+async fn authorize_continue(State(shared): State<Arc<Shared>>, uri: axum::http::Uri) -> Response {
+    let query = form_fields(uri.query().unwrap_or_default().as_bytes());
+    let request_id = field(&query, "request").unwrap_or_default();
+    let code = match random_token(32) {
+        Ok(code) => code,
+        Err(e) => return e.into_response(),
+    };
+    let next = grants(&shared).continue_authorization(request_id, code, now());
+    match next {
+        crate::device::Continue::Redirect { location } => (
+            StatusCode::FOUND,
+            [(axum::http::header::LOCATION, location)],
+        )
+            .into_response(),
+        crate::device::Continue::Pending { user_code } => {
+            let continue_url = format!("{}{CONTINUE_PATH}?request={request_id}", shared.base_url);
+            page(
+                StatusCode::OK,
+                approval_text(&user_code, &continue_url),
+                Some(&continue_url),
+            )
+        }
+        crate::device::Continue::Unknown => page(
+            StatusCode::BAD_REQUEST,
+            "no login waits here (it expired after 10 minutes, or it is finished); start again"
+                .to_owned(),
+            None,
+        ),
+    }
+}
+
 /// The client an HTTP Basic header authenticates (a live API key of this sandbox).
 fn basic_client(shared: &Shared, headers: &HeaderMap) -> Result<String, OAuthRefusal> {
     let basic = headers
@@ -389,6 +516,30 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
                 ),
             }
         }
+        Some("authorization_code") => {
+            if let Err(refused) = public_client(&form) {
+                return refused.into_response();
+            }
+            let (Some(code), Some(verifier)) =
+                (field(&form, "code"), field(&form, "code_verifier"))
+            else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "give code and code_verifier (PKCE)",
+                );
+            };
+            let redeemed =
+                grants(&shared).redeem_code(code, verifier, field(&form, "redirect_uri"), now());
+            match redeemed {
+                Some(client_id) => tokens_for(&shared, &client_id, true),
+                None => oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "the code is unknown, used or expired, or the code_verifier does not match its challenge",
+                ),
+            }
+        }
         Some("refresh_token") => {
             if let Err(refused) = public_client(&form) {
                 return refused.into_response();
@@ -415,7 +566,7 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
         _ => oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
-            "give grant_type client_credentials, refresh_token or the device_code grant",
+            "give grant_type client_credentials, authorization_code, refresh_token or the device_code grant",
         ),
     }
 }
@@ -673,6 +824,8 @@ pub(crate) fn router(shared: Arc<Shared>, body_read_timeout: std::time::Duration
         .route(DEVICE_AUTHORIZATION_PATH, post(device_authorize))
         .route(VERIFICATION_PATH, get(verification_page))
         .route(DEVICE_DECISION_PATH, post(device_decide))
+        .route(AUTHORIZATION_PATH, get(authorize))
+        .route(CONTINUE_PATH, get(authorize_continue))
         // Flyte's services, our own (API keys, route tokens), and `unimplemented` for any other
         // path, on the connectrpc runtime.
         .fallback_service(crate::connect::router(Arc::clone(&shared)).into_axum_service())
