@@ -282,7 +282,7 @@ impl Grants {
                 params.extend(state);
                 let location = with_query(&request.redirect_uri, &params);
                 self.codes.insert(
-                    code.clone(),
+                    code,
                     IssuedCode {
                         client_id: client_id.clone(),
                         challenge: request.challenge.clone(),

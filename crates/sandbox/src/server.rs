@@ -290,7 +290,7 @@ async fn device_decide(
     }
 }
 
-fn page(status: StatusCode, text: String, refresh: Option<&str>) -> Response {
+fn page(status: StatusCode, text: &str, refresh: Option<&str>) -> Response {
     let refresh = refresh
         .map(|url| format!("<meta http-equiv=\"refresh\" content=\"2;url={url}\">"))
         .unwrap_or_default();
@@ -318,7 +318,7 @@ fn approval_text(user_code: &str, continue_url: &str) -> String {
 /// a loopback redirect URI). The page names the user code the owner approves.
 async fn authorize(State(shared): State<Arc<Shared>>, uri: axum::http::Uri) -> Response {
     let query = form_fields(uri.query().unwrap_or_default().as_bytes());
-    let bad = |text: &str| page(StatusCode::BAD_REQUEST, text.to_owned(), None);
+    let bad = |text: &str| page(StatusCode::BAD_REQUEST, text, None);
     if public_client(&query).is_err() {
         return bad("unknown client_id: use the one GetPublicClientConfig names");
     }
@@ -360,14 +360,14 @@ async fn authorize(State(shared): State<Arc<Shared>>, uri: axum::http::Uri) -> R
     {
         return page(
             StatusCode::TOO_MANY_REQUESTS,
-            "too many logins are waiting for approval; approve them or let them expire".to_owned(),
+            "too many logins are waiting for approval; approve them or let them expire",
             None,
         );
     }
     let continue_url = format!("{}{CONTINUE_PATH}?request={request_id}", shared.base_url);
     page(
         StatusCode::OK,
-        approval_text(&user_code, &continue_url),
+        &approval_text(&user_code, &continue_url),
         Some(&continue_url),
     )
 }
@@ -392,14 +392,13 @@ async fn authorize_continue(State(shared): State<Arc<Shared>>, uri: axum::http::
             let continue_url = format!("{}{CONTINUE_PATH}?request={request_id}", shared.base_url);
             page(
                 StatusCode::OK,
-                approval_text(&user_code, &continue_url),
+                &approval_text(&user_code, &continue_url),
                 Some(&continue_url),
             )
         }
         crate::device::Continue::Unknown => page(
             StatusCode::BAD_REQUEST,
-            "no login waits here (it expired after 10 minutes, or it is finished); start again"
-                .to_owned(),
+            "no login waits here (it expired after 10 minutes, or it is finished); start again",
             None,
         ),
     }
