@@ -7,8 +7,8 @@
 //! - [`token`]: the `bearer.json` cache (`{endpoint, token, exp}`), JWT expiry without
 //!   verification, reuse while more than 120 s remain.
 //! - [`ClientCredentials`]: a [`flyte_api::TokenSource`] that ties those together.
-//! - [`DeviceFlow`]: Flyte's `DeviceFlow` login (RFC 8628) for a person, its refresh token
-//!   used before a new login.
+//! - [`Login`]: a person's login, Flyte's `DeviceFlow` (RFC 8628) or `Pkce` (RFC 7636 with a
+//!   loopback redirect), its refresh token used before a new login.
 //! - [`write_headers_file`]: what `flyte-run tunnel --http-headers-file` reads.
 //!
 //! Secrets travel as [`flyte_api::Secret`]; no error, log line or `Debug` output contains one.
@@ -18,7 +18,9 @@ mod command;
 mod connect_service;
 mod device;
 mod headers;
+mod login;
 pub mod oauth;
+mod pkce;
 mod service;
 mod source;
 pub mod token;
@@ -28,8 +30,8 @@ pub use command::{COMMAND_TIMEOUT, ExternalCommand};
 pub use connect_service::{
     API_KEY_SERVICE, ConnectApiKeyService, ROUTE_TOKEN_SERVICE, create_route_token,
 };
-pub use device::{DeviceFlow, Prompt};
 pub use headers::write_headers_file;
+pub use login::{Login, LoginFlow, LoginPrompt, Prompt};
 pub use oauth::AuthConfig;
 pub use service::{API_KEY_FILE, ApiKeyService, ServiceFuture, ensure_api_key};
 pub use source::{ClientCredentials, FixedToken, Mint, MintFuture, TokenChain, TokenOrigin};
@@ -48,6 +50,8 @@ pub enum AuthError {
     InvalidHeader(String),
     #[error("{0}")]
     Command(String),
+    #[error("login: {0}")]
+    Login(String),
     #[error("token cache: {0}")]
     Cache(String),
     #[error("{0}")]

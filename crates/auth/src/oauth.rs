@@ -16,6 +16,10 @@ pub struct AuthConfig {
     pub device_authorization_endpoint: Option<String>,
     /// The public client's id (Flyte's `GetPublicClientConfig`), for a person's login.
     pub client_id: Option<String>,
+    /// Where a browser asks for an authorization code (PKCE).
+    pub authorization_endpoint: Option<String>,
+    /// Where the authorization code comes back: a loopback URI this machine listens on.
+    pub redirect_uri: Option<String>,
     pub scopes: Vec<String>,
     pub audience: Option<String>,
     /// The header tokens go in (`authorization` unless the deployment says otherwise).
@@ -23,25 +27,30 @@ pub struct AuthConfig {
 }
 
 #[derive(Debug, Deserialize)]
+#[allow(clippy::struct_field_names, reason = "RFC 8414 names them")]
 struct WellKnown {
     #[serde(default)]
     token_endpoint: String,
     #[serde(default)]
     device_authorization_endpoint: String,
+    #[serde(default)]
+    authorization_endpoint: String,
 }
 
 /// Ask the deployment how to get tokens: `AuthMetadataService` first, then the standard
 /// `/.well-known/oauth-authorization-server` document.
 pub async fn discover(client: &Client) -> Result<AuthConfig> {
     let metadata = client.connect(auth::AuthMetadataServiceClient::new)?;
-    let (token_endpoint, device_authorization_endpoint) = match metadata
+    let (token_endpoint, device_authorization_endpoint, authorization_endpoint) = match metadata
         .get_o_auth2_metadata(auth::GetOAuth2MetadataRequest::default())
         .await
         .owned()
     {
-        Ok(meta) if !meta.token_endpoint.is_empty() => {
-            (meta.token_endpoint, meta.device_authorization_endpoint)
-        }
+        Ok(meta) if !meta.token_endpoint.is_empty() => (
+            meta.token_endpoint,
+            meta.device_authorization_endpoint,
+            meta.authorization_endpoint,
+        ),
         Ok(_) | Err(_) => {
             let url = format!(
                 "{}/.well-known/oauth-authorization-server",
@@ -68,7 +77,11 @@ pub async fn discover(client: &Client) -> Result<AuthConfig> {
                     "{url} names no token_endpoint"
                 )));
             }
-            (doc.token_endpoint, doc.device_authorization_endpoint)
+            (
+                doc.token_endpoint,
+                doc.device_authorization_endpoint,
+                doc.authorization_endpoint,
+            )
         }
     };
     let public = match metadata
@@ -87,6 +100,8 @@ pub async fn discover(client: &Client) -> Result<AuthConfig> {
         device_authorization_endpoint: Some(device_authorization_endpoint)
             .filter(|e| !e.is_empty()),
         client_id: Some(public.client_id).filter(|c| !c.is_empty()),
+        authorization_endpoint: Some(authorization_endpoint).filter(|e| !e.is_empty()),
+        redirect_uri: Some(public.redirect_uri).filter(|r| !r.is_empty()),
         scopes: public.scopes,
         audience: Some(public.audience).filter(|a| !a.is_empty()),
         header_name: Some(public.authorization_metadata_key)

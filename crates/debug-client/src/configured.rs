@@ -109,15 +109,20 @@ fn options_from(
             }
             options.credential = Some(Credential::Command(argv));
         }
-        flyte_config::AuthType::DeviceFlow => {
-            options.credential = Some(Credential::DeviceFlow {
+        flyte_config::AuthType::DeviceFlow | flyte_config::AuthType::Pkce => {
+            options.credential = Some(Credential::Login {
+                flow: if auth.value == flyte_config::AuthType::Pkce {
+                    flyte_auth::LoginFlow::Pkce
+                } else {
+                    flyte_auth::LoginFlow::DeviceFlow
+                },
                 scopes: scopes(resolved, &applies),
                 audience: setting(flyte_config::AUDIENCE).map(|a| a.value),
                 prompt: None,
             });
         }
         // Not implemented yet: the best credential at hand (doctor says so).
-        flyte_config::AuthType::Pkce | flyte_config::AuthType::Passthrough => {}
+        flyte_config::AuthType::Passthrough => {}
     }
     Ok(options)
 }

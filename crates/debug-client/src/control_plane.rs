@@ -97,9 +97,11 @@ pub enum Credential {
     ApiKey(ApiKey),
     /// Flyte's `ExternalCommand`: this command (program first) prints a token.
     Command(Vec<String>),
-    /// Flyte's `DeviceFlow`: a person approves a code; `prompt` shows them where (the caller
-    /// draws it: a library does not print). Tokens and the refresh token are cached 0600.
-    DeviceFlow {
+    /// A person's login, Flyte's `DeviceFlow` or `Pkce`; `prompt` shows them what to do (the
+    /// caller draws it and opens the browser: a library neither prints nor starts programs).
+    /// Tokens and the refresh token are cached 0600.
+    Login {
+        flow: flyte_auth::LoginFlow,
         scopes: Vec<String>,
         audience: Option<String>,
         prompt: Option<flyte_auth::Prompt>,
@@ -122,24 +124,29 @@ impl std::fmt::Debug for Credential {
                 .debug_struct("Command")
                 .field("program", &argv.first())
                 .finish_non_exhaustive(),
-            Credential::DeviceFlow { scopes, .. } => f
-                .debug_struct("DeviceFlow")
+            Credential::Login { flow, scopes, .. } => f
+                .debug_struct("Login")
+                .field("flow", flow)
                 .field("scopes", scopes)
                 .finish_non_exhaustive(),
         }
     }
 }
 
-/// Where a device-flow login's tokens are cached: flyte-run's token file, under the endpoint and
+/// Where a person's login's tokens are cached: flyte-run's token file, under the endpoint and
 /// the flow.
-fn device_flow_key(endpoint: &Endpoint) -> String {
-    format!("{}#device-flow", endpoint.token_cache_key())
+fn login_key(endpoint: &Endpoint, flow: flyte_auth::LoginFlow) -> String {
+    format!("{}#{}", endpoint.token_cache_key(), flow.name())
 }
 
-/// The access token a device-flow login to `endpoint` left, if it is still usable (what
-/// `doctor` reports without starting a login).
-pub fn cached_device_login(home: &FlyteHome, endpoint: &Endpoint) -> Option<flyte_auth::Token> {
-    flyte_auth::token::cached(&home.debug().token_cache(), &device_flow_key(endpoint))
+/// The access token a person's login to `endpoint` left, if it is still usable (what `doctor`
+/// reports without starting a login).
+pub fn cached_login(
+    home: &FlyteHome,
+    endpoint: &Endpoint,
+    flow: flyte_auth::LoginFlow,
+) -> Option<flyte_auth::Token> {
+    flyte_auth::token::cached(&home.debug().token_cache(), &login_key(endpoint, flow))
         .filter(|t| t.usable_at(flyte_auth::token::unix_now()))
 }
 
@@ -197,7 +204,7 @@ impl ControlPlane {
                 Credential::Command(argv) => {
                     format!("the command {}", argv.first().map_or("", String::as_str))
                 }
-                Credential::DeviceFlow { .. } => "a device-flow login".to_owned(),
+                Credential::Login { flow, .. } => format!("a {} login", flow.name()),
             };
             let (tokens, header) = plane.named_credential(credential).await?;
             Some((tokens, header, None, what))
@@ -234,7 +241,8 @@ impl ControlPlane {
                 let command = flyte_auth::ExternalCommand::new(argv)?;
                 return Ok((Arc::new(command), config.header_name));
             }
-            Credential::DeviceFlow {
+            Credential::Login {
+                flow,
                 scopes,
                 audience,
                 prompt,
@@ -246,14 +254,15 @@ impl ControlPlane {
                     config.audience = audience;
                 }
                 let prompt = prompt.ok_or_else(|| {
-                    DebugClientError::Configuration(
-                        "admin.authType is DeviceFlow, but nothing can show the login code here"
-                            .to_owned(),
-                    )
+                    DebugClientError::Configuration(format!(
+                        "admin.authType is {}, but nothing here can show a person the login",
+                        flow.name()
+                    ))
                 })?;
                 let header = config.header_name.clone();
-                let key = device_flow_key(&self.endpoint);
-                let tokens = flyte_auth::DeviceFlow::new(
+                let key = login_key(&self.endpoint, flow);
+                let tokens = flyte_auth::Login::new(
+                    flow,
                     self.anonymous.http().clone(),
                     config,
                     &key,

@@ -26,8 +26,8 @@ pub mod ssh;
 
 pub use configured::plane_options;
 pub use control_plane::{
-    ControlPlane, Credential, CredentialFiles, ENV_ALLOW_KEY_ENDPOINT, PlaneOptions,
-    cached_device_login, stored_key,
+    ControlPlane, Credential, CredentialFiles, ENV_ALLOW_KEY_ENDPOINT, PlaneOptions, cached_login,
+    stored_key,
 };
 pub use error::{DebugClientError, Result};
 pub use names::{

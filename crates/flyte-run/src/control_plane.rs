@@ -70,6 +70,34 @@ pub(crate) fn connect(host: &AppContext, when_none: WhenNone) -> Result<ControlP
     plane(host, endpoint(host, when_none)?)
 }
 
+/// A person's login: what to do goes to stderr (stdout is the script's); a browser login's URL
+/// is also opened with `$BROWSER` when that is set.
+fn show_login(prompt: &flyte_auth::LoginPrompt<'_>) {
+    eprintln!("{}", prompt.message);
+    let (Some(url), Some(browser)) = (
+        prompt.open_url,
+        crate::env_vars::get_os(crate::env_vars::BROWSER),
+    ) else {
+        return;
+    };
+    // The person's browser, given the URL, as `webbrowser` runs it; reaped in the background
+    // so the login can serve its redirect meanwhile.
+    #[allow(clippy::disallowed_methods)]
+    let started = std::process::Command::new(&browser)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .spawn();
+    match started {
+        Ok(mut child) => {
+            std::thread::spawn(move || child.wait());
+        }
+        Err(e) => eprintln!(
+            "cannot start the browser {} ({e}); open the URL above yourself",
+            std::path::Path::new(&browser).display()
+        ),
+    }
+}
+
 /// [`flyte_debug_client::plane_options`] for `endpoint` from the configuration in effect, with
 /// flyte-run's own opt-in to credentials over plain http (`FLYTE_INSECURE`, flyte-run.json's
 /// `insecure`) and `FLYTE_RUN_ALLOW_KEY_ENDPOINT`.
@@ -94,10 +122,8 @@ pub(crate) fn plane_options(
     .map_err(|e| e.to_string())?;
     options.allow_key_endpoint =
         crate::env_vars::get(crate::env_vars::FLYTE_RUN_ALLOW_KEY_ENDPOINT);
-    // A person's login shows its code on stderr (stdout is the script's).
-    if let Some(flyte_debug_client::Credential::DeviceFlow { prompt, .. }) = &mut options.credential
-    {
-        *prompt = Some(std::sync::Arc::new(|message: &str| eprintln!("{message}")));
+    if let Some(flyte_debug_client::Credential::Login { prompt, .. }) = &mut options.credential {
+        *prompt = Some(std::sync::Arc::new(show_login));
     }
     Ok(options)
 }

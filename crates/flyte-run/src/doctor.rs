@@ -209,12 +209,10 @@ fn auth_note(host: &AppContext, used: Option<&flyte_debug_client::Credential>) -
     let used = match (used, auth.value) {
         (Some(flyte_debug_client::Credential::ApiKey(_)), _) => "FLYTE_API_KEY is used instead",
         (Some(_), _) => "used",
-        (None, AuthType::ClientSecret | AuthType::ExternalCommand | AuthType::DeviceFlow) => {
-            "not used: it is set beside another endpoint than the one in effect"
+        (None, AuthType::Passthrough) => {
+            "not supported yet (flyte-run supports ClientSecret, DeviceFlow, Pkce, ExternalCommand and FLYTE_API_KEY): the sandbox's credential or a stored API key is used"
         }
-        (None, _) => {
-            "not supported yet (flyte-run supports ClientSecret, DeviceFlow, ExternalCommand and FLYTE_API_KEY): the sandbox's credential or a stored API key is used"
-        }
+        (None, _) => "not used: it is set beside another endpoint than the one in effect",
     };
     Some(Check::new(
         Status::Note,
@@ -223,14 +221,19 @@ fn auth_note(host: &AppContext, used: Option<&flyte_debug_client::Credential>) -
     ))
 }
 
-/// The device-flow login cached for `endpoint`, if any.
-fn device_login_check(host: &AppContext, endpoint: &flyte_debug_client::Endpoint) -> Check {
-    match flyte_debug_client::cached_device_login(&host.layout(), endpoint) {
+/// The person's login (`flow`) cached for `endpoint`, if any.
+fn login_check(
+    host: &AppContext,
+    endpoint: &flyte_debug_client::Endpoint,
+    flow: flyte_auth::LoginFlow,
+) -> Check {
+    match flyte_debug_client::cached_login(&host.layout(), endpoint, flow) {
         Some(token) => Check::new(
             Status::Ok,
             "token",
             format!(
-                "from a device-flow login; valid for {} more minute(s)",
+                "from a {} login; valid for {} more minute(s)",
+                flow.name(),
                 token
                     .exp
                     .map_or(0, |exp| (exp - flyte_auth::token::unix_now()).max(0) / 60)
@@ -239,7 +242,10 @@ fn device_login_check(host: &AppContext, endpoint: &flyte_debug_client::Endpoint
         None => Check::new(
             Status::Note,
             "token",
-            "no device-flow login yet (or it expired): the next command that needs one shows a code to approve",
+            format!(
+                "no {} login yet (or it expired): the next command that needs one asks for it",
+                flow.name()
+            ),
         ),
     }
 }
@@ -299,12 +305,9 @@ fn control_plane_checks(host: &AppContext) -> Vec<Check> {
     if reachable.is_err() {
         return checks;
     }
-    if matches!(
-        options.credential,
-        Some(flyte_debug_client::Credential::DeviceFlow { .. })
-    ) {
+    if let Some(flyte_debug_client::Credential::Login { flow, .. }) = &options.credential {
         // A check never starts a person's login: it reports the one there is.
-        checks.push(device_login_check(host, &endpoint));
+        checks.push(login_check(host, &endpoint, *flow));
         return checks;
     }
     let key_file = files.key_file.clone();

@@ -37,6 +37,9 @@ pub(crate) const FLYTE_INSECURE: &str = "FLYTE_INSECURE";
 /// The endpoint authority (`host:port`) to which a stored API key made for another endpoint may
 /// be sent anyway (a renamed or proxied deployment). Only that endpoint; unset by default.
 pub(crate) const FLYTE_RUN_ALLOW_KEY_ENDPOINT: &str = flyte_debug_client::ENV_ALLOW_KEY_ENDPOINT;
+/// The browser a `Pkce` login opens its URL with (the program, given the URL as its argument),
+/// as Python's `webbrowser` and many tools read it. Unset: the URL is only printed.
+pub(crate) const BROWSER: &str = "BROWSER";
 /// Set inside a Kubernetes pod: `flyte-run debug-server` then listens on every address (the
 /// pod's own network), else on loopback.
 pub(crate) const KUBERNETES_SERVICE_HOST: &str = "KUBERNETES_SERVICE_HOST";

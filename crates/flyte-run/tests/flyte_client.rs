@@ -352,31 +352,10 @@ fn flytes_own_sdk_logs_in_with_the_device_flow() {
     assert_eq!(listed, serde_json::json!({"listall": ["device-run"]}));
 }
 
-/// `$BROWSER` for a login: one executable (Python's `webbrowser` does not split a command line)
-/// running `fixtures/headless_browser.py`.
-fn headless_browser(home: &Home) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt as _;
-    let path = home.0.path().join("headless-browser");
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\nexec {} {} \"$@\"\n",
-            flyte_testkit::interop_python().display(),
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/fixtures/headless_browser.py"
-            )
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
-}
-
 /// Issue 16: Flyte's own SDK logs in to the sandbox with `authType: Pkce` (its
 /// `PKCEAuthenticator`: S256 challenge, its own loopback callback server on the redirect URI
 /// `GetPublicClientConfig` names, the code exchanged with the verifier). The browser is
-/// `fixtures/headless_browser.py`, which reads the user code off the page, approves it as the
+/// testkit's `fixtures/headless_browser.py`, which reads the user code off the page, approves it as the
 /// sandbox's owner and follows the redirect.
 #[test]
 fn flytes_own_sdk_logs_in_with_pkce() {
@@ -391,7 +370,7 @@ fn flytes_own_sdk_logs_in_with_pkce() {
         String::from_utf8_lossy(&out.stderr)
     );
     let config_path = login_config(&home, "Pkce");
-    let browser = headless_browser(&home);
+    let browser = flyte_testkit::headless_browser(home.0.path());
     // Bounded: a login that never completes fails the test instead of hanging it.
     let out = Command::new("timeout")
         .arg("120")

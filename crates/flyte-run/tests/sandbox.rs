@@ -1342,13 +1342,13 @@ fn the_shell_opens_in_the_task(home: &Home) {
     );
 }
 
-/// Flyte's config.yaml naming the running sandbox and `DeviceFlow`.
-fn device_flow_config(home: &Home) {
+/// Flyte's config.yaml naming the running sandbox and the login flow `auth_type`.
+fn login_config(home: &Home, auth_type: &str) {
     let endpoint = std::fs::read_to_string(home.sandbox_dir().join("endpoint")).unwrap();
     std::fs::write(
         home.0.path().join(".flyte/config.yaml"),
         format!(
-            "admin:\n  endpoint: {}\n  authType: DeviceFlow\n",
+            "admin:\n  endpoint: {}\n  authType: {auth_type}\n",
             endpoint.trim()
         ),
     )
@@ -1374,7 +1374,7 @@ fn expire_cached_token(cache: &std::path::Path) -> serde_json::Value {
 fn the_device_flow_logs_in_through_the_owners_approval() {
     use std::io::BufRead as _;
     let home = Home::with_sandbox();
-    device_flow_config(&home);
+    login_config(&home, "DeviceFlow");
     // Start a command that needs a token; read the code it shows; approve or deny it.
     let login = |decision: &[&str]| -> Output {
         let mut child = home
@@ -1415,7 +1415,7 @@ fn the_device_flow_logs_in_through_the_owners_approval() {
     assert!(first.status.success(), "{}", text(&first));
     let doctor = home.run(&["doctor"]);
     assert!(
-        text(&doctor).contains("ok    token       from a device-flow login; valid for"),
+        text(&doctor).contains("ok    token       from a DeviceFlow login; valid for"),
         "{}",
         text(&doctor)
     );
@@ -1445,7 +1445,7 @@ fn the_device_flow_logs_in_through_the_owners_approval() {
     // A restarted sandbox forgot its refresh tokens: a new login, not an error.
     assert!(home.run(&["sandbox", "stop"]).status.success());
     assert!(home.run(&["sandbox", "start"]).status.success());
-    device_flow_config(&home);
+    login_config(&home, "DeviceFlow");
     expire_cached_token(&cache);
     let relogin = login(&[]);
     assert!(relogin.status.success(), "{}", text(&relogin));
@@ -1467,5 +1467,74 @@ fn the_device_flow_logs_in_through_the_owners_approval() {
         text(&wrong).contains("no device login waits with that code"),
         "{}",
         text(&wrong)
+    );
+}
+
+/// Issue 16: Flyte's `Pkce` login, end to end against the sandbox: flyte-run listens on the
+/// redirect URI the sandbox names, opens `$BROWSER` (testkit's headless browser, which approves
+/// the page's user code as the sandbox's owner and follows the redirect), and exchanges the code
+/// with its verifier; the next command reuses the token. A denied login and a redirect port
+/// another program holds are errors that say so.
+#[test]
+fn pkce_logs_in_through_the_browser_and_the_owners_approval() {
+    let home = Home::with_sandbox();
+    login_config(&home, "Pkce");
+    let browser = flyte_testkit::headless_browser(home.0.path());
+    let run = |decision: &str| {
+        home.0
+            .command(BIN)
+            .env_remove("FLYTE_ENDPOINT")
+            .env("BROWSER", &browser)
+            .env("FLYTE_RUN_BIN", BIN)
+            .env("HEADLESS_DECISION", decision)
+            .args(["-e", r#"runs::find("nothing-here")"#])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let first = run("approve");
+    assert!(first.status.success(), "{}", text(&first));
+    let shown = text(&first);
+    assert!(
+        shown.contains("To log in, open http://127.0.0.1:"),
+        "{shown}"
+    );
+    let doctor = home.run(&["doctor"]);
+    assert!(
+        text(&doctor).contains("ok    token       from a Pkce login; valid for"),
+        "{}",
+        text(&doctor)
+    );
+    let again = run("approve");
+    assert!(
+        again.status.success() && !text(&again).contains("To log in"),
+        "{}",
+        text(&again)
+    );
+
+    let cache = home.0.ssh_debug_dir().join("flyte-run-tokens.json");
+    std::fs::remove_file(&cache).unwrap();
+    let denied = run("deny");
+    assert!(!denied.status.success());
+    assert!(
+        text(&denied).contains("the login was refused: access_denied"),
+        "{}",
+        text(&denied)
+    );
+
+    // The redirect URI's port, taken by another program.
+    let port: u16 = shown
+        .split("redirect_uri=http%3A%2F%2F127.0.0.1%3A")
+        .nth(1)
+        .and_then(|rest| rest.split('%').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no redirect port in {shown}"));
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let taken = run("approve");
+    assert!(!taken.status.success());
+    assert!(
+        text(&taken).contains(&format!("another login or program holds port {port}")),
+        "{}",
+        text(&taken)
     );
 }

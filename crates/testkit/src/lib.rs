@@ -33,7 +33,7 @@ pub use ports::{PortReservation, reserve_port};
 pub use readonly::ReadOnlyDir;
 pub use runner_lab::RunnerLab;
 pub use sshd::{Sshd, SshdBuilder, ssh_keygen};
-pub use venv::{idl_python, interop_python};
+pub use venv::{headless_browser, idl_python, interop_python};
 
 /// A temporary home directory, removed on drop.
 #[derive(Debug)]

@@ -34,3 +34,24 @@ pub fn interop_python() -> PathBuf {
 pub fn idl_python() -> PathBuf {
     venv_python("idl-venv", "FLYTEIDL2_PYTHON", "flyteidl2==2.0.53")
 }
+
+/// An executable for `$BROWSER` (one program: Python's `webbrowser` does not split a command
+/// line) that plays the person in a sandbox's browser login: `fixtures/headless_browser.py`
+/// under the interop venv's Python, written into `dir`. It approves the login's user code with
+/// the binary `FLYTE_RUN_BIN` names (`--deny` when `HEADLESS_DECISION=deny`).
+pub fn headless_browser(dir: &std::path::Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join("headless-browser");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/headless_browser.py");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nexec {} {script} \"$@\"\n",
+            interop_python().display()
+        ),
+    )
+    .expect("the browser wrapper can be written");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .expect("the browser wrapper can be made executable");
+    path
+}
