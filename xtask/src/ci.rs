@@ -58,6 +58,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
         // flyte==2.12.1 pins an older flyteidl2, so the conformance check gets its own venv.
         ensure_venv(&root, "idl-venv", IDL_PACKAGES, IDL_PROBE)
     })?;
+    step(&mut timings, "go tools", ensure_go_tools)?;
     step(&mut timings, "codegen --check", || {
         crate::codegen::run(&["--check".to_owned()])
     })?;
@@ -144,6 +145,42 @@ fn ensure_prerequisites() -> anyhow::Result<()> {
         bail!(
             "apt-get finished but these are still missing: {}",
             still.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// Build the Go tools the tests use (a real OIDC provider) into their cache outside the
+/// repository, each once per pinned version.
+fn ensure_go_tools() -> anyhow::Result<()> {
+    for tool in flyte_testkit::GO_TOOLS {
+        let binary = tool.binary();
+        if binary.exists() {
+            println!("{} is ready", binary.display());
+            continue;
+        }
+        println!(
+            "building {}@{} into {}",
+            tool.package,
+            tool.version,
+            tool.bin_dir().display()
+        );
+        run_checked(
+            Command::new("go")
+                .arg("install")
+                .arg(format!("{}@{}", tool.package, tool.version))
+                .env("GOBIN", tool.bin_dir()),
+        )
+        .with_context(|| {
+            format!(
+                "cannot build {} with Go: install Go (the module proxy must be reachable)",
+                tool.name
+            )
+        })?;
+        ensure!(
+            binary.exists(),
+            "go install did not make {}",
+            binary.display()
         );
     }
     Ok(())

@@ -19,6 +19,7 @@
 
 pub mod control_plane;
 mod git_host;
+mod go_tools;
 mod ports;
 mod readonly;
 mod runner_lab;
@@ -29,11 +30,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use git_host::{GitHost, git};
+pub use go_tools::{GO_TOOLS, GoTool, OIDC_PROVIDER, tools_dir};
 pub use ports::{PortReservation, reserve_port};
 pub use readonly::ReadOnlyDir;
 pub use runner_lab::RunnerLab;
 pub use sshd::{Sshd, SshdBuilder, ssh_keygen};
-pub use venv::{headless_browser, idl_python, interop_python};
+pub use venv::{headless_browser, idl_python, interop_python, oidc_browser};
 
 /// A temporary home directory, removed on drop.
 #[derive(Debug)]

@@ -40,9 +40,19 @@ pub fn idl_python() -> PathBuf {
 /// under the interop venv's Python, written into `dir`. It approves the login's user code with
 /// the binary `FLYTE_RUN_BIN` names (`--deny` when `HEADLESS_DECISION=deny`).
 pub fn headless_browser(dir: &std::path::Path) -> PathBuf {
+    browser_wrapper(dir, "headless_browser")
+}
+
+/// The same for a login to zitadel/oidc's example OP (`fixtures/oidc_browser.py`: its login
+/// form filled with the test user).
+pub fn oidc_browser(dir: &std::path::Path) -> PathBuf {
+    browser_wrapper(dir, "oidc_browser")
+}
+
+fn browser_wrapper(dir: &std::path::Path, fixture: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt as _;
-    let path = dir.join("headless-browser");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/headless_browser.py");
+    let path = dir.join(fixture);
+    let script = format!("{}/fixtures/{fixture}.py", env!("CARGO_MANIFEST_DIR"));
     std::fs::write(
         &path,
         format!(
