@@ -121,8 +121,10 @@ fn options_from(
                 prompt: None,
             });
         }
-        // Not implemented yet: the best credential at hand (doctor says so).
-        flyte_config::AuthType::Passthrough => {}
+        // Flyte's Passthrough sends what the program puts in its context and nothing of its
+        // own; a command line has no such context, so it sends nothing: whatever stands in front
+        // of the control plane (a proxy, a sidecar) authenticates the request.
+        flyte_config::AuthType::Passthrough => options.anonymous = true,
     }
     Ok(options)
 }

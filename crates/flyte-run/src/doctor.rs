@@ -210,7 +210,7 @@ fn auth_note(host: &AppContext, used: Option<&flyte_debug_client::Credential>) -
         (Some(flyte_debug_client::Credential::ApiKey(_)), _) => "FLYTE_API_KEY is used instead",
         (Some(_), _) => "used",
         (None, AuthType::Passthrough) => {
-            "not supported yet (flyte-run supports ClientSecret, DeviceFlow, Pkce, ExternalCommand and FLYTE_API_KEY): the sandbox's credential or a stored API key is used"
+            "flyte-run sends no credential of its own (what stands in front of the control plane adds one)"
         }
         (None, _) => "not used: it is set beside another endpoint than the one in effect",
     };

@@ -1538,3 +1538,25 @@ fn pkce_logs_in_through_the_browser_and_the_owners_approval() {
         text(&taken)
     );
 }
+
+/// Issue 16: Flyte's `Passthrough` sends only what the program puts in its context; flyte-run
+/// has none, so it sends no credential at all (not the sandbox's, not a stored key): the
+/// sandbox refuses the call for want of a token, and `doctor` says what Passthrough means here.
+#[test]
+fn passthrough_sends_no_credential_of_flyte_runs_own() {
+    let home = Home::with_sandbox();
+    login_config(&home, "Passthrough");
+    let out = home.run(&["-e", r#"runs::find("nothing-here")"#]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("a bearer token is required"),
+        "{}",
+        text(&out)
+    );
+    let doctor = text(&home.run(&["doctor"]));
+    assert!(
+        doctor.contains("Passthrough (from ")
+            && doctor.contains("flyte-run sends no credential of its own"),
+        "{doctor}"
+    );
+}
