@@ -502,6 +502,16 @@ impl AuthType {
         ("Passthrough", AuthType::Passthrough),
     ];
 
+    /// The type Flyte's file names `name` (exactly as Flyte spells it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+    }
+
+    /// Every name Flyte's file may use.
+    pub fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|(n, _)| *n).collect()
+    }
+
     /// The name Flyte's file uses.
     pub fn name(self) -> &'static str {
         Self::ALL
@@ -595,3 +605,6 @@ impl Resolved {
 
 #[cfg(test)]
 mod tests;
+mod write;
+
+pub use write::FlyteFile;

@@ -84,9 +84,34 @@ pub(crate) enum ConfigCommand {
         /// Replace an existing file (atomically; otherwise it is left as it is).
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        flyte: FlyteFileArgs,
     },
     /// Print the settings in effect and where each comes from.
     Show,
+}
+
+/// `config init --flyte`: Flyte's own `config.yaml` instead of flyte-run's settings.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct FlyteFileArgs {
+    /// Write Flyte's `~/.flyte/config.yaml` (which Flyte's CLI and SDK read too) for --endpoint,
+    /// instead of flyte-run's own settings.
+    #[arg(long)]
+    flyte: bool,
+    /// With --flyte: `admin.authType` (Pkce, DeviceFlow, ClientSecret, ExternalCommand,
+    /// Passthrough). Default: what the deployment offers (Pkce, else DeviceFlow).
+    #[arg(long, value_name = "TYPE", requires = "flyte")]
+    auth_type: Option<String>,
+    /// With --flyte: `admin.caCertFilePath`, a CA bundle (PEM) the endpoint's certificate chains
+    /// to.
+    #[arg(long, value_name = "FILE", requires = "flyte")]
+    ca_cert: Option<PathBuf>,
+    /// With --flyte: `task.project`, where runs go.
+    #[arg(long, default_value = flyte_debug_client::DEFAULT_PROJECT, requires = "flyte")]
+    project: String,
+    /// With --flyte: `task.domain`.
+    #[arg(long, default_value = flyte_debug_client::DEFAULT_DOMAIN, requires = "flyte")]
+    domain: String,
 }
 
 pub(crate) fn run(command: &ConfigCommand) -> anyhow::Result<ExitCode> {
@@ -96,6 +121,13 @@ pub(crate) fn run(command: &ConfigCommand) -> anyhow::Result<ExitCode> {
             endpoint,
             insecure,
             force,
+            flyte,
+        } if flyte.flyte => init_flyte(&home, endpoint.as_deref(), *insecure, *force, flyte),
+        ConfigCommand::Init {
+            endpoint,
+            insecure,
+            force,
+            ..
         } => init(&home, endpoint.as_deref(), *insecure, *force),
         ConfigCommand::Show => show(&home),
     }
@@ -142,6 +174,103 @@ fn init(
     }
     eprintln!("check it with `flyte-run doctor`");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `config init --flyte`: Flyte's `~/.flyte/config.yaml` for `endpoint`, asking nothing the
+/// deployment can tell (its login flow); an existing file is kept unless `force`.
+fn init_flyte(
+    home: &Path,
+    endpoint: Option<&str>,
+    insecure: bool,
+    force: bool,
+    args: &FlyteFileArgs,
+) -> anyhow::Result<ExitCode> {
+    let raw = endpoint.context("--flyte writes Flyte's file for a cluster: give --endpoint URL")?;
+    let endpoint = flyte_api::Endpoint::parse(raw, insecure).with_context(|| {
+        format!("--endpoint {raw:?} (pass --insecure to allow plain http to this host)")
+    })?;
+    let path = home.join(".flyte").join("config.yaml");
+    if path.exists() && !force {
+        bail!(
+            "{} already exists; it was left as it is (pass --force to replace it)",
+            path.display()
+        );
+    }
+    let ca_cert = match &args.ca_cert {
+        Some(file) => {
+            let absolute = std::fs::canonicalize(file)
+                .with_context(|| format!("--ca-cert {}", file.display()))?;
+            let pem = std::fs::read(&absolute)
+                .with_context(|| format!("--ca-cert {}", absolute.display()))?;
+            Some((absolute, pem))
+        }
+        None => None,
+    };
+    let auth_type = match &args.auth_type {
+        Some(name) => Some(flyte_config::AuthType::from_name(name).with_context(|| {
+            format!(
+                "--auth-type {name:?} is not one of Flyte's: {}",
+                flyte_config::AuthType::names().join(", ")
+            )
+        })?),
+        None => offered_login(&endpoint, ca_cert.as_ref().map(|(_, pem)| pem.as_slice())),
+    };
+    let file = flyte_config::FlyteFile {
+        endpoint: format!("dns:///{}", endpoint.authority()),
+        insecure: !endpoint.is_https(),
+        ca_cert_file_path: ca_cert.map(|(p, _)| p.display().to_string()),
+        auth_type,
+        client_id: None,
+        client_secret_location: None,
+        project: args.project.clone(),
+        domain: args.domain.clone(),
+    };
+    let text = file.render("Written by flyte-run config init; Flyte's CLI and SDK read it too.");
+    let dir = path.parent().context("the config path has a parent")?;
+    flyte_fs::create_private_dir(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    flyte_fs::replace(&path, text.as_bytes(), flyte_fs::SECRET_MODE)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!(
+        "wrote {}: endpoint {}, authType {}",
+        path.display(),
+        file.endpoint,
+        auth_type.map_or(
+            "not set (Flyte's default, Pkce)",
+            flyte_config::AuthType::name
+        )
+    );
+    eprintln!("check it with `flyte-run doctor`");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The person's login the deployment at `endpoint` offers (Pkce first, as Flyte defaults to
+/// it), from its OAuth2 metadata; `None` when it cannot be asked or offers neither.
+fn offered_login(
+    endpoint: &flyte_api::Endpoint,
+    ca_pem: Option<&[u8]>,
+) -> Option<flyte_config::AuthType> {
+    let client = flyte_api::Client::with_ca(endpoint, ca_pem).ok()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    match runtime.block_on(flyte_auth::oauth::discover(&client)) {
+        Ok(config) if config.authorization_endpoint.is_some() && config.redirect_uri.is_some() => {
+            Some(flyte_config::AuthType::Pkce)
+        }
+        Ok(config) if config.device_authorization_endpoint.is_some() => {
+            Some(flyte_config::AuthType::DeviceFlow)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            eprintln!(
+                "cannot ask {} which login it offers ({e}); authType left to Flyte's default",
+                endpoint.base_url()
+            );
+            None
+        }
+    }
 }
 
 /// `--config FILE`, set once at start-up before any command runs (a global flag that every

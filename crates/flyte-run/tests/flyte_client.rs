@@ -398,3 +398,115 @@ fn flytes_own_sdk_logs_in_with_pkce() {
     let listed: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(listed, serde_json::json!({"listall": ["pkce-run"]}));
 }
+
+/// Issue 16's "done when": on a machine whose only configuration is the Flyte `config.yaml`
+/// that `flyte-run config init --flyte` wrote (TLS with the sandbox's CA, and `authType: Pkce`,
+/// which it found out from the deployment), Flyte's own SDK and flyte-run both log in with
+/// that file unchanged, and `flyte-run debug RUN --shell` opens a shell in the run's task.
+#[test]
+fn flytes_sdk_and_flyte_run_share_the_file_config_init_writes() {
+    use std::io::Write as _;
+    let home = Home(TempHome::new());
+    let out = home.run(&[
+        "-e",
+        r#"runs::launch(#{ name: "shared", command: ["sleep", "120"] })"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sandbox = home.0.path().join(".flyte/sandbox");
+    let endpoint = std::fs::read_to_string(sandbox.join("endpoint")).unwrap();
+    let authority = endpoint.trim().trim_start_matches("http://");
+    let out = home.run(&[
+        "config",
+        "init",
+        "--flyte",
+        "--endpoint",
+        &format!("https://{authority}"),
+        "--ca-cert",
+        sandbox.join("ca.pem").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = home.0.path().join(".flyte/config.yaml");
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        written.contains(&format!("endpoint: \"dns:///{authority}\""))
+            && written.contains("authType: \"Pkce\"")
+            && written.contains("insecure: false"),
+        "{written}"
+    );
+    // Again without --force: refused, the file kept.
+    let again = home.run(&[
+        "config",
+        "init",
+        "--flyte",
+        "--endpoint",
+        "https://x.example",
+    ]);
+    assert!(!again.status.success());
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), written);
+
+    let browser = flyte_testkit::headless_browser(home.0.path());
+    let sdk = Command::new("timeout")
+        .arg("120")
+        .arg(flyte_testkit::interop_python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/flyte_login.py"
+        ))
+        .arg(&config)
+        .env("HOME", home.0.path())
+        .env("BROWSER", &browser)
+        .env("FLYTE_RUN_BIN", BIN)
+        // No OS keyring here: Flyte's token cache is a no-op.
+        .env("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
+        .current_dir(home.0.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&sdk.stdout);
+    assert!(
+        sdk.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&sdk.stderr)
+    );
+    let listed: Value = serde_json::from_str(said.lines().last().unwrap()).unwrap();
+    assert_eq!(listed, serde_json::json!({"listall": ["shared"]}));
+
+    // flyte-run, with the same file: a Pkce login, then the shell in the task.
+    let mut child = home
+        .0
+        .command(BIN)
+        .env_remove("FLYTE_ENDPOINT")
+        .env("BROWSER", &browser)
+        .env("FLYTE_RUN_BIN", BIN)
+        .args(["debug", "shared", "--shell", "--poll-interval", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo in-the-task\nexit 0\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("in-the-task"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("To log in, open http://127.0.0.1:"),
+        "{stderr}"
+    );
+}

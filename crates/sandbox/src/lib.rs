@@ -287,20 +287,17 @@ impl Sandbox {
             key.client_secret.expose().as_bytes(),
             flyte_fs::SECRET_MODE,
         )?;
-        // YAML double-quoted scalars, as JSON strings are: paths may hold anything.
-        let quote = |value: &str| serde_json::to_string(value).unwrap_or_default();
-        let config = format!(
-            "# Written by flyte-run for the local sandbox; rewritten at each start.\n\
-             admin:\n  endpoint: {}\n  insecure: false\n  caCertFilePath: {}\n  \
-             authType: ClientSecret\n  clientId: {}\n  clientSecretLocation: {}\n\
-             task:\n  project: {}\n  domain: {}\n",
-            quote(&format!("dns:///{endpoint}")),
-            quote(&ca.display().to_string()),
-            quote(&key.client_id),
-            quote(&secret.display().to_string()),
-            quote(DEFAULT_PROJECT),
-            quote(DEFAULT_DOMAINS[0]),
-        );
+        let config = flyte_config::FlyteFile {
+            endpoint: format!("dns:///{endpoint}"),
+            insecure: false,
+            ca_cert_file_path: Some(ca.display().to_string()),
+            auth_type: Some(flyte_config::AuthType::ClientSecret),
+            client_id: Some(key.client_id.clone()),
+            client_secret_location: Some(secret.display().to_string()),
+            project: DEFAULT_PROJECT.to_owned(),
+            domain: DEFAULT_DOMAINS[0].to_owned(),
+        }
+        .render("Written by flyte-run for the local sandbox; rewritten at each start.");
         flyte_fs::replace(
             &files.flyte_config(),
             config.as_bytes(),
