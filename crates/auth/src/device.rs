@@ -17,6 +17,8 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 const SLOW_DOWN: Duration = Duration::from_secs(5);
 /// A device code that claims to last longer than this is treated as lasting this long.
 const MAX_WAIT: Duration = Duration::from_mins(30);
+/// Polls at least this often, whatever the server asks.
+const MAX_INTERVAL: Duration = Duration::from_mins(1);
 
 /// The device flow itself: a code, the person told where to approve it, then polling.
 pub(crate) async fn login(
@@ -52,11 +54,13 @@ pub(crate) async fn login(
     prompt(&LoginPrompt {
         message: &format!(
             "To log in, open {} and approve the code {}",
-            started
-                .verification_uri_complete
-                .as_ref()
-                .unwrap_or(&started.verification_uri),
-            started.user_code
+            crate::oauth::printable(
+                started
+                    .verification_uri_complete
+                    .as_ref()
+                    .unwrap_or(&started.verification_uri)
+            ),
+            crate::oauth::printable(&started.user_code)
         ),
         open_url: None,
     });
@@ -78,16 +82,18 @@ async fn poll(
     ];
     form.extend(scope_and_audience(config));
     loop {
-        // The protocol's own pace: the server says how often it may be asked.
-        tokio::time::sleep(interval).await;
-        if tokio::time::Instant::now() >= deadline {
+        // The protocol's own pace: the server says how often it may be asked (within bounds,
+        // and never past the code's lifetime).
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             return Err(expired(endpoint));
         }
+        tokio::time::sleep(interval.min(deadline - now)).await;
         match post_form(http, endpoint, &form, None).await? {
             FormAnswer::Ok(json) => return tokens_of(endpoint, json),
             FormAnswer::Refused { error, .. } if error == "authorization_pending" => {}
             FormAnswer::Refused { error, .. } if error == "slow_down" => {
-                interval += SLOW_DOWN;
+                interval = interval.saturating_add(SLOW_DOWN).min(MAX_INTERVAL);
             }
             FormAnswer::Refused { error, .. } if error == "access_denied" => {
                 return Err(AuthError::TokenEndpoint {
@@ -152,7 +158,7 @@ impl DeviceAuthorization {
             expires_in: Duration::from_secs(secs("expires_in").unwrap_or(600)),
             interval: secs("interval")
                 .map_or(DEFAULT_INTERVAL, Duration::from_secs)
-                .max(Duration::from_secs(1)),
+                .clamp(Duration::from_secs(1), MAX_INTERVAL),
         })
     }
 }

@@ -154,7 +154,9 @@ impl Login {
         match post_form(&self.http, endpoint, &form, None).await? {
             FormAnswer::Ok(json) => {
                 tracing::debug!(endpoint = %endpoint, "refreshed a login");
-                tokens_of(endpoint, json).map(Some)
+                // A server that does not rotate refresh tokens sends none back: keep ours.
+                let (token, rotated) = tokens_of(endpoint, json)?;
+                Ok(Some((token, rotated.or(Some(refresh_token)))))
             }
             FormAnswer::Refused { error, .. } => {
                 tracing::info!(endpoint = %endpoint, %error, "the refresh token was refused; logging in again");

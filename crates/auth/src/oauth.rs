@@ -134,8 +134,18 @@ struct TokenResponse {
     refresh_token: Option<String>,
 }
 
+/// How long one token-endpoint request may take, answer included.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// A token endpoint's answer at most; a longer one is not a token response.
+const MAX_ANSWER: usize = 1024 * 1024;
+
+/// `text` without control characters (a server's words printed on a terminal must not steer
+/// it).
+pub(crate) fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).collect()
+}
+
 /// What a token endpoint (or a device authorization endpoint) answered a form.
-#[derive(Debug)]
 pub(crate) enum FormAnswer {
     /// A success: the JSON body.
     Ok(serde_json::Value),
@@ -147,13 +157,27 @@ pub(crate) enum FormAnswer {
     },
 }
 
+impl std::fmt::Debug for FormAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // A success holds tokens.
+            FormAnswer::Ok(_) => f.write_str("Ok(<redacted>)"),
+            FormAnswer::Refused { status, error, .. } => f
+                .debug_struct("Refused")
+                .field("status", status)
+                .field("error", error)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
 impl FormAnswer {
     /// The refusal as a sentence: `HTTP 400: invalid_grant (the code expired)`.
     pub(crate) fn describe(status: u16, error: &str, description: Option<&str>) -> String {
-        format!(
+        printable(&format!(
             "HTTP {status}: {error}{}",
             description.map(|d| format!(" ({d})")).unwrap_or_default()
-        )
+        ))
     }
 }
 
@@ -171,6 +195,7 @@ pub(crate) async fn post_form(
     };
     let mut request = http
         .post(endpoint)
+        .timeout(REQUEST_TIMEOUT)
         .header(reqwest::header::ACCEPT, "application/json")
         .form(form);
     if let Some((client_id, secret)) = basic {
@@ -179,15 +204,26 @@ pub(crate) async fn post_form(
         );
         request = request.header(reqwest::header::AUTHORIZATION, format!("Basic {basic}"));
     }
-    let response = request
+    let mut response = request
         .send()
         .await
         .map_err(|e| fail(e.without_url().to_string()))?;
     let status = response.status();
-    let body = response
-        .bytes()
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|e| fail(e.without_url().to_string()))?;
+        .map_err(|e| fail(e.without_url().to_string()))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(fail(format!(
+                "HTTP {} with an answer over {} KiB, not a token response",
+                status.as_u16(),
+                MAX_ANSWER / 1024
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return Err(fail(format!(
             "HTTP {} with a body that is not OAuth2 JSON",

@@ -46,10 +46,20 @@ pub(crate) fn s256(verifier: &str) -> String {
 }
 
 /// What came back to the redirect URI.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum Callback {
     Code(String),
     Refused(String),
+}
+
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // An authorization code is a secret until it is exchanged.
+            Callback::Code(_) => f.write_str("Code(<redacted>)"),
+            Callback::Refused(reason) => f.debug_tuple("Refused").field(reason).finish(),
+        }
+    }
 }
 
 /// The callback a request line (`GET /callback?code=…&state=… HTTP/1.1`) carries, when its
@@ -86,8 +96,14 @@ fn parse_callback(
     }))
 }
 
-/// Read a request head from `stream` (bounded), answer it with a small page, and return its
-/// first line.
+/// How long one connection to the redirect URI may take to send its request head.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more wait in the listener's backlog.
+const MAX_CONNECTIONS: usize = 64;
+/// After a failed accept (out of file descriptors), wait this long instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Read a request head from `stream` (bounded in size) and return its first line.
 async fn request_line(stream: &mut tokio::net::TcpStream) -> Option<String> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
@@ -111,52 +127,140 @@ async fn answer(stream: &mut tokio::net::TcpStream, status: &str, text: &str) {
     let _ = stream.shutdown().await;
 }
 
-/// Wait for the browser on `listener` and take its callback.
+/// One connection to the redirect URI: the login's outcome when it carries one. A request
+/// elsewhere, or with another login's `state` (a stale tab, a page probing the port), is
+/// answered and ignored: it cannot end the login.
+async fn serve_connection(
+    mut stream: tokio::net::TcpStream,
+    path: String,
+    state: String,
+) -> Option<Result<String>> {
+    let line = tokio::time::timeout(READ_TIMEOUT, request_line(&mut stream))
+        .await
+        .ok()??;
+    match parse_callback(&line, &path, &state) {
+        None => {
+            answer(
+                &mut stream,
+                "404 Not Found",
+                "not the login's redirect URI\n",
+            )
+            .await;
+            None
+        }
+        Some(Ok(Callback::Code(code))) => {
+            answer(
+                &mut stream,
+                "200 OK",
+                "Logged in: you can close this tab and go back to the terminal.\n",
+            )
+            .await;
+            Some(Ok(code))
+        }
+        Some(Ok(Callback::Refused(reason))) => {
+            answer(&mut stream, "200 OK", "The login was refused.\n").await;
+            Some(Err(AuthError::Login(format!(
+                "the login was refused: {}",
+                crate::oauth::printable(&reason)
+            ))))
+        }
+        Some(Err(_)) => {
+            answer(
+                &mut stream,
+                "400 Bad Request",
+                "This is not this login's redirect (another login's state).\n",
+            )
+            .await;
+            tracing::debug!("ignored a redirect with another login's state");
+            None
+        }
+    }
+}
+
+/// Wait for the browser on `listeners` (each connection served on its own, so a connection that
+/// sends nothing holds up no other) and take its callback.
 async fn await_callback(
-    listener: &tokio::net::TcpListener,
+    listeners: &[tokio::net::TcpListener],
     path: &str,
     state: &str,
 ) -> Result<String> {
+    let mut connections = tokio::task::JoinSet::new();
+    let accept_any = || async {
+        match listeners {
+            [first, second, ..] => tokio::select! {
+                accepted = first.accept() => accepted,
+                accepted = second.accept() => accepted,
+            },
+            [only] => only.accept().await,
+            [] => std::future::pending().await,
+        }
+    };
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let Some(line) = request_line(&mut stream).await else {
-            continue;
-        };
-        match parse_callback(&line, path, state) {
-            None => {
-                answer(
-                    &mut stream,
-                    "404 Not Found",
-                    "not the login's redirect URI\n",
-                )
-                .await;
-            }
-            Some(Ok(Callback::Code(code))) => {
-                answer(
-                    &mut stream,
-                    "200 OK",
-                    "Logged in: you can close this tab and go back to the terminal.\n",
-                )
-                .await;
-                return Ok(code);
-            }
-            Some(Ok(Callback::Refused(reason))) => {
-                answer(&mut stream, "200 OK", "The login was refused.\n").await;
-                return Err(AuthError::Login(format!("the login was refused: {reason}")));
-            }
-            Some(Err(message)) => {
-                answer(
-                    &mut stream,
-                    "400 Bad Request",
-                    "This is not this login's redirect.\n",
-                )
-                .await;
-                return Err(AuthError::Login(message));
+        tokio::select! {
+            accepted = accept_any() => match accepted {
+                Ok((stream, _)) if connections.len() < MAX_CONNECTIONS => {
+                    connections.spawn(serve_connection(stream, path.to_owned(), state.to_owned()));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "accepting on the redirect URI failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+            Some(served) = connections.join_next(), if !connections.is_empty() => {
+                if let Ok(Some(outcome)) = served {
+                    // The other connections end with the JoinSet.
+                    return outcome;
+                }
             }
         }
     }
+}
+
+/// Listen on the redirect URI's port: on 127.0.0.1 (and `::1`, when it can, for `localhost`, so
+/// no other program answers a browser that tries IPv6 first), on `::1` for `[::1]`.
+async fn listen(
+    redirect: &reqwest::Url,
+    redirect_uri: &str,
+) -> Result<Vec<tokio::net::TcpListener>> {
+    let port = redirect.port().unwrap_or_default();
+    let taken = |e: std::io::Error| {
+        AuthError::Login(format!(
+            "cannot listen on the redirect URI {redirect_uri} ({e}); another login or \
+             program holds port {port}: finish or stop it and run the command again"
+        ))
+    };
+    match redirect.host_str() {
+        Some("localhost") => {
+            let v4 = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))
+                .await
+                .map_err(taken)?;
+            let v6 = tokio::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, port))
+                .await
+                .ok();
+            Ok(std::iter::once(v4).chain(v6).collect())
+        }
+        Some("127.0.0.1") => Ok(vec![
+            tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))
+                .await
+                .map_err(taken)?,
+        ]),
+        Some("[::1]") => Ok(vec![
+            tokio::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, port))
+                .await
+                .map_err(taken)?,
+        ]),
+        // Never listen beyond this machine: the deployment's redirect URI must be loopback.
+        _ => Err(not_loopback(redirect_uri)),
+    }
+}
+
+fn not_loopback(redirect_uri: &str) -> AuthError {
+    AuthError::Login(format!(
+        "the redirect URI {} is not a loopback http URI with a port \
+         (http://localhost:PORT/callback), so nothing here could receive the code safely",
+        crate::oauth::printable(redirect_uri)
+    ))
 }
 
 /// The whole login: listen, send the browser, take the code, exchange it.
@@ -176,25 +280,8 @@ pub(crate) async fn login(
     let redirect = reqwest::Url::parse(redirect_uri)
         .ok()
         .filter(|u| u.scheme() == "http" && u.port().is_some())
-        .ok_or_else(|| {
-            AuthError::Login(format!(
-                "the redirect URI {redirect_uri} is not a loopback http URI with a port \
-                 (http://localhost:PORT/callback), so nothing here could receive the code"
-            ))
-        })?;
-    let host = match redirect.host_str() {
-        Some("localhost") | None => "127.0.0.1".to_owned(),
-        Some(host) => host.trim_matches(|c| c == '[' || c == ']').to_owned(),
-    };
-    let port = redirect.port().unwrap_or_default();
-    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
-        .await
-        .map_err(|e| {
-            AuthError::Login(format!(
-                "cannot listen on the redirect URI {redirect_uri} ({e}); another login or \
-                 program holds port {port}: finish or stop it and run the command again"
-            ))
-        })?;
+        .ok_or_else(|| not_loopback(redirect_uri))?;
+    let listeners = listen(&redirect, redirect_uri).await?;
     let verifier = random_text(VERIFIER_LEN)?;
     let state = random_text(32)?;
     let mut params = vec![
@@ -215,14 +302,17 @@ pub(crate) async fn login(
         message: &format!("To log in, open {url} in a browser"),
         open_url: Some(url.as_str()),
     });
-    let code = tokio::time::timeout(MAX_WAIT, await_callback(&listener, redirect.path(), &state))
-        .await
-        .map_err(|_| {
-            AuthError::Login(format!(
-                "the browser did not come back within {} minutes; run the command again",
-                MAX_WAIT.as_secs() / 60
-            ))
-        })??;
+    let code = tokio::time::timeout(
+        MAX_WAIT,
+        await_callback(&listeners, redirect.path(), &state),
+    )
+    .await
+    .map_err(|_| {
+        AuthError::Login(format!(
+            "the browser did not come back within {} minutes; run the command again",
+            MAX_WAIT.as_secs() / 60
+        ))
+    })??;
     let form = vec![
         ("grant_type", "authorization_code".to_owned()),
         ("code", code),
@@ -298,6 +388,61 @@ mod tests {
                     "{line}"
                 ),
             }
+        }
+    }
+
+    async fn get(port: u16, target: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        stream
+            .write_all(format!("GET {target} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_or_another_logins_state_does_not_end_or_stall_the_login() {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let waiting =
+            tokio::spawn(async move { await_callback(&[listener], "/callback", "ours").await });
+        // A connection that never sends a request (a browser's spare one).
+        let _silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        assert!(
+            get(port, "/callback?code=x&state=theirs")
+                .await
+                .starts_with("HTTP/1.1 400")
+        );
+        assert!(get(port, "/favicon.ico").await.starts_with("HTTP/1.1 404"));
+        assert!(
+            get(port, "/callback?code=c1&state=ours")
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+        assert_eq!(waiting.await.unwrap().unwrap(), "c1");
+    }
+
+    #[tokio::test]
+    async fn only_loopback_redirect_uris_are_listened_on() {
+        for uri in [
+            "http://0.0.0.0:1/cb",
+            "http://192.0.2.1:1/cb",
+            "http://example.com:1/cb",
+        ] {
+            let url = reqwest::Url::parse(uri).unwrap();
+            let refused = listen(&url, uri).await.unwrap_err().to_string();
+            assert!(
+                refused.contains("is not a loopback http URI"),
+                "{uri}: {refused}"
+            );
         }
     }
 }

@@ -197,13 +197,24 @@ fn with_query(base: &str, params: &[(&str, &str)]) -> String {
 }
 
 /// Logins waiting for their owner, authorization codes waiting for their exchange, and the
-/// refresh tokens handed out.
-#[derive(Debug, Default)]
+/// refresh tokens handed out. `Debug` shows how many, never the codes (they are secrets).
+#[derive(Default)]
 pub(crate) struct Grants {
     devices: HashMap<String, Grant>,
     authorizations: HashMap<String, Authorization>,
     codes: HashMap<String, IssuedCode>,
     refresh: HashMap<String, Refresh>,
+}
+
+impl std::fmt::Debug for Grants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grants")
+            .field("devices", &self.devices.len())
+            .field("authorizations", &self.authorizations.len())
+            .field("codes", &self.codes.len())
+            .field("refresh_tokens", &self.refresh.len())
+            .finish()
+    }
 }
 
 impl Grants {
