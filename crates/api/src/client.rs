@@ -59,6 +59,17 @@ pub(crate) fn transport(error: &reqwest::Error) -> ApiError {
     ApiError::new(code, message)
 }
 
+/// How a [`Client`] reaches its endpoint: Flyte's `admin.caCertFilePath` (PEM),
+/// `admin.insecureSkipVerify` and `admin.httpProxyURL`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpOptions<'a> {
+    pub ca_pem: Option<&'a [u8]>,
+    /// Accept any certificate: no check that the server is who it claims to be.
+    pub skip_verify: bool,
+    /// Send every request through this proxy.
+    pub proxy: Option<&'a str>,
+}
+
 impl Client {
     /// A client without authentication.
     pub fn new(endpoint: &Endpoint) -> Result<Self> {
@@ -68,6 +79,18 @@ impl Client {
     /// A client without authentication that also trusts the CA certificates in `ca_pem` (Flyte's
     /// `admin.caCertFilePath`: a PEM bundle) besides the system's.
     pub fn with_ca(endpoint: &Endpoint, ca_pem: Option<&[u8]>) -> Result<Self> {
+        Self::with_http(
+            endpoint,
+            &HttpOptions {
+                ca_pem,
+                ..HttpOptions::default()
+            },
+        )
+    }
+
+    /// A client without authentication, with Flyte's TLS and proxy settings.
+    pub fn with_http(endpoint: &Endpoint, options: &HttpOptions<'_>) -> Result<Self> {
+        let ca_pem = options.ca_pem;
         let extra = match ca_pem {
             Some(pem) => reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
                 ApiError::new(
@@ -77,7 +100,21 @@ impl Client {
             })?,
             None => Vec::new(),
         };
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if options.skip_verify {
+            // Flyte's `admin.insecureSkipVerify`: the caller asked for it, and says so.
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        if let Some(url) = options.proxy {
+            let proxy = reqwest::Proxy::all(url).map_err(|e| {
+                ApiError::new(
+                    Code::InvalidArgument,
+                    format!("the HTTP proxy URL is not usable: {e}"),
+                )
+            })?;
+            builder = builder.proxy(proxy);
+        }
+        let http = builder
             .tls_certs_merge(extra)
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("flyte-run/", env!("CARGO_PKG_VERSION")))

@@ -22,7 +22,7 @@ mod transport;
 use std::fmt;
 
 pub use action::{ActionDetailsExt, ActionPhaseExt};
-pub use client::{Client, TokenFuture, TokenSource};
+pub use client::{Client, HttpOptions, TokenFuture, TokenSource};
 /// The Connect (and gRPC) status codes, as connectrpc defines them.
 pub use connectrpc::ErrorCode as Code;
 pub use endpoint::{Endpoint, resolve};

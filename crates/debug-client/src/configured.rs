@@ -53,6 +53,11 @@ fn options_from(
             .map_err(|e| format!("{} ({}): cannot read the CA file: {e}", ca.value, ca.source))?;
         options.ca_pem = Some(pem);
     }
+    options.skip_tls_verify = resolved
+        .flag(flyte_config::INSECURE_SKIP_VERIFY)
+        .map_err(|e| e.to_string())?
+        .is_some_and(|f| f.value && applies(&f.source));
+    options.http_proxy = setting(flyte_config::HTTP_PROXY_URL).map(|p| p.value);
     if let Some(key) = setting(flyte_config::API_KEY) {
         let key =
             flyte_auth::ApiKey::decode(&key.value).map_err(|e| format!("{}: {e}", key.source))?;

@@ -80,6 +80,17 @@ pub fn stored_key(
     })
 }
 
+impl PlaneOptions {
+    /// How the HTTP client reaches the endpoint.
+    pub fn http(&self) -> flyte_api::HttpOptions<'_> {
+        flyte_api::HttpOptions {
+            ca_pem: self.ca_pem.as_deref(),
+            skip_verify: self.skip_tls_verify,
+            proxy: self.http_proxy.as_deref(),
+        }
+    }
+}
+
 /// A control plane: its endpoint, an API client authenticated with the best credential at hand
 /// (or none), and the files that credential and its tokens live in.
 /// A credential the caller names (from Flyte's configuration), instead of the one at hand.
@@ -157,6 +168,10 @@ pub struct PlaneOptions {
     pub allow_key_endpoint: Option<String>,
     /// CA certificates (PEM) to trust besides the system's (Flyte's `admin.caCertFilePath`).
     pub ca_pem: Option<Vec<u8>>,
+    /// Accept any TLS certificate (Flyte's `admin.insecureSkipVerify`).
+    pub skip_tls_verify: bool,
+    /// Reach the control plane through this HTTP proxy (Flyte's `admin.httpProxyURL`).
+    pub http_proxy: Option<String>,
     /// The credential to use; `None`: the best one at hand ([`CredentialFiles::for_endpoint`]).
     pub credential: Option<Credential>,
     /// Send no credential at all (plain http to another machine, as Flyte's `insecure` means).
@@ -184,7 +199,7 @@ impl ControlPlane {
     /// [`CredentialFiles::for_endpoint`]'s credential when there is one (the OAuth2 settings are
     /// discovered from the endpoint), else unauthenticated.
     pub async fn open(home: FlyteHome, endpoint: Endpoint, options: PlaneOptions) -> Result<Self> {
-        let anonymous = Client::with_ca(&endpoint, options.ca_pem.as_deref())?;
+        let anonymous = Client::with_http(&endpoint, &options.http())?;
         let mut plane = Self {
             endpoint,
             client: anonymous.clone(),

@@ -122,6 +122,13 @@ pub(crate) fn plane_options(
     .map_err(|e| e.to_string())?;
     options.allow_key_endpoint =
         crate::env_vars::get(crate::env_vars::FLYTE_RUN_ALLOW_KEY_ENDPOINT);
+    if options.skip_tls_verify {
+        eprintln!(
+            "warning: admin.insecureSkipVerify: the certificate of {} is not checked, so anyone \
+             between here and there can read the credential; use admin.caCertFilePath instead",
+            endpoint.authority()
+        );
+    }
     if let Some(flyte_debug_client::Credential::Login { prompt, .. }) = &mut options.credential {
         *prompt = Some(std::sync::Arc::new(show_login));
     }

@@ -283,7 +283,7 @@ fn control_plane_checks(host: &AppContext) -> Vec<Check> {
             Check::new(Status::Fail, "token", e.to_string()),
         ];
     }
-    let client = match flyte_api::Client::with_ca(&endpoint, options.ca_pem.as_deref()) {
+    let client = match flyte_api::Client::with_http(&endpoint, &options.http()) {
         Ok(client) => client,
         Err(e) => return vec![Check::new(Status::Fail, "endpoint", e.to_string())],
     };

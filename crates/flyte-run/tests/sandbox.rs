@@ -1560,3 +1560,39 @@ fn passthrough_sends_no_credential_of_flyte_runs_own() {
         "{doctor}"
     );
 }
+
+/// Issue 16: Flyte's `admin.insecureSkipVerify`. The sandbox's TLS certificate comes from its
+/// own CA; without `caCertFilePath` the connection is refused (the certificate named), with
+/// `insecureSkipVerify: true` it goes through, and flyte-run warns that nothing is checked.
+#[test]
+fn insecure_skip_verify_accepts_a_certificate_no_ca_vouches_for() {
+    let home = Home::with_sandbox();
+    let written = std::fs::read_to_string(home.sandbox_dir().join("flyte-config.yaml")).unwrap();
+    let without_ca: String = written
+        .lines()
+        .filter(|l| !l.contains("caCertFilePath"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = home.0.path().join(".flyte/config.yaml");
+    std::fs::write(&config, &without_ca).unwrap();
+    let refused = home.run(&["-e", r#"runs::find("nothing-here")"#]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).to_lowercase().contains("certificate"),
+        "{}",
+        text(&refused)
+    );
+    std::fs::write(
+        &config,
+        without_ca.replace("admin:\n", "admin:\n  insecureSkipVerify: true\n"),
+    )
+    .unwrap();
+    let accepted = home.run(&["-e", r#"runs::find("nothing-here")"#]);
+    assert!(accepted.status.success(), "{}", text(&accepted));
+    assert!(
+        text(&accepted)
+            .contains("warning: admin.insecureSkipVerify: the certificate of 127.0.0.1:"),
+        "{}",
+        text(&accepted)
+    );
+}
