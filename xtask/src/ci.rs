@@ -22,6 +22,8 @@ const PREREQUISITES: &[(&str, &str)] = &[
     // python3: the kubectl stand-in serves a forwarded port with `python3 -m http.server`, and
     // the interop venvs need it.
     ("python3-venv", "/usr/bin/python3"),
+    // tinyproxy: a real HTTP proxy for Flyte's admin.httpProxyURL.
+    ("tinyproxy", "/usr/bin/tinyproxy"),
 ];
 
 const CLIPPY: &[&str] = &[

@@ -1596,3 +1596,62 @@ fn insecure_skip_verify_accepts_a_certificate_no_ca_vouches_for() {
         text(&accepted)
     );
 }
+
+/// Issue 16: Flyte's `admin.httpProxyURL`: every request to the control plane goes through that
+/// proxy (a real one, Debian's tinyproxy, which logs each request it forwards).
+#[test]
+fn http_proxy_url_sends_the_requests_through_the_proxy() {
+    use std::io::BufRead as _;
+    let home = Home::with_sandbox();
+    let proxy_port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = home.0.path().join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {proxy_port}\nListen 127.0.0.1\nTimeout 60\nLogLevel Info\nAllow 127.0.0.1\n"
+        ),
+    )
+    .unwrap();
+    let mut proxy = std::process::Command::new("tinyproxy")
+        .arg("-d")
+        .arg("-c")
+        .arg(&conf)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut log = std::io::BufReader::new(proxy.stdout.take().unwrap()).lines();
+    let ready = log
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains("Accepting connections"));
+    // The rest of its log, read until it exits.
+    let rest = std::thread::spawn(move || log.map_while(Result::ok).collect::<Vec<_>>());
+    let written = std::fs::read_to_string(home.sandbox_dir().join("flyte-config.yaml")).unwrap();
+    std::fs::write(
+        home.0.path().join(".flyte/config.yaml"),
+        written.replace(
+            "admin:\n",
+            &format!("admin:\n  httpProxyURL: \"http://127.0.0.1:{proxy_port}\"\n"),
+        ),
+    )
+    .unwrap();
+    let out = home.run(&["-e", r#"runs::find("nothing-here")"#]);
+    // Stopped by its pid; its log is then complete.
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    let log = rest.join().unwrap().join("\n");
+    assert!(ready, "tinyproxy did not start: {log}");
+    assert!(out.status.success(), "{}", text(&out));
+    let endpoint = std::fs::read_to_string(home.sandbox_dir().join("endpoint")).unwrap();
+    let authority = endpoint.trim().trim_start_matches("http://");
+    assert!(
+        log.contains(&format!("CONNECT {authority} ")),
+        "the proxy forwarded nothing to {authority}: {log}"
+    );
+}
