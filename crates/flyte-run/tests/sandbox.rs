@@ -1571,8 +1571,7 @@ fn insecure_skip_verify_accepts_a_certificate_no_ca_vouches_for() {
     let without_ca: String = written
         .lines()
         .filter(|l| !l.contains("caCertFilePath"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+        .fold(String::new(), |text, line| text + line + "\n");
     let config = home.0.path().join(".flyte/config.yaml");
     std::fs::write(&config, &without_ca).unwrap();
     let refused = home.run(&["-e", r#"runs::find("nothing-here")"#]);
