@@ -68,6 +68,9 @@ pub struct HttpOptions<'a> {
     pub skip_verify: bool,
     /// Send every request through this proxy.
     pub proxy: Option<&'a str>,
+    /// A `proxy-authorization` value sent with every request (Flyte's `admin.proxyCommand`:
+    /// for what stands in front of the control plane).
+    pub proxy_authorization: Option<&'a crate::Secret>,
 }
 
 impl Client {
@@ -113,6 +116,19 @@ impl Client {
                 )
             })?;
             builder = builder.proxy(proxy);
+        }
+        if let Some(secret) = options.proxy_authorization {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(secret.expose()).map_err(|_| {
+                    ApiError::new(
+                        Code::InvalidArgument,
+                        "the proxy command printed characters an HTTP header cannot carry",
+                    )
+                })?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::PROXY_AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
         }
         let http = builder
             .tls_certs_merge(extra)

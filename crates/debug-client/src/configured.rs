@@ -58,6 +58,8 @@ fn options_from(
         .map_err(|e| e.to_string())?
         .is_some_and(|f| f.value && applies(&f.source));
     options.http_proxy = setting(flyte_config::HTTP_PROXY_URL).map(|p| p.value);
+    options.proxy_command =
+        Some(command(resolved, flyte_config::PROXY_COMMAND, &applies)).filter(|a| !a.is_empty());
     if let Some(key) = setting(flyte_config::API_KEY) {
         let key =
             flyte_auth::ApiKey::decode(&key.value).map_err(|e| format!("{}: {e}", key.source))?;
@@ -97,15 +99,7 @@ fn options_from(
             )?);
         }
         flyte_config::AuthType::ExternalCommand => {
-            let argv = match resolved
-                .get(flyte_config::COMMAND)
-                .filter(|c| applies(&c.source))
-                .map(|c| &c.value)
-            {
-                Some(flyte_config::Value::List(argv)) => argv.clone(),
-                Some(flyte_config::Value::Text(text)) => shlex::split(text).unwrap_or_default(),
-                None => Vec::new(),
-            };
+            let argv = command(resolved, flyte_config::COMMAND, &applies);
             if argv.is_empty() {
                 return Err(format!(
                     "admin.authType is ExternalCommand ({}) but admin.command (or FLYTE_AUTH_COMMAND) names no command; give the program that prints a token",
@@ -132,6 +126,20 @@ fn options_from(
         flyte_config::AuthType::Passthrough => options.anonymous = true,
     }
     Ok(options)
+}
+
+/// A command setting (`admin.command`, `admin.proxyCommand`), program first, where it applies
+/// to this endpoint; empty when unset.
+fn command(resolved: &Resolved, key: &str, applies: &dyn Fn(&Source) -> bool) -> Vec<String> {
+    match resolved
+        .get(key)
+        .filter(|c| applies(&c.source))
+        .map(|c| &c.value)
+    {
+        Some(flyte_config::Value::List(argv)) => argv.clone(),
+        Some(flyte_config::Value::Text(text)) => shlex::split(text).unwrap_or_default(),
+        None => Vec::new(),
+    }
 }
 
 /// `admin.scopes`, where it applies to this endpoint.

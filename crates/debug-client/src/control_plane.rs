@@ -81,12 +81,14 @@ pub fn stored_key(
 }
 
 impl PlaneOptions {
-    /// How the HTTP client reaches the endpoint.
+    /// How the HTTP client reaches the endpoint (without the proxy command's header: see
+    /// [`ControlPlane::open`]).
     pub fn http(&self) -> flyte_api::HttpOptions<'_> {
         flyte_api::HttpOptions {
             ca_pem: self.ca_pem.as_deref(),
             skip_verify: self.skip_tls_verify,
             proxy: self.http_proxy.as_deref(),
+            proxy_authorization: None,
         }
     }
 }
@@ -172,6 +174,10 @@ pub struct PlaneOptions {
     pub skip_tls_verify: bool,
     /// Reach the control plane through this HTTP proxy (Flyte's `admin.httpProxyURL`).
     pub http_proxy: Option<String>,
+    /// Flyte's `admin.proxyCommand` (program first): its output goes, as `Bearer <output>`, in a
+    /// `proxy-authorization` header on every request, for what stands in front of the control
+    /// plane.
+    pub proxy_command: Option<Vec<String>>,
     /// The credential to use; `None`: the best one at hand ([`CredentialFiles::for_endpoint`]).
     pub credential: Option<Credential>,
     /// Send no credential at all (plain http to another machine, as Flyte's `insecure` means).
@@ -199,7 +205,26 @@ impl ControlPlane {
     /// [`CredentialFiles::for_endpoint`]'s credential when there is one (the OAuth2 settings are
     /// discovered from the endpoint), else unauthenticated.
     pub async fn open(home: FlyteHome, endpoint: Endpoint, options: PlaneOptions) -> Result<Self> {
-        let anonymous = Client::with_http(&endpoint, &options.http())?;
+        // The proxy command runs once per control plane; its header goes on every request,
+        // discovery and token requests included (they pass the same proxy).
+        let proxy_authorization = match &options.proxy_command {
+            Some(argv) => {
+                let command = flyte_auth::ExternalCommand::new(argv.clone())?;
+                let (token, _) = flyte_auth::Mint::mint(&command, false).await?;
+                Some(flyte_api::Secret::new(format!(
+                    "Bearer {}",
+                    token.value.expose()
+                )))
+            }
+            None => None,
+        };
+        let anonymous = Client::with_http(
+            &endpoint,
+            &flyte_api::HttpOptions {
+                proxy_authorization: proxy_authorization.as_ref(),
+                ..options.http()
+            },
+        )?;
         let mut plane = Self {
             endpoint,
             client: anonymous.clone(),

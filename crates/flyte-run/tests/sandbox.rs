@@ -58,6 +58,16 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A process a test started, stopped by its pid however the test ends.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// What a command printed, stdout then stderr.
 fn text(out: &Output) -> String {
     format!("{}{}", stdout(out), String::from_utf8_lossy(&out.stderr))
@@ -1615,16 +1625,18 @@ fn http_proxy_url_sends_the_requests_through_the_proxy() {
         ),
     )
     .unwrap();
-    let mut proxy = std::process::Command::new("tinyproxy")
-        .arg("-d")
-        .arg("-c")
-        .arg(&conf)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut log = std::io::BufReader::new(proxy.stdout.take().unwrap()).lines();
+    let mut proxy = Stopped(
+        std::process::Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut log = std::io::BufReader::new(proxy.0.stdout.take().unwrap()).lines();
     let ready = log
         .by_ref()
         .map_while(Result::ok)
@@ -1642,8 +1654,7 @@ fn http_proxy_url_sends_the_requests_through_the_proxy() {
     .unwrap();
     let out = home.run(&["-e", r#"runs::find("nothing-here")"#]);
     // Stopped by its pid; its log is then complete.
-    let _ = proxy.kill();
-    let _ = proxy.wait();
+    drop(proxy);
     let log = rest.join().unwrap().join("\n");
     assert!(ready, "tinyproxy did not start: {log}");
     assert!(out.status.success(), "{}", text(&out));
@@ -1653,4 +1664,63 @@ fn http_proxy_url_sends_the_requests_through_the_proxy() {
         log.contains(&format!("CONNECT {authority} ")),
         "the proxy forwarded nothing to {authority}: {log}"
     );
+}
+
+/// Issue 16: Flyte's `admin.proxyCommand`: its output goes, as `Bearer <output>`, in a
+/// `proxy-authorization` header on the requests to the control plane (for an authenticating
+/// proxy in front of it). The control plane here is Python's `http.server`, which records the
+/// headers it gets; the token appears nowhere in flyte-run's own output.
+#[test]
+fn the_proxy_commands_output_goes_in_proxy_authorization() {
+    use std::io::BufRead as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let home = Home(TempHome::new());
+    let recorder = "import http.server, sys\n\
+        class H(http.server.BaseHTTPRequestHandler):\n\
+        \x20   def do_POST(self):\n\
+        \x20       print('header proxy-authorization:', self.headers.get('proxy-authorization'), flush=True)\n\
+        \x20       self.send_error(404)\n\
+        \x20   do_GET = do_POST\n\
+        \x20   def log_message(self, *a): pass\n\
+        s = http.server.HTTPServer(('127.0.0.1', 0), H)\n\
+        print('port', s.server_port, flush=True)\n\
+        s.serve_forever()\n";
+    let mut server = Stopped(
+        std::process::Command::new("python3")
+            .args(["-c", recorder])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(server.0.stdout.take().unwrap()).lines();
+    let port = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .trim_start_matches("port ")
+        .to_owned();
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let script = home.0.path().join("proxy-token");
+    std::fs::write(&script, "#!/bin/sh\necho proxy-tok-123\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(home.0.path().join(".flyte")).unwrap();
+    std::fs::write(
+        home.0.path().join(".flyte/config.yaml"),
+        format!(
+            "admin:\n  endpoint: http://127.0.0.1:{port}\n  proxyCommand: [\"{}\"]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let out = home.run(&["-e", r#"runs::find("nothing-here")"#]);
+    // Its log is complete once it is stopped.
+    drop(server);
+    let seen = rest.join().unwrap();
+    assert!(
+        seen.iter()
+            .any(|l| l == "header proxy-authorization: Bearer proxy-tok-123"),
+        "{seen:?}"
+    );
+    assert!(!text(&out).contains("proxy-tok-123"), "{}", text(&out));
 }
