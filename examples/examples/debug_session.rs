@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use flyte_debug_client::runs::{self, phase_named};
 use flyte_debug_client::{
-    ConnectOptions, ControlPlane, DEFAULT_DOMAIN, DEFAULT_PROJECT, EditOptions, Endpoint,
-    FlyteHome, NoProgress, PlaneOptions,
+    ConnectOptions, ControlPlane, EditOptions, Endpoint, FlyteHome, NoProgress, PlaneOptions,
+    RunScope,
 };
 
 #[tokio::main]
@@ -37,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let endpoint = Endpoint::parse(&sandbox.endpoint, false)?;
     let plane = ControlPlane::open(home, endpoint, PlaneOptions::default()).await?;
 
-    let id = flyte_debug_client::run_id(DEFAULT_PROJECT, DEFAULT_DOMAIN, &run_name);
+    let id = RunScope::default().run_id(&run_name);
     let command = ["sh", "-c", "sleep 600"].map(str::to_owned).to_vec();
     runs::launch_debug(&plane, id.clone(), command, Vec::new()).await?;
     let phase = runs::wait(

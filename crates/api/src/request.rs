@@ -14,13 +14,45 @@ pub const DEFAULT_DOMAIN: &str = "development";
 /// The name of a run's first (root) action.
 pub const ROOT_ACTION: &str = "a0";
 
-/// The run `name` in `project`/`domain` (no org: the deployment's own).
-pub fn run_id(project: &str, domain: &str, name: &str) -> RunIdentifier {
-    RunIdentifier {
-        project: project.to_owned(),
-        domain: domain.to_owned(),
-        name: name.to_owned(),
-        ..Default::default()
+/// Where runs go: Flyte's `task.org`, `task.project` and `task.domain`. An empty org is the
+/// deployment's own (what single-tenant Flyte expects).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunScope {
+    pub org: String,
+    pub project: String,
+    pub domain: String,
+}
+
+impl Default for RunScope {
+    /// Flyte's defaults: no org, `flytesnacks`, `development`.
+    fn default() -> Self {
+        Self {
+            org: String::new(),
+            project: DEFAULT_PROJECT.to_owned(),
+            domain: DEFAULT_DOMAIN.to_owned(),
+        }
+    }
+}
+
+impl RunScope {
+    /// The run `name` in this scope.
+    pub fn run_id(&self, name: &str) -> RunIdentifier {
+        RunIdentifier {
+            org: self.org.clone(),
+            project: self.project.clone(),
+            domain: self.domain.clone(),
+            name: name.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// The scope `id` is in.
+    pub fn of(id: &RunIdentifier) -> Self {
+        Self {
+            org: id.org.clone(),
+            project: id.project.clone(),
+            domain: id.domain.clone(),
+        }
     }
 }
 

@@ -152,6 +152,27 @@ pub const DOMAIN: &str = "task.domain";
 /// Not a key of the file: Flyte's API key, from the environment only.
 pub const API_KEY: &str = "FLYTE_API_KEY";
 
+/// The org Flyte's SDK sends when neither the caller nor `task.org` names one: the first label
+/// of the endpoint's host when it has more than two (`dns:///acme.cloud.example.com` -> `acme`).
+/// Like the SDK, the host of a `dns:///` endpoint keeps its port, so `dns:///127.0.0.1:8089`
+/// gives `127`; the same org on the wire is what lets runs one tool creates be found by the
+/// other on an org-aware deployment.
+pub fn org_from_endpoint(endpoint: &str) -> Option<String> {
+    let host = match endpoint.strip_prefix("dns:///") {
+        Some(rest) => rest,
+        None => match endpoint.split_once("://") {
+            Some((_, rest)) => rest.split(['/', '?', '#']).next().unwrap_or_default(),
+            None => endpoint
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or_default(),
+        },
+    };
+    let labels: Vec<&str> = host.split('.').collect();
+    (labels.len() > 2).then(|| labels[0].to_owned())
+}
+
 /// Settings that run a command or read a secret: taken only from a file the user chose
 /// ([`Place::is_chosen`]), the environment or a flag.
 pub const PRIVILEGED: &[&str] = &[

@@ -388,3 +388,25 @@ fn show_hides_command_arguments_and_proxy_credentials() {
         "{shown}"
     );
 }
+
+/// What Flyte's SDK derives an org from (`org_from_endpoint`), endpoint by endpoint.
+#[test]
+fn the_org_is_derived_from_the_endpoint_as_flytes_sdk_does() {
+    for (endpoint, want) in [
+        ("dns:///acme.cloud.example.com", Some("acme")),
+        ("https://acme.cloud.example.com/console", Some("acme")),
+        ("http://acme.cloud.example.com:8080", Some("acme")),
+        ("dns:///127.0.0.1:8089", Some("127")),
+        ("dns:///flyte.example:443", None),
+        ("https://localhost:30080", None),
+        ("localhost:30080", None),
+        ("example.com", None),
+        ("a.b.c", Some("a")),
+    ] {
+        assert_eq!(
+            crate::org_from_endpoint(endpoint).as_deref(),
+            want,
+            "{endpoint}"
+        );
+    }
+}

@@ -51,7 +51,11 @@ fn options_from(
     if let Some(ca) = setting(flyte_config::CA_CERT_FILE_PATH) {
         let pem = std::fs::read(&ca.value)
             .map_err(|e| format!("{} ({}): cannot read the CA file: {e}", ca.value, ca.source))?;
-        options.ca_pem = Some(pem);
+        options.ca = Some(crate::CaFile {
+            // The tunnel runs from wherever ssh starts it: the path it is given is absolute.
+            path: std::path::absolute(&ca.value).unwrap_or_else(|_| ca.value.clone().into()),
+            pem,
+        });
     }
     options.skip_tls_verify = resolved
         .flag(flyte_config::INSECURE_SKIP_VERIFY)

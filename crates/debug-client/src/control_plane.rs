@@ -6,6 +6,7 @@ use std::sync::Arc;
 use flyte_api::{Client, Endpoint, Secret};
 use flyte_auth::{ApiKey, ClientCredentials, Mint, TokenChain};
 use flyte_home::FlyteHome;
+use flyte_tunnel::transport::Transport;
 
 use crate::{DebugClientError, Result};
 
@@ -81,11 +82,20 @@ pub fn stored_key(
 }
 
 impl PlaneOptions {
+    /// The tunnel's share of these settings.
+    pub fn route_transport(&self) -> Transport {
+        Transport {
+            extra_ca: self.ca.as_ref().map(|ca| ca.path.clone()),
+            skip_verify: self.skip_tls_verify,
+            http_proxy: self.http_proxy.clone(),
+        }
+    }
+
     /// How the HTTP client reaches the endpoint (without the proxy command's header: see
     /// [`ControlPlane::open`]).
     pub fn http(&self) -> flyte_api::HttpOptions<'_> {
         flyte_api::HttpOptions {
-            ca_pem: self.ca_pem.as_deref(),
+            ca_pem: self.ca.as_ref().map(|ca| ca.pem.as_slice()),
             skip_verify: self.skip_tls_verify,
             proxy: self.http_proxy.as_deref(),
             proxy_authorization: None,
@@ -163,13 +173,21 @@ pub fn cached_login(
         .filter(|t| t.usable_at(flyte_auth::token::unix_now()))
 }
 
+/// A PEM file of CA certificates: its path (what the tunnel, a separate process, is told) and
+/// what it held when read (what the API client trusts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaFile {
+    pub path: PathBuf,
+    pub pem: Vec<u8>,
+}
+
 /// How to open a [`ControlPlane`].
 #[derive(Debug, Clone, Default)]
 pub struct PlaneOptions {
     /// See [`stored_key`].
     pub allow_key_endpoint: Option<String>,
-    /// CA certificates (PEM) to trust besides the system's (Flyte's `admin.caCertFilePath`).
-    pub ca_pem: Option<Vec<u8>>,
+    /// CA certificates to trust besides the system's (Flyte's `admin.caCertFilePath`).
+    pub ca: Option<CaFile>,
     /// Accept any TLS certificate (Flyte's `admin.insecureSkipVerify`).
     pub skip_tls_verify: bool,
     /// Reach the control plane through this HTTP proxy (Flyte's `admin.httpProxyURL`).
@@ -195,6 +213,8 @@ pub struct ControlPlane {
     client: Client,
     home: FlyteHome,
     allow_key_endpoint: Option<String>,
+    /// How debug routes are reached: the control plane's CA, TLS and proxy settings.
+    route_transport: Transport,
     /// The credential the client uses, the cache shared with Flyte's debug client it reads
     /// (`None` for a named credential: its tokens are its own), and what it is (for people).
     tokens: Option<(Arc<dyn Mint>, Option<PathBuf>, String)>,
@@ -230,6 +250,7 @@ impl ControlPlane {
             client: anonymous.clone(),
             anonymous,
             home,
+            route_transport: options.route_transport(),
             allow_key_endpoint: options.allow_key_endpoint,
             tokens: None,
         };
@@ -351,6 +372,12 @@ impl ControlPlane {
 
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// How this control plane's debug routes are reached (they are usually behind the same
+    /// ingress, so they get its CA, TLS and proxy settings).
+    pub fn route_transport(&self) -> &Transport {
+        &self.route_transport
     }
 
     /// The authenticated API client.

@@ -26,8 +26,8 @@ pub mod ssh;
 
 pub use configured::plane_options;
 pub use control_plane::{
-    ControlPlane, Credential, CredentialFiles, ENV_ALLOW_KEY_ENDPOINT, PlaneOptions, cached_login,
-    stored_key,
+    CaFile, ControlPlane, Credential, CredentialFiles, ENV_ALLOW_KEY_ENDPOINT, PlaneOptions,
+    cached_login, stored_key,
 };
 pub use error::{DebugClientError, Result};
 pub use names::{
@@ -54,7 +54,7 @@ fn poll(interval: std::time::Duration) -> std::time::Duration {
 
 // What a caller needs to use this crate alone.
 pub use flyte_api::idl::flyteidl2::common::RunIdentifier;
-pub use flyte_api::request::run_id;
+pub use flyte_api::request::RunScope;
 pub use flyte_api::{Client, Endpoint, Secret};
 pub use flyte_home::{DebugDir, FlyteHome};
 pub use flyte_ssh_config::{DebugHost, EditOptions, Outcome};

@@ -83,12 +83,18 @@ pub fn route_url(uri: &str, endpoint: &Endpoint) -> String {
     }
 }
 
-/// The `HostKeyAlias` of a debug action: one name per project, domain, run and action. A new
-/// debug pod has a new host key, and the same run name in two projects is two pods. Names hold
-/// no '.', so the dotted join is injective.
+/// The `HostKeyAlias` of a debug action: one name per org, project, domain, run and action. A
+/// new debug pod has a new host key, and the same run name in two projects is two pods. Names
+/// hold no '.', so the dotted join is injective; the org (empty for most deployments) is added
+/// only when set, so aliases pinned before orgs were read stay the same.
 pub fn host_key_alias(id: &RunIdentifier, action: &str) -> String {
+    let org = if id.org.is_empty() {
+        String::new()
+    } else {
+        format!(".{}", id.org)
+    };
     format!(
-        "{}.{action}.{}.{}.flyte-debug",
+        "{}.{action}.{}.{}{org}.flyte-debug",
         id.name, id.domain, id.project
     )
 }
@@ -199,19 +205,22 @@ mod tests {
     /// one pinned key; the second connection failed "Host key verification failed".
     #[test]
     fn host_key_aliases_differ_per_project_and_domain() {
-        let id = |project: &str, domain: &str| RunIdentifier {
+        let id = |org: &str, project: &str, domain: &str| RunIdentifier {
+            org: org.to_owned(),
             project: project.to_owned(),
             domain: domain.to_owned(),
             name: "train".to_owned(),
             ..Default::default()
         };
         let aliases = [
-            host_key_alias(&id("p1", "development"), "a0"),
-            host_key_alias(&id("p2", "development"), "a0"),
-            host_key_alias(&id("p1", "production"), "a0"),
-            host_key_alias(&id("p1", "development"), "a1"),
+            host_key_alias(&id("", "p1", "development"), "a0"),
+            host_key_alias(&id("", "p2", "development"), "a0"),
+            host_key_alias(&id("", "p1", "production"), "a0"),
+            host_key_alias(&id("", "p1", "development"), "a1"),
+            host_key_alias(&id("acme", "p1", "development"), "a0"),
         ];
         assert_eq!(aliases[0], "train.a0.development.p1.flyte-debug");
+        assert_eq!(aliases[4], "train.a0.development.p1.acme.flyte-debug");
         let distinct: std::collections::BTreeSet<_> = aliases.iter().collect();
         assert_eq!(distinct.len(), aliases.len());
     }

@@ -10,6 +10,7 @@ use flyte_api::idl::flyteidl2::task::{Envs, RunSpec};
 use flyte_api::idl::flyteidl2::workflow::{
     self, AbortRunRequest, ActionDetails, CreateRunRequest, GetRunDetailsRequest, action_details,
 };
+use flyte_api::request::RunScope;
 use flyte_api::{ActionPhaseExt, Answer, Code};
 use tokio::time::Instant;
 
@@ -193,16 +194,16 @@ pub struct DebugRun {
 }
 
 /// The reuse policy's look, without launching anything (what a dry run reports): of
-/// [`crate::run_name_candidates`]`(name)` in `project`/`domain`, the first live run or free name;
+/// [`crate::run_name_candidates`]`(name)` in `scope`, the first live run or free name;
 /// runs that ended are passed over, since run names stay taken.
 pub async fn choose_debug_run(
     plane: &ControlPlane,
-    (project, domain): (&str, &str),
+    scope: &RunScope,
     name: &str,
 ) -> Result<NameChoice> {
     let mut ended = Vec::new();
     for candidate in crate::run_name_candidates(name) {
-        let id = flyte_api::request::run_id(project, domain, &candidate);
+        let id = scope.run_id(&candidate);
         match action_details(plane, &id, crate::DEFAULT_ACTION).await? {
             Some(details) if details.status.phase.is_terminal() => {
                 ended.push((candidate, details.status.phase.short_name()));
@@ -238,7 +239,7 @@ const MAX_RACES: usize = 3;
 /// concurrent callers end on one run.
 pub async fn debug_run<F, Fut>(
     plane: &ControlPlane,
-    (project, domain): (&str, &str),
+    scope: &RunScope,
     name: &str,
     request_for: F,
 ) -> Result<DebugRun>
@@ -248,7 +249,7 @@ where
 {
     let mut races = 0;
     loop {
-        let choice = choose_debug_run(plane, (project, domain), name).await?;
+        let choice = choose_debug_run(plane, scope, name).await?;
         if choice.live_phase.is_some() {
             return Ok(DebugRun {
                 name: choice.name,
@@ -257,8 +258,7 @@ where
                 ended: choice.ended,
             });
         }
-        let request =
-            request_for(flyte_api::request::run_id(project, domain, &choice.name)).await?;
+        let request = request_for(scope.run_id(&choice.name)).await?;
         match run_service(plane)?.create_run(request).await.owned() {
             Ok(_) => {
                 return Ok(DebugRun {

@@ -18,11 +18,13 @@ use flyte_auth::{AuthError, TokenChain, TokenOrigin};
 use flyte_ssh_config::{DebugHost, HostKeyCheck};
 use flyte_tunnel::TunnelError;
 use flyte_tunnel::client::ClientOptions;
+use flyte_tunnel::transport::Transport;
 use tokio::time::Instant;
 
-use crate::names::{self, DEFAULT_ACTION, DEFAULT_ALIAS, DEFAULT_DOMAIN, DEFAULT_PROJECT};
+use crate::names::{self, DEFAULT_ACTION, DEFAULT_ALIAS};
 use crate::progress::{Progress, Waiting};
 use crate::{ControlPlane, DebugClientError, Result, runs};
+use flyte_api::request::RunScope;
 
 /// The route's tunnel header: what Flyte writes and ingresses check.
 const AUTH_HEADER: &str = "Authorization";
@@ -34,8 +36,8 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// [`connect`]'s options, with Flyte's defaults.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    pub project: String,
-    pub domain: String,
+    /// The run's org, project and domain.
+    pub scope: RunScope,
     pub action: String,
     /// The login user inside the task.
     pub user: String,
@@ -62,8 +64,7 @@ pub struct ConnectOptions {
 impl Default for ConnectOptions {
     fn default() -> Self {
         Self {
-            project: DEFAULT_PROJECT.to_owned(),
-            domain: DEFAULT_DOMAIN.to_owned(),
+            scope: RunScope::default(),
             action: DEFAULT_ACTION.to_owned(),
             user: "root".to_owned(),
             identity_file: None,
@@ -109,7 +110,15 @@ pub async fn connect(
     // A bad alias is refused before anything is waited for or written.
     flyte_ssh_config::validate_alias(&options.host_alias)?;
     let deadline = crate::deadline_after(options.timeout);
-    let id = flyte_api::request::run_id(&options.project, &options.domain, run);
+    let id = options.scope.run_id(run);
+    let transport = plane.route_transport();
+    // A proxy the tunnel cannot use is refused before anything is waited for.
+    transport
+        .check()
+        .map_err(|source| DebugClientError::Route {
+            url: plane.endpoint().base_url(),
+            source,
+        })?;
 
     let link = wait_for_link(plane, &id, options, deadline, progress).await?;
     let wss_url = names::route_url(&link.uri, plane.endpoint());
@@ -129,18 +138,18 @@ pub async fn connect(
     )
     .await?;
     if options.wait_for_route {
-        match probe_until_open(&wss_url, &headers_file, deadline, progress).await {
+        match probe_until_open(&wss_url, &headers_file, transport, deadline, progress).await {
             // A cached token the route refuses (revoked, or signed by a key since replaced) is
             // replaced once; only a fresh one being refused is the user's problem.
             Err(DebugClientError::RouteAuthRefused(_)) if origin == TokenOrigin::Cache => {
                 write_route_token(plane, &tokens, &link.uri, &headers_file, true).await?;
-                probe_until_open(&wss_url, &headers_file, deadline, progress).await?;
+                probe_until_open(&wss_url, &headers_file, transport, deadline, progress).await?;
             }
             other => other?,
         }
     }
 
-    let host_key = fetch_host_key(&wss_url, &headers_file).await?;
+    let host_key = fetch_host_key(&wss_url, &headers_file, transport).await?;
     let host_key_fingerprint = host_key
         .as_deref()
         .map(flyte_keys::public_key_fingerprint)
@@ -155,6 +164,7 @@ pub async fn connect(
             .unwrap_or_else(|| debug_dir.private_key()),
         proxy_program: options.proxy_program.clone(),
         wss_url: wss_url.clone(),
+        tunnel_args: transport.tunnel_args(),
         headers_file: headers_file.clone(),
         host_key_alias: names::host_key_alias(&id, &options.action),
         known_hosts_file: debug_dir.known_hosts(),
@@ -294,7 +304,11 @@ async fn wait_for_link(
 
 /// The host key the route publishes for pinning, or `None` (then ssh learns it on first use).
 /// Only over TLS or on loopback (see [`names::route_is_private`]).
-async fn fetch_host_key(url: &str, headers_file: &Path) -> Result<Option<String>> {
+async fn fetch_host_key(
+    url: &str,
+    headers_file: &Path,
+    transport: &Transport,
+) -> Result<Option<String>> {
     if !names::route_is_private(url) {
         tracing::debug!(url, "not fetching a host key over plain ws to another host");
         return Ok(None);
@@ -303,6 +317,7 @@ async fn fetch_host_key(url: &str, headers_file: &Path) -> Result<Option<String>
     options.headers = flyte_tunnel::read_headers_file(headers_file)
         .map_err(|e| DebugClientError::file(headers_file, e))?;
     options.connect_timeout = PROBE_TIMEOUT;
+    options.transport = transport.clone();
     match flyte_tunnel::client::fetch_host_key(&options).await {
         Ok(key) => Ok(key),
         Err(e @ TunnelError::AuthRefused { .. }) => Err(DebugClientError::RouteAuthRefused(e)),
@@ -338,6 +353,7 @@ pub async fn fetch_route_host_key(plane: &ControlPlane, uri: &str) -> Result<Opt
         })?;
     let mut options = ClientOptions::new(url.as_str());
     options.headers = vec![bearer_header(scoped.as_ref().unwrap_or(&token.value))];
+    options.transport = plane.route_transport().clone();
     flyte_tunnel::client::fetch_host_key(&options)
         .await
         .map_err(|source| DebugClientError::Route { url, source })
@@ -356,6 +372,7 @@ pub(crate) fn bearer_header(token: &Secret) -> flyte_tunnel::Header {
 async fn probe_until_open(
     url: &str,
     headers_file: &Path,
+    transport: &Transport,
     deadline: Instant,
     progress: &dyn Progress,
 ) -> Result<()> {
@@ -372,6 +389,7 @@ async fn probe_until_open(
         })?;
         let mut options = ClientOptions::new(url);
         options.headers = headers;
+        options.transport = transport.clone();
         // Never 0 s: the last attempt near the deadline still gets a real answer (a 503, a
         // refusal) to report rather than an instant timeout.
         options.connect_timeout = PROBE_TIMEOUT
@@ -452,7 +470,7 @@ mod tests {
         // 503 until the deadline: retried, and the error says what the route last answered.
         let (url, count) = answering("503 Service Unavailable");
         let deadline = deadline_in(Duration::from_millis(2500));
-        let err = probe_until_open(&url, &headers, deadline, &NoProgress)
+        let err = probe_until_open(&url, &headers, &Transport::default(), deadline, &NoProgress)
             .await
             .unwrap_err();
         assert!(
@@ -468,6 +486,7 @@ mod tests {
             let err = probe_until_open(
                 &url,
                 &headers,
+                &Transport::default(),
                 deadline_in(Duration::from_secs(30)),
                 &NoProgress,
             )
@@ -490,6 +509,7 @@ mod tests {
         let err = probe_until_open(
             &url,
             &dir.path().join("missing"),
+            &Transport::default(),
             deadline_in(Duration::from_secs(30)),
             &NoProgress,
         )

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use flyte_config::{Layer, Place, Resolved, Source};
+use flyte_debug_client::RunScope;
 use flyte_home::FlyteHome;
 use std::process::ExitCode;
 
@@ -366,10 +367,12 @@ pub(crate) fn resolve(home: &Path, endpoint_flag: Option<&str>) -> Result<Resolv
     .map_err(|e| e.to_string())
 }
 
-/// The project and domain a run goes to when a call names none: Flyte's `task.project` and
-/// `task.domain` (file or `FLYTE_TASK_*`), else Flyte's defaults. A configuration that cannot be
-/// read (`None`) gives the defaults here; connecting reports the problem.
-pub(crate) fn run_defaults(resolved: Option<&Resolved>) -> (String, String) {
+/// The org, project and domain a run goes to when a call names none: Flyte's `task.org`,
+/// `task.project` and `task.domain` (file or `FLYTE_TASK_*`), else Flyte's defaults; an org
+/// nothing names is derived from the configured endpoint as Flyte's SDK derives it. A
+/// configuration that cannot be read (`None`) gives the defaults here; connecting reports the
+/// problem.
+pub(crate) fn run_defaults(resolved: Option<&Resolved>) -> RunScope {
     let get = |key: &str, default: &str| {
         resolved
             .and_then(|r| r.text(key))
@@ -377,10 +380,19 @@ pub(crate) fn run_defaults(resolved: Option<&Resolved>) -> (String, String) {
             .filter(|v| !v.trim().is_empty())
             .unwrap_or_else(|| default.to_owned())
     };
-    (
-        get(flyte_config::PROJECT, flyte_debug_client::DEFAULT_PROJECT),
-        get(flyte_config::DOMAIN, flyte_debug_client::DEFAULT_DOMAIN),
-    )
+    let derived_org = || {
+        resolved
+            .and_then(|r| r.text(flyte_config::ENDPOINT))
+            .and_then(|e| flyte_config::org_from_endpoint(&e.value))
+            .unwrap_or_default()
+    };
+    RunScope {
+        org: Some(get(flyte_config::ORG, ""))
+            .filter(|org| !org.is_empty())
+            .unwrap_or_else(derived_org),
+        project: get(flyte_config::PROJECT, flyte_debug_client::DEFAULT_PROJECT),
+        domain: get(flyte_config::DOMAIN, flyte_debug_client::DEFAULT_DOMAIN),
+    }
 }
 
 /// Where the endpoint comes from.

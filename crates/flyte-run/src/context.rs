@@ -66,7 +66,7 @@ impl AppContext {
     }
 
     /// The project and domain a run goes to when a call names none.
-    pub(crate) fn run_defaults(&self) -> (String, String) {
+    pub(crate) fn run_defaults(&self) -> flyte_debug_client::RunScope {
         crate::config::run_defaults(self.config().ok())
     }
 

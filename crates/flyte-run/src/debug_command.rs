@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use flyte_api::idl::flyteidl2::common::RunIdentifier;
 use flyte_debug_client::runs;
-use flyte_debug_client::{self as debug, ConnectOptions, DebugClientError, EditOptions, Outcome};
+use flyte_debug_client::{
+    self as debug, ConnectOptions, DebugClientError, EditOptions, Outcome, RunScope,
+};
 
 use crate::context::AppContext;
 use crate::control_plane::{self, WhenNone};
@@ -79,18 +80,14 @@ pub(crate) struct DebugArgs {
     dry_run: bool,
 }
 
-/// `name` in the project and domain the command line or Flyte's configuration names.
-fn run_id(args: &DebugArgs, host: &AppContext, name: &str) -> RunIdentifier {
-    let (project, domain) = project_and_domain(args, host);
-    flyte_api::request::run_id(&project, &domain, name)
-}
-
-fn project_and_domain(args: &DebugArgs, host: &AppContext) -> (String, String) {
-    let (project, domain) = host.run_defaults();
-    (
-        args.project.clone().unwrap_or(project),
-        args.domain.clone().unwrap_or(domain),
-    )
+/// The org, project and domain the command line or Flyte's configuration names.
+fn run_scope(args: &DebugArgs, host: &AppContext) -> RunScope {
+    let defaults = host.run_defaults();
+    RunScope {
+        project: args.project.clone().unwrap_or(defaults.project),
+        domain: args.domain.clone().unwrap_or(defaults.domain),
+        ..defaults
+    }
 }
 
 pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
@@ -102,9 +99,9 @@ pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
         None => debug::debug_run_name(&args.run)?,
     };
     let plane = control_plane::connect(&host, WhenNone::Fail).map_err(|e| anyhow!(e))?;
-    let (project, domain) = project_and_domain(args, &host);
+    let scope = run_scope(args, &host);
     if args.dry_run {
-        let choice = host.block_on(runs::choose_debug_run(&plane, (&project, &domain), &name))?;
+        let choice = host.block_on(runs::choose_debug_run(&plane, &scope, &name))?;
         say_ended(&choice.ended);
         match &choice.live_phase {
             Some(phase) => println!(
@@ -118,10 +115,9 @@ pub(crate) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let name = launch_or_reuse(&host, &plane, args, &name)?;
+    let name = launch_or_reuse(&host, &plane, &scope, args, &name)?;
     let options = ConnectOptions {
-        project,
-        domain,
+        scope,
         user: args.user.clone(),
         host_alias: args.host_alias.clone(),
         use_api_key: args.use_api_key,
@@ -172,13 +168,13 @@ fn say_ended(ended: &[(String, String)]) {
 fn launch_or_reuse(
     host: &AppContext,
     plane: &flyte_debug_client::ControlPlane,
+    scope: &RunScope,
     args: &DebugArgs,
     name: &str,
 ) -> anyhow::Result<String> {
     let pair = flyte_keys::ensure_keypair(host.layout().debug().path())?;
-    let original = run_id(args, host, &args.run);
-    let (project, domain) = project_and_domain(args, host);
-    let run = host.block_on(runs::debug_run(plane, (&project, &domain), name, |id| {
+    let original = scope.run_id(&args.run);
+    let run = host.block_on(runs::debug_run(plane, scope, name, |id| {
         runs::relaunch_request(plane, &original, &args.action, &pair.public_key, id)
     }))?;
     say_ended(&run.ended);

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use flyte_tunnel::client::ClientOptions;
+use flyte_tunnel::transport::Transport;
 use flyte_tunnel::{TunnelError, exit_code};
 
 #[derive(Debug, clap::Args)]
@@ -17,6 +18,13 @@ pub(crate) struct TunnelArgs {
     /// A PEM file of CA certificates to trust besides the system's.
     #[arg(long, value_name = "FILE")]
     cacert: Option<PathBuf>,
+    /// Accept any TLS certificate (Flyte's `admin.insecureSkipVerify`).
+    #[arg(long)]
+    insecure_skip_verify: bool,
+    /// Reach the route through this HTTP proxy (`http://host:port`, Flyte's
+    /// `admin.httpProxyURL`), with CONNECT.
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
 }
 
 async fn tunnel(args: &TunnelArgs) -> Result<(), TunnelError> {
@@ -24,7 +32,11 @@ async fn tunnel(args: &TunnelArgs) -> Result<(), TunnelError> {
     if let Some(path) = &args.http_headers_file {
         options.headers = flyte_tunnel::read_headers_file(path)?;
     }
-    options.extra_ca.clone_from(&args.cacert);
+    options.transport = Transport {
+        extra_ca: args.cacert.clone(),
+        skip_verify: args.insecure_skip_verify,
+        http_proxy: args.proxy.clone(),
+    };
     let run = flyte_tunnel::client::run(
         &options,
         flyte_tunnel::client::stdin_chunks(),

@@ -1025,6 +1025,42 @@ fn runs_go_to_the_project_and_domain_of_flytes_config() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("(flytesnacks/staging)"), "{stderr}");
+    // `task.org` (here through Flyte's env pattern) goes into the run's identifier, and so into
+    // the name its host key is pinned under; without it, the org is derived from the endpoint
+    // as Flyte's SDK derives it (none for a bare `localhost`).
+    let alias_with = |org: Option<&str>, endpoint: &str| {
+        let mut command = home.0.command(BIN);
+        command.env("FLYTE_ENDPOINT", endpoint);
+        if let Some(org) = org {
+            command.env("FLYTE_TASK_ORG", org);
+        }
+        let out = command
+            .args([
+                "--dry-run",
+                "-e",
+                r#"debug::connect("r1", #{}).host_key_alias"#,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out).lines().last().unwrap_or_default().to_owned()
+    };
+    assert_eq!(
+        alias_with(Some("acme"), "dns:///localhost:1"),
+        "r1.a0.staging.ml.acme.flyte-debug"
+    );
+    assert_eq!(
+        alias_with(None, "dns:///tenant.flyte.example:1"),
+        "r1.a0.staging.ml.tenant.flyte-debug"
+    );
+    assert_eq!(
+        alias_with(None, "dns:///localhost:1"),
+        "r1.a0.staging.ml.flyte-debug"
+    );
 }
 
 /// `config init` and `doctor` as a user meets them: a fresh machine is fine (notes only); a
@@ -1607,62 +1643,52 @@ fn insecure_skip_verify_accepts_a_certificate_no_ca_vouches_for() {
 }
 
 /// Issue 16: Flyte's `admin.httpProxyURL`: every request to the control plane goes through that
-/// proxy (a real one, Debian's tinyproxy, which logs each request it forwards).
+/// proxy (a real one, Debian's tinyproxy, which logs each request it forwards), and so does the
+/// tunnel to the debug route: the Host block's `ProxyCommand` passes the proxy on.
 #[test]
-fn http_proxy_url_sends_the_requests_through_the_proxy() {
-    use std::io::BufRead as _;
+fn http_proxy_url_sends_the_requests_and_the_tunnel_through_the_proxy() {
     let home = Home::with_sandbox();
-    let proxy_port = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let conf = home.0.path().join("tinyproxy.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "Port {proxy_port}\nListen 127.0.0.1\nTimeout 60\nLogLevel Info\nAllow 127.0.0.1\n"
-        ),
-    )
-    .unwrap();
-    let mut proxy = Stopped(
-        std::process::Command::new("tinyproxy")
-            .arg("-d")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut log = std::io::BufReader::new(proxy.0.stdout.take().unwrap()).lines();
-    let ready = log
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|line| line.contains("Accepting connections"));
-    // The rest of its log, read until it exits.
-    let rest = std::thread::spawn(move || log.map_while(Result::ok).collect::<Vec<_>>());
+    let proxy = flyte_testkit::HttpProxy::start(home.0.path());
     let written = std::fs::read_to_string(home.sandbox_dir().join("flyte-config.yaml")).unwrap();
     std::fs::write(
         home.0.path().join(".flyte/config.yaml"),
         written.replace(
             "admin:\n",
-            &format!("admin:\n  httpProxyURL: \"http://127.0.0.1:{proxy_port}\"\n"),
+            &format!("admin:\n  httpProxyURL: \"{}\"\n", proxy.url()),
         ),
     )
     .unwrap();
-    let out = home.run(&["-e", r#"runs::find("nothing-here")"#]);
-    // Stopped by its pid; its log is then complete.
-    drop(proxy);
-    let log = rest.join().unwrap().join("\n");
-    assert!(ready, "tinyproxy did not start: {log}");
-    assert!(out.status.success(), "{}", text(&out));
+    let ssh_config = home.0.path().join("cfg.ssh_config");
+    let script = format!(
+        r#"runs::launch(#{{ name: "via-proxy", command: ["sleep", "60"], env: debug::launch_env() }});
+           runs::wait("via-proxy", #{{ poll_interval: 0 }});
+           let info = debug::connect("via-proxy", #{{ timeout: 60, poll_interval: 0 }});
+           ssh::install(info, #{{ config_path: "{path}" }});
+           ssh::exec("flyte-debug", "echo through-the-proxy", #{{ config_path: "{path}", check: true }}).stdout"#,
+        path = ssh_config.display()
+    );
+    let out = home.run(&["-e", &script]);
+    let proxy_url = proxy.url();
+    let log = proxy.stop();
+    assert!(out.status.success(), "{}\n{log}", text(&out));
+    assert_eq!(stdout(&out).trim(), "through-the-proxy");
     let endpoint = std::fs::read_to_string(home.sandbox_dir().join("endpoint")).unwrap();
     let authority = endpoint.trim().trim_start_matches("http://");
     assert!(
         log.contains(&format!("CONNECT {authority} ")),
-        "the proxy forwarded nothing to {authority}: {log}"
+        "the proxy forwarded nothing to the API at {authority}: {log}"
+    );
+    let block = std::fs::read_to_string(&ssh_config).unwrap();
+    let route = block
+        .split("ws://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no route in {block}"));
+    assert_ne!(route, authority, "the route has its own port");
+    assert!(block.contains(&format!("--proxy {proxy_url}")), "{block}");
+    assert!(
+        log.contains(&format!("CONNECT {route} ")),
+        "the tunnel did not go through the proxy to {route}: {log}"
     );
 }
 

@@ -243,3 +243,79 @@ fn a_client_that_closes_first_gets_a_clean_close() {
         assert_eq!(code, Some(0), "{stderr}");
     }
 }
+
+/// Issue 16: the tunnel reaches a route the way the API client reaches the control plane: a
+/// TLS ingress signed by a private CA (Flyte's `caCertFilePath`) is refused without it and
+/// accepted with `--cacert`, or with `--insecure-skip-verify`; and `--proxy` (Flyte's
+/// `httpProxyURL`) carries the connection through a real HTTP proxy with CONNECT.
+#[test]
+fn the_tunnel_honours_the_ca_skip_verify_and_the_proxy() {
+    let sshd = Sshd::start();
+    let bridge = Bridge::start(BridgeConfig::new(Target::Tcp(
+        ([127, 0, 0, 1], sshd.port()).into(),
+    )));
+    let home = flyte_testkit::TempHome::new();
+    let front = flyte_testkit::TlsFront::start(bridge.addr, home.path());
+    let proxy = flyte_testkit::HttpProxy::start(home.path());
+    let url = format!("wss://localhost:{}/any/path", front.addr().port());
+    let ca = front.ca_file().display().to_string();
+    let via = |flags: &str| {
+        ssh_via(
+            &sshd,
+            &format!("{BIN} tunnel {url} {flags}"),
+            &["echo", "ok"],
+        )
+    };
+
+    let refused = via("");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("TLS") && stderr.contains("certificate"),
+        "{stderr}"
+    );
+
+    for flags in [
+        format!("--cacert {ca}"),
+        "--insecure-skip-verify".to_owned(),
+        format!("--cacert {ca} --proxy {}", proxy.url()),
+    ] {
+        let out = via(&flags);
+        assert!(
+            out.status.success(),
+            "{flags}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n", "{flags}");
+    }
+    let log = proxy.stop();
+    assert!(
+        log.contains(&format!("CONNECT localhost:{} ", front.addr().port())),
+        "{log}"
+    );
+
+    // A proxy that is not there, one with credentials (never shown), one of another scheme.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    for (proxy, code, message) in [
+        (format!("http://{closed}"), 69, "not serving"),
+        (
+            "http://user:hunter2@127.0.0.1:1".to_owned(),
+            78,
+            "a proxy with credentials",
+        ),
+        (
+            "socks5://127.0.0.1:1".to_owned(),
+            78,
+            "only http:// proxies",
+        ),
+    ] {
+        let (got, stdout, stderr) = tunnel(&[&url, "--proxy", &proxy]);
+        assert_eq!(got, Some(code), "{proxy}: {stderr}");
+        assert!(stdout.is_empty());
+        assert!(stderr.contains(message), "{proxy}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+}

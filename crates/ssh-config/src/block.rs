@@ -29,6 +29,9 @@ pub struct DebugHost {
     /// Absolute path of the `flyte-run` binary that runs `tunnel`.
     pub proxy_program: PathBuf,
     pub wss_url: String,
+    /// What `tunnel` gets after the URL besides the headers file (how to reach the route: a
+    /// CA file, a proxy). Never secrets: the `ProxyCommand` is visible in the process list.
+    pub tunnel_args: Vec<String>,
     pub headers_file: PathBuf,
     /// The name the server's key is recorded under in `known_hosts_file`.
     pub host_key_alias: String,
@@ -84,13 +87,17 @@ impl DebugHost {
             });
         }
         let path = |p: &PathBuf| p.display().to_string();
-        let proxy = proxy_command(&[
-            &path(&self.proxy_program),
+        let program = path(&self.proxy_program);
+        let headers = path(&self.headers_file);
+        let mut words = vec![
+            program.as_str(),
             "tunnel",
-            &self.wss_url,
+            self.wss_url.as_str(),
             "--http-headers-file",
-            &path(&self.headers_file),
-        ])?;
+            headers.as_str(),
+        ];
+        words.extend(self.tunnel_args.iter().map(String::as_str));
+        let proxy = proxy_command(&words)?;
         let mut lines = vec![
             format!("Host {}", self.alias),
             format!("  User {}", config_arg("User", &self.user)?),

@@ -25,6 +25,7 @@ fn debug_host(alias: &str, root: &Path) -> DebugHost {
         identity_file: root.join("keys dir/100%/id_ed25519"),
         proxy_program: root.join("bin/flyte-run"),
         wss_url: "wss://flyte.example.com/v1/ssh/run-1?target_port=6060&x=%41".to_owned(),
+        tunnel_args: Vec::new(),
         headers_file: root.join("ssh debug/flyte-debug.headers"),
         host_key_alias: "flyte-debug.run-1.a0".to_owned(),
         known_hosts_file: root.join("ssh debug/known_hosts"),

@@ -8,6 +8,8 @@
 //! - [`Sshd`]: the system OpenSSH server on 127.0.0.1 with a throwaway host key and a matching
 //!   client config that pins that key. Stopped by pid when dropped, also when the test panics.
 //! - [`ReadOnlyDir`]: make a directory unwritable even for root, and writable again on drop.
+//! - [`TlsFront`] and [`HttpProxy`]: a TLS-terminating ingress with its own CA, and a real HTTP
+//!   proxy (tinyproxy), for what stands in front of a deployment.
 //! - [`control_plane::ControlPlane`]: a stand-in for the auth parts of a Flyte deployment that is
 //!   not our sandbox (generated Connect servers, another token header).
 //!
@@ -18,6 +20,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod control_plane;
+mod fronts;
 mod git_host;
 mod go_tools;
 mod ports;
@@ -29,6 +32,7 @@ mod venv;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub use fronts::{HttpProxy, TlsFront};
 pub use git_host::{GitHost, git};
 pub use go_tools::{GO_TOOLS, GoTool, OIDC_PROVIDER, tools_dir};
 pub use ports::{PortReservation, reserve_port};

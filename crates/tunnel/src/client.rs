@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
@@ -15,7 +14,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use crate::{Header, MAX_FRAME_BYTES, Result, TunnelError, tls};
+use crate::transport::{BoxedStream, Transport};
+use crate::{Header, MAX_FRAME_BYTES, Result, TunnelError};
 
 /// How long the WebSocket handshake (TCP, TLS, HTTP upgrade) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,7 +29,7 @@ const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const CHUNK_BYTES: usize = 64 * 1024;
 
 /// The connection a tunnel runs over.
-pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Socket = WebSocketStream<MaybeTlsStream<BoxedStream>>;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -38,8 +38,8 @@ pub struct ClientOptions {
     pub url: String,
     /// Extra request headers, typically `Authorization: Bearer ...` from the headers file.
     pub headers: Vec<Header>,
-    /// A PEM file of CAs to trust besides the system's.
-    pub extra_ca: Option<PathBuf>,
+    /// How the route is reached: proxy and TLS trust.
+    pub transport: Transport,
     pub connect_timeout: Duration,
     pub ping_interval: Duration,
 }
@@ -49,7 +49,7 @@ impl ClientOptions {
         Self {
             url: url.into(),
             headers: Vec::new(),
-            extra_ca: None,
+            transport: Transport::default(),
             connect_timeout: CONNECT_TIMEOUT,
             ping_interval: PING_INTERVAL,
         }
@@ -101,23 +101,42 @@ pub async fn connect(options: &ClientOptions) -> Result<Socket> {
         let value = HeaderValue::from_str(&header.value).map_err(|_| invalid())?;
         request.headers_mut().append(name, value);
     }
-    let connector = if url.starts_with("wss://") {
-        Connector::Rustls(tls::client_config(options.extra_ca.as_deref())?)
+    let secure = url.starts_with("wss://");
+    let connector = if secure {
+        Connector::Rustls(options.transport.tls()?)
     } else {
         Connector::Plain
     };
-    let handshake = tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        Some(ws_config()),
-        true,
-        Some(connector),
-    );
+    options.transport.check()?;
+    let uri = request.uri();
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let handshake = async {
+        let stream = options.transport.open(&host, port).await.map_err(|e| {
+            TunnelError::RouteNotServing {
+                detail: e.to_string(),
+            }
+        })?;
+        tokio_tungstenite::client_async_tls_with_config(
+            request,
+            stream,
+            Some(ws_config()),
+            Some(connector),
+        )
+        .await
+        .map_err(classify_handshake_error)
+    };
     match tokio::time::timeout(options.connect_timeout, handshake).await {
         Err(_) => Err(TunnelError::RouteNotServing {
             detail: format!("no answer within {} s", options.connect_timeout.as_secs()),
         }),
         Ok(Ok((socket, _response))) => Ok(socket),
-        Ok(Err(e)) => Err(classify_handshake_error(e)),
+        Ok(Err(e)) => Err(e),
     }
 }
 
@@ -145,7 +164,7 @@ pub async fn fetch_host_key(options: &ClientOptions) -> Result<Option<String>> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    let address = (bare_host.clone(), port);
+    options.transport.check()?;
     for header in &options.headers {
         if header.name.contains(['\r', '\n']) || header.value.contains(['\r', '\n']) {
             return Err(TunnelError::LocalFile {
@@ -172,11 +191,14 @@ pub async fn fetch_host_key(options: &ClientOptions) -> Result<Option<String>> {
             path: PathBuf::new(),
             reason: format!("not a valid HTTP request: {e}"),
         })?;
+    let tls = if secure {
+        Some(options.transport.tls()?)
+    } else {
+        None
+    };
     let exchange = async {
-        let tcp = TcpStream::connect(address.clone()).await?;
-        if secure {
-            let config = tls::client_config(options.extra_ca.as_deref())
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let tcp = options.transport.open(&bare_host, port).await?;
+        if let Some(config) = tls {
             let name = rustls::pki_types::ServerName::try_from(bare_host.clone())
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             let stream = tokio_rustls::TlsConnector::from(config)
@@ -194,8 +216,11 @@ pub async fn fetch_host_key(options: &ClientOptions) -> Result<Option<String>> {
             });
         }
         Ok(Err(e)) => {
-            return Err(TunnelError::RouteNotServing {
-                detail: e.to_string(),
+            return Err(match e.get_ref().and_then(|inner| inner.downcast_ref()) {
+                Some(tls) => tls_refused(tls),
+                None => TunnelError::RouteNotServing {
+                    detail: e.to_string(),
+                },
             });
         }
         Ok(Ok(answer)) => answer,
@@ -264,6 +289,20 @@ where
     }
 }
 
+/// A TLS handshake that failed: a certificate we do not trust is a setting to fix, not a route
+/// that is still starting.
+fn tls_refused(error: &rustls::Error) -> TunnelError {
+    let hint = match error {
+        rustls::Error::InvalidCertificate(_) => {
+            "; if the route's certificate comes from a private CA, trust it (Flyte's admin.caCertFilePath, or --cacert FILE)"
+        }
+        _ => "",
+    };
+    TunnelError::Protocol {
+        detail: format!("TLS: {error}{hint}"),
+    }
+}
+
 fn classify_handshake_error(error: tungstenite::Error) -> TunnelError {
     match error {
         tungstenite::Error::Http(response) => {
@@ -276,8 +315,11 @@ fn classify_handshake_error(error: tungstenite::Error) -> TunnelError {
                 }
             }
         }
-        tungstenite::Error::Io(e) => TunnelError::RouteNotServing {
-            detail: e.to_string(),
+        tungstenite::Error::Io(e) => match e.get_ref().and_then(|inner| inner.downcast_ref()) {
+            Some(tls) => tls_refused(tls),
+            None => TunnelError::RouteNotServing {
+                detail: e.to_string(),
+            },
         },
         tungstenite::Error::Tls(e) => TunnelError::Protocol {
             detail: format!("TLS: {e}"),

@@ -20,6 +20,7 @@ pub mod bridge;
 pub mod client;
 mod headers;
 mod tls;
+pub mod transport;
 
 use std::path::PathBuf;
 

@@ -51,6 +51,9 @@ struct SshDebug {
     known_hosts_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     proxy_program: Option<String>,
+    /// How the tunnel reaches the route (`--cacert`, `--proxy`, ...), when it needs telling.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tunnel_args: Vec<String>,
 }
 
 /// What `debug::launch_or_reuse` takes: a `runs::launch` spec without its name.
@@ -89,10 +92,7 @@ fn launch_or_reuse(
     const FUNC: &str = "debug::launch_or_reuse";
     let spec: DebugSpec = options(ctx, FUNC, spec)?;
     let (command, extra) = super::runs::command_and_env(ctx, FUNC, spec.command, spec.env)?;
-    let (project, domain) = {
-        let id = super::runs::run_id(host, name, spec.project.as_deref(), spec.domain.as_deref());
-        (id.project, id.domain)
-    };
+    let scope = super::runs::run_scope(host, spec.project.as_deref(), spec.domain.as_deref());
     let pair =
         flyte_keys::ensure_keypair(host.layout().debug().path()).map_err(|e| script_err(ctx, e))?;
     let request_for = |id| {
@@ -118,15 +118,11 @@ fn launch_or_reuse(
             }
         } else {
             let plane = super::runs::connect(host).map_err(|e| failed(&e))?;
-            host.block_on(debug::runs::choose_debug_run(
-                &plane,
-                (&project, &domain),
-                name,
-            ))
-            .map_err(|e| failed(&e))?
+            host.block_on(debug::runs::choose_debug_run(&plane, &scope, name))
+                .map_err(|e| failed(&e))?
         };
         if choice.live_phase.is_none() {
-            let id = flyte_api::request::run_id(&project, &domain, &choice.name);
+            let id = scope.run_id(&choice.name);
             super::runs::dry_run_launch(&id, &request_for(id.clone()));
         }
         let chosen = Chosen {
@@ -139,12 +135,9 @@ fn launch_or_reuse(
     }
     let plane = super::runs::connect(host).map_err(|e| failed(&e))?;
     let run = host
-        .block_on(debug::runs::debug_run(
-            &plane,
-            (&project, &domain),
-            name,
-            |id| std::future::ready(Ok(request_for(id))),
-        ))
+        .block_on(debug::runs::debug_run(&plane, &scope, name, |id| {
+            std::future::ready(Ok(request_for(id)))
+        }))
         .map_err(|e| failed(&e))?;
     let chosen = Chosen {
         name: run.name,
@@ -162,12 +155,10 @@ fn connect_options(
 ) -> ScriptResult<ConnectOptions> {
     const FUNC: &str = "debug::connect";
     let o: ConnectOpts = options(ctx, FUNC, opts)?;
-    let (project, domain) = host.run_defaults();
     let defaults = ConnectOptions::default();
     let options = ConnectOptions {
         proxy_program: crate::paths::proxy_program().map_err(|e| script_err(ctx, e.to_string()))?,
-        project: o.project.unwrap_or(project),
-        domain: o.domain.unwrap_or(domain),
+        scope: super::runs::run_scope(host, o.project.as_deref(), o.domain.as_deref()),
         action: o.action.unwrap_or(defaults.action),
         user: o.user.unwrap_or(defaults.user),
         host_alias: o.host_alias.unwrap_or(defaults.host_alias),
@@ -220,6 +211,7 @@ fn connection_map(connection: &Connection) -> Result<SshDebug, String> {
         host_key_alias: block.host_key_alias.clone(),
         known_hosts_file: Some(shown(&block.known_hosts_file)),
         proxy_program: Some(shown(&block.proxy_program)),
+        tunnel_args: block.tunnel_args.clone(),
     })
 }
 
@@ -230,7 +222,7 @@ fn dry_run_map(host: &Host, run: &str, options: &ConnectOptions) -> SshDebug {
         action_name: options.action.clone(),
         wss_url: format!(
             "wss://dry-run.invalid/v1/debug/{}/{}/{run}/{}",
-            options.project, options.domain, options.action
+            options.scope.project, options.scope.domain, options.action
         ),
         ssh_config: None,
         host_alias: options.host_alias.clone(),
@@ -244,12 +236,10 @@ fn dry_run_map(host: &Host, run: &str, options: &ConnectOptions) -> SshDebug {
         host_key: None,
         user: options.user.clone(),
         identity_file: None,
-        host_key_alias: debug::host_key_alias(
-            &flyte_api::request::run_id(&options.project, &options.domain, run),
-            &options.action,
-        ),
+        host_key_alias: debug::host_key_alias(&options.scope.run_id(run), &options.action),
         known_hosts_file: None,
         proxy_program: None,
+        tunnel_args: Vec::new(),
     }
 }
 
@@ -258,7 +248,7 @@ fn connect(ctx: &NativeCallContext<'_>, host: &Host, run: &str, opts: &Map) -> S
     if host.dry_run {
         println!(
             "dry-run: would wait for the debug route of run {run}/{} ({}/{}), write a token to its headers file and probe the route",
-            options.action, options.project, options.domain
+            options.action, options.scope.project, options.scope.domain
         );
         return to_map(ctx, &dry_run_map(host, run, &options));
     }

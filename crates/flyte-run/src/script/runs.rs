@@ -11,7 +11,7 @@ use flyte_api::idl::flyteidl2::workflow::{
     ActionDetails, CreateRunRequest, action_details, create_run_request,
 };
 use flyte_debug_client::runs::{self, existing_action};
-use flyte_debug_client::{ControlPlane, DEFAULT_ACTION};
+use flyte_debug_client::{ControlPlane, DEFAULT_ACTION, RunScope};
 use rhai::{Dynamic, Map, Module, NativeCallContext};
 use serde::{Deserialize, Serialize};
 
@@ -36,20 +36,25 @@ pub(super) fn connect(host: &Host) -> Result<ControlPlane, String> {
     crate::control_plane::connect(host, when_none)
 }
 
-/// The run `name` in `project`/`domain`, or where Flyte's configuration sends runs
-/// (`task.project`, `task.domain`), else Flyte's defaults.
+/// `project`/`domain`, or where Flyte's configuration sends runs (`task.project`,
+/// `task.domain`), else Flyte's defaults; the org is always the configuration's (`task.org`).
+pub(super) fn run_scope(host: &Host, project: Option<&str>, domain: Option<&str>) -> RunScope {
+    let defaults = host.run_defaults();
+    RunScope {
+        project: project.map_or(defaults.project, str::to_owned),
+        domain: domain.map_or(defaults.domain, str::to_owned),
+        ..defaults
+    }
+}
+
+/// The run `name` in [`run_scope`].
 pub(super) fn run_id(
     host: &Host,
     name: &str,
     project: Option<&str>,
     domain: Option<&str>,
 ) -> RunIdentifier {
-    let (default_project, default_domain) = host.run_defaults();
-    flyte_api::request::run_id(
-        project.unwrap_or(&default_project),
-        domain.unwrap_or(&default_domain),
-        name,
-    )
+    run_scope(host, project, domain).run_id(name)
 }
 
 /// `runs::launch`'s spec.

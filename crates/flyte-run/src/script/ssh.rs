@@ -25,6 +25,7 @@ struct DebugHostInfo {
     host_key_alias: Option<String>,
     known_hosts_file: Option<String>,
     proxy_program: Option<String>,
+    tunnel_args: Option<Vec<String>>,
     // Fields of the SSHDebug map that these functions read or pass over.
     run_name: Option<String>,
     action_name: Option<String>,
@@ -92,11 +93,7 @@ fn debug_host(
         // One name per project, domain, run and action: a new debug pod has a new host key
         // (the map `debug::connect` returns names its own; this is for maps a script builds).
         (None, Some(run)) => flyte_debug_client::host_key_alias(
-            &flyte_debug_client::run_id(
-                flyte_debug_client::DEFAULT_PROJECT,
-                flyte_debug_client::DEFAULT_DOMAIN,
-                &run,
-            ),
+            &flyte_debug_client::RunScope::default().run_id(&run),
             info.action_name
                 .as_deref()
                 .unwrap_or(flyte_debug_client::DEFAULT_ACTION),
@@ -115,6 +112,7 @@ fn debug_host(
             .map_or_else(|| debug_dir.private_key(), PathBuf::from),
         proxy_program,
         wss_url,
+        tunnel_args: info.tunnel_args.unwrap_or_default(),
         headers_file: info
             .headers_file
             .map_or_else(|| debug_dir.headers(&alias), PathBuf::from),
