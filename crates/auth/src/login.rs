@@ -133,7 +133,14 @@ impl Login {
                 }
             },
         };
-        token::store_login(&self.cache, &self.endpoint, &token, refresh_token.as_ref())?;
+        token::store_login(
+            &self.cache,
+            &self.endpoint,
+            &token,
+            refresh_token
+                .as_ref()
+                .map(|r| (r, self.config.token_endpoint.as_str())),
+        )?;
         *current = Some(token.clone());
         Ok((token, TokenOrigin::Fresh))
     }
@@ -141,7 +148,9 @@ impl Login {
     /// New tokens from the cached refresh token; `None` when there is none or the server no
     /// longer takes it (expired, used, revoked): then a new login follows.
     async fn refreshed(&self) -> Result<Option<(Token, Option<Secret>)>> {
-        let Some(refresh_token) = token::cached_refresh(&self.cache, &self.endpoint) else {
+        let Some(refresh_token) =
+            token::cached_refresh(&self.cache, &self.endpoint, &self.config.token_endpoint)
+        else {
             return Ok(None);
         };
         let mut form = vec![

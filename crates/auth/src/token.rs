@@ -56,6 +56,9 @@ struct Entry {
     /// only; Flyte's `bearer.json` never gets one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     refresh_token: Option<String>,
+    /// The token endpoint that issued the refresh token: the only one it is ever sent to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_token_issuer: Option<String>,
 }
 
 /// Flyte's `{endpoint, token, exp}` for the newest entry at the top level, so Flyte's reader keeps
@@ -118,9 +121,11 @@ pub fn cached(path: &Path, endpoint: &str) -> Option<Token> {
     })
 }
 
-/// The refresh token cached for `endpoint`, if its login left one.
-pub fn cached_refresh(path: &Path, endpoint: &str) -> Option<Secret> {
+/// The refresh token cached for `endpoint`, if its login left one and `token_endpoint` issued
+/// it: a deployment whose discovery now names another token endpoint never gets it.
+pub fn cached_refresh(path: &Path, endpoint: &str, token_endpoint: &str) -> Option<Secret> {
     entry(path, endpoint)
+        .filter(|e| e.refresh_token_issuer.as_deref() == Some(token_endpoint))
         .and_then(|e| e.refresh_token)
         .map(Secret::new)
 }
@@ -147,12 +152,12 @@ pub fn store(path: &Path, endpoint: &str, token: &Token) -> Result<()> {
     store_login(path, endpoint, token, None)
 }
 
-/// [`store`], with the refresh token of a person's login.
+/// [`store`], with the refresh token of a person's login and the token endpoint that issued it.
 pub fn store_login(
     path: &Path,
     endpoint: &str,
     token: &Token,
-    refresh_token: Option<&Secret>,
+    refresh_token: Option<(&Secret, &str)>,
 ) -> Result<()> {
     let others = read_entries(path)
         .into_iter()
@@ -163,7 +168,8 @@ pub fn store_login(
             endpoint: endpoint.to_owned(),
             token: token.value.expose().to_owned(),
             exp: token.exp,
-            refresh_token: refresh_token.map(|r| r.expose().to_owned()),
+            refresh_token: refresh_token.map(|(r, _)| r.expose().to_owned()),
+            refresh_token_issuer: refresh_token.map(|(_, issuer)| issuer.to_owned()),
         },
         others,
     };
@@ -193,6 +199,39 @@ mod tests {
             part(serde_json::json!({"alg": "none"})),
             part(serde_json::json!({"exp": exp, "sub": "x"}))
         )
+    }
+
+    /// A refresh token goes back only to the token endpoint that issued it.
+    #[test]
+    fn refresh_tokens_are_pinned_to_their_issuer() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("tokens.json");
+        let token = Token {
+            value: Secret::new("access".to_owned()),
+            exp: None,
+        };
+        let refresh = Secret::new("refresh".to_owned());
+        let issuer = "https://idp.example/oauth2/token";
+        store_login(
+            &cache,
+            "https://flyte.example",
+            &token,
+            Some((&refresh, issuer)),
+        )
+        .unwrap();
+        for (asked, want) in [
+            (issuer, Some("refresh")),
+            ("https://elsewhere.example/oauth2/token", None),
+            ("http://idp.example/oauth2/token", None),
+        ] {
+            assert_eq!(
+                cached_refresh(&cache, "https://flyte.example", asked)
+                    .as_ref()
+                    .map(Secret::expose),
+                want,
+                "{asked}"
+            );
+        }
     }
 
     #[test]
