@@ -12,6 +12,9 @@
 //!   (`reference.md`), written by the flyte-run binary from its own registrations
 //!   (`flyte-run script-reference DIR`, a hidden command).
 //!
+//! - `crates/operator/crd/taskactions.flyte.org.yaml`: the TaskAction CRD, from the Rust types
+//!   in flyte-operator (`crd::crd_yaml`).
+//!
 //! `--check` regenerates into a temporary directory and fails when a committed file differs,
 //! is missing, or is left over from something no longer generated.
 
@@ -43,6 +46,8 @@ const DESCRIPTOR_FILES: &[&str] = &[
     "flyterun.binpb",
     "flyterun.files",
 ];
+/// The TaskAction CRD, generated from flyte-operator's types.
+pub(crate) const CRD_FILE: &str = "crates/operator/crd/taskactions.flyte.org.yaml";
 /// Every file in this directory is generated (a file no longer generated is stale too).
 const RHAI_DOCS: &str = "docs/rhai";
 
@@ -63,7 +68,10 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     generate_rhai_docs(&scratch.join(RHAI_DOCS))?;
 
     // (path in the repository, fresh contents or None for a file to delete)
-    let mut outputs: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+    let mut outputs: Vec<(String, Option<Vec<u8>>)> = vec![(
+        CRD_FILE.to_owned(),
+        Some(flyte_operator::crd::crd_yaml().into_bytes()),
+    )];
     for name in DESCRIPTOR_FILES {
         let rel = format!("{DESCRIPTORS}/{name}");
         outputs.push((rel.clone(), Some(std::fs::read(scratch.join(&rel))?)));

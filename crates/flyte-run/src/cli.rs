@@ -93,6 +93,9 @@ enum Command {
     /// key in `_F_SSH_PK` logs in. Prints `SSH debug server is ready` with the host key's
     /// fingerprint once it accepts connections.
     DebugServer(crate::debug_server::DebugServerArgs),
+    /// Run the TaskAction controller against a Kubernetes cluster (KUBECONFIG, ~/.kube/config, or
+    /// in-cluster): task pods for TaskActions, their status, finalizer and terminal labels.
+    Operator(crate::operator::OperatorArgs),
     /// The embedded control plane on this machine: start, stop, status, serve.
     #[command(subcommand)]
     Sandbox(crate::sandbox::SandboxCommand),
@@ -133,6 +136,16 @@ fn parse_set(raw: &str) -> Result<(String, rhai::Dynamic), String> {
     Ok((key.to_owned(), script::typed_value(value)))
 }
 
+impl Cli {
+    /// The log level when `FLYTE_RUN_LOG` names none.
+    pub(crate) fn default_log(&self) -> &'static str {
+        match self.command {
+            Some(Command::Operator(_)) => crate::operator::DEFAULT_LOG,
+            _ => "warn",
+        }
+    }
+}
+
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     crate::config::set_flyte_config_flag(cli.flyte_config.clone());
     if let Some(command) = cli.command {
@@ -141,6 +154,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Tunnel(args) => Ok(crate::tunnel::run(&args)),
             Command::DebugServer(args) => crate::debug_server::run(&args),
             Command::Sandbox(command) => crate::sandbox::run(&command),
+            Command::Operator(args) => crate::operator::run(&args),
             Command::Config(command) => crate::config::run(&command),
             Command::Doctor { endpoint } => crate::doctor::run(endpoint),
             #[allow(

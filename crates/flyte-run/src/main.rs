@@ -9,6 +9,7 @@ mod debug_command;
 mod debug_server;
 mod doctor;
 mod env_vars;
+mod operator;
 mod paths;
 mod progress;
 mod sandbox;
@@ -21,7 +22,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_logging();
+    init_logging(cli.default_log());
     match cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -47,12 +48,13 @@ pub(crate) fn allocated_bytes() -> usize {
 /// trace lines are dropped whatever `FLYTE_RUN_LOG` asks for: no log level shows a secret.
 const RAW_REQUEST_LOGGERS: &[&str] = &["tungstenite", "tokio_tungstenite"];
 
-/// Logs go to stderr (stdout is for results), filtered by `FLYTE_RUN_LOG` (default: warnings).
-fn init_logging() {
+/// Logs go to stderr (stdout is for results), filtered by `FLYTE_RUN_LOG` (default: `default`,
+/// warnings for everything but services).
+fn init_logging(default: &str) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env(env_vars::FLYTE_RUN_LOG)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let no_raw_requests = tracing_subscriber::filter::filter_fn(|meta| {
         *meta.level() < tracing::Level::TRACE
             || !RAW_REQUEST_LOGGERS

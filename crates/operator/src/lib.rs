@@ -4,10 +4,15 @@
 //!
 //! The object and patch builders ([`app`]) are pure and table-tested; [`AppClient`] is the thin
 //! async driver around `kube::Api` (tested against recorded request shapes with tower-test).
-//! The TaskAction controller (driving flyte-reconciler-core) is not built yet.
+//! [`controller`] is the TaskAction controller: kube-runtime's `Controller` driving
+//! flyte-reconciler-core's passes, with the pod plugin ([`pod`], pure) and the resource's types
+//! and CRD ([`crd`]).
 
 pub mod app;
 mod client;
+pub mod controller;
+pub mod crd;
+pub mod pod;
 
 pub use app::{AppId, AppSpec, AppState, AppStatus, Replica};
 pub use client::{AppClient, AppEvent, AppPage, DeployOutcome};
@@ -25,6 +30,8 @@ pub enum OperatorError {
     Watch(String),
     #[error("cannot encode the app spec: {0}")]
     Encode(String),
+    #[error("reconciling: {0}")]
+    Reconcile(String),
 }
 
 /// `Result` with this crate's error.

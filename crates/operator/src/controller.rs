@@ -1,0 +1,630 @@
+//! The TaskAction controller: a kube-runtime `Controller` over TaskActions and the pods they
+//! own, whose reconcile runs one pass of flyte-reconciler-core and carries out each effect it
+//! asks for against the API server (the same state machine the sandbox drives locally).
+//!
+//! Writes are guarded by the observed `resourceVersion` (a conflict is the reconciler's to
+//! retry); the pod plugin lives in [`crate::pod`]; action events go to an [`EventSink`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource as _, ResourceExt as _};
+use serde_json::json;
+use tracing::{Instrument as _, info, info_span, warn};
+
+use flyte_reconciler_core as core;
+use flyte_reconciler_core::{
+    CacheLookup, CachePutResult, CallResult, Effect, EffectResult, Outcome, PluginCall,
+    PluginError, PluginResult, PluginState, PluginTransition, Reservation, Step, WriteResult,
+};
+
+use crate::crd::{TaskAction, TemplateFacts};
+use crate::pod::{self, TaskContainer};
+use crate::{OperatorError, Result};
+
+/// Where action events go (Flyte's control plane hears of every phase through these).
+pub trait EventSink: Send + Sync {
+    /// Deliver one event; an error stops the pass before the status is written, and the pass
+    /// is tried again.
+    fn record(&self, event: &core::ActionEvent) -> std::result::Result<(), String>;
+}
+
+/// The default sink: one log line per event.
+#[derive(Debug, Default)]
+pub struct LogSink;
+
+impl EventSink for LogSink {
+    fn record(&self, event: &core::ActionEvent) -> std::result::Result<(), String> {
+        info!(
+            run = %event.id.run.name,
+            action = %event.id.name,
+            attempt = event.attempt,
+            phase = %event.phase,
+            "action event"
+        );
+        Ok(())
+    }
+}
+
+/// Outputs by cache key, in this process: what makes a second action with the same key a hit.
+/// A deployment's cache service would replace it; this one forgets on restart.
+#[derive(Debug, Default)]
+pub struct MemoryCache {
+    outputs: Mutex<HashMap<String, Option<String>>>,
+    reservations: Mutex<HashMap<String, String>>,
+}
+
+impl MemoryCache {
+    fn get(&self, key: &str) -> CacheLookup {
+        match self.lock_outputs().get(key) {
+            Some(outputs_uri) => CacheLookup::Hit {
+                outputs_uri: outputs_uri.clone(),
+            },
+            None => CacheLookup::NotFound,
+        }
+    }
+
+    fn put(&self, key: &str, outputs_uri: Option<String>) -> CachePutResult {
+        let mut outputs = self.lock_outputs();
+        if outputs.contains_key(key) {
+            return CachePutResult::AlreadyExists;
+        }
+        outputs.insert(key.to_owned(), outputs_uri);
+        CachePutResult::Stored
+    }
+
+    fn reserve(&self, key: &str, owner: &str) -> Reservation {
+        let mut reservations = self
+            .reservations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let holder = reservations
+            .entry(key.to_owned())
+            .or_insert_with(|| owner.to_owned());
+        if holder == owner {
+            Reservation::Owned
+        } else {
+            Reservation::HeldBy(holder.clone())
+        }
+    }
+
+    fn release(&self, key: &str, owner: &str) {
+        let mut reservations = self
+            .reservations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if reservations.get(key).is_some_and(|h| h == owner) {
+            reservations.remove(key);
+        }
+    }
+
+    fn lock_outputs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
+        self.outputs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// How the controller runs.
+pub struct ControllerOptions {
+    /// Watch one namespace, or all.
+    pub namespace: Option<String>,
+    /// TaskActions reconciled at once.
+    pub concurrency: u16,
+    /// Log the writes instead of making them.
+    pub dry_run: bool,
+    /// The reconciler's settings (task types with a plugin, retries, requeue interval, TTL).
+    pub reconciler: core::Config,
+    /// Where action events go.
+    pub events: Arc<dyn EventSink>,
+    /// Who writes the Kubernetes events (`kubectl describe` shows it).
+    pub reporter: String,
+}
+
+impl std::fmt::Debug for ControllerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerOptions")
+            .field("namespace", &self.namespace)
+            .field("concurrency", &self.concurrency)
+            .field("dry_run", &self.dry_run)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            concurrency: 16,
+            dry_run: false,
+            reconciler: core::Config::with_task_types(POD_TASK_TYPES),
+            events: Arc::new(LogSink),
+            reporter: "flyte-run-operator".to_owned(),
+        }
+    }
+}
+
+/// The task types the pod plugin runs (Flyte's pod plugin registers these).
+pub const POD_TASK_TYPES: [&str; 5] = [
+    "container",
+    "python",
+    "python-task",
+    "raw-container",
+    "sidecar",
+];
+
+struct Context {
+    client: Client,
+    options: ControllerOptions,
+    cache: MemoryCache,
+    recorder: Recorder,
+    /// Consecutive failed passes per object, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// The delay before retrying `key` after one more failure: the reconciler's backoff,
+    /// doubled per consecutive failure, at most [`MAX_BACKOFF`].
+    fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = failures.entry(key.to_owned()).or_insert(0);
+        *count = count.saturating_add(1);
+        let factor = 2u32.saturating_pow(count.saturating_sub(1).min(16));
+        self.options
+            .reconciler
+            .retry_backoff
+            .saturating_mul(factor)
+            .min(MAX_BACKOFF)
+    }
+
+    fn succeeded(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+    }
+}
+
+fn object_key(action: &TaskAction) -> String {
+    format!(
+        "{}/{}",
+        action.namespace().unwrap_or_default(),
+        action.name_any()
+    )
+}
+
+/// Run the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    options: ControllerOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<()> {
+    let (actions, pods): (Api<TaskAction>, Api<Pod>) = match &options.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let concurrency = options.concurrency.max(1);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: options.reporter.clone(),
+            instance: None,
+        },
+    );
+    let context = Arc::new(Context {
+        client,
+        options,
+        cache: MemoryCache::default(),
+        recorder,
+        failures: Mutex::default(),
+    });
+    Controller::new(actions, watcher::Config::default())
+        .owns(
+            pods,
+            watcher::Config::default().labels(&format!("{}=true", pod::MANAGED_LABEL)),
+        )
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the signature kube-runtime's Controller::run calls"
+)]
+fn error_policy(action: Arc<TaskAction>, error: &OperatorError, context: Arc<Context>) -> Action {
+    let after = context.backoff(&object_key(&action));
+    warn!(action = %object_key(&action), %error, ?after, "retrying");
+    Action::requeue(after)
+}
+
+fn now() -> core::Timestamp {
+    core::Timestamp::from_millis(k8s_openapi::jiff::Timestamp::now().as_millisecond())
+}
+
+async fn reconcile(action: Arc<TaskAction>, context: Arc<Context>) -> Result<Action> {
+    let span = info_span!(
+        "reconcile",
+        namespace = action.namespace().unwrap_or_default(),
+        name = action.name_any()
+    );
+    reconcile_one(&action, &context).instrument(span).await
+}
+
+async fn reconcile_one(action: &TaskAction, context: &Context) -> Result<Action> {
+    let decoded = action
+        .spec
+        .task_template
+        .as_ref()
+        .map(|t| pod::decode_template(&t.0));
+    let facts = match &decoded {
+        Some(Ok((facts, _))) => facts.clone(),
+        _ => TemplateFacts::default(),
+    };
+    let observed = action.to_core(&facts);
+    let config = &context.options.reconciler;
+    let (mut pass, mut step) = core::reconcile(Some(&observed), now(), config);
+    let effects = Effects {
+        action,
+        context,
+        container: decoded.as_ref().and_then(|d| d.as_ref().ok()).map(|d| &d.1),
+        template_error: decoded
+            .as_ref()
+            .and_then(|d| d.as_ref().err())
+            .map(|e| e.0.clone()),
+    };
+    let outcome = loop {
+        match step {
+            Step::Run(effect) => {
+                let result = effects.execute(effect).await;
+                step = pass
+                    .resume(result)
+                    .map_err(|e| OperatorError::Reconcile(e.to_string()))?;
+            }
+            Step::Done(outcome) => break outcome,
+        }
+    };
+    let key = object_key(action);
+    Ok(match outcome {
+        Outcome::Idle => {
+            context.succeeded(&key);
+            Action::await_change()
+        }
+        Outcome::RequeueAfter(after) => {
+            context.succeeded(&key);
+            Action::requeue(after)
+        }
+        Outcome::Retry { after, error } => {
+            let after = after.max(context.backoff(&key));
+            warn!(%error, ?after, "the pass stopped; trying again");
+            Action::requeue(after)
+        }
+    })
+}
+
+/// One pass's effects against the API server.
+struct Effects<'a> {
+    action: &'a TaskAction,
+    context: &'a Context,
+    container: Option<&'a TaskContainer>,
+    template_error: Option<String>,
+}
+
+impl Effects<'_> {
+    fn actions(&self) -> Api<TaskAction> {
+        Api::namespaced(
+            self.context.client.clone(),
+            self.action
+                .metadata
+                .namespace
+                .as_deref()
+                .unwrap_or("default"),
+        )
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(
+            self.context.client.clone(),
+            self.action
+                .metadata
+                .namespace
+                .as_deref()
+                .unwrap_or("default"),
+        )
+    }
+
+    fn name(&self) -> String {
+        self.action.name_any()
+    }
+
+    fn owner(&self) -> String {
+        format!(
+            "{}/{}",
+            self.action.namespace().unwrap_or_default(),
+            self.name()
+        )
+    }
+
+    fn dry_run(&self, what: &str) -> bool {
+        if self.context.options.dry_run {
+            info!(action = %self.owner(), "dry-run: would {what}");
+        }
+        self.context.options.dry_run
+    }
+
+    async fn execute(&self, effect: Effect) -> EffectResult {
+        match effect {
+            Effect::AddFinalizer => self.set_finalizer(true).await.into(),
+            Effect::RemoveFinalizer => self.set_finalizer(false).await.into(),
+            Effect::PluginHandle(call) => self.handle(&call).await.into(),
+            Effect::PluginAbort(call) => self.abort(&call).await.into(),
+            Effect::PluginFinalize(_) => CallResult::Ok.into(),
+            Effect::CacheGet { key } => self.context.cache.get(&key).into(),
+            Effect::CacheReserve { key, owner, .. } => {
+                self.context.cache.reserve(&key, &owner).into()
+            }
+            Effect::CachePut { key, outputs_uri } => {
+                self.context.cache.put(&key, outputs_uri).into()
+            }
+            Effect::CacheRelease { key, owner } => {
+                self.context.cache.release(&key, &owner);
+                CallResult::Ok.into()
+            }
+            Effect::RecordEvent(event) => {
+                CallResult::from(self.context.options.events.record(&event)).into()
+            }
+            Effect::ObjectEvent(event) => self.object_event(event).await.into(),
+            Effect::WriteStatus {
+                status,
+                resource_version,
+            } => self.write_status(&status, resource_version).await.into(),
+            Effect::ApplyLabels(labels) => self.apply_labels(labels).await.into(),
+            Effect::Delete => self.delete().await.into(),
+        }
+    }
+
+    async fn set_finalizer(&self, present: bool) -> WriteResult {
+        let mut finalizers = self.action.finalizers().to_vec();
+        finalizers.retain(|f| f != core::FINALIZER);
+        if present {
+            finalizers.push(core::FINALIZER.to_owned());
+        }
+        if self.dry_run(if present {
+            "add the finalizer"
+        } else {
+            "remove the finalizer"
+        }) {
+            return WriteResult::Ok;
+        }
+        let patch = json!({
+            "metadata": {
+                "finalizers": finalizers,
+                "resourceVersion": self.action.resource_version(),
+            }
+        });
+        write_result(
+            self.actions()
+                .patch(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ()),
+        )
+    }
+
+    async fn write_status(&self, status: &core::TaskActionStatus, version: u64) -> WriteResult {
+        let current = self.action.status.clone().unwrap_or_default();
+        let mut object = self.action.clone();
+        object.status = Some(current.with_core(status));
+        object.metadata.resource_version = Some(version.to_string());
+        object.metadata.managed_fields = None;
+        if self.dry_run(&format!(
+            "write the status: {}",
+            serde_json::to_string(&object.status).unwrap_or_default()
+        )) {
+            return WriteResult::Ok;
+        }
+        write_result(
+            self.actions()
+                .replace_status(&self.name(), &PostParams::default(), &object)
+                .await
+                .map(|_| ()),
+        )
+    }
+
+    async fn apply_labels(&self, labels: Vec<(String, String)>) -> WriteResult {
+        let labels: serde_json::Map<String, serde_json::Value> = labels
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        if self.dry_run(&format!(
+            "label it {}",
+            serde_json::Value::Object(labels.clone())
+        )) {
+            return WriteResult::Ok;
+        }
+        let patch = json!({ "metadata": { "labels": labels } });
+        write_result(
+            self.actions()
+                .patch(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ()),
+        )
+    }
+
+    async fn delete(&self) -> WriteResult {
+        if self.dry_run("delete it (its time to live ran out)") {
+            return WriteResult::Ok;
+        }
+        match self
+            .actions()
+            .delete(&self.name(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => WriteResult::Ok,
+            Err(kube::Error::Api(e)) if e.code == 404 => WriteResult::Ok,
+            Err(e) => WriteResult::Failed(describe(&e)),
+        }
+    }
+
+    async fn object_event(&self, event: core::ObjectEvent) -> CallResult {
+        let kube_event = KubeEvent {
+            type_: match event.severity {
+                core::Severity::Normal => EventType::Normal,
+                core::Severity::Warning => EventType::Warning,
+            },
+            reason: event.reason.to_owned(),
+            note: Some(event.message),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        // Best effort: an event that cannot be written (no RBAC for events) is only logged.
+        if let Err(e) = self
+            .context
+            .recorder
+            .publish(&kube_event, &self.action.object_ref(&()))
+            .await
+        {
+            warn!(error = %describe(&e), "cannot record an event");
+        }
+        CallResult::Ok
+    }
+
+    async fn handle(&self, call: &PluginCall) -> PluginResult {
+        let Some(container) = self.container else {
+            return PluginResult::Error(PluginError {
+                code: "BadTaskSpecification".to_owned(),
+                message: self
+                    .template_error
+                    .clone()
+                    .unwrap_or_else(|| "the action has no task template".to_owned()),
+            });
+        };
+        let attempt = call.attempt.max(1);
+        let name = pod::pod_name(self.action, attempt);
+        let debug = pod::debug_enabled(self.action, container);
+        match self.pods().get_opt(&name).await {
+            Ok(Some(existing)) => {
+                let info = pod::phase_of(
+                    &existing,
+                    k8s_openapi::jiff::Timestamp::now().as_second(),
+                    debug,
+                );
+                PluginResult::Transition(PluginTransition { info, state: None })
+            }
+            Ok(None) if !call.state.bytes.is_empty() => {
+                // The plugin created this attempt's pod earlier; someone else removed it.
+                PluginResult::Transition(PluginTransition {
+                    info: core::PhaseInfo::failure(
+                        core::PluginPhase::RetryableFailure,
+                        core::ExecutionError::new(
+                            core::ErrorKind::System,
+                            "ResourceDeletedExternally",
+                            format!("the pod {name} was deleted by someone else"),
+                        ),
+                    ),
+                    state: Some(PluginState::default()),
+                })
+            }
+            Ok(None) => self.create_pod(container, attempt, &name).await,
+            Err(e) => PluginResult::Error(PluginError {
+                code: "KubeError".to_owned(),
+                message: format!("cannot read the pod {name}: {}", describe(&e)),
+            }),
+        }
+    }
+
+    async fn create_pod(
+        &self,
+        container: &TaskContainer,
+        attempt: u32,
+        name: &str,
+    ) -> PluginResult {
+        let created = PluginResult::Transition(PluginTransition {
+            info: core::PhaseInfo::new(
+                core::PluginPhase::Queued,
+                format!("created the pod {name}"),
+            ),
+            state: Some(PluginState {
+                bytes: name.as_bytes().to_vec(),
+                version: pod::STATE_VERSION,
+            }),
+        });
+        let pod = pod::build_pod(self.action, container, attempt);
+        if self.dry_run(&format!(
+            "create the pod {}",
+            serde_json::to_string(&pod).unwrap_or_default()
+        )) {
+            return created;
+        }
+        match self.pods().create(&PostParams::default(), &pod).await {
+            Ok(_) => created,
+            // Created by an earlier pass whose status write was lost: it is ours.
+            Err(kube::Error::Api(e)) if e.code == 409 => created,
+            Err(kube::Error::Api(e)) if matches!(e.code, 400 | 413 | 422) => {
+                PluginResult::Error(PluginError {
+                    code: "BadTaskSpecification".to_owned(),
+                    message: format!("the API server refused the pod {name}: {}", e.message),
+                })
+            }
+            Err(e) => PluginResult::Error(PluginError {
+                code: "KubeError".to_owned(),
+                message: format!("cannot create the pod {name}: {}", describe(&e)),
+            }),
+        }
+    }
+
+    async fn abort(&self, call: &PluginCall) -> CallResult {
+        let name = pod::pod_name(self.action, call.attempt.max(1));
+        if self.dry_run(&format!("delete the pod {name}")) {
+            return CallResult::Ok;
+        }
+        match self.pods().delete(&name, &DeleteParams::default()).await {
+            Ok(_) => CallResult::Ok,
+            Err(kube::Error::Api(e)) if e.code == 404 => CallResult::Ok,
+            Err(e) => CallResult::Failed(format!("cannot delete the pod {name}: {}", describe(&e))),
+        }
+    }
+}
+
+/// A write's outcome as the reconciler reads it.
+fn write_result(result: std::result::Result<(), kube::Error>) -> WriteResult {
+    match result {
+        Ok(()) => WriteResult::Ok,
+        Err(kube::Error::Api(e)) if e.code == 409 => WriteResult::Conflict,
+        Err(e) => WriteResult::Failed(describe(&e)),
+    }
+}
+
+/// An API error in words; a 403 names the verb and resource RBAC refused.
+pub fn describe(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(e) if e.code == 403 => format!(
+            "forbidden (HTTP 403): {}; grant the operator's service account that verb on that resource",
+            e.message
+        ),
+        kube::Error::Api(e) => format!("HTTP {} {}: {}", e.code, e.reason, e.message),
+        other => other.to_string(),
+    }
+}
+
+/// How long after a failed pass the controller tries again, at most.
+pub const MAX_BACKOFF: Duration = Duration::from_mins(5);
