@@ -24,6 +24,8 @@ const PREREQUISITES: &[(&str, &str)] = &[
     ("python3-venv", "/usr/bin/python3"),
     // tinyproxy: a real HTTP proxy for Flyte's admin.httpProxyURL.
     ("tinyproxy", "/usr/bin/tinyproxy"),
+    // openssl: the test Kubernetes API server's service-account signing key.
+    ("openssl", "/usr/bin/openssl"),
 ];
 
 const CLIPPY: &[&str] = &[
@@ -45,22 +47,32 @@ const NEXTEST: &[&str] = &[
 const DOCTESTS: &[&str] = &["test", "--workspace", "--locked", "--doc"];
 const CARGO_TEST: &[&str] = &["test", "--workspace", "--locked", "--no-fail-fast"];
 
-pub(crate) fn run() -> anyhow::Result<()> {
-    let root = workspace_root()?;
+/// `cargo xtask tools`: what the tests need, and nothing else.
+pub(crate) fn tools() -> anyhow::Result<()> {
     let mut timings = Vec::new();
-    let mut counts = TestCounts::default();
-    step(&mut timings, "prerequisites", ensure_prerequisites)?;
-    step(&mut timings, "interop venvs", || {
+    install_tools(&workspace_root()?, &mut timings)
+}
+
+fn install_tools(root: &Path, timings: &mut Vec<(String, f64)>) -> anyhow::Result<()> {
+    step(timings, "prerequisites", ensure_prerequisites)?;
+    step(timings, "interop venvs", || {
         ensure_venv(
-            &root,
+            root,
             "interop-venv",
             INTEROP_PACKAGES,
             "import flyte._debug.ssh, websockets.sync.client",
         )?;
         // flyte==2.12.1 pins an older flyteidl2, so the conformance check gets its own venv.
-        ensure_venv(&root, "idl-venv", IDL_PACKAGES, IDL_PROBE)
+        ensure_venv(root, "idl-venv", IDL_PACKAGES, IDL_PROBE)
     })?;
-    step(&mut timings, "go tools", ensure_go_tools)?;
+    step(timings, "go tools", ensure_go_tools)
+}
+
+pub(crate) fn run() -> anyhow::Result<()> {
+    let root = workspace_root()?;
+    let mut timings = Vec::new();
+    let mut counts = TestCounts::default();
+    install_tools(&root, &mut timings)?;
     step(&mut timings, "codegen --check", || {
         crate::codegen::run(&["--check".to_owned()])
     })?;
@@ -152,8 +164,9 @@ fn ensure_prerequisites() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Build the Go tools the tests use (a real OIDC provider) into their cache outside the
-/// repository, each once per pinned version.
+/// Build the Go tools the tests use (a real OIDC provider, a Kubernetes API server with etcd,
+/// its scheduler, kwok) into their cache outside the repository, each once per pinned version,
+/// saying how long each build took.
 fn ensure_go_tools() -> anyhow::Result<()> {
     for tool in flyte_testkit::GO_TOOLS {
         let binary = tool.binary();
@@ -167,12 +180,19 @@ fn ensure_go_tools() -> anyhow::Result<()> {
             tool.version,
             tool.bin_dir().display()
         );
-        run_checked(
-            Command::new("go")
-                .arg("install")
-                .arg(format!("{}@{}", tool.package, tool.version))
-                .env("GOBIN", tool.bin_dir()),
-        )
+        let started = std::time::Instant::now();
+        match tool.build {
+            flyte_testkit::GoBuild::Install => run_checked(
+                Command::new("go")
+                    .arg("install")
+                    .arg(format!("{}@{}", tool.package, tool.version))
+                    .env("GOBIN", tool.bin_dir()),
+            ),
+            flyte_testkit::GoBuild::InModule {
+                module,
+                staging_version,
+            } => build_in_module(tool, module, staging_version),
+        }
         .with_context(|| {
             format!(
                 "cannot build {} with Go: install Go (the module proxy must be reachable)",
@@ -181,11 +201,85 @@ fn ensure_go_tools() -> anyhow::Result<()> {
         })?;
         ensure!(
             binary.exists(),
-            "go install did not make {}",
+            "the build did not make {}",
             binary.display()
+        );
+        println!(
+            "built {} in {:.0} s",
+            tool.name,
+            started.elapsed().as_secs_f64()
         );
     }
     Ok(())
+}
+
+/// `go build` of `tool.package` inside a build module that requires `module` at the tool's
+/// version (its own `replace` directives do not apply to a dependency, which is why `go install`
+/// refuses it): Kubernetes' `./staging/src/k8s.io/X` replaces become `k8s.io/X
+/// <staging_version>`, the published copies of the same code.
+fn build_in_module(
+    tool: &flyte_testkit::GoTool,
+    module: &str,
+    staging_version: Option<&str>,
+) -> anyhow::Result<()> {
+    let dir = flyte_testkit::tools_dir().join(format!(
+        "build-{}-{}",
+        module.replace('/', "_"),
+        tool.version
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let mut replaces = Vec::new();
+    if let Some(staging) = staging_version {
+        let out = Command::new("go")
+            .args(["mod", "download", "-json"])
+            .arg(format!("{module}@{}", tool.version))
+            .output()
+            .context("cannot run go mod download")?;
+        ensure!(
+            out.status.success(),
+            "go mod download {module}@{} failed: {}",
+            tool.version,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let go_mod = info["GoMod"]
+            .as_str()
+            .context("go mod download named no go.mod")?;
+        for line in std::fs::read_to_string(go_mod)?.lines() {
+            let mut words = line.split_whitespace();
+            if let (Some(path), Some("=>"), Some(target)) =
+                (words.next(), words.next(), words.next())
+                && target.starts_with("./staging/")
+            {
+                replaces.push(format!("\t{path} => {path} {staging}"));
+            }
+        }
+    }
+    let mut go_mod = format!(
+        "module flyte-run-tools-build\n\ngo 1.24.0\n\nrequire {module} {}\n",
+        tool.version
+    );
+    if !replaces.is_empty() {
+        go_mod = go_mod + "\nreplace (\n" + &replaces.join("\n") + "\n)\n";
+    }
+    std::fs::write(dir.join("go.mod"), go_mod)?;
+    // A tools file keeps the package in the build list for `go mod tidy`.
+    std::fs::write(
+        dir.join("tools.go"),
+        format!(
+            "//go:build tools\n\npackage tools\n\nimport _ \"{}\"\n",
+            tool.package
+        ),
+    )?;
+    run_checked(Command::new("go").args(["mod", "tidy"]).current_dir(&dir))?;
+    run_checked(
+        Command::new("go")
+            .arg("build")
+            .arg("-o")
+            .arg(tool.binary())
+            .arg(tool.package)
+            .current_dir(&dir),
+    )
 }
 
 /// Python packages the interop tests run: Flyte's own pod-side SSH debug server and a standard

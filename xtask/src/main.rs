@@ -2,6 +2,7 @@
 //!
 //! - `ci`: install what the tests need (when root), then fmt, clippy and the tests, timing each
 //!   step. This is the README's test command and all that `.ci/run` calls.
+//! - `tools`: only the first steps of `ci`: what the tests need, installed and built.
 //! - `tidy`: the layering rules checked against the manifests (run by `ci`).
 //! - `codegen [--check]`: the generated files the repository commits (flyteidl2 descriptors);
 //!   `--check`, run by `ci`, fails when one is stale.
@@ -23,6 +24,8 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   ci                         install test prerequisites (as root), then cargo fmt --check,
                              clippy -D warnings, and the tests
+  tools                      install and build only what the tests need (Debian packages as
+                             root, Python venvs, the Go tools in ~/.cache/flyte-run-tools)
   tidy                       the layering rules: only flyte-run uses rhai or clap; the pure
                              cores depend on nothing that does I/O
   codegen [--check]          write the generated files (the flyteidl2 descriptors from the
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("codegen") => codegen::run(&args[1..]),
         Some("tidy") => tidy::run(),
+        Some("tools") => ci::tools(),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

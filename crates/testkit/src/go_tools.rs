@@ -1,15 +1,32 @@
-//! Test infrastructure built from Go modules: each tool is `go install`ed once, at a pinned
-//! version, into a cache outside the repository (`$FLYTE_RUN_TOOLS`, else
-//! `~/.cache/flyte-run-tools`), by `cargo xtask ci` when it is missing.
+//! Test infrastructure built from Go modules: each tool is built once, at a pinned version,
+//! into a cache outside the repository (`$FLYTE_RUN_TOOLS`, else `~/.cache/flyte-run-tools`),
+//! by `cargo xtask ci` when it is missing.
 
 use std::path::PathBuf;
 
-/// A tool: its name here, the Go package and the version it is built from.
+/// A tool: its name here, the Go package and the version it is built from, and how.
 #[derive(Debug, Clone, Copy)]
 pub struct GoTool {
     pub name: &'static str,
     pub package: &'static str,
+    /// The version of the module the package is in.
     pub version: &'static str,
+    pub build: GoBuild,
+}
+
+/// How a tool is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoBuild {
+    /// `go install package@version`.
+    Install,
+    /// `go build` of the package inside a build module of ours that requires `module` at the
+    /// tool's version: for modules whose go.mod has `replace` directives (which `go install`
+    /// refuses). Each replace pointing into the module's `staging/` tree (Kubernetes' own
+    /// `k8s.io/*` modules) becomes the published module at `staging_version`.
+    InModule {
+        module: &'static str,
+        staging_version: Option<&'static str>,
+    },
 }
 
 /// A real OpenID Connect provider: zitadel/oidc's example OP (authorization code with PKCE for
@@ -19,10 +36,53 @@ pub const OIDC_PROVIDER: GoTool = GoTool {
     name: "oidc-example-op",
     package: "github.com/zitadel/oidc/v3/example/server",
     version: "v3.52.0",
+    build: GoBuild::Install,
+};
+
+/// A real Kubernetes API server (what controller-runtime's envtest starts).
+pub const KUBE_APISERVER: GoTool = GoTool {
+    name: "kube-apiserver",
+    package: "k8s.io/kubernetes/cmd/kube-apiserver",
+    version: "v1.34.4",
+    build: GoBuild::InModule {
+        module: "k8s.io/kubernetes",
+        staging_version: Some("v0.34.4"),
+    },
+};
+
+/// The scheduler, so pods land on kwok's node as in a cluster.
+pub const KUBE_SCHEDULER: GoTool = GoTool {
+    name: "kube-scheduler",
+    package: "k8s.io/kubernetes/cmd/kube-scheduler",
+    version: "v1.34.4",
+    build: GoBuild::InModule {
+        module: "k8s.io/kubernetes",
+        staging_version: Some("v0.34.4"),
+    },
+};
+
+/// etcd for the API server. Debian's etcd-server (3.4) lacks the watch progress requests the
+/// API server's streaming lists need, so clients such as kwok saw changes only at relists.
+pub const ETCD: GoTool = GoTool {
+    name: "etcd",
+    package: "go.etcd.io/etcd/server/v3",
+    version: "v3.6.6",
+    build: GoBuild::InModule {
+        module: "go.etcd.io/etcd/server/v3",
+        staging_version: None,
+    },
+};
+
+/// kwok: kubelets simulated by stages, so pods move through their phases without containers.
+pub const KWOK: GoTool = GoTool {
+    name: "kwok",
+    package: "sigs.k8s.io/kwok/cmd/kwok",
+    version: "v0.8.0",
+    build: GoBuild::Install,
 };
 
 /// Every tool `cargo xtask ci` builds.
-pub const GO_TOOLS: &[GoTool] = &[OIDC_PROVIDER];
+pub const GO_TOOLS: &[GoTool] = &[OIDC_PROVIDER, ETCD, KUBE_APISERVER, KUBE_SCHEDULER, KWOK];
 
 /// The cache the tools are built into.
 pub fn tools_dir() -> PathBuf {
@@ -40,10 +100,16 @@ impl GoTool {
         tools_dir().join(format!("{}-{}", self.name, self.version))
     }
 
-    /// The built binary (`go install` names it after the package's last element).
+    /// The built binary (`go install` names it after the package's last element; a build in
+    /// a module is named after the tool).
     pub fn binary(&self) -> PathBuf {
-        let file = self.package.rsplit('/').next().unwrap_or(self.name);
-        self.bin_dir().join(file)
+        match self.build {
+            GoBuild::Install => {
+                let file = self.package.rsplit('/').next().unwrap_or(self.name);
+                self.bin_dir().join(file)
+            }
+            GoBuild::InModule { .. } => self.bin_dir().join(self.name),
+        }
     }
 
     /// The built binary, or a panic saying how to build it.
@@ -51,7 +117,7 @@ impl GoTool {
         let binary = self.binary();
         assert!(
             binary.exists(),
-            "{} is missing at {}: run `cargo xtask ci` (it builds {}@{} with go install)",
+            "{} is missing at {}: run `cargo xtask ci` (it builds {}@{} with Go)",
             self.name,
             binary.display(),
             self.package,

@@ -8,6 +8,8 @@
 //! - [`Sshd`]: the system OpenSSH server on 127.0.0.1 with a throwaway host key and a matching
 //!   client config that pins that key. Stopped by pid when dropped, also when the test panics.
 //! - [`ReadOnlyDir`]: make a directory unwritable even for root, and writable again on drop.
+//! - [`KubeCluster`]: a real Kubernetes control plane (etcd, kube-apiserver, kube-scheduler
+//!   built from their Go modules) with kwok as the kubelet of one node.
 //! - [`TlsFront`] and [`HttpProxy`]: a TLS-terminating ingress with its own CA, and a real HTTP
 //!   proxy (tinyproxy), for what stands in front of a deployment.
 //! - [`control_plane::ControlPlane`]: a stand-in for the auth parts of a Flyte deployment that is
@@ -23,6 +25,7 @@ pub mod control_plane;
 mod fronts;
 mod git_host;
 mod go_tools;
+mod kube;
 mod ports;
 mod readonly;
 mod runner_lab;
@@ -34,7 +37,10 @@ use std::process::Command;
 
 pub use fronts::{HttpProxy, TlsFront};
 pub use git_host::{GitHost, git};
-pub use go_tools::{GO_TOOLS, GoTool, OIDC_PROVIDER, tools_dir};
+pub use go_tools::{
+    ETCD, GO_TOOLS, GoBuild, GoTool, KUBE_APISERVER, KUBE_SCHEDULER, KWOK, OIDC_PROVIDER, tools_dir,
+};
+pub use kube::{IMAGE_FAILS, IMAGE_NEVER_STARTS, IMAGE_SUCCEEDS, KubeCluster};
 pub use ports::{PortReservation, reserve_port};
 pub use readonly::ReadOnlyDir;
 pub use runner_lab::RunnerLab;

@@ -1,0 +1,392 @@
+//! The TaskAction controller against a real Kubernetes API server (built from its Go module by
+//! `cargo xtask ci`), with kwok as the kubelet: pods run, exit 0 or 1, or never start, as their
+//! image says (flyte-testkit's stages).
+// Helpers outside #[test] functions may unwrap too: this whole file is test code.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use buffa::Message as _;
+use flyte_idl::flyteidl2::core::{Container, RetryStrategy, TaskMetadata, TaskTemplate};
+use flyte_operator::controller::{self, ControllerOptions, EventSink};
+use flyte_operator::crd::{Bytes, TaskAction, TaskActionSpec};
+use flyte_reconciler_core::{ActionEvent, ActionPhase};
+use flyte_testkit::{IMAGE_FAILS, IMAGE_NEVER_STARTS, IMAGE_SUCCEEDS, KubeCluster};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::wait::{Condition, await_condition, conditions};
+use kube::{Client, ResourceExt as _};
+
+/// How long any one action may take to get where a case expects it.
+const SETTLE: Duration = Duration::from_mins(1);
+const NS: &str = "default";
+
+/// Action events, in the order the controller sent them.
+#[derive(Default)]
+struct Recorded(Mutex<Vec<(String, ActionPhase, u32)>>);
+
+impl EventSink for Recorded {
+    fn record(&self, event: &ActionEvent) -> Result<(), String> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((event.id.run.name.clone(), event.phase, event.attempt));
+        Ok(())
+    }
+}
+
+impl Recorded {
+    fn phases_of(&self, run: &str) -> Vec<(ActionPhase, u32)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(r, _, _)| r == run)
+            .map(|(_, p, a)| (*p, *a))
+            .collect()
+    }
+}
+
+async fn client(kubeconfig: &std::path::Path) -> Client {
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &flyte_operator::crd::crd())
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        SETTLE,
+        await_condition(
+            crds,
+            "taskactions.flyte.org",
+            conditions::is_crd_established(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+}
+
+fn template(image: &str, retries: u32) -> Vec<u8> {
+    TaskTemplate {
+        r#type: "container".to_owned(),
+        metadata: buffa::MessageField::some(TaskMetadata {
+            retries: buffa::MessageField::some(RetryStrategy {
+                retries,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        target: Some(
+            Container {
+                image: image.to_owned(),
+                command: vec!["run".to_owned()],
+                ..Default::default()
+            }
+            .into(),
+        ),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn action(name: &str, task_type: &str, template: Option<Vec<u8>>) -> TaskAction {
+    let mut action = TaskAction::new(
+        name,
+        TaskActionSpec {
+            run_name: name.to_owned(),
+            project: "flytesnacks".to_owned(),
+            domain: "development".to_owned(),
+            action_name: "a0".to_owned(),
+            task_type: task_type.to_owned(),
+            input_uri: "s3://bucket/in".to_owned(),
+            run_output_base: "s3://bucket/out".to_owned(),
+            task_template: template.map(Bytes),
+            ..TaskActionSpec::default()
+        },
+    );
+    action.metadata.namespace = Some(NS.to_owned());
+    action
+}
+
+fn is_terminal() -> impl Condition<TaskAction> {
+    |obj: Option<&TaskAction>| {
+        obj.and_then(|o| o.status.as_ref())
+            .is_some_and(|s| s.to_core().is_terminal())
+    }
+}
+
+/// Terminal, and labelled so (the labels are written after the status).
+fn is_terminal_and_labelled() -> impl Condition<TaskAction> {
+    |obj: Option<&TaskAction>| {
+        is_terminal().matches_object(obj)
+            && obj.is_some_and(|o| {
+                o.labels()
+                    .get("flyte.org/termination-status")
+                    .map(String::as_str)
+                    == Some("terminated")
+                    && o.labels().contains_key("flyte.org/completed-time")
+            })
+    }
+}
+
+fn has_reason(reason: &'static str) -> impl Condition<TaskAction> {
+    move |obj: Option<&TaskAction>| {
+        obj.and_then(|o| o.status.as_ref())
+            .is_some_and(|s| s.conditions.iter().any(|c| c.reason == reason))
+    }
+}
+
+async fn wait_for(
+    api: &Api<TaskAction>,
+    name: &str,
+    cond: impl Condition<TaskAction>,
+) -> TaskAction {
+    tokio::time::timeout(SETTLE, await_condition(api.clone(), name, cond))
+        .await
+        .unwrap_or_else(|_| panic!("{name} did not get there in {SETTLE:?}"))
+        .unwrap()
+        .unwrap_or_else(|| panic!("{name} is gone"))
+}
+
+/// The terminal condition's reason and the error code, if any.
+fn ending(action: &TaskAction) -> (String, String, Option<String>) {
+    let status = action.status.clone().unwrap_or_default();
+    let terminal = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ != "Progressing" && c.status == "True")
+        .map(|c| (c.type_.clone(), c.reason.clone()))
+        .unwrap_or_default();
+    (terminal.0, terminal.1, status.error_state.map(|e| e.code))
+}
+
+struct Running {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(SETTLE, self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn start_controller(client: &Client, events: Arc<Recorded>) -> Running {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut options = ControllerOptions {
+        namespace: Some(NS.to_owned()),
+        events,
+        ..ControllerOptions::default()
+    };
+    options.reconciler.requeue_interval = Duration::from_millis(500);
+    options.reconciler.retry_backoff = Duration::from_millis(200);
+    let client = client.clone();
+    let task = tokio::spawn(async move {
+        controller::run(client, options, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    Running {
+        stop: Some(stop),
+        task,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taskactions_reach_every_terminal_phase_on_a_real_api_server() {
+    let cluster = KubeCluster::start();
+    let client = client(&cluster.kubeconfig()).await;
+    install_crd(&client).await;
+    let events = Arc::new(Recorded::default());
+    let running = start_controller(&client, Arc::clone(&events));
+    let api: Api<TaskAction> = Api::namespaced(client.clone(), NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let create = |a: TaskAction| {
+        let api = api.clone();
+        async move { api.create(&PostParams::default(), &a).await.unwrap() }
+    };
+    create(action("ok", "container", Some(template(IMAGE_SUCCEEDS, 0)))).await;
+    create(action("fails", "container", Some(template(IMAGE_FAILS, 1)))).await;
+    create(action("no-template", "container", None)).await;
+    create(action(
+        "no-plugin",
+        "spark",
+        Some(template(IMAGE_SUCCEEDS, 0)),
+    ))
+    .await;
+    create(action(
+        "bad-template",
+        "container",
+        Some(b"\xff\xff".to_vec()),
+    ))
+    .await;
+    create(action(
+        "stuck",
+        "container",
+        Some(template(IMAGE_NEVER_STARTS, 0)),
+    ))
+    .await;
+
+    // (name, terminal condition, reason, error code)
+    let cases = [
+        ("ok", "Succeeded", "Completed", None),
+        (
+            "fails",
+            "Failed",
+            "PermanentFailure",
+            Some("MaxRetriesExceeded"),
+        ),
+        ("no-template", "Failed", "InvalidSpec", None),
+        ("no-plugin", "Failed", "PluginNotFound", None),
+        (
+            "bad-template",
+            "Failed",
+            "PermanentFailure",
+            Some("BadTaskSpecification"),
+        ),
+    ];
+    for (name, condition, reason, code) in cases {
+        let done = wait_for(&api, name, is_terminal_and_labelled()).await;
+        let (got_condition, got_reason, got_code) = ending(&done);
+        assert_eq!(
+            (got_condition.as_str(), got_reason.as_str()),
+            (condition, reason),
+            "{name}: {:?}",
+            done.status
+        );
+        if let Some(code) = code {
+            assert_eq!(got_code.as_deref(), Some(code), "{name}: {:?}", done.status);
+        }
+    }
+
+    // The succeeded action: its pod is the first attempt's, owned by the action.
+    let ok = api.get("ok").await.unwrap();
+    let pod = pods.get("ok-0").await.unwrap();
+    assert_eq!(
+        pod.owner_references()[0].uid,
+        ok.uid().unwrap(),
+        "the pod is owned by its action"
+    );
+    assert_eq!(
+        events.phases_of("ok").last(),
+        Some(&(ActionPhase::Succeeded, 1))
+    );
+    // The failing task ran twice (one retry), then stopped: no third pod.
+    let fails = api.get("fails").await.unwrap();
+    assert_eq!(fails.status.as_ref().unwrap().attempts, Some(2));
+    assert!(pods.get_opt("fails-2").await.unwrap().is_none());
+    // Actions refused before running never got a finalizer or a pod.
+    for name in ["no-template", "no-plugin"] {
+        assert!(
+            api.get(name).await.unwrap().finalizers().is_empty(),
+            "{name}"
+        );
+        assert!(pods.get_opt(&format!("{name}-0")).await.unwrap().is_none());
+    }
+
+    deleted_mid_run(&api, &pods, &events).await;
+    running.stop().await;
+}
+
+/// A pod that never starts: the action waits (Initializing), then is deleted mid-run; the
+/// finalizer holds it until the pod is gone and the abort is announced.
+async fn deleted_mid_run(api: &Api<TaskAction>, pods: &Api<Pod>, events: &Recorded) {
+    wait_for(api, "stuck", has_reason("Initializing")).await;
+    assert!(pods.get_opt("stuck-0").await.unwrap().is_some());
+    let uid = api.get("stuck").await.unwrap().uid().unwrap();
+    api.delete("stuck", &DeleteParams::default()).await.unwrap();
+    tokio::time::timeout(
+        SETTLE,
+        await_condition(api.clone(), "stuck", conditions::is_deleted(&uid)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        pods.get_opt("stuck-0").await.unwrap().is_none(),
+        "the pod was deleted"
+    );
+    assert_eq!(
+        events.phases_of("stuck").last().map(|(p, _)| *p),
+        Some(ActionPhase::Aborted)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_crd_schema_refuses_invalid_objects_on_the_server() {
+    let cluster = KubeCluster::start();
+    let client = client(&cluster.kubeconfig()).await;
+    install_crd(&client).await;
+    let api: Api<TaskAction> = Api::namespaced(client, NS);
+    let mut long_run = action("long", "container", None);
+    long_run.spec.run_name = "r".repeat(31);
+    let mut long_project = action("long-project", "container", None);
+    long_project.spec.project = "p".repeat(64);
+    let mut empty_domain = action("empty-domain", "container", None);
+    empty_domain.spec.domain = String::new();
+    for (object, field) in [
+        (long_run, "spec.runName"),
+        (long_project, "spec.project"),
+        (empty_domain, "spec.domain"),
+    ] {
+        let refused = api
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap_err();
+        let kube::Error::Api(status) = refused else {
+            panic!("{field}: not an API error: {refused}");
+        };
+        assert_eq!(status.code, 422, "{field}: {status:?}");
+        assert!(
+            status.message.contains(field),
+            "{field}: {}",
+            status.message
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_recovers_when_the_api_server_restarts() {
+    let mut cluster = KubeCluster::start();
+    let client = client(&cluster.kubeconfig()).await;
+    install_crd(&client).await;
+    let events = Arc::new(Recorded::default());
+    let running = start_controller(&client, Arc::clone(&events));
+    let api: Api<TaskAction> = Api::namespaced(client.clone(), NS);
+    api.create(
+        &PostParams::default(),
+        &action("before", "container", Some(template(IMAGE_SUCCEEDS, 0))),
+    )
+    .await
+    .unwrap();
+    wait_for(&api, "before", is_terminal()).await;
+    cluster.restart_apiserver();
+    api.create(
+        &PostParams::default(),
+        &action("after", "container", Some(template(IMAGE_SUCCEEDS, 0))),
+    )
+    .await
+    .unwrap();
+    let after = wait_for(&api, "after", is_terminal()).await;
+    assert_eq!(ending(&after).1, "Completed", "{:?}", after.status);
+    running.stop().await;
+}
