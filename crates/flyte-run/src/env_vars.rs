@@ -43,3 +43,9 @@ pub(crate) const BROWSER: &str = "BROWSER";
 /// Set inside a Kubernetes pod: `flyte-run debug-server` then listens on every address (the
 /// pod's own network), else on loopback.
 pub(crate) const KUBERNETES_SERVICE_HOST: &str = "KUBERNETES_SERVICE_HOST";
+/// The kubeconfig file(s) `flyte-run operator` reads (kube's resolution: else
+/// `~/.kube/config`, else the pod's service account).
+pub(crate) const KUBECONFIG: &str = "KUBECONFIG";
+/// The pod's name (set from the downward API in a Deployment): `flyte-run operator
+/// --leader-elect` competes for the Lease under it. Unset: the host name and process id.
+pub(crate) const POD_NAME: &str = "POD_NAME";

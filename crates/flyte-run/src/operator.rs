@@ -23,11 +23,51 @@ pub(crate) struct OperatorArgs {
     /// Seconds between looks at an action that is not over (Flyte's default: 10).
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     requeue_interval: u64,
+    /// Act only while holding a Lease, so that of several replicas one reconciles (the others
+    /// wait and take over when it stops).
+    #[arg(long)]
+    leader_elect: bool,
+    /// The namespace of the Lease (default: --namespace, else `default`).
+    #[arg(long, value_name = "NAMESPACE", requires = "leader_elect")]
+    lease_namespace: Option<String>,
+    /// The Lease's name.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "flyte-run-operator",
+        requires = "leader_elect"
+    )]
+    lease_name: String,
 }
 
 /// The log level the operator runs at unless `FLYTE_RUN_LOG` says otherwise: a service's log
 /// is its record.
 pub(crate) const DEFAULT_LOG: &str = "info";
+
+/// The innermost cause of `error`, first line only (kube's errors repeat their causes).
+fn root_cause(error: &dyn std::error::Error) -> String {
+    let mut cause = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// This replica's name in the Lease: the pod's, else host and process.
+fn identity() -> String {
+    crate::env_vars::get(crate::env_vars::POD_NAME).unwrap_or_else(|| {
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("{host}-{}", std::process::id())
+    })
+}
 
 pub(crate) fn run(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -35,9 +75,17 @@ pub(crate) fn run(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let client = kube::Client::try_default().await.context(
-            "cannot find a Kubernetes cluster: set KUBECONFIG (or ~/.kube/config), or run in a pod with a service account",
-        )?;
+        let source = crate::env_vars::get(crate::env_vars::KUBECONFIG)
+            .map_or_else(|| "~/.kube/config".to_owned(), |k| format!("KUBECONFIG={k}"));
+        let config = kube::Config::infer().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot find a Kubernetes cluster ({source}): {}; set KUBECONFIG to a working kubeconfig, or run in a pod with a service account",
+                root_cause(&e)
+            )
+        })?;
+        let server = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config)
+            .with_context(|| format!("cannot make a client for {server}"))?;
         // Fail at once, naming the problem, when the cluster cannot be reached or the CRD is not
         // installed, instead of retrying forever in the background.
         let actions: kube::Api<flyte_operator::crd::TaskAction> = match &args.namespace {
@@ -47,10 +95,15 @@ pub(crate) fn run(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
         actions
             .list(&kube::api::ListParams::default().limit(1))
             .await
-            .map_err(|e| anyhow::anyhow!(controller::describe(&e)))
-            .context(
-                "cannot list TaskActions: is the cluster reachable and the CRD installed (crates/operator/crd/taskactions.flyte.org.yaml)?",
-            )?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot list TaskActions at {server} ({source}): {}; is the cluster reachable and the CRD installed (crates/operator/crd/taskactions.flyte.org.yaml)?",
+                    match &e {
+                        kube::Error::Api(_) => controller::describe(&e),
+                        other => root_cause(other),
+                    }
+                )
+            })?;
         let mut options = ControllerOptions {
             namespace: args.namespace.clone(),
             concurrency: args.concurrency,
@@ -58,6 +111,18 @@ pub(crate) fn run(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
             ..ControllerOptions::default()
         };
         options.reconciler.requeue_interval = Duration::from_secs(args.requeue_interval.max(1));
+        if args.leader_elect {
+            options.leader_election = Some(controller::LeaderElection {
+                namespace: args
+                    .lease_namespace
+                    .clone()
+                    .or_else(|| args.namespace.clone())
+                    .unwrap_or_else(|| "default".to_owned()),
+                name: args.lease_name.clone(),
+                identity: identity(),
+                duration: Duration::from_secs(15),
+            });
+        }
         tracing::info!(
             namespace = args.namespace.as_deref().unwrap_or("(all)"),
             concurrency = args.concurrency,

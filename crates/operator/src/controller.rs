@@ -126,6 +126,19 @@ pub struct ControllerOptions {
     pub events: Arc<dyn EventSink>,
     /// Who writes the Kubernetes events (`kubectl describe` shows it).
     pub reporter: String,
+    /// Act only while holding this Lease (several replicas, one leader).
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// The Lease replicas compete for.
+#[derive(Debug, Clone)]
+pub struct LeaderElection {
+    pub namespace: String,
+    pub name: String,
+    /// This replica's name in the Lease (unique per replica: the pod name in a cluster).
+    pub identity: String,
+    /// How long the Lease holds without renewal (renewed every third of it).
+    pub duration: Duration,
 }
 
 impl std::fmt::Debug for ControllerOptions {
@@ -147,6 +160,7 @@ impl Default for ControllerOptions {
             reconciler: core::Config::with_task_types(POD_TASK_TYPES),
             events: Arc::new(LogSink),
             reporter: "flyte-run-operator".to_owned(),
+            leader_election: None,
         }
     }
 }
@@ -203,8 +217,63 @@ fn object_key(action: &TaskAction) -> String {
     )
 }
 
-/// Run the controller until `shutdown` resolves.
+/// Run the controller until `shutdown` resolves. With leader election, wait for the Lease
+/// first, and stop with [`OperatorError::LostLease`] when it is lost (a supervisor restarts
+/// the process, which then waits for the Lease again, as controller-runtime's managers do).
 pub async fn run(
+    client: Client,
+    options: ControllerOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<()> {
+    use futures_util::FutureExt as _;
+    let Some(election) = options.leader_election.clone() else {
+        return run_controller(client, options, shutdown).await;
+    };
+    let elector = crate::lease::Elector::new(
+        client.clone(),
+        &election.namespace,
+        &election.name,
+        &election.identity,
+        election.duration,
+    );
+    let shutdown = shutdown.shared();
+    tokio::select! {
+        () = shutdown.clone() => return Ok(()),
+        acquired = elector.acquire() => acquired?,
+    }
+    info!(lease = %election.name, identity = %election.identity, "leading");
+    let lost = Arc::new(tokio::sync::Notify::new());
+    let stop = {
+        let lost = Arc::clone(&lost);
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = lost.notified() => {}
+            }
+        }
+    };
+    let holding = {
+        let elector = elector.clone();
+        let lost = Arc::clone(&lost);
+        tokio::spawn(async move {
+            elector.hold().await;
+            lost.notify_one();
+        })
+    };
+    let result = run_controller(client, options, stop).await;
+    let lease_lost = holding.is_finished();
+    holding.abort();
+    result?;
+    if lease_lost {
+        return Err(OperatorError::LostLease(election.name));
+    }
+    if let Err(e) = elector.release().await {
+        warn!(error = %e, "cannot give the lease up; it expires by itself");
+    }
+    Ok(())
+}
+
+async fn run_controller(
     client: Client,
     options: ControllerOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,

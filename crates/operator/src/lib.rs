@@ -12,6 +12,7 @@ pub mod app;
 mod client;
 pub mod controller;
 pub mod crd;
+pub mod lease;
 pub mod pod;
 
 pub use app::{AppId, AppSpec, AppState, AppStatus, Replica};
@@ -32,6 +33,8 @@ pub enum OperatorError {
     Encode(String),
     #[error("reconciling: {0}")]
     Reconcile(String),
+    #[error("lost the lease {0} to another replica; stopped acting")]
+    LostLease(String),
 }
 
 /// `Result` with this crate's error.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use buffa::Message as _;
 use flyte_idl::flyteidl2::core::{Container, RetryStrategy, TaskMetadata, TaskTemplate};
-use flyte_operator::controller::{self, ControllerOptions, EventSink};
+use flyte_operator::controller::{self, ControllerOptions, EventSink, LeaderElection};
 use flyte_operator::crd::{Bytes, TaskAction, TaskActionSpec};
 use flyte_reconciler_core::{ActionEvent, ActionPhase};
 use flyte_testkit::{IMAGE_FAILS, IMAGE_NEVER_STARTS, IMAGE_SUCCEEDS, KubeCluster};
@@ -189,10 +189,20 @@ impl Running {
 }
 
 fn start_controller(client: &Client, events: Arc<Recorded>) -> Running {
+    start_replica(client, events, None)
+}
+
+fn start_replica(client: &Client, events: Arc<Recorded>, identity: Option<&str>) -> Running {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut options = ControllerOptions {
         namespace: Some(NS.to_owned()),
         events,
+        leader_election: identity.map(|identity| LeaderElection {
+            namespace: NS.to_owned(),
+            name: "flyte-run-operator".to_owned(),
+            identity: identity.to_owned(),
+            duration: Duration::from_secs(3),
+        }),
         ..ControllerOptions::default()
     };
     options.reconciler.requeue_interval = Duration::from_millis(500);
@@ -388,5 +398,90 @@ async fn the_controller_recovers_when_the_api_server_restarts() {
     .unwrap();
     let after = wait_for(&api, "after", is_terminal()).await;
     assert_eq!(ending(&after).1, "Completed", "{:?}", after.status);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_replicas_only_the_lease_holder_acts_and_the_other_takes_over() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let cluster = KubeCluster::start();
+    let client = client(&cluster.kubeconfig()).await;
+    install_crd(&client).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let held_by = |who: &'static str| {
+        move |lease: Option<&Lease>| {
+            lease
+                .and_then(|l| l.spec.as_ref())
+                .and_then(|s| s.holder_identity.as_deref())
+                == Some(who)
+        }
+    };
+    let (a_events, b_events) = (Arc::new(Recorded::default()), Arc::new(Recorded::default()));
+    let a = start_replica(&client, Arc::clone(&a_events), Some("replica-a"));
+    tokio::time::timeout(
+        SETTLE,
+        await_condition(leases.clone(), "flyte-run-operator", held_by("replica-a")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let b = start_replica(&client, Arc::clone(&b_events), Some("replica-b"));
+    let api: Api<TaskAction> = Api::namespaced(client.clone(), NS);
+    api.create(
+        &PostParams::default(),
+        &action("first", "container", Some(template(IMAGE_SUCCEEDS, 0))),
+    )
+    .await
+    .unwrap();
+    wait_for(&api, "first", is_terminal_and_labelled()).await;
+    assert!(!a_events.phases_of("first").is_empty());
+    assert!(b_events.phases_of("first").is_empty(), "the follower acted");
+
+    // The leader stops cleanly and gives the lease up; the other replica takes over.
+    a.stop().await;
+    tokio::time::timeout(
+        SETTLE,
+        await_condition(leases, "flyte-run-operator", held_by("replica-b")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    api.create(
+        &PostParams::default(),
+        &action("second", "container", Some(template(IMAGE_SUCCEEDS, 0))),
+    )
+    .await
+    .unwrap();
+    wait_for(&api, "second", is_terminal_and_labelled()).await;
+    assert!(!b_events.phases_of("second").is_empty());
+    assert!(a_events.phases_of("second").is_empty());
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_action_with_the_same_cache_key_is_a_cache_hit_without_a_pod() {
+    let cluster = KubeCluster::start();
+    let client = client(&cluster.kubeconfig()).await;
+    install_crd(&client).await;
+    let running = start_controller(&client, Arc::new(Recorded::default()));
+    let api: Api<TaskAction> = Api::namespaced(client.clone(), NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    for name in ["cached-1", "cached-2"] {
+        let mut cached = action(name, "container", Some(template(IMAGE_SUCCEEDS, 0)));
+        cached.spec.cache_key = "train-v1-inputs-abc".to_owned();
+        api.create(&PostParams::default(), &cached).await.unwrap();
+        let done = wait_for(&api, name, is_terminal_and_labelled()).await;
+        assert_eq!(ending(&done).1, "Completed", "{name}: {:?}", done.status);
+    }
+    let first = api.get("cached-1").await.unwrap().status.unwrap();
+    let second = api.get("cached-2").await.unwrap().status.unwrap();
+    // flyteidl's CatalogCacheStatus: 2 = CACHE_HIT, 3 = CACHE_POPULATED.
+    assert_eq!(first.cache_status, Some(3));
+    assert_eq!(second.cache_status, Some(2));
+    assert!(pods.get_opt("cached-1-0").await.unwrap().is_some());
+    assert!(
+        pods.get_opt("cached-2-0").await.unwrap().is_none(),
+        "a hit runs nothing"
+    );
     running.stop().await;
 }
