@@ -21,16 +21,18 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             reconciler()?;
             tunnel()?;
             sandbox()?;
-            cli()
+            cli()?;
+            operator()
         }
         Some("reconciler") => reconciler(),
         Some("tunnel") => tunnel(),
         Some("sandbox") => sandbox(),
         Some("cli") => cli(),
+        Some("operator") => operator(),
         // Internal: run a command repeatedly and print its median time and peak memory.
         Some("cli-probe") => cli_probe(&args[1..]),
         Some(other) => {
-            bail!("unknown benchmark {other:?}; known: reconciler, tunnel, sandbox, cli")
+            bail!("unknown benchmark {other:?}; known: reconciler, tunnel, sandbox, cli, operator")
         }
     }
 }
@@ -442,4 +444,225 @@ fn cli() -> anyhow::Result<()> {
         println!("(no reference: run `cargo xtask ci` once to create target/interop-venv)");
     }
     Ok(())
+}
+
+const OPERATOR_ACTIONS: u32 = 1000;
+
+/// The apiserver's own request counter (`apiserver_request_total`) for what the operator does:
+/// every request on TaskActions and Leases, and pod GET/POST/DELETE (kwok and the scheduler
+/// only patch pod status and bind). `(total, TaskAction creations)`.
+fn operator_requests(metrics: &str) -> (u64, u64) {
+    let mut total = 0;
+    let mut creations = 0;
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_default()
+        };
+        let count: u64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let (resource, verb, sub) = (label("resource"), label("verb"), label("subresource"));
+        let ours = match resource {
+            "taskactions" | "leases" => true,
+            "pods" => sub.is_empty() && matches!(verb, "GET" | "POST" | "DELETE"),
+            _ => false,
+        };
+        if ours {
+            total += count;
+        }
+        if resource == "taskactions" && verb == "POST" {
+            creations += count;
+        }
+    }
+    (total, creations)
+}
+
+/// 1,000 TaskActions created at once on a real API server with kwok's node: the time until all
+/// are terminal, the operator's API requests per action, its peak memory; beside it, 1,000 runs
+/// on the sandbox.
+fn operator() -> anyhow::Result<()> {
+    println!(
+        "== operator: {OPERATOR_ACTIONS} TaskActions at once (release build, real API server, kwok)"
+    );
+    let bin = build_release_flyte_run()?;
+    let cluster = flyte_testkit::KubeCluster::start();
+    let crd = serde_json::to_string(&flyte_operator::crd::crd())?;
+    cluster.request(
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        Some(&crd),
+    );
+    // The CRD serves once established; a list answers then.
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while !list_answers(&cluster) {
+        ensure!(Instant::now() < deadline, "the CRD was not established");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut operator = Command::new(&bin)
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("FLYTE_RUN_LOG", "warn")
+        .args(["operator", "--namespace", "default", "--concurrency", "64"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let result = drive_actions(&cluster, operator.id());
+    let _ = operator.kill();
+    let _ = operator.wait();
+    let (elapsed, requests, peak_kib) = result?;
+    println!(
+        "operator: {OPERATOR_ACTIONS} actions terminal in {:.1} s ({:.0} actions/s), {:.1} API requests per action, peak memory {:.1} MB",
+        elapsed.as_secs_f64(),
+        f64::from(OPERATOR_ACTIONS) / elapsed.as_secs_f64(),
+        f64::from(u32::try_from(requests).unwrap_or(u32::MAX)) / f64::from(OPERATOR_ACTIONS),
+        f64::from(peak_kib) / 1024.0
+    );
+    drop(cluster);
+    let sandbox = sandbox_runs(&bin)?;
+    println!(
+        "sandbox: {OPERATOR_ACTIONS} runs (`true`) launched and finished in {:.1} s ({:.0} runs/s); ratio operator/sandbox time {:.2}x",
+        sandbox.as_secs_f64(),
+        f64::from(OPERATOR_ACTIONS) / sandbox.as_secs_f64(),
+        elapsed.as_secs_f64() / sandbox.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn list_answers(cluster: &flyte_testkit::KubeCluster) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cluster.request(
+            "GET",
+            "/apis/flyte.org/v1/namespaces/default/taskactions?limit=1",
+            None,
+        )
+    }))
+    .is_ok()
+}
+
+/// Create the actions (64 requests in flight), wait until every one is terminal; the time, the
+/// operator's requests, and its peak resident memory (KiB, `VmHWM`).
+fn drive_actions(
+    cluster: &flyte_testkit::KubeCluster,
+    operator_pid: u32,
+) -> anyhow::Result<(Duration, u64, u32)> {
+    use buffa::Message as _;
+    use futures_util::StreamExt as _;
+    let template = flyte_idl::flyteidl2::core::TaskTemplate {
+        r#type: "container".to_owned(),
+        target: Some(
+            flyte_idl::flyteidl2::core::Container {
+                image: flyte_testkit::IMAGE_SUCCEEDS.to_owned(),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let (before, _) = operator_requests(&cluster.request("GET", "/metrics", None));
+    let runtime = tokio::runtime::Runtime::new()?;
+    let kubeconfig = cluster.kubeconfig();
+    let elapsed = runtime.block_on(async {
+        let config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig)?,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await?;
+        let client = kube::Client::try_from(config)?;
+        let api: kube::Api<flyte_operator::crd::TaskAction> =
+            kube::Api::namespaced(client, "default");
+        let started = Instant::now();
+        let requests = futures_util::stream::iter(0..OPERATOR_ACTIONS).map(|i| {
+            let api = api.clone();
+            let template = template.clone();
+            async move {
+                let name = format!("bench-{i}");
+                let mut action = flyte_operator::crd::TaskAction::new(
+                    &name,
+                    flyte_operator::crd::TaskActionSpec {
+                        run_name: name.clone(),
+                        project: "flytesnacks".to_owned(),
+                        domain: "development".to_owned(),
+                        action_name: "a0".to_owned(),
+                        task_type: "container".to_owned(),
+                        input_uri: "s3://b/in".to_owned(),
+                        run_output_base: "s3://b/out".to_owned(),
+                        task_template: Some(flyte_operator::crd::Bytes(template)),
+                        ..Default::default()
+                    },
+                );
+                action.metadata.namespace = Some("default".to_owned());
+                api.create(&kube::api::PostParams::default(), &action).await
+            }
+        });
+        let answers: Vec<_> = requests.buffer_unordered(64).collect().await;
+        for result in answers {
+            result?;
+        }
+        let deadline = Instant::now() + Duration::from_mins(15);
+        loop {
+            let list = api.list(&kube::api::ListParams::default()).await?;
+            let terminal = list
+                .items
+                .iter()
+                .filter(|a| a.status.as_ref().is_some_and(|s| s.to_core().is_terminal()))
+                .count();
+            if terminal == OPERATOR_ACTIONS as usize {
+                return Ok::<_, anyhow::Error>(started.elapsed());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "only {terminal} of {OPERATOR_ACTIONS} actions ended in 15 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })?;
+    let (after, creations) = operator_requests(&cluster.request("GET", "/metrics", None));
+    let peak_kib = std::fs::read_to_string(format!("/proc/{operator_pid}/status"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    // Our own creations and the bench's lists are not the operator's.
+    Ok((
+        elapsed,
+        after.saturating_sub(before).saturating_sub(creations),
+        peak_kib,
+    ))
+}
+
+/// 1,000 runs of `true` launched at once on the sandbox and waited for.
+fn sandbox_runs(bin: &Path) -> anyhow::Result<Duration> {
+    let home = TempHome::new();
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let out = home
+            .command(bin)
+            .env_remove("FLYTE_ENDPOINT")
+            .args(args)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "flyte-run {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    run(&["sandbox", "start"])?;
+    let script = format!(
+        r#"for i in 0..{OPERATOR_ACTIONS} {{ runs::launch(#{{ name: `bench-${{i}}`, command: ["true"] }}); }}
+           for i in 0..{OPERATOR_ACTIONS} {{ runs::wait(`bench-${{i}}`, #{{ phase: "SUCCEEDED", poll_interval: 0 }}); }}"#
+    );
+    let started = Instant::now();
+    let result = run(&["--cpu-limit", "600", "-e", &script]);
+    let elapsed = started.elapsed();
+    run(&["sandbox", "stop"])?;
+    result?;
+    Ok(elapsed)
 }

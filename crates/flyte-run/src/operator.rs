@@ -30,6 +30,10 @@ pub(crate) struct OperatorArgs {
     /// The namespace of the Lease (default: --namespace, else `default`).
     #[arg(long, value_name = "NAMESPACE", requires = "leader_elect")]
     lease_namespace: Option<String>,
+    /// Serve Prometheus-style metrics at `http://ADDR/metrics` (e.g. 127.0.0.1:10254, the port
+    /// Flyte's executor uses).
+    #[arg(long, value_name = "ADDR")]
+    metrics_bind_address: Option<std::net::SocketAddr>,
     /// The Lease's name.
     #[arg(
         long,
@@ -122,6 +126,16 @@ pub(crate) fn run(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
                 identity: identity(),
                 duration: Duration::from_secs(15),
             });
+        }
+        if let Some(addr) = args.metrics_bind_address {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+            tokio::spawn(flyte_operator::metrics::serve(
+                listener,
+                std::sync::Arc::clone(&options.metrics),
+            ));
         }
         tracing::info!(
             namespace = args.namespace.as_deref().unwrap_or("(all)"),

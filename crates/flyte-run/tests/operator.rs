@@ -155,12 +155,17 @@ async fn the_operator_command_reconciles_and_dry_run_writes_nothing() {
     assert!(untouched.status.is_none(), "{untouched:?}");
     assert!(pods.get_opt("train-0").await.unwrap().is_none());
 
-    // For real: the action succeeds.
+    // For real: the action succeeds, and the metrics say so.
+    let metrics_port = flyte_testkit::reserve_port();
+    let metrics_addr = format!("127.0.0.1:{}", metrics_port.port());
     let _real = Operator(
-        operator(&cluster.kubeconfig(), &["--leader-elect"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        operator(
+            &cluster.kubeconfig(),
+            &["--leader-elect", "--metrics-bind-address", &metrics_addr],
+        )
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
     );
     let done = tokio::time::timeout(
         SETTLE,
@@ -174,6 +179,18 @@ async fn the_operator_command_reconciles_and_dry_run_writes_nothing() {
     .unwrap()
     .unwrap();
     assert!(pods.get_opt("train-0").await.unwrap().is_some(), "{done:?}");
+    let out = Command::new("curl")
+        .args(["-s", "-f", &format!("http://{metrics_addr}/metrics")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "flyte_run_operator_leader 1",
+        "flyte_run_operator_action_events_total{phase=\"SUCCEEDED\"} 1",
+        "flyte_run_operator_effects_total{kind=\"PluginHandle\"}",
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

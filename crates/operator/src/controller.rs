@@ -26,6 +26,7 @@ use flyte_reconciler_core::{
 };
 
 use crate::crd::{TaskAction, TemplateFacts};
+use crate::metrics::Metrics;
 use crate::pod::{self, TaskContainer};
 use crate::{OperatorError, Result};
 
@@ -128,6 +129,8 @@ pub struct ControllerOptions {
     pub reporter: String,
     /// Act only while holding this Lease (several replicas, one leader).
     pub leader_election: Option<LeaderElection>,
+    /// What the controller counts ([`crate::metrics::serve`] exposes it).
+    pub metrics: Arc<Metrics>,
 }
 
 /// The Lease replicas compete for.
@@ -161,6 +164,7 @@ impl Default for ControllerOptions {
             events: Arc::new(LogSink),
             reporter: "flyte-run-operator".to_owned(),
             leader_election: None,
+            metrics: Arc::default(),
         }
     }
 }
@@ -227,8 +231,10 @@ pub async fn run(
 ) -> Result<()> {
     use futures_util::FutureExt as _;
     let Some(election) = options.leader_election.clone() else {
+        options.metrics.set_leader(true);
         return run_controller(client, options, shutdown).await;
     };
+    let metrics = Arc::clone(&options.metrics);
     let elector = crate::lease::Elector::new(
         client.clone(),
         &election.namespace,
@@ -242,6 +248,7 @@ pub async fn run(
         acquired = elector.acquire() => acquired?,
     }
     info!(lease = %election.name, identity = %election.identity, "leading");
+    metrics.set_leader(true);
     let lost = Arc::new(tokio::sync::Notify::new());
     let stop = {
         let lost = Arc::clone(&lost);
@@ -261,6 +268,7 @@ pub async fn run(
         })
     };
     let result = run_controller(client, options, stop).await;
+    metrics.set_leader(false);
     let lease_lost = holding.is_finished();
     holding.abort();
     result?;
@@ -374,6 +382,10 @@ async fn reconcile_one(action: &TaskAction, context: &Context) -> Result<Action>
         }
     };
     let key = object_key(action);
+    context
+        .options
+        .metrics
+        .reconciled(matches!(outcome, Outcome::Retry { .. }));
     Ok(match outcome {
         Outcome::Idle => {
             context.succeeded(&key);
@@ -442,6 +454,10 @@ impl Effects<'_> {
     }
 
     async fn execute(&self, effect: Effect) -> EffectResult {
+        self.context.options.metrics.effect(&effect);
+        if let Effect::RecordEvent(event) = &effect {
+            self.context.options.metrics.action_event(event.phase);
+        }
         match effect {
             Effect::AddFinalizer => self.set_finalizer(true).await.into(),
             Effect::RemoveFinalizer => self.set_finalizer(false).await.into(),

@@ -13,6 +13,7 @@ mod client;
 pub mod controller;
 pub mod crd;
 pub mod lease;
+pub mod metrics;
 pub mod pod;
 
 pub use app::{AppId, AppSpec, AppState, AppStatus, Replica};
