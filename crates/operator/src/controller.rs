@@ -360,7 +360,8 @@ async fn reconcile_one(action: &TaskAction, context: &Context) -> Result<Action>
     };
     let observed = action.to_core(&facts);
     let config = &context.options.reconciler;
-    let (mut pass, mut step) = core::reconcile(Some(&observed), now(), config);
+    let started_at = now();
+    let (mut pass, mut step) = core::reconcile(Some(&observed), started_at, config);
     let effects = Effects {
         action,
         context,
@@ -387,6 +388,20 @@ async fn reconcile_one(action: &TaskAction, context: &Context) -> Result<Action>
         .metrics
         .reconciled(matches!(outcome, Outcome::Retry { .. }));
     Ok(match outcome {
+        // A terminal action is looked at again when its time to live runs out (at the latest
+        // at the next sweep), so it is collected although nothing about it changes.
+        Outcome::Idle
+            if observed.status.is_terminal() && observed.metadata.deletion_timestamp.is_none() =>
+        {
+            context.succeeded(&key);
+            let completed = observed.status.completed_at().unwrap_or(started_at);
+            let due = completed.saturating_add(config.completed_ttl);
+            let wait = due.saturating_duration_since(started_at);
+            Action::requeue(
+                wait.min(config.gc_sweep_interval)
+                    .max(Duration::from_millis(100)),
+            )
+        }
         Outcome::Idle => {
             context.succeeded(&key);
             Action::await_change()

@@ -485,3 +485,55 @@ async fn a_second_action_with_the_same_cache_key_is_a_cache_hit_without_a_pod() 
     );
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_actions_are_collected_after_their_time_to_live() {
+    let cluster = KubeCluster::start();
+    let client = client(&cluster.kubeconfig()).await;
+    install_crd(&client).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut options = ControllerOptions {
+        namespace: Some(NS.to_owned()),
+        events: Arc::new(Recorded::default()),
+        ..ControllerOptions::default()
+    };
+    options.reconciler.requeue_interval = Duration::from_millis(500);
+    options.reconciler.completed_ttl = Duration::from_secs(2);
+    let task = tokio::spawn({
+        let client = client.clone();
+        async move {
+            controller::run(client, options, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        }
+    });
+    let api: Api<TaskAction> = Api::namespaced(client.clone(), NS);
+    let created = api
+        .create(
+            &PostParams::default(),
+            &action(
+                "short-lived",
+                "container",
+                Some(template(IMAGE_SUCCEEDS, 0)),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_for(&api, "short-lived", is_terminal_and_labelled()).await;
+    // Nothing changes about it any more; it goes once its time to live has passed.
+    tokio::time::timeout(
+        SETTLE,
+        await_condition(
+            api.clone(),
+            "short-lived",
+            conditions::is_deleted(&created.uid().unwrap()),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let _ = stop.send(());
+    tokio::time::timeout(SETTLE, task).await.unwrap().unwrap();
+}
