@@ -210,6 +210,25 @@ fn ensure_go_tools() -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
+    // Peers' files the tests read from the module cache (Knative's CRD).
+    for file in flyte_testkit::GO_MODULE_FILES {
+        if file.location().exists() {
+            continue;
+        }
+        run_checked(
+            Command::new("go")
+                .args(["mod", "download"])
+                .arg(format!("{}@{}", file.module, file.version)),
+        )
+        .with_context(|| format!("cannot download {}@{}", file.module, file.version))?;
+        ensure!(
+            file.location().exists(),
+            "{}@{} has no {}",
+            file.module,
+            file.version,
+            file.path
+        );
+    }
     Ok(())
 }
 

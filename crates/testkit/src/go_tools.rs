@@ -126,3 +126,59 @@ impl GoTool {
         binary
     }
 }
+
+/// A file read from a Go module as published (the module proxy's copy in the module cache), at
+/// test time: never committed here.
+#[derive(Debug, Clone, Copy)]
+pub struct GoModuleFile {
+    pub module: &'static str,
+    pub version: &'static str,
+    pub path: &'static str,
+}
+
+/// Knative Serving's own `Service` CRD (`serving.knative.dev/v1`), the peer of the app client.
+pub const KNATIVE_SERVICE_CRD: GoModuleFile = GoModuleFile {
+    module: "knative.dev/serving",
+    version: "v0.51.0",
+    path: "config/core/300-resources/service.yaml",
+};
+
+/// Every module file `cargo xtask ci` downloads.
+pub const GO_MODULE_FILES: &[GoModuleFile] = &[KNATIVE_SERVICE_CRD];
+
+impl GoModuleFile {
+    /// Where the module cache holds it (`go env GOMODCACHE`, else `~/go/pkg/mod`).
+    pub fn location(&self) -> PathBuf {
+        let cache = std::process::Command::new("go")
+            .args(["env", "GOMODCACHE"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .map_or_else(
+                || {
+                    let home = std::env::var_os("HOME")
+                        .map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+                    home.join("go/pkg/mod")
+                },
+                PathBuf::from,
+            );
+        cache
+            .join(format!("{}@{}", self.module, self.version))
+            .join(self.path)
+    }
+
+    /// Its text, or a panic saying how to get it.
+    pub fn require(&self) -> String {
+        let path = self.location();
+        std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{} ({e}): run `cargo xtask ci` (it downloads {}@{} with go mod download)",
+                path.display(),
+                self.module,
+                self.version
+            )
+        })
+    }
+}

@@ -38,7 +38,8 @@ use std::process::Command;
 pub use fronts::{HttpProxy, TlsFront};
 pub use git_host::{GitHost, git};
 pub use go_tools::{
-    ETCD, GO_TOOLS, GoBuild, GoTool, KUBE_APISERVER, KUBE_SCHEDULER, KWOK, OIDC_PROVIDER, tools_dir,
+    ETCD, GO_MODULE_FILES, GO_TOOLS, GoBuild, GoModuleFile, GoTool, KNATIVE_SERVICE_CRD,
+    KUBE_APISERVER, KUBE_SCHEDULER, KWOK, OIDC_PROVIDER, tools_dir,
 };
 pub use kube::{IMAGE_FAILS, IMAGE_NEVER_STARTS, IMAGE_SUCCEEDS, KubeCluster};
 pub use ports::{PortReservation, reserve_port};
