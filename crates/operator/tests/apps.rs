@@ -37,11 +37,8 @@ fn spec(image: &str) -> AppSpec {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn apps_live_on_knatives_own_service_crd() {
-    let cluster = KubeCluster::start();
-    let client = client(&cluster).await;
-    // Knative's CRD, as Knative publishes it.
+/// Knative's CRD, as Knative publishes it, and the namespace apps live in.
+async fn install_knative(client: &kube::Client) {
     let crd: CustomResourceDefinition =
         serde_saphyr::from_str(&KNATIVE_SERVICE_CRD.require()).unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -64,7 +61,13 @@ async fn apps_live_on_knatives_own_service_crd() {
         .create(&PostParams::default(), &flyte)
         .await
         .unwrap();
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_live_on_knatives_own_service_crd() {
+    let cluster = KubeCluster::start();
+    let client = client(&cluster).await;
+    install_knative(&client).await;
     let apps = AppClient::new(client.clone());
     let app = AppId::new("flytesnacks", "development", "dashboard");
     assert_eq!(
