@@ -48,8 +48,16 @@ pub(crate) struct OperatorArgs {
 /// is its record.
 pub(crate) const DEFAULT_LOG: &str = "info";
 
+/// Where kube looks for the cluster, for messages: `KUBECONFIG=...` or `~/.kube/config`.
+pub(crate) fn kubeconfig_source() -> String {
+    crate::env_vars::get(crate::env_vars::KUBECONFIG).map_or_else(
+        || "~/.kube/config".to_owned(),
+        |k| format!("KUBECONFIG={k}"),
+    )
+}
+
 /// The innermost cause of `error`, first line only (kube's errors repeat their causes).
-fn root_cause(error: &dyn std::error::Error) -> String {
+pub(crate) fn root_cause(error: &dyn std::error::Error) -> String {
     let mut cause = error;
     while let Some(inner) = cause.source() {
         cause = inner;
@@ -79,8 +87,7 @@ pub(crate) fn run(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let source = crate::env_vars::get(crate::env_vars::KUBECONFIG)
-            .map_or_else(|| "~/.kube/config".to_owned(), |k| format!("KUBECONFIG={k}"));
+        let source = kubeconfig_source();
         let config = kube::Config::infer().await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot find a Kubernetes cluster ({source}): {}; set KUBECONFIG to a working kubeconfig, or run in a pod with a service account",

@@ -250,3 +250,76 @@ async fn a_cluster_the_operator_cannot_use_is_named_with_the_fix() {
         }
     }
 }
+
+/// `playbooks/deploy-app.rhai` (the `apps::` module) on a real API server with Knative's own
+/// Service CRD: deploy, redeploy unchanged, list, stop; a typo in an option is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apps_playbook_deploys_lists_and_stops_an_app() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let cluster = KubeCluster::start();
+    let client = client(&cluster.kubeconfig()).await;
+    let crd: CustomResourceDefinition =
+        serde_saphyr::from_str(&flyte_testkit::KNATIVE_SERVICE_CRD.require()).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    tokio::time::timeout(
+        SETTLE,
+        await_condition(
+            crds,
+            "services.serving.knative.dev",
+            conditions::is_crd_established(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let mut flyte = Namespace::default();
+    flyte.metadata.name = Some("flyte".to_owned());
+    Api::<Namespace>::all(client)
+        .create(&PostParams::default(), &flyte)
+        .await
+        .unwrap();
+    let playbook = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../playbooks/deploy-app.rhai"
+    );
+    let home = flyte_testkit::TempHome::new();
+    let run = |args: &[&str]| {
+        let out = home
+            .command(BIN)
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let deploy = [
+        playbook,
+        "--set",
+        "name=dashboard",
+        "--set",
+        "image=nginx:1",
+    ];
+    let (ok, text) = run(&deploy);
+    assert!(ok, "{text}");
+    assert!(text.contains("dashboard: Created"), "{text}");
+    assert!(text.contains("apps in flytesnacks/development:"), "{text}");
+    let (ok, text) = run(&deploy);
+    assert!(ok && text.contains("dashboard: Unchanged"), "{text}");
+    let (ok, text) = run(&[playbook, "--set", "name=dashboard", "--set", "stop=true"]);
+    assert!(ok && text.contains("stopped dashboard"), "{text}");
+    let (ok, text) = run(&[
+        "-e",
+        r#"apps::get("flytesnacks", "development", "dashboard").state"#,
+    ]);
+    assert!(ok && text.trim() == "Stopped", "{text}");
+    let (ok, text) = run(&["-e", r#"apps::list(#{ projcet: "x" })"#]);
+    assert!(!ok && text.contains("unknown option `projcet`"), "{text}");
+}

@@ -4,6 +4,7 @@
 //! Library crates know nothing of Rhai; each module here adapts one crate to the script contract
 //! in DESIGN.md ("The Rhai surface").
 
+mod apps;
 mod auth;
 mod debug;
 mod git;
@@ -265,6 +266,7 @@ pub(crate) fn new_engine(host: &Arc<Host>, source: &ScriptSource) -> Engine {
     engine.register_static_module("debug", debug::module(host).into());
     engine.register_static_module("runner", runner::module(host).into());
     engine.register_static_module("git", git::module(host).into());
+    engine.register_static_module("apps", apps::module(host).into());
     // sleep(seconds): for backoff in scripts; bounded by --timeout like everything else.
     let h = Arc::clone(host);
     engine.register_fn(

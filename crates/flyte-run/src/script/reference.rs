@@ -10,7 +10,7 @@ use super::{AppContext, Host, ScriptSource, new_engine};
 
 /// The modules of the contract, in the order the reference lists them.
 const MODULES: &[&str] = &[
-    "keys", "auth", "runs", "debug", "ssh", "runner", "kservice", "git",
+    "keys", "auth", "runs", "debug", "ssh", "runner", "kservice", "git", "apps",
 ];
 
 /// Every generated file: (file name, contents).
