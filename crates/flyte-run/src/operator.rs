@@ -34,6 +34,14 @@ pub(crate) struct OperatorArgs {
     /// Flyte's executor uses).
     #[arg(long, value_name = "ADDR")]
     metrics_bind_address: Option<std::net::SocketAddr>,
+    /// A YAML (or JSON) list of SSH git connections, Polyaxon-shaped (`name`, `kind: ssh`,
+    /// `schema.url`, `secret.name`, `secret.mountPath`), that task templates may name in
+    /// `config["git_connection"]`: their pod then starts from a checkout.
+    #[arg(long, value_name = "FILE")]
+    git_connections: Option<std::path::PathBuf>,
+    /// The image of the git init container (needs git, ssh and sh).
+    #[arg(long, value_name = "IMAGE", default_value = controller::DEFAULT_GIT_IMAGE)]
+    git_image: String,
     /// The Lease's name.
     #[arg(
         long,
@@ -47,6 +55,31 @@ pub(crate) struct OperatorArgs {
 /// The log level the operator runs at unless `FLYTE_RUN_LOG` says otherwise: a service's log
 /// is its record.
 pub(crate) const DEFAULT_LOG: &str = "info";
+
+/// The connections in `file`, each checked (kind, absolute mount path, a key mode ssh accepts).
+fn git_connections(
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<flyte_connections::Connection>> {
+    let Some(file) = file else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the git connections {}", file.display()))?;
+    let connections: Vec<flyte_connections::Connection> = serde_saphyr::from_str(&text)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a list of git connections ({}); each needs name, kind: ssh, schema.url and secret (name, mountPath)",
+                file.display(),
+                e.to_string().lines().next().unwrap_or_default()
+            )
+        })?;
+    for connection in &connections {
+        connection
+            .validate()
+            .with_context(|| format!("in {}", file.display()))?;
+    }
+    Ok(connections)
+}
 
 /// Where kube looks for the cluster, for messages: `KUBECONFIG=...` or `~/.kube/config`.
 pub(crate) fn kubeconfig_source() -> String {
@@ -86,6 +119,8 @@ pub(crate) fn run(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Local settings are checked before any cluster is asked anything.
+    let git_connections = git_connections(args.git_connections.as_deref())?;
     runtime.block_on(async {
         let source = kubeconfig_source();
         let config = kube::Config::infer().await.map_err(|e| {
@@ -119,6 +154,8 @@ pub(crate) fn run(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
             namespace: args.namespace.clone(),
             concurrency: args.concurrency,
             dry_run: args.dry_run,
+            git_connections,
+            git_image: args.git_image.clone(),
             ..ControllerOptions::default()
         };
         options.reconciler.requeue_interval = Duration::from_secs(args.requeue_interval.max(1));

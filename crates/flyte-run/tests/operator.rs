@@ -238,6 +238,26 @@ async fn a_cluster_the_operator_cannot_use_is_named_with_the_fix() {
             ],
         ),
     ];
+    // A git connections file that is not one, or whose key ssh would refuse.
+    let loose = home.path().join("loose.yaml");
+    std::fs::write(
+        &loose,
+        "- name: repo\n  kind: ssh\n  secret: {name: k, mountPath: /etc/.ssh, defaultMode: 420}\n",
+    )
+    .unwrap();
+    for (file, want) in [
+        (&not_yaml, "is not a list of git connections"),
+        (&loose, "defaultMode 644 lets others read the key"),
+    ] {
+        let out = operator(&admin, &["--git-connections", &file.display().to_string()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(want),
+            "{want:?} in {stderr}"
+        );
+    }
     for (kubeconfig, wants) in cases {
         let out = operator(kubeconfig, &[]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -131,7 +131,15 @@ pub struct ControllerOptions {
     pub leader_election: Option<LeaderElection>,
     /// What the controller counts ([`crate::metrics::serve`] exposes it).
     pub metrics: Arc<Metrics>,
+    /// Git connections a task template may name (`config["git_connection"]`): its pod then
+    /// starts with an init container that checks the repository out.
+    pub git_connections: Vec<flyte_connections::Connection>,
+    /// The image of that init container (git, ssh and a shell).
+    pub git_image: String,
 }
+
+/// The git init container's image unless told otherwise.
+pub const DEFAULT_GIT_IMAGE: &str = "alpine/git:v2.47.2";
 
 /// The Lease replicas compete for.
 #[derive(Debug, Clone)]
@@ -165,6 +173,8 @@ impl Default for ControllerOptions {
             reporter: "flyte-run-operator".to_owned(),
             leader_election: None,
             metrics: Arc::default(),
+            git_connections: Vec::new(),
+            git_image: DEFAULT_GIT_IMAGE.to_owned(),
         }
     }
 }
@@ -652,12 +662,54 @@ impl Effects<'_> {
         }
     }
 
+    /// The checkout `container` asks for, with the connection it names.
+    fn git_source(
+        &self,
+        container: &TaskContainer,
+    ) -> std::result::Result<Option<pod::GitSource>, String> {
+        let Some(request) = &container.git else {
+            return Ok(None);
+        };
+        let options = &self.context.options;
+        let connection = options
+            .git_connections
+            .iter()
+            .find(|c| c.name == request.connection)
+            .ok_or_else(|| {
+                let known: Vec<&str> = options
+                    .git_connections
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                format!(
+                    "the task template names git connection {:?}, which this operator does not have (it has: {})",
+                    request.connection,
+                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                )
+            })?;
+        Ok(Some(pod::GitSource {
+            connection: connection.clone(),
+            init: request.init.clone(),
+            image: options.git_image.clone(),
+        }))
+    }
+
     async fn create_pod(
         &self,
         container: &TaskContainer,
         attempt: u32,
         name: &str,
     ) -> PluginResult {
+        let bad_spec = |message: String| {
+            PluginResult::Error(PluginError {
+                code: "BadTaskSpecification".to_owned(),
+                message,
+            })
+        };
+        let git = match self.git_source(container) {
+            Ok(git) => git,
+            Err(message) => return bad_spec(message),
+        };
         let created = PluginResult::Transition(PluginTransition {
             info: core::PhaseInfo::new(
                 core::PluginPhase::Queued,
@@ -668,7 +720,10 @@ impl Effects<'_> {
                 version: pod::STATE_VERSION,
             }),
         });
-        let pod = pod::build_pod(self.action, container, attempt);
+        let pod = match pod::build_pod_with(self.action, container, attempt, git.as_ref()) {
+            Ok(pod) => pod,
+            Err(e) => return bad_spec(e.0),
+        };
         if self.dry_run(&format!(
             "create the pod {}",
             serde_json::to_string(&pod).unwrap_or_default()

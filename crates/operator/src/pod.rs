@@ -12,8 +12,8 @@ use buffa::Message as _;
 use flyte_idl::flyteidl2::core::{TaskTemplate, task_template};
 use flyte_reconciler_core::{ErrorKind, ExecutionError, LogLink, PhaseInfo, PluginPhase};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerStatus, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Pod,
-    PodSpec, PodStatus, Probe,
+    Container, ContainerStatus, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, Pod, PodSpec, PodStatus, Probe, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -42,6 +42,34 @@ pub struct TaskContainer {
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// A git checkout the task starts with, named in the template's `config` map.
+    pub git: Option<GitRequest>,
+}
+
+/// Template `config` keys (the free-form map Flyte's `TaskTemplate` has for plugins) that ask
+/// for a git checkout: the connection's name, and optionally the repository, revision and
+/// flags (space-separated) of the initializer.
+pub const GIT_CONNECTION_KEY: &str = "git_connection";
+const GIT_URL_KEY: &str = "git_url";
+const GIT_REVISION_KEY: &str = "git_revision";
+const GIT_FLAGS_KEY: &str = "git_flags";
+/// Where the checkout is, in the init container and the task's.
+pub const GIT_WORKDIR: &str = "/flyte/git";
+
+/// A checkout a task template asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GitRequest {
+    pub connection: String,
+    pub init: flyte_connections::GitInit,
+}
+
+/// A git checkout as an init container: its connection (whose secret holds the key and
+/// known_hosts) and the image that has git, ssh and a shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitSource {
+    pub connection: flyte_connections::Connection,
+    pub init: flyte_connections::GitInit,
+    pub image: String,
 }
 
 /// What the controller needs from a serialized flyteidl2 `TaskTemplate`: the reconciler's facts
@@ -60,6 +88,21 @@ pub fn decode_template(bytes: &[u8]) -> Result<(TemplateFacts, TaskContainer), B
             cache_serializable: m.cache_serializable,
         })
         .unwrap_or_default();
+    let git = template
+        .config
+        .get(GIT_CONNECTION_KEY)
+        .map(|connection| GitRequest {
+            connection: connection.clone(),
+            init: flyte_connections::GitInit {
+                url: template.config.get(GIT_URL_KEY).cloned(),
+                revision: template.config.get(GIT_REVISION_KEY).cloned(),
+                flags: template
+                    .config
+                    .get(GIT_FLAGS_KEY)
+                    .map(|f| f.split_whitespace().map(str::to_owned).collect())
+                    .unwrap_or_default(),
+            },
+        });
     let container = match &template.target {
         Some(task_template::Target::Container(c)) => TaskContainer {
             image: c.image.clone(),
@@ -70,6 +113,7 @@ pub fn decode_template(bytes: &[u8]) -> Result<(TemplateFacts, TaskContainer), B
                 .iter()
                 .map(|kv| (kv.key.clone(), kv.value.clone()))
                 .collect(),
+            git,
         },
         _ => {
             return Err(BadTemplate(
@@ -107,6 +151,112 @@ pub fn debug_enabled(action: &TaskAction, container: &TaskContainer) -> bool {
     let on = |v: &str| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false");
     action.spec.env_vars.get(DEBUG_ENV).is_some_and(|v| on(v))
         || container.env.iter().any(|(k, v)| k == DEBUG_ENV && on(v))
+}
+
+/// The init container that checks `source` out into [`GIT_WORKDIR`], and the volumes it and
+/// the task share (the checkout; the connection's secret, mounted read-only in the init
+/// container only). The commands are flyte-connections' plan, with the secret's known_hosts
+/// pinning the git host's key.
+pub fn git_init(source: &GitSource) -> Result<(Container, Vec<Volume>), BadTemplate> {
+    let bad = |e: flyte_connections::ConnectionError| BadTemplate(e.to_string());
+    source.connection.validate().map_err(bad)?;
+    let url = source
+        .init
+        .url
+        .as_deref()
+        .or_else(|| source.connection.url())
+        .ok_or_else(|| {
+            BadTemplate(format!(
+                "git connection {:?} names no repository and the template gives no git_url",
+                source.connection.name
+            ))
+        })?;
+    let steps = flyte_connections::plan(url, std::path::Path::new(GIT_WORKDIR), &source.init)
+        .map_err(bad)?;
+    let ssh = flyte_connections::git_ssh_command(
+        &source.connection.key_path(|_| None),
+        &flyte_connections::HostKeyPolicy::Pinned {
+            known_hosts: source.connection.known_hosts_path(),
+        },
+    )
+    .map_err(bad)?;
+    let mut script = Vec::new();
+    for step in &steps {
+        let words: Vec<&str> = std::iter::once("git")
+            .chain(step.args.iter().map(String::as_str))
+            .collect();
+        script.push(shlex::try_join(words).map_err(|e| BadTemplate(e.to_string()))?);
+    }
+    let secret_volume = "git-connection-secret";
+    let init = Container {
+        name: "git-init".to_owned(),
+        image: Some(source.image.clone()),
+        command: Some(vec!["sh".to_owned(), "-c".to_owned(), script.join(" && ")]),
+        env: Some(vec![env("GIT_SSH_COMMAND", ssh)]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: GIT_VOLUME.to_owned(),
+                mount_path: GIT_WORKDIR.to_owned(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: secret_volume.to_owned(),
+                mount_path: source.connection.mount_path().display().to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    };
+    let volumes = vec![
+        Volume {
+            name: GIT_VOLUME.to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+        Volume {
+            name: secret_volume.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(source.connection.secret.name.clone()),
+                // ssh refuses a key others can read.
+                default_mode: Some(
+                    i32::try_from(source.connection.secret.default_mode.unwrap_or(0o600))
+                        .unwrap_or(0o600),
+                ),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
+    Ok((init, volumes))
+}
+
+const GIT_VOLUME: &str = "git-checkout";
+
+/// The task pod of `attempt`, starting from `git`'s checkout when there is one.
+pub fn build_pod_with(
+    action: &TaskAction,
+    container: &TaskContainer,
+    attempt: u32,
+    git: Option<&GitSource>,
+) -> Result<Pod, BadTemplate> {
+    let mut pod = build_pod(action, container, attempt);
+    if let Some(source) = git {
+        let (init, volumes) = git_init(source)?;
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.init_containers = Some(vec![init]);
+            spec.volumes = Some(volumes);
+            for task in &mut spec.containers {
+                task.volume_mounts = Some(vec![VolumeMount {
+                    name: GIT_VOLUME.to_owned(),
+                    mount_path: GIT_WORKDIR.to_owned(),
+                    ..VolumeMount::default()
+                }]);
+                task.working_dir = Some(GIT_WORKDIR.to_owned());
+            }
+        }
+    }
+    Ok(pod)
 }
 
 /// The task pod of `attempt`.

@@ -537,3 +537,70 @@ async fn completed_actions_are_collected_after_their_time_to_live() {
     let _ = stop.send(());
     tokio::time::timeout(SETTLE, task).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_git_connection_becomes_the_pods_init_container() {
+    let cluster = KubeCluster::start();
+    let client = client(&cluster.kubeconfig()).await;
+    install_crd(&client).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut options = ControllerOptions {
+        namespace: Some(NS.to_owned()),
+        events: Arc::new(Recorded::default()),
+        git_connections: vec![
+            serde_json::from_value(serde_json::json!({
+                "name": "repo", "kind": "ssh",
+                "schema": {"url": "https://git.example.com/org/repo"},
+                "secret": {"name": "git-key", "mountPath": "/etc/.ssh"}
+            }))
+            .unwrap(),
+        ],
+        ..ControllerOptions::default()
+    };
+    options.reconciler.requeue_interval = Duration::from_millis(500);
+    let task = tokio::spawn({
+        let client = client.clone();
+        async move {
+            controller::run(client, options, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        }
+    });
+    let with_git = |name: &str, connection: &str| {
+        let mut template = TaskTemplate::decode_from_slice(&template(IMAGE_SUCCEEDS, 0)).unwrap();
+        template
+            .config
+            .insert("git_connection".to_owned(), connection.to_owned());
+        action(name, "container", Some(template.encode_to_vec()))
+    };
+    let api: Api<TaskAction> = Api::namespaced(client.clone(), NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    api.create(&PostParams::default(), &with_git("cloned", "repo"))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &with_git("unknown-repo", "nope"))
+        .await
+        .unwrap();
+    wait_for(&api, "cloned", is_terminal_and_labelled()).await;
+    let pod = pods.get("cloned-0").await.unwrap();
+    let spec = pod.spec.unwrap();
+    let init = &spec.init_containers.unwrap()[0];
+    assert_eq!(init.name, "git-init");
+    assert!(
+        init.command.as_ref().unwrap()[2].contains("git@git.example.com:org/repo.git"),
+        "{init:?}"
+    );
+    let refused = wait_for(&api, "unknown-repo", is_terminal_and_labelled()).await;
+    let status = refused.status.unwrap();
+    let error = status.error_state.unwrap();
+    assert_eq!(error.code, "BadTaskSpecification");
+    assert!(
+        error.message.contains("git connection \"nope\"") && error.message.contains("repo"),
+        "{}",
+        error.message
+    );
+    let _ = stop.send(());
+    tokio::time::timeout(SETTLE, task).await.unwrap().unwrap();
+}

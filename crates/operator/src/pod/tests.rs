@@ -193,6 +193,7 @@ fn the_pod_is_owned_named_per_attempt_and_keeps_flytes_variables() {
         command: vec!["python".to_owned(), "-c".to_owned(), "print(1)".to_owned()],
         args: Vec::new(),
         env: vec![("EXTRA".to_owned(), "0".to_owned())],
+        git: None,
     };
     let pod = build_pod(&action, &container, 2);
     let json = serde_json::to_value(&pod).unwrap();
@@ -266,4 +267,75 @@ fn templates_are_decoded_or_refused_with_the_reason() {
             .0
             .contains("no container")
     );
+}
+
+fn connection() -> flyte_connections::Connection {
+    serde_json::from_value(json!({
+        "name": "repo", "kind": "ssh",
+        "schema": {"url": "https://git.example.com/org/repo"},
+        "secret": {"name": "git-key", "mountPath": "/etc/.ssh"}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_git_connection_becomes_an_init_container_that_checks_out_with_a_pinned_host_key() {
+    let action = action(&[]);
+    let container = TaskContainer {
+        image: "python:3.12".to_owned(),
+        ..TaskContainer::default()
+    };
+    let source = GitSource {
+        connection: connection(),
+        init: flyte_connections::GitInit {
+            revision: Some("v1.2".to_owned()),
+            flags: vec!["--depth 1".to_owned()],
+            ..Default::default()
+        },
+        image: "alpine/git:v2.47.2".to_owned(),
+    };
+    let pod = build_pod_with(&action, &container, 1, Some(&source)).unwrap();
+    let json = serde_json::to_value(&pod).unwrap();
+    let init = &json["spec"]["initContainers"][0];
+    assert_eq!(init["image"], "alpine/git:v2.47.2");
+    let script = init["command"][2].as_str().unwrap();
+    assert!(
+        script.contains("git@git.example.com:org/repo.git") && script.contains(GIT_WORKDIR),
+        "{script}"
+    );
+    assert!(script.contains("v1.2"), "{script}");
+    let ssh = init["env"][0]["value"].as_str().unwrap();
+    assert!(
+        ssh.contains("StrictHostKeyChecking=yes") && ssh.contains("/etc/.ssh/known_hosts"),
+        "{ssh}"
+    );
+    assert_eq!(
+        json["spec"]["volumes"][1]["secret"]["secretName"],
+        "git-key"
+    );
+    assert_eq!(json["spec"]["volumes"][1]["secret"]["defaultMode"], 0o600);
+    assert_eq!(json["spec"]["containers"][0]["workingDir"], GIT_WORKDIR);
+    // A revision that is an option, a flag that runs commands: refused with the reason.
+    for init in [
+        flyte_connections::GitInit {
+            revision: Some("--upload-pack=touch /tmp/x".to_owned()),
+            ..Default::default()
+        },
+        flyte_connections::GitInit {
+            flags: vec!["-c core.sshCommand=evil".to_owned()],
+            ..Default::default()
+        },
+    ] {
+        let refused = build_pod_with(
+            &action,
+            &container,
+            1,
+            Some(&GitSource {
+                init,
+                ..source.clone()
+            }),
+        )
+        .unwrap_err();
+        assert!(!refused.0.is_empty());
+    }
 }
