@@ -358,7 +358,51 @@ async fn reconcile(action: Arc<TaskAction>, context: Arc<Context>) -> Result<Act
     reconcile_one(&action, &context).instrument(span).await
 }
 
+/// Passes over one object. The object the controller hands over comes from its watch cache,
+/// which may not show our own last write yet; a write refused for that (a conflict) is retried
+/// at once on the object read fresh from the API server, a few times, instead of waiting.
 async fn reconcile_one(action: &TaskAction, context: &Context) -> Result<Action> {
+    const FRESH_READS: usize = 3;
+    let mut fresh: Option<TaskAction> = None;
+    for _ in 0..FRESH_READS {
+        let current = fresh.as_ref().unwrap_or(action);
+        let (key, outcome, observed, started_at) = run_pass(current, context).await?;
+        if matches!(
+            outcome,
+            Outcome::Retry {
+                error: core::Error::Conflict { .. },
+                ..
+            }
+        ) {
+            context.options.metrics.reconciled(true);
+            let api: Api<TaskAction> = Api::namespaced(
+                context.client.clone(),
+                current.metadata.namespace.as_deref().unwrap_or("default"),
+            );
+            match api.get_opt(&current.name_any()).await? {
+                Some(latest) => {
+                    fresh = Some(latest);
+                    continue;
+                }
+                None => return Ok(Action::await_change()),
+            }
+        }
+        return Ok(settle(&key, outcome, &observed, started_at, context));
+    }
+    let after = context.backoff(&object_key(action));
+    warn!(
+        ?after,
+        "the object kept changing under the pass; trying again later"
+    );
+    Ok(Action::requeue(after))
+}
+
+/// One reconciler-core pass over `action` with its effects carried out: the object's key, the
+/// outcome, what the pass observed and when it started.
+async fn run_pass(
+    action: &TaskAction,
+    context: &Context,
+) -> Result<(String, Outcome, core::TaskAction, core::Timestamp)> {
     let decoded = action
         .spec
         .task_template
@@ -392,18 +436,29 @@ async fn reconcile_one(action: &TaskAction, context: &Context) -> Result<Action>
             Step::Done(outcome) => break outcome,
         }
     };
-    let key = object_key(action);
+    Ok((object_key(action), outcome, observed, started_at))
+}
+
+/// What the controller does after a pass that did not conflict.
+fn settle(
+    key: &str,
+    outcome: Outcome,
+    observed: &core::TaskAction,
+    started_at: core::Timestamp,
+    context: &Context,
+) -> Action {
+    let config = &context.options.reconciler;
     context
         .options
         .metrics
         .reconciled(matches!(outcome, Outcome::Retry { .. }));
-    Ok(match outcome {
+    match outcome {
         // A terminal action is looked at again when its time to live runs out (at the latest
         // at the next sweep), so it is collected although nothing about it changes.
         Outcome::Idle
             if observed.status.is_terminal() && observed.metadata.deletion_timestamp.is_none() =>
         {
-            context.succeeded(&key);
+            context.succeeded(key);
             let completed = observed.status.completed_at().unwrap_or(started_at);
             let due = completed.saturating_add(config.completed_ttl);
             let wait = due.saturating_duration_since(started_at);
@@ -413,19 +468,19 @@ async fn reconcile_one(action: &TaskAction, context: &Context) -> Result<Action>
             )
         }
         Outcome::Idle => {
-            context.succeeded(&key);
+            context.succeeded(key);
             Action::await_change()
         }
         Outcome::RequeueAfter(after) => {
-            context.succeeded(&key);
+            context.succeeded(key);
             Action::requeue(after)
         }
         Outcome::Retry { after, error } => {
-            let after = after.max(context.backoff(&key));
+            let after = after.max(context.backoff(key));
             warn!(%error, ?after, "the pass stopped; trying again");
             Action::requeue(after)
         }
-    })
+    }
 }
 
 /// One pass's effects against the API server.
