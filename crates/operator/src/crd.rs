@@ -309,6 +309,34 @@ pub struct TemplateFacts {
 }
 
 impl TaskAction {
+    /// What a condition action waits for: `conditionSpec` (a serialized flyteidl2
+    /// `workflow.ConditionAction`: its name, and its timeout counted from the object's creation),
+    /// and the signal once Flyte's control plane wrote `status.signalValue`. `None` when there is
+    /// no spec or it does not decode (the reconciler then fails the action as `InvalidSpec`).
+    fn condition(&self) -> Option<core::ConditionSpec> {
+        use buffa::Message as _;
+        let bytes = self.spec.condition_spec.as_ref()?;
+        let action =
+            flyte_idl::flyteidl2::workflow::ConditionAction::decode_from_slice(&bytes.0).ok()?;
+        let created = self.metadata.creation_timestamp.as_ref().map(timestamp_of);
+        let deadline = action.timeout.as_option().and_then(|timeout| {
+            let seconds = u64::try_from(timeout.seconds).unwrap_or(0);
+            created.map(|c| c.saturating_add(std::time::Duration::from_secs(seconds)))
+        });
+        let status = self.status.as_ref();
+        let signal = status.and_then(|s| s.signal_value.as_ref()).map(|value| {
+            let by = status
+                .and_then(|s| s.signalled_by.clone())
+                .unwrap_or_else(|| "the control plane".to_owned());
+            format!("{} byte(s) from {by}", value.0.len())
+        });
+        Some(core::ConditionSpec {
+            name: action.name,
+            deadline,
+            signal,
+        })
+    }
+
     /// The reconciler's view of this object. `facts` come from the decoded task template.
     pub fn to_core(&self, facts: &TemplateFacts) -> core::TaskAction {
         let meta = &self.metadata;
@@ -337,9 +365,7 @@ impl TaskAction {
                     Some(ActionType::Condition) => core::ActionType::Condition,
                     _ => core::ActionType::Task,
                 },
-                // Conditions are decoded by the driver that supports them; none does yet, so a
-                // condition action is judged by the reconciler's spec check.
-                condition: None,
+                condition: self.condition(),
                 input_uri: spec.input_uri.clone(),
                 run_output_base: spec.run_output_base.clone(),
                 cache_key: spec.cache_key.clone(),

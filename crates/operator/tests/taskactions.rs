@@ -604,3 +604,69 @@ async fn a_named_git_connection_becomes_the_pods_init_container() {
     let _ = stop.send(());
     tokio::time::timeout(SETTLE, task).await.unwrap().unwrap();
 }
+
+fn condition(name: &str, timeout_seconds: i64) -> Vec<u8> {
+    flyte_idl::flyteidl2::workflow::ConditionAction {
+        name: name.to_owned(),
+        timeout: buffa::MessageField::some(buffa_types::google::protobuf::Duration {
+            seconds: timeout_seconds,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn condition_action(name: &str, spec: Vec<u8>) -> TaskAction {
+    let mut action = action(name, "", None);
+    action.spec.action_type = Some(flyte_operator::crd::ActionType::Condition);
+    action.spec.condition_spec = Some(Bytes(spec));
+    action
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn condition_actions_wait_for_a_signal_or_time_out() {
+    let cluster = KubeCluster::start();
+    let client = client(&cluster.kubeconfig()).await;
+    install_crd(&client).await;
+    let running = start_controller(&client, Arc::new(Recorded::default()));
+    let api: Api<TaskAction> = Api::namespaced(client.clone(), NS);
+    for object in [
+        condition_action("gate", condition("approve-deploy", 600)),
+        condition_action("too-late", condition("approve-deploy", 1)),
+        condition_action("garbled", b"\xff\xff".to_vec()),
+    ] {
+        api.create(&PostParams::default(), &object).await.unwrap();
+    }
+    // Waiting: Paused until Flyte's control plane delivers the signal into the status.
+    wait_for(&api, "gate", has_reason("Paused")).await;
+    let signal = serde_json::json!({
+        "status": { "signalValue": "CgIIAQ==", "signalledBy": "alice" }
+    });
+    api.patch_status(
+        "gate",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&signal),
+    )
+    .await
+    .unwrap();
+    for (name, condition, reason) in [
+        ("gate", "Succeeded", "Signaled"),
+        ("too-late", "Failed", "TimedOut"),
+        ("garbled", "Failed", "InvalidSpec"),
+    ] {
+        let done = wait_for(&api, name, is_terminal_and_labelled()).await;
+        let (got_condition, got_reason, _) = ending(&done);
+        assert_eq!(
+            (got_condition.as_str(), got_reason.as_str()),
+            (condition, reason),
+            "{name}: {:?}",
+            done.status
+        );
+        assert!(
+            done.finalizers().is_empty(),
+            "{name}: conditions take no finalizer"
+        );
+    }
+    running.stop().await;
+}
