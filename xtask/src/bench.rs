@@ -22,6 +22,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             tunnel()?;
             sandbox()?;
             cli()?;
+            runner()?;
             operator()
         }
         Some("reconciler") => reconciler(),
@@ -29,10 +30,13 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         Some("sandbox") => sandbox(),
         Some("cli") => cli(),
         Some("operator") => operator(),
+        Some("runner") => runner(),
         // Internal: run a command repeatedly and print its median time and peak memory.
         Some("cli-probe") => cli_probe(&args[1..]),
         Some(other) => {
-            bail!("unknown benchmark {other:?}; known: reconciler, tunnel, sandbox, cli, operator")
+            bail!(
+                "unknown benchmark {other:?}; known: reconciler, tunnel, sandbox, cli, operator, runner"
+            )
         }
     }
 }
@@ -665,4 +669,51 @@ fn sandbox_runs(bin: &Path) -> anyhow::Result<Duration> {
     run(&["sandbox", "stop"])?;
     result?;
     Ok(elapsed)
+}
+
+const RUNNER_CALLS: u32 = 30;
+
+/// 30 kubectl calls through the runner chain (real ssh and sshd; incus and kubectl are the
+/// lab's stand-ins): each on a fresh SSH connection, then all on one shared connection.
+fn runner() -> anyhow::Result<()> {
+    println!(
+        "== runner: {RUNNER_CALLS} kubectl calls through ssh, fresh connections vs one shared"
+    );
+    let lab = flyte_testkit::RunnerLab::new();
+    let sshd = lab.sshd();
+    let config = flyte_runner_proxy::RunnerConfig {
+        ssh_host: sshd.alias().to_owned(),
+        ssh_key: sshd.client_key(),
+        vm: lab.vm().to_owned(),
+        ssh_options: vec!["-F".to_owned(), sshd.client_config().display().to_string()],
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let time = |runner: &flyte_runner_proxy::Runner| -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        runtime.block_on(async {
+            for _ in 0..RUNNER_CALLS {
+                let out = runner
+                    .kubectl(&["get", "pods"], None, Duration::from_secs(30))
+                    .await?;
+                ensure!(out.code == 0, "kubectl failed: {}", out.stderr);
+            }
+            Ok(())
+        })?;
+        Ok(started.elapsed())
+    };
+    let fresh = time(&flyte_runner_proxy::Runner::new(config.clone()))?;
+    let shared_runner = flyte_runner_proxy::Runner::shared(config)?;
+    let shared = time(&shared_runner)?;
+    drop(shared_runner);
+    println!(
+        "fresh: {:.2} s ({:.0} ms a call); shared: {:.2} s ({:.0} ms a call); shared is {:.1}x faster (target >= 5x)",
+        fresh.as_secs_f64(),
+        fresh.as_secs_f64() * 1000.0 / f64::from(RUNNER_CALLS),
+        shared.as_secs_f64(),
+        shared.as_secs_f64() * 1000.0 / f64::from(RUNNER_CALLS),
+        fresh.as_secs_f64() / shared.as_secs_f64()
+    );
+    Ok(())
 }

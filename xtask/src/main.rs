@@ -30,7 +30,7 @@ tasks:
                              cores depend on nothing that does I/O
   codegen [--check]          write the generated files (the flyteidl2 descriptors from the
                              pinned PyPI release); --check fails when one is stale
-  bench [reconciler|tunnel|sandbox|cli|operator]
+  bench [reconciler|tunnel|sandbox|cli|operator|runner]
                              decisions per second of the reconciler core; the SSH tunnel
                              against direct OpenSSH (download, upload, connect, start-up);
                              a debug run's launch to its route answering; 1,000

@@ -25,6 +25,9 @@ pub(crate) struct AppContext {
     /// The async runtime library calls run on, created on first use; callers run on the main
     /// thread and block on it.
     pub(crate) runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
+    /// The runner, with the SSH connection its calls share, made on first use; dropping the
+    /// context stops that connection.
+    pub(crate) runner: std::sync::Mutex<Option<flyte_runner_proxy::Runner>>,
 }
 
 impl AppContext {
@@ -36,6 +39,7 @@ impl AppContext {
             timeout: None,
             started: Instant::now(),
             config: std::sync::OnceLock::new(),
+            runner: std::sync::Mutex::default(),
             runtime: std::sync::OnceLock::new(),
         }
     }
@@ -112,7 +116,18 @@ impl AppContext {
         if let Some(ssh_config) = &settings.ssh_config {
             config.ssh_options = vec!["-F".to_owned(), ssh_config.clone()];
         }
-        Ok(flyte_runner_proxy::Runner::new(config))
+        // One shared SSH connection for the whole playbook (or command): the first call opens
+        // it, the context's end closes it.
+        let mut cached = self
+            .runner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(runner) = cached.as_ref().filter(|r| r.config() == &config) {
+            return Ok(runner.clone());
+        }
+        let runner = flyte_runner_proxy::Runner::shared(config).map_err(|e| e.to_string())?;
+        *cached = Some(runner.clone());
+        Ok(runner)
     }
 }
 

@@ -195,3 +195,44 @@ fn doctor_checks_the_runner() {
         "{text}"
     );
 }
+
+/// Issue 18: the calls of one playbook share one SSH connection to the management host, and
+/// nothing of it is left when the playbook ends (no control socket, no master).
+#[test]
+fn a_playbooks_runner_calls_share_one_connection_that_ends_with_it() {
+    let lab = RunnerLab::new();
+    let home = home_for(&lab);
+    let tmp = tempfile::tempdir().unwrap();
+    let logins = || {
+        lab.sshd()
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("Accepted publickey"))
+            .count()
+    };
+    let before = logins();
+    let out = home
+        .command(BIN)
+        .env("TMPDIR", tmp.path())
+        .env_remove("DAP_RUNNER_SSH_HOST")
+        .env_remove("DAP_RUNNER_SSH_KEY")
+        .env_remove("DAP_RUNNER_VM")
+        .args([
+            "-e",
+            r#"for i in 0..30 { runner::kubectl(["get", "pods"], #{ check: true }); } "done""#,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lab.kubectl_calls().len(), 30);
+    assert_eq!(logins() - before, 1, "30 calls, one SSH login");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind in TMPDIR: {left:?}");
+}

@@ -20,6 +20,46 @@ pub struct Output {
 #[derive(Debug, Clone)]
 pub struct Runner {
     config: RunnerConfig,
+    /// Calls share one SSH connection (OpenSSH's multiplexing) while this lives.
+    shared: Option<std::sync::Arc<SharedConnection>>,
+}
+
+/// How long an idle shared connection stays up after the last call (ssh's `ControlPersist`):
+/// the bound on a master left behind by a process that was killed before it could stop it.
+pub const SHARED_IDLE: Duration = Duration::from_mins(1);
+
+/// OpenSSH connection multiplexing for the calls of one [`Runner`] and its clones: a private
+/// (0700) directory holds one control socket per destination (`%C`, a hash of host, port and
+/// user: nothing secret in the path). Dropping the last clone stops the master (`ssh -O exit`)
+/// and removes the directory.
+#[derive(Debug)]
+struct SharedConnection {
+    dir: tempfile::TempDir,
+    /// What `ssh -O exit` needs to find the master.
+    host: String,
+    options: Vec<String>,
+}
+
+impl SharedConnection {
+    fn control_path(&self) -> String {
+        format!("ControlPath={}/%C", self.dir.path().display())
+    }
+}
+
+impl Drop for SharedConnection {
+    // Stopping the master is the one ssh call made without tokio: drops are synchronous.
+    #[allow(clippy::disallowed_methods)]
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ssh")
+            .args(["-o", &self.control_path(), "-O", "exit"])
+            .args(&self.options)
+            .arg("--")
+            .arg(&self.host)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// What `incus exec` says while the VM's agent has not connected yet.
@@ -39,12 +79,45 @@ const SSH_FAILURES: &[&str] = &[
 ];
 
 impl Runner {
+    /// Each call opens its own SSH connection.
     pub fn new(config: RunnerConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            shared: None,
+        }
+    }
+
+    /// Calls (and clones' calls) share one SSH connection while this value or a clone lives:
+    /// after the first call, each one skips the TCP, key exchange and authentication round
+    /// trips. Port-forwards keep a connection of their own (their lifetime is their session's).
+    pub fn shared(config: RunnerConfig) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("flyte-run-ssh-")
+            // Only we may reach the control socket: whoever can is logged in as us.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .map_err(|source| RunnerError::Io {
+                context: "creating the directory for the shared ssh connection",
+                source,
+            })?;
+        let shared = SharedConnection {
+            dir,
+            host: config.ssh_host.clone(),
+            options: config.ssh_options.clone(),
+        };
+        Ok(Self {
+            config,
+            shared: Some(std::sync::Arc::new(shared)),
+        })
     }
 
     pub fn config(&self) -> &RunnerConfig {
         &self.config
+    }
+
+    /// The private directory of the shared connection's control socket, when calls share one.
+    pub fn control_dir(&self) -> Option<&std::path::Path> {
+        self.shared.as_deref().map(|s| s.dir.path())
     }
 
     /// The settings ssh needs are usable (checked before anything is started).
@@ -84,11 +157,31 @@ impl Runner {
 
     /// `ssh ... <host> <remote>`, stdout and stderr piped (stdin too when asked), killed when
     /// dropped: a timeout or a caller giving up ends the session.
+    fn ssh(&self, remote: String, stdin: bool) -> Result<tokio::process::Child> {
+        self.ssh_via(remote, stdin, self.shared.as_deref())
+    }
+
     // The runner chain starts with the system ssh (ARCHITECTURE.md, runner-proxy).
     #[allow(clippy::disallowed_methods)]
-    fn ssh(&self, remote: String, stdin: bool) -> Result<tokio::process::Child> {
+    fn ssh_via(
+        &self,
+        remote: String,
+        stdin: bool,
+        shared: Option<&SharedConnection>,
+    ) -> Result<tokio::process::Child> {
         self.check()?;
-        tokio::process::Command::new("ssh")
+        let mut command = tokio::process::Command::new("ssh");
+        if let Some(shared) = shared {
+            command.args([
+                "-o",
+                "ControlMaster=auto",
+                "-o",
+                &shared.control_path(),
+                "-o",
+                &format!("ControlPersist={}", SHARED_IDLE.as_secs()),
+            ]);
+        }
+        command
             .arg("-i")
             .arg(&self.config.ssh_key)
             .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-T"])
@@ -240,7 +333,8 @@ impl Runner {
             });
         }
         let script = remote::port_forward_script(namespace, pod, local_port, remote_port)?;
-        let mut child = self.ssh(remote::in_vm(&self.config.vm, &script)?, true)?;
+        // A connection of its own: the forward ends with this session.
+        let mut child = self.ssh_via(remote::in_vm(&self.config.vm, &script)?, true, None)?;
         let stdout = child.stdout.take().ok_or_else(|| RunnerError::Io {
             context: "reading ssh's output",
             source: std::io::Error::other("no stdout pipe"),

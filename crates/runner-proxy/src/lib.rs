@@ -23,7 +23,7 @@ pub mod remote;
 pub use config::{
     DEFAULT_SSH_HOST, DEFAULT_SSH_KEY, DEFAULT_VM, ENV_SSH_HOST, ENV_SSH_KEY, ENV_VM, RunnerConfig,
 };
-pub use exec::{Output, PortForward, Runner};
+pub use exec::{Output, PortForward, Runner, SHARED_IDLE};
 pub use remote::{CurlRequest, CurlResponse};
 
 /// Everything that can go wrong reaching the runner. Messages never contain header values or

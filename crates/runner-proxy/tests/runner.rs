@@ -346,3 +346,92 @@ fn a_dropped_port_forward_stops() {
         );
     });
 }
+
+/// The sshd's "Accepted publickey" lines: one per SSH connection authenticated.
+fn logins(lab: &Lab) -> usize {
+    lab.0
+        .sshd()
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("Accepted publickey"))
+        .count()
+}
+
+/// The pid `ssh -O check` reports for the master behind `control_dir`, if one runs.
+fn master_pid(lab: &Lab, control_dir: &std::path::Path) -> Option<i32> {
+    let config = lab.config();
+    let out = std::process::Command::new("ssh")
+        .args(["-o", &format!("ControlPath={}/%C", control_dir.display())])
+        .args(["-O", "check"])
+        .args(&config.ssh_options)
+        .arg(&config.ssh_host)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    text.split("pid=")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse().ok())
+}
+
+#[test]
+fn thirty_calls_share_one_connection_which_ends_with_the_runner() {
+    let lab = Lab::new();
+    let runner = Runner::shared(lab.config()).unwrap();
+    let logins_before = logins(&lab);
+    block_on(async {
+        for _ in 0..30 {
+            let out = runner.kubectl(&["get", "pods"], None, WAIT).await.unwrap();
+            assert_eq!(out.code, 0, "{}", out.stderr);
+        }
+    });
+    assert_eq!(logins(&lab) - logins_before, 1, "one login for 30 calls");
+    assert_eq!(lab.kubectl_calls().len(), 30);
+    let dir = runner.control_dir().unwrap().to_owned();
+    // Private, and the socket is named by ssh's hash of the destination: nothing secret.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dir).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700);
+    let sockets: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(sockets.len(), 1, "{sockets:?}");
+    assert!(
+        sockets[0].chars().all(|c| c.is_ascii_hexdigit()),
+        "{sockets:?}"
+    );
+    let master = master_pid(&lab, &dir).expect("a master runs while the runner lives");
+    let argv = std::fs::read(format!("/proc/{master}/cmdline")).unwrap();
+    assert!(!String::from_utf8_lossy(&argv).contains("PRIVATE KEY"));
+
+    // A clone shares it; dropping the last one stops the master and removes the directory.
+    let clone = runner.clone();
+    drop(runner);
+    assert!(dir.exists());
+    drop(clone);
+    assert!(!dir.exists(), "the control directory is removed");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{master}")).exists()
+            || std::fs::read_to_string(format!("/proc/{master}/stat"))
+                .is_ok_and(|s| s.contains(" Z ")),
+        "the master is gone"
+    );
+}
+
+#[test]
+fn a_killed_master_does_not_hang_the_next_call() {
+    let lab = Lab::new();
+    let runner = Runner::shared(lab.config()).unwrap();
+    block_on(runner.kubectl(&["get", "pods"], None, WAIT)).unwrap();
+    let dir = runner.control_dir().unwrap().to_owned();
+    let master = master_pid(&lab, &dir).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(master),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The stale socket is passed over: the call connects on its own and succeeds.
+    let out = block_on(runner.kubectl(&["get", "pods"], None, WAIT)).unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
