@@ -98,16 +98,16 @@ impl Metrics {
     }
 }
 
-/// Serve `GET /metrics` (any path answers the same) until the listener fails.
+/// Serve `GET /metrics` (any path answers the same). Connections are accepted through
+/// flyte-listen, so their number is bounded and running out of descriptors pauses accepting
+/// instead of failing the server.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: std::sync::Arc<Metrics>) {
+    let listener = flyte_listen::GuardedListener::new(listener, flyte_listen::Limits::default());
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            // Out of descriptors or the like: let the system recover rather than spin.
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            continue;
-        };
+        let (stream, _, permit) = listener.accept().await;
         let metrics = std::sync::Arc::clone(&metrics);
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |_request| {
                 let body = metrics.render();
                 async move {
