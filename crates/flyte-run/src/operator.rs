@@ -24,8 +24,9 @@ pub(crate) struct OperatorArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     requeue_interval: u64,
     /// Act only while holding a Lease, so that of several replicas one reconciles (the others
-    /// wait and take over when it stops).
-    #[arg(long)]
+    /// wait and take over when it stops). Not with --dry-run, which would hold the Lease while
+    /// writing nothing and so keep the real operator waiting.
+    #[arg(long, conflicts_with = "dry_run")]
     leader_elect: bool,
     /// The namespace of the Lease (default: --namespace, else `default`).
     #[arg(long, value_name = "NAMESPACE", requires = "leader_elect")]

@@ -259,36 +259,27 @@ pub async fn run(
     }
     info!(lease = %election.name, identity = %election.identity, "leading");
     metrics.set_leader(true);
-    let lost = Arc::new(tokio::sync::Notify::new());
-    let stop = {
-        let lost = Arc::clone(&lost);
-        async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = lost.notified() => {}
-            }
-        }
-    };
-    let holding = {
+    let mut holding = {
         let elector = elector.clone();
-        let lost = Arc::clone(&lost);
-        tokio::spawn(async move {
-            elector.hold().await;
-            lost.notify_one();
-        })
+        tokio::spawn(async move { elector.hold().await })
     };
-    let result = run_controller(client, options, stop).await;
-    metrics.set_leader(false);
-    let lease_lost = holding.is_finished();
-    holding.abort();
-    result?;
-    if lease_lost {
-        return Err(OperatorError::LostLease(election.name));
+    tokio::select! {
+        result = run_controller(client, options, shutdown) => {
+            holding.abort();
+            metrics.set_leader(false);
+            result?;
+            if let Err(e) = elector.release().await {
+                warn!(error = %e, "cannot give the lease up; it expires by itself");
+            }
+            Ok(())
+        }
+        // The Lease is lost: the controller's future is dropped here, which cancels the
+        // reconciles in flight instead of letting them finish (another replica may act now).
+        _ = &mut holding => {
+            metrics.set_leader(false);
+            Err(OperatorError::LostLease(election.name))
+        }
     }
-    if let Err(e) = elector.release().await {
-        warn!(error = %e, "cannot give the lease up; it expires by itself");
-    }
-    Ok(())
 }
 
 async fn run_controller(
@@ -687,13 +678,36 @@ impl Effects<'_> {
         let name = pod::pod_name(self.action, attempt);
         let debug = pod::debug_enabled(self.action, container);
         match self.pods().get_opt(&name).await {
+            Ok(Some(existing)) if !self.owns(&existing) => {
+                if existing.metadata.deletion_timestamp.is_some() {
+                    // An earlier action's pod of the same name, on its way out.
+                    return waiting(format!("waiting for the old pod {name} to go"));
+                }
+                PluginResult::Error(PluginError {
+                    code: "PodNameTaken".to_owned(),
+                    message: format!(
+                        "a pod named {name} exists that this action does not own; delete it or give the action another name"
+                    ),
+                })
+            }
+            Ok(Some(existing)) if existing.metadata.deletion_timestamp.is_some() => {
+                // Ours, being deleted (a relaunch after a system failure): its status is no
+                // longer this attempt's.
+                waiting(format!("waiting for the previous pod {name} to go"))
+            }
             Ok(Some(existing)) => {
                 let info = pod::phase_of(
                     &existing,
                     k8s_openapi::jiff::Timestamp::now().as_second(),
                     debug,
                 );
-                PluginResult::Transition(PluginTransition { info, state: None })
+                // Record the launch even when the pass that created the pod could not (its
+                // status write conflicted), so a pod deleted later counts as a failure.
+                let state = call.state.bytes.is_empty().then(|| PluginState {
+                    bytes: name.as_bytes().to_vec(),
+                    version: pod::STATE_VERSION,
+                });
+                PluginResult::Transition(PluginTransition { info, state })
             }
             Ok(None) if !call.state.bytes.is_empty() => {
                 // The plugin created this attempt's pod earlier; someone else removed it.
@@ -788,7 +802,20 @@ impl Effects<'_> {
         match self.pods().create(&PostParams::default(), &pod).await {
             Ok(_) => created,
             // Created by an earlier pass whose status write was lost: it is ours.
-            Err(kube::Error::Api(e)) if e.code == 409 => created,
+            // A pod of that name exists: whether it is ours is decided on the next look.
+            Err(kube::Error::Api(e)) if e.code == 409 => waiting(format!(
+                "a pod named {name} already exists; looking at it again"
+            )),
+            // A ResourceQuota full for now: the task waits for room, as Flyte's plugins do.
+            Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("exceeded quota") => {
+                PluginResult::Transition(PluginTransition {
+                    info: core::PhaseInfo::new(
+                        core::PluginPhase::WaitingForResources,
+                        format!("waiting for quota: {}", e.message),
+                    ),
+                    state: None,
+                })
+            }
             Err(kube::Error::Api(e)) if matches!(e.code, 400 | 413 | 422) => {
                 PluginResult::Error(PluginError {
                     code: "BadTaskSpecification".to_owned(),
@@ -802,17 +829,53 @@ impl Effects<'_> {
         }
     }
 
+    /// Whether `pod` is this action's (its controller reference names the action's uid).
+    fn owns(&self, pod: &Pod) -> bool {
+        let uid = self.action.metadata.uid.as_deref();
+        uid.is_some()
+            && pod
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| Some(o.uid.as_str()) == uid)
+    }
+
+    /// Delete the attempt's pod if it is this action's (a pod of the same name owned by
+    /// something else is never touched); the delete is conditional on the uid seen.
     async fn abort(&self, call: &PluginCall) -> CallResult {
         let name = pod::pod_name(self.action, call.attempt.max(1));
+        let existing = match self.pods().get_opt(&name).await {
+            Ok(Some(pod)) if self.owns(&pod) => pod,
+            Ok(_) => return CallResult::Ok,
+            Err(e) => {
+                return CallResult::Failed(format!("cannot read the pod {name}: {}", describe(&e)));
+            }
+        };
         if self.dry_run(&format!("delete the pod {name}")) {
             return CallResult::Ok;
         }
-        match self.pods().delete(&name, &DeleteParams::default()).await {
+        let params = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: existing.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self.pods().delete(&name, &params).await {
             Ok(_) => CallResult::Ok,
-            Err(kube::Error::Api(e)) if e.code == 404 => CallResult::Ok,
+            Err(kube::Error::Api(e)) if matches!(e.code, 404 | 409) => CallResult::Ok,
             Err(e) => CallResult::Failed(format!("cannot delete the pod {name}: {}", describe(&e))),
         }
     }
+}
+
+/// The plugin is waiting (Queued) for the reason given, its state unchanged.
+fn waiting(reason: String) -> PluginResult {
+    PluginResult::Transition(PluginTransition {
+        info: core::PhaseInfo::new(core::PluginPhase::Queued, reason),
+        state: None,
+    })
 }
 
 /// A write's outcome as the reconciler reads it.

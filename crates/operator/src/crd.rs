@@ -29,12 +29,25 @@ impl Serialize for Bytes {
 }
 
 impl<'de> Deserialize<'de> for Bytes {
+    /// As leniently as the API server's Go decoder: line breaks and spaces are skipped, missing
+    /// padding is tolerated. What still does not decode becomes no bytes (the reconciler then
+    /// refuses the object as an invalid spec) rather than an error: one object that cannot be
+    /// read must not fail the whole list, and with it every other action's reconciling.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        Base64::decode_vec(&text)
-            .map(Bytes)
-            .map_err(|_| serde::de::Error::custom("not base64"))
+        Ok(Bytes(decode_lenient(&text).unwrap_or_else(|| {
+            tracing::warn!("a bytes field is not base64; read as empty");
+            Vec::new()
+        })))
     }
+}
+
+/// Base64 without whitespace, padded or not.
+fn decode_lenient(text: &str) -> Option<Vec<u8>> {
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    Base64::decode_vec(&compact)
+        .ok()
+        .or_else(|| base64ct::Base64Unpadded::decode_vec(compact.trim_end_matches('=')).ok())
 }
 
 impl JsonSchema for Bytes {
@@ -555,6 +568,19 @@ pub fn crd_yaml() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_are_read_as_leniently_as_the_api_server_writes_them() {
+        for (json, want) in [
+            (r#""c3RhdGU=""#, b"state".to_vec()),
+            (r#""c3Rh\ndGU=""#, b"state".to_vec()),
+            (r#""c3RhdGU""#, b"state".to_vec()),
+            (r#""!!not base64!!""#, Vec::new()),
+        ] {
+            let got: Bytes = serde_json::from_str(json).unwrap();
+            assert_eq!(got.0, want, "{json}");
+        }
+    }
 
     #[test]
     fn every_plugin_phase_round_trips_through_its_flyte_name() {

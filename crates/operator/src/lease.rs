@@ -65,6 +65,10 @@ pub struct Elector {
     name: String,
     identity: String,
     duration: Duration,
+    /// The Lease record last seen (holder and renew time, as written) and when, on our own
+    /// monotonic clock: a follower times the holder's silence itself, so clocks that disagree
+    /// cannot make it take a Lease that is still being renewed.
+    seen: std::sync::Arc<std::sync::Mutex<Option<(String, tokio::time::Instant)>>>,
 }
 
 impl std::fmt::Debug for Elector {
@@ -102,7 +106,15 @@ impl Elector {
             name: name.to_owned(),
             identity: identity.to_owned(),
             duration,
+            seen: std::sync::Arc::default(),
         }
+    }
+
+    /// How long a holder may go without a successful renewal before it stops acting: less than
+    /// the Lease's duration, so it has stopped before any follower may take over (client-go's
+    /// renew deadline).
+    pub fn renew_deadline(&self) -> Duration {
+        self.duration * 2 / 3
     }
 
     /// How often a holder renews, and a follower looks again.
@@ -113,19 +125,51 @@ impl Elector {
     /// One round: read the Lease and acquire or renew it if [`decide`] says so. `Ok(true)`: we
     /// hold it now.
     pub async fn try_lead(&self) -> Result<bool> {
+        // A round that hangs (a dead connection, the client's own retries) counts as failed.
+        match tokio::time::timeout(self.retry_period(), self.try_lead_once()).await {
+            Ok(result) => result,
+            Err(_) => Err(OperatorError::Reconcile(format!(
+                "the lease {} did not answer within {:?}",
+                self.name,
+                self.retry_period()
+            ))),
+        }
+    }
+
+    async fn try_lead_once(&self) -> Result<bool> {
         let current = self.api.get_opt(&self.name).await?;
+        let now = now_ms();
         let held = current.as_ref().map(|lease| {
             let spec = lease.spec.clone().unwrap_or_default();
+            // When this record was first seen as it is now, on our clock, stands in for its
+            // renew time.
+            let record = format!(
+                "{:?}/{:?}",
+                spec.holder_identity,
+                spec.renew_time.as_ref().map(|t| t.0.as_millisecond())
+            );
+            let mut seen = self
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let first_seen = match seen.as_ref() {
+                Some((same, at)) if *same == record => *at,
+                _ => {
+                    let at = tokio::time::Instant::now();
+                    *seen = Some((record, at));
+                    at
+                }
+            };
+            let silent_ms = i64::try_from(first_seen.elapsed().as_millis()).unwrap_or(i64::MAX);
             Held {
                 holder: spec.holder_identity,
-                renewed_ms: spec.renew_time.map(|t| t.0.as_millisecond()),
+                renewed_ms: Some(now.saturating_sub(silent_ms)),
                 duration: spec
                     .lease_duration_seconds
                     .and_then(|s| u64::try_from(s).ok())
                     .map(Duration::from_secs),
             }
         });
-        let now = now_ms();
         let decision = decide(held.as_ref(), &self.identity, now, self.duration);
         if let Decision::Follow { .. } = decision {
             return Ok(false);
@@ -220,24 +264,27 @@ impl Elector {
         }
     }
 
-    /// Renew the Lease until a renewal fails for longer than the Lease lasts or another holder
-    /// appears; returns then (leadership is lost, the caller stops acting).
+    /// Renew the Lease until no renewal has succeeded for [`Elector::renew_deadline`] (counted
+    /// from before the last successful write, so the time it took is not granted) or another
+    /// holder appears; returns then (leadership is lost, the caller stops acting at once).
     pub async fn hold(&self) {
-        let mut last_renewed = tokio::time::Instant::now();
+        let mut renewed_at = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(self.retry_period()).await;
+            let deadline = renewed_at + self.renew_deadline();
+            let next = (tokio::time::Instant::now() + self.retry_period()).min(deadline);
+            tokio::time::sleep_until(next).await;
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(lease = %self.name, "no renewal within the renew deadline; stepping down");
+                return;
+            }
+            let attempt_started = tokio::time::Instant::now();
             match self.try_lead().await {
-                Ok(true) => last_renewed = tokio::time::Instant::now(),
+                Ok(true) => renewed_at = attempt_started,
                 Ok(false) => {
                     tracing::warn!(lease = %self.name, "another replica holds the lease now");
                     return;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot renew the lease");
-                    if last_renewed.elapsed() >= self.duration {
-                        return;
-                    }
-                }
+                Err(e) => tracing::warn!(error = %e, "cannot renew the lease"),
             }
         }
     }

@@ -187,6 +187,9 @@ pub fn git_init(source: &GitSource) -> Result<(Container, Vec<Volume>), BadTempl
             .collect();
         script.push(shlex::try_join(words).map_err(|e| BadTemplate(e.to_string()))?);
     }
+    // The checkout belongs to root (the init container's user); a task running as another user
+    // must still be able to write in it.
+    script.push(format!("chmod -R a+rwX {GIT_WORKDIR}"));
     let secret_volume = "git-connection-secret";
     let init = Container {
         name: "git-init".to_owned(),
@@ -393,6 +396,9 @@ pub fn phase_of(pod: &Pod, now_secs: i64, debug: bool) -> PhaseInfo {
             PhaseInfo::new(PluginPhase::Success, "the pod succeeded")
         }
         Some("Failed") => {
+            if let Some(failed) = init_failure(status) {
+                return failed;
+            }
             let reason = status.reason.clone().unwrap_or_default();
             let message = status.message.clone().unwrap_or_default();
             if SYSTEM_REASONS.contains(&reason.as_str()) {
@@ -462,24 +468,46 @@ fn pending_phase(
     if unscheduled {
         return PhaseInfo::new(PluginPhase::Queued, "waiting to be scheduled");
     }
+    let age = pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(0, |t| now_secs.saturating_sub(t.0.as_second()));
+    // Init containers (the git checkout) run first: their troubles are the pod's.
+    if let Some(failed) = init_failure(status) {
+        return failed;
+    }
+    for init in status.init_container_statuses.iter().flatten() {
+        if let Some(waiting) = init.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+            let info = waiting_phase(waiting, age, &format!("the init container {}", init.name));
+            if info.phase != PluginPhase::Initializing {
+                return info;
+            }
+        }
+    }
     let waiting = primary
         .and_then(|s| s.state.as_ref())
         .and_then(|s| s.waiting.as_ref());
     let Some(waiting) = waiting else {
         return PhaseInfo::new(PluginPhase::Initializing, "the pod is starting");
     };
+    waiting_phase(waiting, age, "the task's container")
+}
+
+/// What a waiting container (`whose`, for messages) means for the attempt, `age` seconds after
+/// the pod was created.
+fn waiting_phase(
+    waiting: &k8s_openapi::api::core::v1::ContainerStateWaiting,
+    age: i64,
+    whose: &str,
+) -> PhaseInfo {
     let reason = waiting.reason.clone().unwrap_or_default();
     let message = waiting.message.clone().unwrap_or_default();
-    let age = pod
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map_or(0, |t| now_secs.saturating_sub(t.0.as_second()));
     match reason.as_str() {
         "CreateContainerConfigError" | "InvalidImageName" => user_failure(
             PluginPhase::PermanentFailure,
             &reason,
-            format!("the task's container cannot be created{}", suffix(&message)),
+            format!("{whose} cannot be created{}", suffix(&message)),
         ),
         "ImagePullBackOff" | "ErrImagePull"
             if age >= i64::try_from(IMAGE_PULL_GRACE.as_secs()).unwrap_or(i64::MAX) =>
@@ -488,7 +516,7 @@ fn pending_phase(
                 PluginPhase::RetryableFailure,
                 &reason,
                 format!(
-                    "the task's image could not be pulled for {} minutes{}",
+                    "the image of {whose} could not be pulled for {} minutes{}",
                     IMAGE_PULL_GRACE.as_secs() / 60,
                     suffix(&message)
                 ),
@@ -499,6 +527,30 @@ fn pending_phase(
             format!("the pod is starting: {reason}"),
         ),
     }
+}
+
+/// An init container that exited non-zero: the attempt failed there (the checkout, say), with
+/// its exit code and message.
+fn init_failure(status: &PodStatus) -> Option<PhaseInfo> {
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .find_map(|init| {
+            let terminated = init.state.as_ref()?.terminated.as_ref()?;
+            (terminated.exit_code != 0).then(|| {
+                user_failure(
+                    PluginPhase::RetryableFailure,
+                    "InitContainerFailed",
+                    format!(
+                        "the init container {} exited with code {}{}",
+                        init.name,
+                        terminated.exit_code,
+                        suffix(terminated.message.as_deref().unwrap_or_default())
+                    ),
+                )
+            })
+        })
 }
 
 fn suffix(message: &str) -> String {

@@ -670,3 +670,44 @@ async fn condition_actions_wait_for_a_signal_or_time_out() {
     }
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_of_the_same_name_that_is_not_the_actions_is_never_adopted_or_deleted() {
+    use k8s_openapi::api::core::v1::{Container as PodContainer, PodSpec};
+    let cluster = KubeCluster::start();
+    let client = client(&cluster.kubeconfig()).await;
+    install_crd(&client).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let mut foreign = Pod {
+        spec: Some(PodSpec {
+            containers: vec![PodContainer {
+                name: "web".to_owned(),
+                image: Some("nginx:1".to_owned()),
+                ..PodContainer::default()
+            }],
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    };
+    foreign.metadata.name = Some("taken-0".to_owned());
+    let foreign = pods.create(&PostParams::default(), &foreign).await.unwrap();
+    let running = start_controller(&client, Arc::new(Recorded::default()));
+    let api: Api<TaskAction> = Api::namespaced(client.clone(), NS);
+    api.create(
+        &PostParams::default(),
+        &action("taken", "container", Some(template(IMAGE_SUCCEEDS, 0))),
+    )
+    .await
+    .unwrap();
+    let done = wait_for(&api, "taken", is_terminal_and_labelled()).await;
+    let status = done.status.unwrap();
+    let error = status.error_state.unwrap();
+    assert_eq!(error.kind, "SYSTEM", "{error:?}");
+    assert!(error.message.contains("does not own"), "{error:?}");
+    let still = pods.get("taken-0").await.unwrap();
+    assert_eq!(
+        still.metadata.uid, foreign.metadata.uid,
+        "the other pod is untouched"
+    );
+    running.stop().await;
+}

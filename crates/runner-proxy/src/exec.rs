@@ -27,6 +27,8 @@ pub struct Runner {
 /// How long an idle shared connection stays up after the last call (ssh's `ControlPersist`):
 /// the bound on a master left behind by a process that was killed before it could stop it.
 pub const SHARED_IDLE: Duration = Duration::from_mins(1);
+/// The longest control socket path used (the portable limit of a Unix socket path).
+const MAX_SOCKET_PATH: usize = 100;
 
 /// OpenSSH connection multiplexing for the calls of one [`Runner`] and its clones: a private
 /// (0700) directory holds one control socket per destination (`%C`, a hash of host, port and
@@ -100,6 +102,13 @@ impl Runner {
                 context: "creating the directory for the shared ssh connection",
                 source,
             })?;
+        // A Unix socket path holds at most 104 bytes on some systems (108 on Linux): under a
+        // long $TMPDIR the socket could not be made, so calls connect on their own instead.
+        let socket_len = dir.path().as_os_str().len() + 1 + 40;
+        if socket_len > MAX_SOCKET_PATH {
+            tracing::debug!(dir = %dir.path().display(), "the control socket path would be too long; not sharing the ssh connection");
+            return Ok(Self::new(config));
+        }
         let shared = SharedConnection {
             dir,
             host: config.ssh_host.clone(),
@@ -179,6 +188,12 @@ impl Runner {
                 &shared.control_path(),
                 "-o",
                 &format!("ControlPersist={}", SHARED_IDLE.as_secs()),
+                // A shared connection that died silently (sleep, a network change) is noticed
+                // within 45 s and replaced, instead of every later call hanging on it.
+                "-o",
+                "ServerAliveInterval=15",
+                "-o",
+                "ServerAliveCountMax=3",
             ]);
         }
         command

@@ -113,13 +113,17 @@ fn proxy_address(proxy: &str) -> Result<(String, u16)> {
     Ok((host, authority.port_u16().unwrap_or(80)))
 }
 
-/// A proxy URL as errors show it: without what may be a password.
+/// A proxy URL as errors show it: everything up to the last `@` of its authority (user and
+/// password, which may itself hold `@`) left out, with or without a scheme.
 fn redacted(proxy: &str) -> String {
-    match proxy.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((_, host)) => format!("{scheme}://…@{host}"),
-            None => proxy.to_owned(),
-        },
+    let (scheme, rest) = match proxy.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), proxy),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}…@{host}{tail}"),
         None => proxy.to_owned(),
     }
 }
@@ -182,6 +186,8 @@ mod tests {
             ("https://proxy:443", Err("only http://")),
             ("proxy:3128", Err("no scheme")),
             ("http://user:hunter2@proxy:3128", Err("credentials")),
+            ("user:hunter2@proxy:3128", Err("no scheme")),
+            ("http://u:hunter2@ss@proxy:3128", Err("credentials")),
         ] {
             match (proxy_address(proxy), want) {
                 (Ok(got), Ok(want)) => assert_eq!(got, want, "{proxy}"),

@@ -170,11 +170,13 @@ fn watch(ctx: &NativeCallContext<'_>, host: &Host, opts: &Map) -> ScriptResult<A
     .unwrap_or(usize::MAX);
     let app = match (opts.project, opts.domain, opts.name) {
         (Some(p), Some(d), Some(n)) => Some(AppId::new(&p, &d, &n)),
-        (_, _, None) => None,
+        (None, None, None) => None,
         _ => {
             return Err(script_err(
                 ctx,
-                format!("{FUNC}: one app needs project, domain and name"),
+                format!(
+                    "{FUNC}: give project, domain and name to follow one app, or none of them to follow all"
+                ),
             ));
         }
     };

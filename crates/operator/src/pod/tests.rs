@@ -339,3 +339,38 @@ fn a_git_connection_becomes_an_init_container_that_checks_out_with_a_pinned_host
         assert!(!refused.0.is_empty());
     }
 }
+
+#[test]
+fn init_containers_failing_or_stuck_are_the_attempts_failure() {
+    let init = |state: ContainerState| {
+        let mut pod = pod("Pending", Some(waiting("PodInitializing")), &[]);
+        if let Some(status) = pod.status.as_mut() {
+            status.init_container_statuses = Some(vec![ContainerStatus {
+                name: "git-init".to_owned(),
+                state: Some(state),
+                ..ContainerStatus::default()
+            }]);
+        }
+        pod
+    };
+    let grace = i64::try_from(IMAGE_PULL_GRACE.as_secs()).unwrap();
+    let stuck = phase_of(&init(waiting("ImagePullBackOff")), CREATED + grace, false);
+    assert_eq!(stuck.phase, PluginPhase::RetryableFailure, "{stuck:?}");
+    assert!(
+        stuck.reason.contains("the init container git-init"),
+        "{stuck:?}"
+    );
+    let early = phase_of(&init(waiting("ImagePullBackOff")), CREATED, false);
+    assert_eq!(early.phase, PluginPhase::Initializing);
+    let mut failed = init(exited(128, "Error"));
+    if let Some(status) = failed.status.as_mut() {
+        status.phase = Some("Failed".to_owned());
+    }
+    let info = phase_of(&failed, CREATED, false);
+    assert_eq!(
+        info.error.as_ref().map(|e| e.code.as_str()),
+        Some("InitContainerFailed"),
+        "{info:?}"
+    );
+    assert!(info.reason.contains("exited with code 128"), "{info:?}");
+}
