@@ -300,7 +300,11 @@ fn the_tunnel_honours_the_ca_skip_verify_and_the_proxy() {
         .local_addr()
         .unwrap();
     for (proxy, code, message) in [
-        (format!("http://{closed}"), 69, "not serving"),
+        (
+            format!("http://{closed}"),
+            78,
+            "cannot reach it: Connection refused",
+        ),
         (
             "http://user:hunter2@127.0.0.1:1".to_owned(),
             78,

@@ -117,11 +117,7 @@ pub async fn connect(options: &ClientOptions) -> Result<Socket> {
         .to_owned();
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
     let handshake = async {
-        let stream = options.transport.open(&host, port).await.map_err(|e| {
-            TunnelError::RouteNotServing {
-                detail: e.to_string(),
-            }
-        })?;
+        let stream = options.transport.open(&host, port).await?;
         tokio_tungstenite::client_async_tls_with_config(
             request,
             stream,
@@ -197,7 +193,11 @@ pub async fn fetch_host_key(options: &ClientOptions) -> Result<Option<String>> {
         None
     };
     let exchange = async {
-        let tcp = options.transport.open(&bare_host, port).await?;
+        let tcp = options
+            .transport
+            .open(&bare_host, port)
+            .await
+            .map_err(std::io::Error::other)?;
         if let Some(config) = tls {
             let name = rustls::pki_types::ServerName::try_from(bare_host.clone())
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -215,14 +215,7 @@ pub async fn fetch_host_key(options: &ClientOptions) -> Result<Option<String>> {
                 detail: format!("no answer within {} s", options.connect_timeout.as_secs()),
             });
         }
-        Ok(Err(e)) => {
-            return Err(match e.get_ref().and_then(|inner| inner.downcast_ref()) {
-                Some(tls) => tls_refused(tls),
-                None => TunnelError::RouteNotServing {
-                    detail: e.to_string(),
-                },
-            });
-        }
+        Ok(Err(e)) => return Err(exchange_error(e)),
         Ok(Ok(answer)) => answer,
     };
     match status {
@@ -240,6 +233,19 @@ pub async fn fetch_host_key(options: &ClientOptions) -> Result<Option<String>> {
         && line.split_whitespace().count() >= 2
         && line.starts_with("ssh-");
     Ok(looks_like_a_key.then(|| line.to_owned()))
+}
+
+/// What a failed host-key exchange means: a refused certificate, a classified failure to open
+/// the connection (a proxy's refusal), else a route that is not serving.
+fn exchange_error(error: std::io::Error) -> TunnelError {
+    if let Some(tls) = error.get_ref().and_then(|inner| inner.downcast_ref()) {
+        return tls_refused(tls);
+    }
+    let detail = error.to_string();
+    error
+        .into_inner()
+        .and_then(|inner| inner.downcast::<TunnelError>().ok())
+        .map_or(TunnelError::RouteNotServing { detail }, |t| *t)
 }
 
 /// A host-key answer is one line; anything longer is not one.

@@ -68,6 +68,10 @@ pub enum TunnelError {
     },
     #[error("invalid tunnel URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
+    /// The HTTP proxy refused to open the tunnel (or cannot be reached): a setting to fix, not
+    /// a route that is still starting.
+    #[error("the proxy {proxy}: {detail}; check admin.httpProxyURL (or --proxy)")]
+    Proxy { proxy: String, detail: String },
     #[error("interrupted")]
     Interrupted,
     #[error("{context}: {source}")]
@@ -85,7 +89,9 @@ impl TunnelError {
             TunnelError::AuthRefused { .. } => exit_code::AUTH_REFUSED,
             TunnelError::RouteNotServing { .. } => exit_code::ROUTE_NOT_SERVING,
             TunnelError::Protocol { .. } => exit_code::PROTOCOL,
-            TunnelError::LocalFile { .. } | TunnelError::BadUrl { .. } => exit_code::CONFIG,
+            TunnelError::LocalFile { .. }
+            | TunnelError::BadUrl { .. }
+            | TunnelError::Proxy { .. } => exit_code::CONFIG,
             TunnelError::Interrupted => exit_code::INTERRUPTED,
             TunnelError::Io { .. } => exit_code::OTHER,
         }

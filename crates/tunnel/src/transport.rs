@@ -65,19 +65,30 @@ impl Transport {
         crate::tls::client_config(self.extra_ca.as_deref(), self.skip_verify)
     }
 
-    /// A TCP connection to `host:port`, through the proxy when there is one.
-    pub(crate) async fn open(&self, host: &str, port: u16) -> std::io::Result<BoxedStream> {
+    /// A TCP connection to `host:port`, through the proxy when there is one. A route that does
+    /// not answer is `RouteNotServing` (it may be starting); a proxy that refuses or cannot be
+    /// reached is `Proxy`.
+    pub(crate) async fn open(&self, host: &str, port: u16) -> Result<BoxedStream> {
+        let not_serving = |e: std::io::Error| TunnelError::RouteNotServing {
+            detail: e.to_string(),
+        };
         match &self.http_proxy {
             None => {
-                let tcp = TcpStream::connect((host, port)).await?;
+                let tcp = TcpStream::connect((host, port))
+                    .await
+                    .map_err(not_serving)?;
                 // Interactive keystrokes go out at once.
-                tcp.set_nodelay(true)?;
+                tcp.set_nodelay(true).map_err(not_serving)?;
                 Ok(Box::new(tcp))
             }
             Some(proxy) => {
-                let (proxy_host, proxy_port) =
-                    proxy_address(proxy).map_err(|e| std::io::Error::other(e.to_string()))?;
-                connect_through(&proxy_host, proxy_port, host, port).await
+                let (proxy_host, proxy_port) = proxy_address(proxy)?;
+                connect_through(&proxy_host, proxy_port, host, port)
+                    .await
+                    .map_err(|detail| TunnelError::Proxy {
+                        proxy: redacted(proxy),
+                        detail,
+                    })
             }
         }
     }
@@ -134,13 +145,15 @@ async fn connect_through(
     proxy_port: u16,
     host: &str,
     port: u16,
-) -> std::io::Result<BoxedStream> {
-    let tcp = TcpStream::connect((proxy_host, proxy_port)).await?;
-    tcp.set_nodelay(true)?;
+) -> std::result::Result<BoxedStream, String> {
+    let tcp = TcpStream::connect((proxy_host, proxy_port))
+        .await
+        .map_err(|e| format!("cannot reach it: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
             .await
-            .map_err(std::io::Error::other)?;
+            .map_err(|e| e.to_string())?;
     // The connection must be driven (with upgrades) until the proxy has answered and handed it
     // over; it then ends by itself.
     tokio::spawn(async move {
@@ -156,20 +169,20 @@ async fn connect_through(
         .uri(target.as_str())
         .header(hyper::header::HOST, target.as_str())
         .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-        .map_err(std::io::Error::other)?;
+        .map_err(|e| e.to_string())?;
     let response = sender
         .send_request(request)
         .await
-        .map_err(std::io::Error::other)?;
+        .map_err(|e| format!("no answer to CONNECT {target}: {e}"))?;
     if !response.status().is_success() {
-        return Err(std::io::Error::other(format!(
-            "the proxy {proxy_host}:{proxy_port} refused CONNECT {target}: HTTP {}",
+        return Err(format!(
+            "refused CONNECT {target}: HTTP {}",
             response.status().as_u16()
-        )));
+        ));
     }
     let upgraded = hyper::upgrade::on(response)
         .await
-        .map_err(std::io::Error::other)?;
+        .map_err(|e| e.to_string())?;
     Ok(Box::new(hyper_util::rt::TokioIo::new(upgraded)))
 }
 
