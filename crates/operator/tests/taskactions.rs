@@ -201,7 +201,9 @@ fn start_replica(client: &Client, events: Arc<Recorded>, identity: Option<&str>)
             namespace: NS.to_owned(),
             name: "flyte-run-operator".to_owned(),
             identity: identity.to_owned(),
-            duration: Duration::from_secs(3),
+            // Generous for a loaded machine: a renewal may take a while; failover in the test
+            // comes from the release on a clean stop, not from expiry.
+            duration: Duration::from_secs(9),
         }),
         ..ControllerOptions::default()
     };
