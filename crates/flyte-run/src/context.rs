@@ -28,6 +28,8 @@ pub(crate) struct AppContext {
     /// The runner, with the SSH connection its calls share, made on first use; dropping the
     /// context stops that connection.
     pub(crate) runner: std::sync::Mutex<Option<flyte_runner_proxy::Runner>>,
+    /// The app client of `apps::`, made on first use.
+    pub(crate) apps: std::sync::Mutex<Option<flyte_operator::AppClient>>,
 }
 
 impl AppContext {
@@ -40,6 +42,7 @@ impl AppContext {
             started: Instant::now(),
             config: std::sync::OnceLock::new(),
             runner: std::sync::Mutex::default(),
+            apps: std::sync::Mutex::default(),
             runtime: std::sync::OnceLock::new(),
         }
     }
@@ -102,8 +105,16 @@ impl AppContext {
     }
 
     /// The runner: `DAP_RUNNER_*`, else the `runner` section of ~/.flyte/flyte-run.json, else
-    /// the defaults.
+    /// the defaults; resolved on first use and kept, with the one SSH connection its calls share
+    /// for the whole playbook (or command): the first call opens it, the context's end closes it.
     pub(crate) fn runner(&self) -> Result<flyte_runner_proxy::Runner, String> {
+        let mut cached = self
+            .runner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(runner) = cached.as_ref() {
+            return Ok(runner.clone());
+        }
         let settings = crate::config::load(&self.home)?.runner.unwrap_or_default();
         let file = |key: &str| match key {
             flyte_runner_proxy::ENV_SSH_HOST => settings.ssh_host.clone(),
@@ -115,15 +126,6 @@ impl AppContext {
             flyte_runner_proxy::RunnerConfig::resolve(crate::env_vars::get, file, &self.home);
         if let Some(ssh_config) = &settings.ssh_config {
             config.ssh_options = vec!["-F".to_owned(), ssh_config.clone()];
-        }
-        // One shared SSH connection for the whole playbook (or command): the first call opens
-        // it, the context's end closes it.
-        let mut cached = self
-            .runner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(runner) = cached.as_ref().filter(|r| r.config() == &config) {
-            return Ok(runner.clone());
         }
         let runner = flyte_runner_proxy::Runner::shared(config).map_err(|e| e.to_string())?;
         *cached = Some(runner.clone());

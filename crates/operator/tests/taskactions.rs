@@ -189,26 +189,38 @@ impl Running {
 }
 
 fn start_controller(client: &Client, events: Arc<Recorded>) -> Running {
-    start_replica(client, events, None)
+    start_with(client, events, |_| {})
 }
 
-fn start_replica(client: &Client, events: Arc<Recorded>, identity: Option<&str>) -> Running {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut options = ControllerOptions {
-        namespace: Some(NS.to_owned()),
-        events,
-        leader_election: identity.map(|identity| LeaderElection {
+fn start_replica(client: &Client, events: Arc<Recorded>, identity: &str) -> Running {
+    start_with(client, events, |options| {
+        options.leader_election = Some(LeaderElection {
             namespace: NS.to_owned(),
             name: "flyte-run-operator".to_owned(),
             identity: identity.to_owned(),
             // Generous for a loaded machine: a renewal may take a while; failover in the test
             // comes from the release on a clean stop, not from expiry.
             duration: Duration::from_secs(9),
-        }),
+        });
+    })
+}
+
+/// A controller on this namespace with fast requeues, `configure`d further; stopped by
+/// [`Running::stop`].
+fn start_with(
+    client: &Client,
+    events: Arc<Recorded>,
+    configure: impl FnOnce(&mut ControllerOptions),
+) -> Running {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut options = ControllerOptions {
+        namespace: Some(NS.to_owned()),
+        events,
         ..ControllerOptions::default()
     };
     options.reconciler.requeue_interval = Duration::from_millis(500);
     options.reconciler.retry_backoff = Duration::from_millis(200);
+    configure(&mut options);
     let client = client.clone();
     let task = tokio::spawn(async move {
         controller::run(client, options, async {
@@ -424,7 +436,7 @@ async fn of_two_replicas_only_the_lease_holder_acts_and_the_other_takes_over() {
         }
     };
     let (a_events, b_events) = (Arc::new(Recorded::default()), Arc::new(Recorded::default()));
-    let a = start_replica(&client, Arc::clone(&a_events), Some("replica-a"));
+    let a = start_replica(&client, Arc::clone(&a_events), "replica-a");
     tokio::time::timeout(
         SETTLE,
         await_condition(leases.clone(), "flyte-run-operator", held_by("replica-a")),
@@ -432,7 +444,7 @@ async fn of_two_replicas_only_the_lease_holder_acts_and_the_other_takes_over() {
     .await
     .unwrap()
     .unwrap();
-    let b = start_replica(&client, Arc::clone(&b_events), Some("replica-b"));
+    let b = start_replica(&client, Arc::clone(&b_events), "replica-b");
     let api: Api<TaskAction> = Api::namespaced(client.clone(), NS);
     api.create(
         &PostParams::default(),
@@ -498,23 +510,8 @@ async fn completed_actions_are_collected_after_their_time_to_live() {
     let cluster = KubeCluster::start();
     let client = client(&cluster.kubeconfig()).await;
     install_crd(&client).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut options = ControllerOptions {
-        namespace: Some(NS.to_owned()),
-        events: Arc::new(Recorded::default()),
-        ..ControllerOptions::default()
-    };
-    options.reconciler.requeue_interval = Duration::from_millis(500);
-    options.reconciler.completed_ttl = Duration::from_secs(2);
-    let task = tokio::spawn({
-        let client = client.clone();
-        async move {
-            controller::run(client, options, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        }
+    let running = start_with(&client, Arc::new(Recorded::default()), |options| {
+        options.reconciler.completed_ttl = Duration::from_secs(2);
     });
     let api: Api<TaskAction> = Api::namespaced(client.clone(), NS);
     let created = api
@@ -541,8 +538,7 @@ async fn completed_actions_are_collected_after_their_time_to_live() {
     .await
     .unwrap()
     .unwrap();
-    let _ = stop.send(());
-    tokio::time::timeout(SETTLE, task).await.unwrap().unwrap();
+    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -550,30 +546,15 @@ async fn a_named_git_connection_becomes_the_pods_init_container() {
     let cluster = KubeCluster::start();
     let client = client(&cluster.kubeconfig()).await;
     install_crd(&client).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut options = ControllerOptions {
-        namespace: Some(NS.to_owned()),
-        events: Arc::new(Recorded::default()),
-        git_connections: vec![
+    let running = start_with(&client, Arc::new(Recorded::default()), |options| {
+        options.git_connections = vec![
             serde_json::from_value(serde_json::json!({
                 "name": "repo", "kind": "ssh",
                 "schema": {"url": "https://git.example.com/org/repo"},
                 "secret": {"name": "git-key", "mountPath": "/etc/.ssh"}
             }))
             .unwrap(),
-        ],
-        ..ControllerOptions::default()
-    };
-    options.reconciler.requeue_interval = Duration::from_millis(500);
-    let task = tokio::spawn({
-        let client = client.clone();
-        async move {
-            controller::run(client, options, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        }
+        ];
     });
     let with_git = |name: &str, connection: &str| {
         let mut template = TaskTemplate::decode_from_slice(&template(IMAGE_SUCCEEDS, 0)).unwrap();
@@ -608,8 +589,7 @@ async fn a_named_git_connection_becomes_the_pods_init_container() {
         "{}",
         error.message
     );
-    let _ = stop.send(());
-    tokio::time::timeout(SETTLE, task).await.unwrap().unwrap();
+    running.stop().await;
 }
 
 fn condition(name: &str, timeout_seconds: i64) -> Vec<u8> {

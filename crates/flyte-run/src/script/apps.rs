@@ -96,9 +96,22 @@ struct ReplicaOut {
     revision: Option<String>,
 }
 
+/// The app client on the kubeconfig's cluster, made on the playbook's first `apps::` call and
+/// kept (the kubeconfig is read once).
 fn apps(ctx: &NativeCallContext<'_>, host: &Host, func: &str) -> ScriptResult<AppClient> {
+    let mut cached = host
+        .apps
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(client) = cached.as_ref() {
+        return Ok(client.clone());
+    }
     host.block_on(kube::Client::try_default())
-        .map(AppClient::new)
+        .map(|client| {
+            let apps = AppClient::new(client);
+            *cached = Some(apps.clone());
+            apps
+        })
         .map_err(|e| {
             script_err(
                 ctx,
