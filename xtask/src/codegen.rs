@@ -31,6 +31,7 @@ pub(crate) const ROOT_FILES: &[&str] = &[
     "flyteidl2/dataproxy/dataproxy_service.proto",
     "flyteidl2/auth/auth_service.proto",
     "flyteidl2/project/project_service.proto",
+    "flyteidl2/workflow/events_proxy_service.proto",
     "flyteidl2/workflow/run_logs_service.proto",
     "flyteidl2/workflow/run_service.proto",
 ];

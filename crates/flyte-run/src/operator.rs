@@ -6,7 +6,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use std::sync::Arc;
+
+use flyte_api::idl::flyteidl2::workflow::EventsProxyServiceClient;
 use flyte_operator::controller::{self, ControllerOptions};
+use flyte_operator::events::{ConnectSink, EventSink};
+
+use crate::context::AppContext;
+use crate::control_plane::WhenNone;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct OperatorArgs {
@@ -43,6 +50,11 @@ pub(crate) struct OperatorArgs {
     /// The image of the git init container (needs git, ssh and sh).
     #[arg(long, value_name = "IMAGE", default_value = controller::DEFAULT_GIT_IMAGE)]
     git_image: String,
+    /// Send action events to the control plane at URL (`EventsProxyService/Record`, Flyte's
+    /// `eventsServiceURL`), such as the local sandbox, authenticated with the credential
+    /// flyte-run uses for that endpoint. Default: one log line per event.
+    #[arg(long, value_name = "URL")]
+    events_url: Option<String>,
     /// The Lease's name.
     #[arg(
         long,
@@ -122,6 +134,26 @@ pub(crate) fn run(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     // Local settings are checked before any cluster is asked anything.
     let git_connections = git_connections(args.git_connections.as_deref())?;
+    // The events' receiver is opened on its own context (kept for the operator's life), whose
+    // runtime its client was made on.
+    let events_host = args
+        .events_url
+        .as_ref()
+        .map(|url| -> anyhow::Result<_> {
+            let host = AppContext::new(crate::paths::home_dir()?, Some(url.clone()));
+            let plane = crate::control_plane::connect(&host, WhenNone::Fail)
+                .map_err(|e| anyhow::anyhow!("cannot use --events-url {url}: {e}"))?;
+            let client = plane
+                .client()
+                .connect(EventsProxyServiceClient::new)
+                .with_context(|| format!("cannot use --events-url {url}"))?;
+            let sink = ConnectSink::new(client, plane.client().base_url());
+            host.block_on(sink.probe())
+                .map_err(|e| anyhow::anyhow!("cannot use --events-url: {e}"))?;
+            let sink: Arc<dyn EventSink> = Arc::new(sink);
+            Ok((host, sink))
+        })
+        .transpose()?;
     runtime.block_on(async {
         let source = kubeconfig_source();
         let config = kube::Config::infer().await.map_err(|e| {
@@ -159,6 +191,9 @@ pub(crate) fn run(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
             git_image: args.git_image.clone(),
             ..ControllerOptions::default()
         };
+        if let Some((_, sink)) = &events_host {
+            options.events = Arc::clone(sink);
+        }
         options.reconciler.requeue_interval = Duration::from_secs(args.requeue_interval.max(1));
         if args.leader_elect {
             options.leader_election = Some(controller::LeaderElection {

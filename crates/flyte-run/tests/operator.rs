@@ -255,11 +255,31 @@ async fn a_cluster_the_operator_cannot_use_is_named_with_the_fix() {
         "- name: repo\n  kind: ssh\n  secret: {name: k, mountPath: /etc/.ssh, defaultMode: 420}\n",
     )
     .unwrap();
-    for (file, want) in [
-        (&not_yaml, "is not a list of git connections"),
-        (&loose, "defaultMode 644 lets others read the key"),
+    let closed_url = format!("http://{closed}");
+    for (flag, value, want) in [
+        (
+            "--git-connections",
+            not_yaml.display().to_string(),
+            "is not a list of git connections",
+        ),
+        (
+            "--git-connections",
+            loose.display().to_string(),
+            "defaultMode 644 lets others read the key",
+        ),
+        (
+            "--events-url",
+            closed_url.clone(),
+            "does not take action events: unavailable",
+        ),
+        (
+            "--events-url",
+            "ftp://x".to_owned(),
+            "invalid endpoint \"ftp://x\"",
+        ),
     ] {
-        let out = operator(&admin, &["--git-connections", &file.display().to_string()])
+        let out = operator(&admin, &[flag, &value])
+            .env("HOME", home.path())
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -279,6 +299,75 @@ async fn a_cluster_the_operator_cannot_use_is_named_with_the_fix() {
             );
         }
     }
+}
+
+/// Stops the sandbox of a test's home however the test ends.
+struct StopSandbox<'a>(&'a dyn Fn(&[&str]) -> std::process::Output);
+
+impl Drop for StopSandbox<'_> {
+    fn drop(&mut self) {
+        let _ = (self.0)(&["sandbox", "stop"]);
+    }
+}
+
+/// With `--events-url`, the operator reports every phase to a control plane as Flyte's executor
+/// does (`EventsProxyService/Record`): here the local sandbox, whose `GetActionDetails` then
+/// answers for the action as flyte-run's `runs::` module reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn action_events_reach_the_control_plane_given_by_events_url() {
+    let cluster = KubeCluster::start();
+    let client = client(&cluster.kubeconfig()).await;
+    install_crd(&client).await;
+    let home = flyte_testkit::TempHome::new();
+    let flyte_run = |args: &[&str]| {
+        home.command(BIN)
+            .env_remove("FLYTE_ENDPOINT")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let _stop = StopSandbox(&flyte_run);
+    let started = flyte_run(&["sandbox", "start"]);
+    let said = String::from_utf8_lossy(&started.stdout).into_owned();
+    assert!(started.status.success(), "{said}");
+    let endpoint = said
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap()
+        .to_owned();
+
+    let api: Api<TaskAction> = Api::namespaced(client.clone(), "default");
+    api.create(&PostParams::default(), &action("reported"))
+        .await
+        .unwrap();
+    let _operator = Operator(
+        operator(&cluster.kubeconfig(), &["--events-url", &endpoint])
+            .env("HOME", home.path())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    tokio::time::timeout(
+        SETTLE,
+        await_condition(api.clone(), "reported", |obj: Option<&TaskAction>| {
+            obj.and_then(|o| o.status.as_ref())
+                .is_some_and(|s| s.conditions.iter().any(|c| c.reason == "Completed"))
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // The success event is recorded before the status that says so is written.
+    let out = flyte_run(&[
+        "-e",
+        r#"let d = runs::details("reported", "a0"); `${d.phase} ${d.attempts}`"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "SUCCEEDED 1\n");
 }
 
 /// `playbooks/deploy-app.rhai` (the `apps::` module) on a real API server with Knative's own

@@ -30,29 +30,7 @@ use crate::metrics::Metrics;
 use crate::pod::{self, TaskContainer};
 use crate::{OperatorError, Result};
 
-/// Where action events go (Flyte's control plane hears of every phase through these).
-pub trait EventSink: Send + Sync {
-    /// Deliver one event; an error stops the pass before the status is written, and the pass
-    /// is tried again.
-    fn record(&self, event: &core::ActionEvent) -> std::result::Result<(), String>;
-}
-
-/// The default sink: one log line per event.
-#[derive(Debug, Default)]
-pub struct LogSink;
-
-impl EventSink for LogSink {
-    fn record(&self, event: &core::ActionEvent) -> std::result::Result<(), String> {
-        info!(
-            run = %event.id.run.name,
-            action = %event.id.name,
-            attempt = event.attempt,
-            phase = %event.phase,
-            "action event"
-        );
-        Ok(())
-    }
-}
+pub use crate::events::{EventSink, LogSink};
 
 /// Outputs by cache key, in this process: what makes a second action with the same key a hit.
 /// A deployment's cache service would replace it; this one forgets on restart.
@@ -547,7 +525,7 @@ impl Effects<'_> {
                 CallResult::Ok.into()
             }
             Effect::RecordEvent(event) => {
-                CallResult::from(self.context.options.events.record(&event)).into()
+                CallResult::from(self.context.options.events.record(&event).await).into()
             }
             Effect::ObjectEvent(event) => self.object_event(event).await.into(),
             Effect::WriteStatus {

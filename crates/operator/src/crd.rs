@@ -282,6 +282,14 @@ const CACHE_STATUSES: [(core::CacheStatus, i32); 6] = [
     (core::CacheStatus::PutFailure, 5),
 ];
 
+/// `status` as flyteidl's `CatalogCacheStatus` number.
+pub(crate) fn cache_status_number(status: core::CacheStatus) -> i32 {
+    CACHE_STATUSES
+        .iter()
+        .find(|(s, _)| *s == status)
+        .map_or(0, |(_, n)| *n)
+}
+
 const CONDITION_TYPES: [(core::ConditionType, &str); 3] = [
     (core::ConditionType::Progressing, "Progressing"),
     (core::ConditionType::Succeeded, "Succeeded"),

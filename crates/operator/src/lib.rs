@@ -12,6 +12,7 @@ pub mod app;
 mod client;
 pub mod controller;
 pub mod crd;
+pub mod events;
 pub mod lease;
 pub mod metrics;
 pub mod pod;

@@ -28,12 +28,12 @@ const NS: &str = "default";
 struct Recorded(Mutex<Vec<(String, ActionPhase, u32)>>);
 
 impl EventSink for Recorded {
-    fn record(&self, event: &ActionEvent) -> Result<(), String> {
+    fn record<'a>(&'a self, event: &'a ActionEvent) -> flyte_operator::events::Delivery<'a> {
         self.0
             .lock()
             .unwrap()
             .push((event.id.run.name.clone(), event.phase, event.attempt));
-        Ok(())
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -697,4 +697,147 @@ async fn a_pod_of_the_same_name_that_is_not_the_actions_is_never_adopted_or_dele
         "the other pod is untouched"
     );
     running.stop().await;
+}
+
+/// A client whose first status write to `target` is preceded by another writer's change to the
+/// same object (an annotation, through `other`), so the write carries a stale resourceVersion
+/// and the API server answers 409 Conflict. What the server answered to each status write is
+/// kept.
+struct Meddling {
+    target: String,
+    other: Api<TaskAction>,
+    meddled: std::sync::atomic::AtomicBool,
+    status_answers: Mutex<Vec<u16>>,
+}
+
+struct MeddlingService<S> {
+    inner: S,
+    meddling: Arc<Meddling>,
+}
+
+impl<S, B> tower::Service<http::Request<kube::client::Body>> for MeddlingService<S>
+where
+    S: tower::Service<http::Request<kube::client::Body>, Response = http::Response<B>>,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
+        let path = request.uri().path().to_owned();
+        let is_status_write = request.method() == http::Method::PUT
+            && path.ends_with(&format!("/taskactions/{}/status", self.meddling.target));
+        let meddling = Arc::clone(&self.meddling);
+        // The inner future sends nothing until it is polled, so the change below lands first.
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            if is_status_write
+                && !meddling
+                    .meddled
+                    .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                let annotation = serde_json::json!({
+                    "metadata": {"annotations": {"example.com/touched-by": "someone-else"}}
+                });
+                meddling
+                    .other
+                    .patch(
+                        &meddling.target,
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&annotation),
+                    )
+                    .await
+                    .unwrap();
+            }
+            let response = response.await?;
+            if is_status_write {
+                meddling
+                    .status_answers
+                    .lock()
+                    .unwrap()
+                    .push(response.status().as_u16());
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// A status write that conflicts with another writer's change is retried on a fresh read: the
+/// action still ends Completed, and the other writer's change is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_status_write_is_retried_and_the_other_change_is_kept() {
+    let cluster = KubeCluster::start();
+    let client = client(&cluster.kubeconfig()).await;
+    install_crd(&client).await;
+    let meddling = Arc::new(Meddling {
+        target: "contested".to_owned(),
+        other: Api::namespaced(client.clone(), NS),
+        meddled: std::sync::atomic::AtomicBool::new(false),
+        status_answers: Mutex::default(),
+    });
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(cluster.kubeconfig()).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let layer_meddling = Arc::clone(&meddling);
+    let meddled_client = kube::client::ClientBuilder::try_from(config)
+        .unwrap()
+        .with_layer(&tower::layer::layer_fn(move |inner| MeddlingService {
+            inner,
+            meddling: Arc::clone(&layer_meddling),
+        }))
+        .build();
+    let events = Arc::new(Recorded::default());
+    let running = start_controller(&meddled_client, Arc::clone(&events));
+    let api: Api<TaskAction> = Api::namespaced(client.clone(), NS);
+    api.create(
+        &PostParams::default(),
+        &action("contested", "container", Some(template(IMAGE_SUCCEEDS, 0))),
+    )
+    .await
+    .unwrap();
+    let done = wait_for(&api, "contested", is_terminal_and_labelled()).await;
+    running.stop().await;
+
+    assert_eq!(ending(&done).1, "Completed", "{:?}", done.status);
+    let answers = meddling.status_answers.lock().unwrap().clone();
+    assert_eq!(
+        answers.first(),
+        Some(&409),
+        "the first status write conflicted: {answers:?}"
+    );
+    assert!(
+        answers.iter().skip(1).all(|a| *a == 200),
+        "every later write went through: {answers:?}"
+    );
+    assert_eq!(
+        done.annotations()
+            .get("example.com/touched-by")
+            .map(String::as_str),
+        Some("someone-else"),
+        "the other writer's change is kept"
+    );
+    assert_eq!(
+        done.status.as_ref().unwrap().attempts,
+        Some(1),
+        "one attempt, one pod"
+    );
+    assert_eq!(
+        events.phases_of("contested").last().map(|(p, _)| *p),
+        Some(ActionPhase::Succeeded)
+    );
 }

@@ -64,6 +64,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> connectrpc::Router {
     let router = <Api as project::ProjectServiceExt>::register(Arc::clone(&api), router);
     let router = <Api as workflow::RunServiceExt>::register(Arc::clone(&api), router);
     let router = <Api as workflow::RunLogsServiceExt>::register(Arc::clone(&api), router);
+    let router = <Api as workflow::EventsProxyServiceExt>::register(Arc::clone(&api), router);
     crate::own_services::register(Arc::clone(&api.shared), router)
 }
 
@@ -554,6 +555,31 @@ fn data_proxy_logs_message(lines: Vec<String>) -> dataproxy::TailLogsResponse {
     }
 }
 
+impl workflow::EventsProxyService for Api {
+    async fn record(
+        &self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, workflow::RecordRequest>,
+    ) -> ServiceResult<workflow::RecordResponse> {
+        let request = request.to_owned_message();
+        self.caller(&ctx)?;
+        let mut journal = self
+            .shared
+            .journal
+            .lock()
+            .map_err(|_| ConnectError::internal("the event journal is unusable"))?;
+        journal
+            .record(request.events)
+            .map_err(|refusal| match refusal {
+                crate::events::Refusal::Invalid(why) => ConnectError::invalid_argument(why),
+                crate::events::Refusal::Full(why) => {
+                    ConnectError::new(ErrorCode::ResourceExhausted, why)
+                }
+            })?;
+        Response::ok(workflow::RecordResponse::default())
+    }
+}
+
 impl workflow::RunLogsService for Api {
     async fn tail_logs(
         &self,
@@ -680,8 +706,16 @@ impl workflow::RunService for Api {
     ) -> ServiceResult<workflow::GetActionDetailsResponse> {
         let request = request.to_owned_message();
         self.caller(&ctx)?;
-        let slot = self.action_slot(request.action_id.as_option())?;
-        let details = slot.lock().details();
+        let details = match self.action_slot(request.action_id.as_option()) {
+            Ok(slot) => slot.lock().details(),
+            // An action an executor elsewhere reported on.
+            Err(e) if e.code == ErrorCode::NotFound => request
+                .action_id
+                .as_option()
+                .and_then(|id| self.shared.journal.lock().ok()?.details(id))
+                .ok_or(e)?,
+            Err(e) => return Err(e),
+        };
         Response::ok(workflow::GetActionDetailsResponse {
             details: MessageField::some(details),
             ..Default::default()

@@ -17,6 +17,7 @@
 mod clock;
 mod connect;
 mod device;
+mod events;
 pub use server::DEVICE_DECISION_PATH;
 mod own_services;
 mod runs;
@@ -80,6 +81,8 @@ pub(crate) struct Shared {
     /// The loopback redirect URI `GetPublicClientConfig` names for browser logins (PKCE): a port
     /// that was free when the sandbox started, so two sandboxes' clients do not collide.
     pub(crate) redirect_uri: String,
+    /// Action events from executors elsewhere (in memory, bounded).
+    pub(crate) journal: std::sync::Mutex<events::Journal>,
 }
 
 /// A loopback redirect URI on a port free right now.
@@ -190,6 +193,7 @@ impl Sandbox {
                 state_dir: state_dir.to_owned(),
                 grants: std::sync::Mutex::default(),
                 redirect_uri: free_redirect_uri()?,
+                journal: std::sync::Mutex::default(),
             }),
             state_dir: state_dir.to_owned(),
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
