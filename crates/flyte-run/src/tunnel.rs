@@ -25,13 +25,19 @@ pub(crate) struct TunnelArgs {
     /// `admin.httpProxyURL`), with CONNECT.
     #[arg(long, value_name = "URL")]
     proxy: Option<String>,
+    /// Do not offer resumption: a broken connection ends the SSH session (as with Flyte's own
+    /// pod side, which never agrees to it).
+    #[arg(long)]
+    no_resume: bool,
 }
 
 async fn tunnel(args: &TunnelArgs) -> Result<(), TunnelError> {
     let mut options = ClientOptions::new(&args.url);
     if let Some(path) = &args.http_headers_file {
         options.headers = flyte_tunnel::read_headers_file(path)?;
+        options.headers_file = Some(path.clone());
     }
+    options.resume = !args.no_resume;
     options.transport = Transport {
         extra_ca: args.cacert.clone(),
         skip_verify: args.insecure_skip_verify,

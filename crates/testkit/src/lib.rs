@@ -22,6 +22,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod control_plane;
+mod cut_proxy;
 mod fronts;
 mod git_host;
 mod go_tools;
@@ -35,6 +36,7 @@ mod venv;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub use cut_proxy::CutProxy;
 pub use fronts::{HttpProxy, TlsFront};
 pub use git_host::{GitHost, git};
 pub use go_tools::{

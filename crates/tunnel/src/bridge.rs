@@ -94,6 +94,9 @@ pub struct BridgeConfig {
     pub limits: Limits,
     /// Answers `GET <path>?ssh-host-key`; `None` answers it `404`.
     pub host_key: Option<HostKeyLookup>,
+    /// Resumable sessions for clients that offer resumption ([`crate::resume`]); `None`
+    /// serves every client plain frames.
+    pub sessions: Option<Arc<crate::sessions::Sessions>>,
 }
 
 impl fmt::Debug for BridgeConfig {
@@ -108,6 +111,7 @@ impl fmt::Debug for BridgeConfig {
             .field("head_timeout", &self.head_timeout)
             .field("limits", &self.limits)
             .field("host_key", &self.host_key.is_some())
+            .field("sessions", &self.sessions)
             .finish()
     }
 }
@@ -121,6 +125,9 @@ impl BridgeConfig {
             head_timeout: HEAD_TIMEOUT,
             limits: Limits::default(),
             host_key: None,
+            sessions: Some(crate::sessions::Sessions::new(
+                crate::sessions::ResumeSettings::default(),
+            )),
         }
     }
 }
@@ -141,11 +148,32 @@ pub async fn serve(listener: TcpListener, config: Arc<BridgeConfig>) -> std::io:
     }
 }
 
+/// A client's resumption header: a new resumable session, or the resumption of one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ResumeAsk {
+    Offer,
+    Resume,
+}
+
+fn resume_ask(value: &str) -> Option<ResumeAsk> {
+    let mut words = value.split(';').map(str::trim);
+    if words.next() != Some(crate::resume::VERSION) {
+        return None;
+    }
+    Some(if words.any(|w| w == "resume") {
+        ResumeAsk::Resume
+    } else {
+        ResumeAsk::Offer
+    })
+}
+
 struct RequestHead {
     path: String,
     upgrade: bool,
     key: Option<String>,
     authorization: Option<String>,
+    /// What the client asked of resumption ([`crate::resume::RESUME_HEADER`]).
+    resume: Option<ResumeAsk>,
     /// Bytes read past the head (a client may send its first frame right away).
     rest: Vec<u8>,
 }
@@ -178,6 +206,9 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<RequestHead
                     upgrade,
                     key: find("sec-websocket-key"),
                     authorization: find("authorization"),
+                    resume: find(crate::resume::RESUME_HEADER)
+                        .as_deref()
+                        .and_then(resume_ask),
                     rest: buffer[len..].to_vec(),
                 }));
             }
@@ -252,6 +283,14 @@ pub async fn handle(mut stream: TcpStream, config: &BridgeConfig) -> std::io::Re
     let Some(key) = head.key else {
         return respond(&mut stream, "400 Bad Request", "missing Sec-WebSocket-Key").await;
     };
+    let sessions = config.sessions.as_ref();
+    if let (Some(sessions), Some(ResumeAsk::Resume)) = (sessions, head.resume) {
+        // A session already has its SSH connection: no target to reach.
+        let socket = upgrade(stream, &key, true, head.rest).await?;
+        Arc::clone(sessions).resume(socket).await;
+        return Ok(());
+    }
+    let resumable = sessions.filter(|s| head.resume == Some(ResumeAsk::Offer) && s.has_room());
     let target = match &config.target {
         Target::Route(route) => match route(&head.path) {
             Some(target) => target,
@@ -288,18 +327,39 @@ pub async fn handle(mut stream: TcpStream, config: &BridgeConfig) -> std::io::Re
         // configuration mistake, refused rather than followed.
         Target::Route(_) => return respond(&mut stream, "502 Bad Gateway", "misrouted").await,
     };
+    let socket = upgrade(stream, &key, resumable.is_some(), head.rest).await?;
+    match resumable {
+        Some(sessions) => Arc::clone(sessions).open(socket, target).await,
+        None => bridge(socket, target).await,
+    }
+    Ok(())
+}
+
+/// Agree to the upgrade (and to resumption, when `resumable`).
+async fn upgrade(
+    mut stream: TcpStream,
+    key: &str,
+    resumable: bool,
+    rest: Vec<u8>,
+) -> std::io::Result<WebSocketStream<TcpStream>> {
     let accept = derive_accept_key(key.as_bytes());
+    let resume = if resumable {
+        format!(
+            "{}: {}\r\n",
+            crate::resume::RESUME_HEADER,
+            crate::resume::VERSION
+        )
+    } else {
+        String::new()
+    };
     let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{resume}\r\n"
     );
     stream.write_all(response.as_bytes()).await?;
     let config = WebSocketConfig::default()
         .max_frame_size(Some(MAX_CLIENT_MESSAGE_BYTES))
         .max_message_size(Some(MAX_CLIENT_MESSAGE_BYTES));
-    let socket =
-        WebSocketStream::from_partially_read(stream, head.rest, Role::Server, Some(config)).await;
-    bridge(socket, target).await;
-    Ok(())
+    Ok(WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config)).await)
 }
 
 trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {}

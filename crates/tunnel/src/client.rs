@@ -42,6 +42,11 @@ pub struct ClientOptions {
     pub transport: Transport,
     pub connect_timeout: Duration,
     pub ping_interval: Duration,
+    /// Offer resumption ([`crate::resume`]): with a bridge that agrees, a broken connection is
+    /// resumed instead of ending the SSH session.
+    pub resume: bool,
+    /// Read again before each reconnection, so a refreshed token is used.
+    pub headers_file: Option<PathBuf>,
 }
 
 impl ClientOptions {
@@ -52,6 +57,8 @@ impl ClientOptions {
             transport: Transport::default(),
             connect_timeout: CONNECT_TIMEOUT,
             ping_interval: PING_INTERVAL,
+            resume: true,
+            headers_file: None,
         }
     }
 }
@@ -82,7 +89,14 @@ fn ws_config() -> WebSocketConfig {
 }
 
 /// Complete the WebSocket handshake, classifying failures by what the caller should do next.
+/// Plain frames: no resumption is offered.
 pub async fn connect(options: &ClientOptions) -> Result<Socket> {
+    Ok(connect_asking(options, None).await?.0)
+}
+
+/// [`connect`], with the resumption header set to `ask` when given; also says whether the
+/// server agreed to resumption.
+async fn connect_asking(options: &ClientOptions, ask: Option<&str>) -> Result<(Socket, bool)> {
     let url = normalize_url(&options.url)?;
     let mut request = url
         .as_str()
@@ -100,6 +114,14 @@ pub async fn connect(options: &ClientOptions) -> Result<Socket> {
         let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| invalid())?;
         let value = HeaderValue::from_str(&header.value).map_err(|_| invalid())?;
         request.headers_mut().append(name, value);
+    }
+    if let Some(ask) = ask {
+        request.headers_mut().insert(
+            crate::resume::RESUME_HEADER,
+            HeaderValue::from_str(ask).map_err(|_| TunnelError::Protocol {
+                detail: "invalid resumption header".to_owned(),
+            })?,
+        );
     }
     let secure = url.starts_with("wss://");
     let connector = if secure {
@@ -131,7 +153,14 @@ pub async fn connect(options: &ClientOptions) -> Result<Socket> {
         Err(_) => Err(TunnelError::RouteNotServing {
             detail: format!("no answer within {} s", options.connect_timeout.as_secs()),
         }),
-        Ok(Ok((socket, _response))) => Ok(socket),
+        Ok(Ok((socket, response))) => {
+            let agreed = response
+                .headers()
+                .get(crate::resume::RESUME_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim() == crate::resume::VERSION);
+            Ok((socket, agreed && ask.is_some()))
+        }
         Ok(Err(e)) => Err(e),
     }
 }
@@ -465,13 +494,35 @@ pub fn reader_chunks<R: AsyncRead + Unpin + Send + 'static>(
 }
 
 /// Connect and carry `input` to the server and its answers to `output` until the connection
-/// ends.
+/// ends. With `options.resume` and a bridge that agrees, the session survives broken
+/// connections ([`crate::resume`]); otherwise plain frames, as Flyte's own pod side speaks.
 pub async fn run<W>(options: &ClientOptions, input: mpsc::Receiver<Bytes>, output: W) -> Result<()>
 where
     W: AsyncWrite + Unpin,
 {
-    let socket = connect(options).await?;
-    pump(socket, input, output, options.ping_interval).await
+    let ask = options.resume.then_some(crate::resume::VERSION);
+    let (socket, resumable) = connect_asking(options, ask).await?;
+    if resumable {
+        crate::resumable::run(options, socket, input, output).await
+    } else {
+        pump(socket, input, output, options.ping_interval).await
+    }
+}
+
+/// [`connect_asking`] for a resumption (the headers file read again first).
+pub(crate) async fn reconnect(options: &ClientOptions, timeout: Duration) -> Result<Socket> {
+    let mut options = options.clone();
+    if let Some(path) = &options.headers_file {
+        options.headers = crate::read_headers_file(path)?;
+    }
+    options.connect_timeout = timeout;
+    let ask = format!("{}; resume", crate::resume::VERSION);
+    match connect_asking(&options, Some(&ask)).await? {
+        (socket, true) => Ok(socket),
+        (_, false) => Err(TunnelError::Protocol {
+            detail: "the server no longer offers resumption".to_owned(),
+        }),
+    }
 }
 
 #[cfg(test)]

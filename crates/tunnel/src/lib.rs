@@ -19,6 +19,10 @@
 pub mod bridge;
 pub mod client;
 mod headers;
+pub mod link;
+mod resumable;
+pub mod resume;
+pub mod sessions;
 mod tls;
 pub mod transport;
 
@@ -44,6 +48,9 @@ pub mod exit_code {
     pub const AUTH_REFUSED: i32 = 77;
     /// A local file we were told to use is missing or unreadable (`EX_CONFIG`).
     pub const CONFIG: i32 = 78;
+    /// A resumable session could not be resumed: its grace period passed, or the server
+    /// no longer knows it (`EX_TEMPFAIL`).
+    pub const SESSION_LOST: i32 = 75;
     /// Interrupted by SIGINT or SIGTERM (128 + SIGINT).
     pub const INTERRUPTED: i32 = 130;
 }
@@ -72,6 +79,8 @@ pub enum TunnelError {
     /// a route that is still starting.
     #[error("the proxy {proxy}: {detail}; check admin.httpProxyURL (or --proxy)")]
     Proxy { proxy: String, detail: String },
+    #[error("the SSH session was lost: {detail}")]
+    SessionLost { detail: String },
     #[error("interrupted")]
     Interrupted,
     #[error("{context}: {source}")]
@@ -92,6 +101,7 @@ impl TunnelError {
             TunnelError::LocalFile { .. }
             | TunnelError::BadUrl { .. }
             | TunnelError::Proxy { .. } => exit_code::CONFIG,
+            TunnelError::SessionLost { .. } => exit_code::SESSION_LOST,
             TunnelError::Interrupted => exit_code::INTERRUPTED,
             TunnelError::Io { .. } => exit_code::OTHER,
         }
