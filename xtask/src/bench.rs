@@ -23,6 +23,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             sandbox()?;
             cli()?;
             runner()?;
+            resume()?;
             operator()
         }
         Some("reconciler") => reconciler(),
@@ -31,11 +32,12 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         Some("cli") => cli(),
         Some("operator") => operator(),
         Some("runner") => runner(),
+        Some("resume") => resume(),
         // Internal: run a command repeatedly and print its median time and peak memory.
         Some("cli-probe") => cli_probe(&args[1..]),
         Some(other) => {
             bail!(
-                "unknown benchmark {other:?}; known: reconciler, tunnel, sandbox, cli, operator, runner"
+                "unknown benchmark {other:?}; known: reconciler, tunnel, sandbox, cli, operator, runner, resume"
             )
         }
     }
@@ -715,5 +717,230 @@ fn runner() -> anyhow::Result<()> {
         shared.as_secs_f64() * 1000.0 / f64::from(RUNNER_CALLS),
         fresh.as_secs_f64() / shared.as_secs_f64()
     );
+    Ok(())
+}
+
+/// User plus system CPU time of this process (`children`: of its waited-for descendants).
+fn cpu_time(children: bool) -> anyhow::Result<Duration> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(if children {
+        UsageWho::RUSAGE_CHILDREN
+    } else {
+        UsageWho::RUSAGE_SELF
+    })?;
+    let micros = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec()).unwrap_or(0))
+    };
+    Ok(micros(usage.user_time()) + micros(usage.system_time()))
+}
+
+/// OpenSSH's sshd behind our bridge, on its own runtime, with a cuttable proxy in front.
+struct BridgedSshd {
+    sshd: Sshd,
+    bridge: std::net::SocketAddr,
+    proxy: flyte_testkit::CutProxy,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl BridgedSshd {
+    fn start() -> anyhow::Result<Self> {
+        let sshd = Sshd::start();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let bridge = listener.local_addr()?;
+        let config = flyte_tunnel::bridge::BridgeConfig::new(flyte_tunnel::bridge::Target::Tcp(
+            ([127, 0, 0, 1], sshd.port()).into(),
+        ));
+        runtime.spawn(flyte_tunnel::bridge::serve(
+            listener,
+            std::sync::Arc::new(config),
+        ));
+        Ok(Self {
+            sshd,
+            bridge,
+            proxy: flyte_testkit::CutProxy::start(bridge),
+            _runtime: runtime,
+        })
+    }
+
+    /// `ssh` straight to sshd (`tunnel: None`), or through `flyte-run tunnel` with these extra
+    /// arguments and the bridge (behind the cuttable proxy with `via_proxy`).
+    fn ssh(&self, bin: &Path, tunnel: Option<&str>, via_proxy: bool, cipher: &str) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.arg("-F").arg(self.sshd.client_config());
+        cmd.args(["-c", cipher]);
+        if let Some(extra) = tunnel {
+            cmd.args([
+                "-o",
+                &format!(
+                    "ProxyCommand={} tunnel {extra} ws://{}/",
+                    bin.display(),
+                    if via_proxy {
+                        self.proxy.addr()
+                    } else {
+                        self.bridge
+                    }
+                ),
+            ]);
+        }
+        cmd.arg(self.sshd.alias());
+        cmd
+    }
+}
+
+const CIPHERS: [&str; 2] = ["chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com"];
+const RESUME_RUNS: usize = 7;
+
+/// Sessions that survive (issue 18): the tunnel's own cost against ssh straight to the same
+/// sshd, for both ciphers and directions; throughput through repeated cuts; and how soon a
+/// session carries bytes again once the network is back.
+fn resume() -> anyhow::Result<()> {
+    println!("== Resumable tunnel: ssh through flyte-run tunnel + bridge vs ssh straight to the same sshd, loopback");
+    let bin = build_release_flyte_run()?;
+    let path = BridgedSshd::start()?;
+    let home = TempHome::new();
+    let zeros = home.path().join("zeros");
+    File::create(&zeros)?.set_len(TRANSFER_BYTES)?;
+    let download = format!("head -c {TRANSFER_BYTES} /dev/zero");
+    let upload = "cat > /dev/null";
+
+    println!("\n| work | cipher | ssh direct (median) | through the tunnel, resumable | ratio | without resumption | ratio |");
+    println!("|---|---|---|---|---|---|---|");
+    // CPU seconds per run: the ssh process tree (ssh, and the tunnel it starts) and this
+    // process (the bridge runs here); sshd is the same in all three and not counted.
+    let mut cpu = [(Duration::ZERO, Duration::ZERO); 3];
+    let mut cpu_runs = 0u32;
+    for cipher in CIPHERS {
+        for (name, remote, stdin_file) in [
+            ("download 256 MiB", download.as_str(), false),
+            ("upload 256 MiB", upload, true),
+        ] {
+            let mut samples: [Vec<Duration>; 3] = Default::default();
+            for _ in 0..TRANSFER_RUNS {
+                for (i, tunnel) in [None, Some(""), Some("--no-resume")].into_iter().enumerate() {
+                    let mut cmd = path.ssh(&bin, tunnel, false, cipher);
+                    cmd.arg(remote).stdin(if stdin_file {
+                        Stdio::from(File::open(&zeros)?)
+                    } else {
+                        Stdio::null()
+                    });
+                    let (children, own) = (cpu_time(true)?, cpu_time(false)?);
+                    samples[i].push(time_once(&mut cmd, true)?);
+                    cpu[i].0 += cpu_time(true)?.saturating_sub(children);
+                    cpu[i].1 += cpu_time(false)?.saturating_sub(own);
+                }
+                cpu_runs += 1;
+            }
+            let [direct, resumable, plain] = samples.map(median);
+            println!(
+                "| {name} | {cipher} | {:.3} s | {:.3} s | {:.2}x throughput | {:.3} s | {:.2}x throughput |",
+                direct.as_secs_f64(),
+                resumable.as_secs_f64(),
+                direct.as_secs_f64() / resumable.as_secs_f64(),
+                plain.as_secs_f64(),
+                direct.as_secs_f64() / plain.as_secs_f64(),
+            );
+        }
+    }
+    println!("\n| CPU per 256 MiB (mean of all runs above) | ssh (+ tunnel) | bridge |\n|---|---|---|");
+    for (name, (tree, bridge)) in ["ssh direct", "through the tunnel, resumable", "without resumption"]
+        .into_iter()
+        .zip(cpu)
+    {
+        println!(
+            "| {name} | {:.3} s | {:.3} s |",
+            tree.as_secs_f64() / f64::from(cpu_runs),
+            bridge.as_secs_f64() / f64::from(cpu_runs)
+        );
+    }
+
+    // Throughput through cuts: the same download through the proxy, cut after every 32 MiB
+    // (both figures through the proxy, so its own copying cost is in both).
+    let cipher = CIPHERS[0];
+    let mut clean = Vec::new();
+    let mut cut = Vec::new();
+    for _ in 0..3 {
+        clean.push(time_once(path.ssh(&bin, Some(""), true, cipher).arg(&download).stdin(Stdio::null()), true)?);
+        let mut child = path
+            .ssh(&bin, Some(""), true, cipher)
+            .arg(&download)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()?;
+        let started = Instant::now();
+        let mut mark = path.proxy.forwarded();
+        for _ in 0..7 {
+            mark += 32 * 1024 * 1024;
+            path.proxy
+                .wait_until("32 MiB more", Duration::from_mins(2), |_, bytes| bytes >= mark);
+            path.proxy.cut();
+        }
+        ensure!(child.wait()?.success(), "the download through cuts failed");
+        cut.push(started.elapsed());
+    }
+    let (clean, cut) = (median(clean), median(cut));
+    println!(
+        "\n| download 256 MiB through the tunnel | no cut | 7 cuts (every 32 MiB) | ratio |\n|---|---|---|---|\n| {cipher} | {:.3} s | {:.3} s | {:.2}x throughput |",
+        clean.as_secs_f64(),
+        cut.as_secs_f64(),
+        clean.as_secs_f64() / cut.as_secs_f64()
+    );
+
+    // Time to resume: a line echoed by the remote shell, timed from the moment the network is
+    // back (a cut, so at once; a freeze long enough for the tunnel to declare the link dead,
+    // then a thaw) to the echo.
+    let mut child = path
+        .ssh(&bin, Some(""), true, cipher)
+        .arg("while read line; do echo \"$line\"; done")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut keyboard = child.stdin.take().context("stdin")?;
+    let mut screen = BufReader::new(child.stdout.take().context("stdout")?);
+    let mut echo = |n: usize| -> anyhow::Result<Duration> {
+        use std::io::Write as _;
+        let started = Instant::now();
+        writeln!(keyboard, "line {n}")?;
+        keyboard.flush()?;
+        let mut line = String::new();
+        screen.read_line(&mut line)?;
+        ensure!(line.trim() == format!("line {n}"), "echoed {line:?}");
+        Ok(started.elapsed())
+    };
+    echo(0)?;
+    let (mut idle, mut after_cut, mut after_freeze) = (Vec::new(), Vec::new(), Vec::new());
+    for n in 0..RESUME_RUNS {
+        idle.push(echo(n * 3 + 1)?);
+        path.proxy.cut();
+        after_cut.push(echo(n * 3 + 2)?);
+        let before = path.proxy.accepted();
+        path.proxy.freeze();
+        path.proxy.wait_until("a reconnection", Duration::from_mins(1), |accepted, _| {
+            accepted > before
+        });
+        path.proxy.thaw();
+        after_freeze.push(echo(n * 3 + 3)?);
+    }
+    drop(keyboard);
+    let _ = child.wait();
+    println!(
+        "\n| round trip of a typed line | median | max |\n|---|---|---|"
+    );
+    for (name, samples) in [
+        ("no outage", idle),
+        ("right after a cut (network back at once)", after_cut),
+        ("right after a freeze ends (link declared dead, reconnection pending)", after_freeze),
+    ] {
+        let max = samples.iter().max().copied().unwrap_or_default();
+        println!(
+            "| {name} | {:.1} ms | {:.1} ms |",
+            median(samples).as_secs_f64() * 1000.0,
+            max.as_secs_f64() * 1000.0
+        );
+    }
     Ok(())
 }

@@ -236,6 +236,12 @@ impl DebugServer {
     /// Serve on `listener` until the max uptime passes.
     pub async fn serve(&self, listener: TcpListener) -> Result<()> {
         let mut bridge = BridgeConfig::new(self.target());
+        bridge.sessions = self.shared.settings.resume_grace.map(|grace| {
+            flyte_tunnel::sessions::Sessions::new(flyte_tunnel::sessions::ResumeSettings {
+                grace,
+                ..flyte_tunnel::sessions::ResumeSettings::default()
+            })
+        });
         // Any path: the cluster's ingress may rewrite it.
         let key = self.host_public_key()?;
         bridge.host_key = Some(Arc::new(move |_path: &str| Some(key.clone())));

@@ -15,6 +15,9 @@ pub const ENV_VSCODE: &str = "_F_E_VS";
 pub const ENV_USER: &str = "_F_SSH_USER";
 /// `SSH_SERVER_MAX_UPTIME_SECONDS`: the server exits after this long (default 36000).
 pub const ENV_MAX_UPTIME: &str = "SSH_SERVER_MAX_UPTIME_SECONDS";
+/// `FLYTE_RUN_RESUME_GRACE_SECONDS`: how long a resumable tunnel session waits for its client
+/// after the connection breaks (flyte-run's own; default 900, 0 turns resumption off).
+pub const ENV_RESUME_GRACE: &str = "FLYTE_RUN_RESUME_GRACE_SECONDS";
 /// The port the cluster routes debug traffic to.
 pub const DEFAULT_PORT: u16 = 6060;
 pub const DEFAULT_MAX_UPTIME: Duration = Duration::from_hours(10);
@@ -27,6 +30,7 @@ pub const NOT_INHERITED: &[&str] = &[
     ENV_VSCODE,
     ENV_USER,
     ENV_MAX_UPTIME,
+    ENV_RESUME_GRACE,
 ];
 
 /// What the environment asks of the server.
@@ -36,6 +40,8 @@ pub struct Settings {
     pub authorized_key: ssh_key::PublicKey,
     pub user: Option<String>,
     pub max_uptime: Duration,
+    /// How long a broken tunnel session waits for a resume; `None`: no resumption.
+    pub resume_grace: Option<Duration>,
 }
 
 /// Whether a debug run is asked for (`1`, `true` or `yes`, any case).
@@ -74,6 +80,17 @@ impl Settings {
                     ))
                 })?,
         };
+        let resume_grace = match lookup(ENV_RESUME_GRACE) {
+            None => Some(flyte_tunnel::sessions::DEFAULT_GRACE),
+            Some(raw) => {
+                let seconds = raw.trim().parse::<u64>().map_err(|_| {
+                    DebugServerError::Settings(format!(
+                        "{ENV_RESUME_GRACE}={raw:?} is not a number of seconds (0 turns resumption off)"
+                    ))
+                })?;
+                (seconds > 0).then(|| Duration::from_secs(seconds))
+            }
+        };
         let user = lookup(ENV_USER)
             .map(|u| u.trim().to_owned())
             .filter(|u| !u.is_empty());
@@ -81,6 +98,7 @@ impl Settings {
             authorized_key,
             user,
             max_uptime,
+            resume_grace,
         })
     }
 }
@@ -129,6 +147,16 @@ mod tests {
         assert_eq!(s.max_uptime, Duration::from_mins(1));
         let s = Settings::from_env(env(&[(ENV_PUBLIC_KEY, KEY)])).unwrap();
         assert_eq!((s.user, s.max_uptime), (None, DEFAULT_MAX_UPTIME));
+        for (grace, want) in [
+            (None, Some(Duration::from_mins(15))),
+            (Some("120"), Some(Duration::from_mins(2))),
+            (Some("0"), None),
+        ] {
+            let mut pairs = vec![(ENV_PUBLIC_KEY, KEY)];
+            pairs.extend(grace.map(|g| (ENV_RESUME_GRACE, g)));
+            let s = Settings::from_env(env(&pairs)).unwrap();
+            assert_eq!(s.resume_grace, want, "{grace:?}");
+        }
     }
 
     #[test]
@@ -154,6 +182,10 @@ mod tests {
             (
                 vec![(ENV_PUBLIC_KEY, KEY), (ENV_MAX_UPTIME, "0")],
                 "not a positive number of seconds",
+            ),
+            (
+                vec![(ENV_PUBLIC_KEY, KEY), (ENV_RESUME_GRACE, "15m")],
+                "FLYTE_RUN_RESUME_GRACE_SECONDS=\"15m\" is not a number of seconds",
             ),
         ] {
             let err = Settings::from_env(env(&pairs)).unwrap_err().to_string();

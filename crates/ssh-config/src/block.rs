@@ -7,6 +7,11 @@ use crate::{Result, SshConfigError};
 
 /// Seconds between ssh's keepalives through the tunnel, as Flyte's client sets it.
 pub const SERVER_ALIVE_INTERVAL: u32 = 30;
+/// Unanswered keepalives ssh tolerates before it gives up: 30 s x 32 = 16 min, past the
+/// bridge's default grace period (15 min) for a resumable tunnel, so ssh outlasts any outage
+/// the tunnel can still resume from (the tunnel itself ends the connection, and so ssh, once
+/// its session is lost).
+pub const SERVER_ALIVE_COUNT_MAX: u32 = 32;
 
 /// How the block checks the server's host key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +113,7 @@ impl DebugHost {
             "  IdentitiesOnly yes".to_owned(),
             format!("  ProxyCommand {proxy}"),
             format!("  ServerAliveInterval {SERVER_ALIVE_INTERVAL}"),
+            format!("  ServerAliveCountMax {SERVER_ALIVE_COUNT_MAX}"),
             format!(
                 "  HostKeyAlias {}",
                 config_arg("HostKeyAlias", &self.host_key_alias)?

@@ -26,7 +26,9 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use audit::{ShadowKind, Shadowing, shadowing};
-pub use block::{DebugHost, HostKeyCheck, SERVER_ALIVE_INTERVAL, validate_alias};
+pub use block::{
+    DebugHost, HostKeyCheck, SERVER_ALIVE_COUNT_MAX, SERVER_ALIVE_INTERVAL, validate_alias,
+};
 pub use file::{EditOptions, MAX_CONFIG_BYTES, Outcome, install, remove};
 pub use known_hosts::{forget_host_key, pin_host_key};
 pub use managed::{

@@ -108,6 +108,12 @@ impl Link {
         self.lock().received
     }
 
+    /// Whether [`Link::resume_from`] would take `position`.
+    #[must_use]
+    pub fn can_resume_from(&self, position: u64) -> bool {
+        self.lock().out.resume_from(position).is_ok()
+    }
+
     /// Send from `position` on the next connection (what the peer says it has).
     ///
     /// # Errors

@@ -242,22 +242,31 @@ impl Sessions {
         let delivering = tokio::spawn(link::deliver(queue, to_ssh));
         let mut current = Some((socket, None::<oneshot::Sender<()>>));
         while let Some((socket, released)) = current.take() {
-            let ended = tokio::select! {
-                ended = link::attach(&link, socket) => Some(ended),
-                next = attachments.recv() => {
-                    current = match next {
-                        Some(next) => Self::resumed(&link, next).await,
-                        None => None,
-                    };
-                    None
+            let attached = link::attach(&link, socket);
+            tokio::pin!(attached);
+            let ended = loop {
+                tokio::select! {
+                    ended = &mut attached => break Some(ended),
+                    Some(next) = attachments.recv() => {
+                        // An impossible position is refused without touching the live
+                        // connection; a possible one takes the session over.
+                        if link.can_resume_from(next.received) {
+                            current = Self::resumed(&link, next).await;
+                            break None;
+                        }
+                        tokio::spawn(refuse(next.socket, close::BAD_POSITION));
+                    }
                 }
             };
             drop(released);
             match ended {
                 // Taken over by a newer connection (already in `current`).
-                None => continue,
-                // Done, or the client ended the session itself.
-                Some(Ended::Done | Ended::Closed(1000, _)) => break,
+                None if current.is_some() => continue,
+                // The takeover failed as it began: wait for another.
+                None => {}
+                // Done, or the client ended the session itself (a normal close, or one with no
+                // code; an intermediary going away says 1001, and the client comes back).
+                Some(Ended::Done | Ended::Closed(1000 | 1005, _)) => break,
                 Some(ended) => {
                     tracing::debug!(?ended, "a resumable connection ended; waiting for a resume");
                 }
