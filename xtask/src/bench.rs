@@ -799,16 +799,33 @@ const RESUME_RUNS: usize = 7;
 /// sshd, for both ciphers and directions; throughput through repeated cuts; and how soon a
 /// session carries bytes again once the network is back.
 fn resume() -> anyhow::Result<()> {
-    println!("== Resumable tunnel: ssh through flyte-run tunnel + bridge vs ssh straight to the same sshd, loopback");
+    println!(
+        "== Resumable tunnel: ssh through flyte-run tunnel + bridge vs ssh straight to the same sshd, loopback"
+    );
     let bin = build_release_flyte_run()?;
     let path = BridgedSshd::start()?;
     let home = TempHome::new();
     let zeros = home.path().join("zeros");
     File::create(&zeros)?.set_len(TRANSFER_BYTES)?;
     let download = format!("head -c {TRANSFER_BYTES} /dev/zero");
+    resume_throughput(&path, &bin, &zeros, &download)?;
+    resume_through_cuts(&path, &bin, &download)?;
+    resume_latency(&path, &bin)
+}
+
+/// Both ciphers, both directions: ssh straight to sshd, through the resumable tunnel, and
+/// through the tunnel without resumption; and the CPU each spends.
+fn resume_throughput(
+    path: &BridgedSshd,
+    bin: &Path,
+    zeros: &Path,
+    download: &str,
+) -> anyhow::Result<()> {
     let upload = "cat > /dev/null";
 
-    println!("\n| work | cipher | ssh direct (median) | through the tunnel, resumable | ratio | without resumption | ratio |");
+    println!(
+        "\n| work | cipher | ssh direct (median) | through the tunnel, resumable | ratio | without resumption | ratio |"
+    );
     println!("|---|---|---|---|---|---|---|");
     // CPU seconds per run: the ssh process tree (ssh, and the tunnel it starts) and this
     // process (the bridge runs here); sshd is the same in all three and not counted.
@@ -816,15 +833,18 @@ fn resume() -> anyhow::Result<()> {
     let mut cpu_runs = 0u32;
     for cipher in CIPHERS {
         for (name, remote, stdin_file) in [
-            ("download 256 MiB", download.as_str(), false),
+            ("download 256 MiB", download, false),
             ("upload 256 MiB", upload, true),
         ] {
             let mut samples: [Vec<Duration>; 3] = Default::default();
             for _ in 0..TRANSFER_RUNS {
-                for (i, tunnel) in [None, Some(""), Some("--no-resume")].into_iter().enumerate() {
-                    let mut cmd = path.ssh(&bin, tunnel, false, cipher);
+                for (i, tunnel) in [None, Some(""), Some("--no-resume")]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let mut cmd = path.ssh(bin, tunnel, false, cipher);
                     cmd.arg(remote).stdin(if stdin_file {
-                        Stdio::from(File::open(&zeros)?)
+                        Stdio::from(File::open(zeros)?)
                     } else {
                         Stdio::null()
                     });
@@ -846,10 +866,16 @@ fn resume() -> anyhow::Result<()> {
             );
         }
     }
-    println!("\n| CPU per 256 MiB (mean of all runs above) | ssh (+ tunnel) | bridge |\n|---|---|---|");
-    for (name, (tree, bridge)) in ["ssh direct", "through the tunnel, resumable", "without resumption"]
-        .into_iter()
-        .zip(cpu)
+    println!(
+        "\n| CPU per 256 MiB (mean of all runs above) | ssh (+ tunnel) | bridge |\n|---|---|---|"
+    );
+    for (name, (tree, bridge)) in [
+        "ssh direct",
+        "through the tunnel, resumable",
+        "without resumption",
+    ]
+    .into_iter()
+    .zip(cpu)
     {
         println!(
             "| {name} | {:.3} s | {:.3} s |",
@@ -858,16 +884,26 @@ fn resume() -> anyhow::Result<()> {
         );
     }
 
+    Ok(())
+}
+
+/// The download through the proxy, with and without a cut every 32 MiB.
+fn resume_through_cuts(path: &BridgedSshd, bin: &Path, download: &str) -> anyhow::Result<()> {
     // Throughput through cuts: the same download through the proxy, cut after every 32 MiB
     // (both figures through the proxy, so its own copying cost is in both).
     let cipher = CIPHERS[0];
     let mut clean = Vec::new();
     let mut cut = Vec::new();
     for _ in 0..3 {
-        clean.push(time_once(path.ssh(&bin, Some(""), true, cipher).arg(&download).stdin(Stdio::null()), true)?);
+        clean.push(time_once(
+            path.ssh(bin, Some(""), true, cipher)
+                .arg(download)
+                .stdin(Stdio::null()),
+            true,
+        )?);
         let mut child = path
-            .ssh(&bin, Some(""), true, cipher)
-            .arg(&download)
+            .ssh(bin, Some(""), true, cipher)
+            .arg(download)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()?;
@@ -876,7 +912,9 @@ fn resume() -> anyhow::Result<()> {
         for _ in 0..7 {
             mark += 32 * 1024 * 1024;
             path.proxy
-                .wait_until("32 MiB more", Duration::from_mins(2), |_, bytes| bytes >= mark);
+                .wait_until("32 MiB more", Duration::from_mins(2), |_, bytes| {
+                    bytes >= mark
+                });
             path.proxy.cut();
         }
         ensure!(child.wait()?.success(), "the download through cuts failed");
@@ -890,11 +928,17 @@ fn resume() -> anyhow::Result<()> {
         clean.as_secs_f64() / cut.as_secs_f64()
     );
 
+    Ok(())
+}
+
+/// How soon a typed line comes back after an outage ends.
+fn resume_latency(path: &BridgedSshd, bin: &Path) -> anyhow::Result<()> {
+    let cipher = CIPHERS[0];
     // Time to resume: a line echoed by the remote shell, timed from the moment the network is
     // back (a cut, so at once; a freeze long enough for the tunnel to declare the link dead,
     // then a thaw) to the echo.
     let mut child = path
-        .ssh(&bin, Some(""), true, cipher)
+        .ssh(bin, Some(""), true, cipher)
         .arg("while read line; do echo \"$line\"; done")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -919,21 +963,23 @@ fn resume() -> anyhow::Result<()> {
         after_cut.push(echo(n * 3 + 2)?);
         let before = path.proxy.accepted();
         path.proxy.freeze();
-        path.proxy.wait_until("a reconnection", Duration::from_mins(1), |accepted, _| {
-            accepted > before
-        });
+        path.proxy
+            .wait_until("a reconnection", Duration::from_mins(1), |accepted, _| {
+                accepted > before
+            });
         path.proxy.thaw();
         after_freeze.push(echo(n * 3 + 3)?);
     }
     drop(keyboard);
     let _ = child.wait();
-    println!(
-        "\n| round trip of a typed line | median | max |\n|---|---|---|"
-    );
+    println!("\n| round trip of a typed line | median | max |\n|---|---|---|");
     for (name, samples) in [
         ("no outage", idle),
         ("right after a cut (network back at once)", after_cut),
-        ("right after a freeze ends (link declared dead, reconnection pending)", after_freeze),
+        (
+            "right after a freeze ends (link declared dead, reconnection pending)",
+            after_freeze,
+        ),
     ] {
         let max = samples.iter().max().copied().unwrap_or_default();
         println!(
