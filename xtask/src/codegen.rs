@@ -12,6 +12,10 @@
 //!   (`reference.md`), written by the flyte-run binary from its own registrations
 //!   (`flyte-run script-reference DIR`, a hidden command).
 //!
+//! - `docs/cli/`: the man page (`flyte-run.1`, `clap_mangen`) and the command-line reference
+//!   (`cli.md`), written by the binary from its clap definitions (`flyte-run cli-reference
+//!   DIR`, hidden).
+//!
 //! - `crates/operator/crd/taskactions.flyte.org.yaml`: the TaskAction CRD, from the Rust types
 //!   in flyte-operator (`crd::crd_yaml`).
 //!
@@ -51,6 +55,7 @@ const DESCRIPTOR_FILES: &[&str] = &[
 pub(crate) const CRD_FILE: &str = "crates/operator/crd/taskactions.flyte.org.yaml";
 /// Every file in this directory is generated (a file no longer generated is stale too).
 const RHAI_DOCS: &str = "docs/rhai";
+const CLI_DOCS: &str = "docs/cli";
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let check = match args {
@@ -66,7 +71,8 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(scratch.join(DESCRIPTORS)).context("cannot create target/codegen")?;
     generate(&root, &scratch.join(DESCRIPTORS))?;
-    generate_rhai_docs(&scratch.join(RHAI_DOCS))?;
+    generate_from_binary("script-reference", &scratch.join(RHAI_DOCS))?;
+    generate_from_binary("cli-reference", &scratch.join(CLI_DOCS))?;
 
     // (path in the repository, fresh contents or None for a file to delete)
     let mut outputs: Vec<(String, Option<Vec<u8>>)> = vec![(
@@ -77,14 +83,16 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         let rel = format!("{DESCRIPTORS}/{name}");
         outputs.push((rel.clone(), Some(std::fs::read(scratch.join(&rel))?)));
     }
-    let fresh_docs = file_names(&scratch.join(RHAI_DOCS))?;
-    for name in &fresh_docs {
-        let rel = format!("{RHAI_DOCS}/{name}");
-        outputs.push((rel.clone(), Some(std::fs::read(scratch.join(&rel))?)));
-    }
-    for name in file_names(&root.join(RHAI_DOCS)).unwrap_or_default() {
-        if !fresh_docs.contains(&name) {
-            outputs.push((format!("{RHAI_DOCS}/{name}"), None));
+    for docs in [RHAI_DOCS, CLI_DOCS] {
+        let fresh_docs = file_names(&scratch.join(docs))?;
+        for name in &fresh_docs {
+            let rel = format!("{docs}/{name}");
+            outputs.push((rel.clone(), Some(std::fs::read(scratch.join(&rel))?)));
+        }
+        for name in file_names(&root.join(docs)).unwrap_or_default() {
+            if !fresh_docs.contains(&name) {
+                outputs.push((format!("{docs}/{name}"), None));
+            }
         }
     }
 
@@ -134,8 +142,9 @@ fn file_names(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-/// The script surface's documents, from the flyte-run binary itself.
-fn generate_rhai_docs(out: &Path) -> anyhow::Result<()> {
+/// Documents the flyte-run binary writes from its own definitions (`flyte-run COMMAND DIR`,
+/// a hidden command).
+fn generate_from_binary(command: &str, out: &Path) -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     run_checked(
         Command::new(cargo)
@@ -146,11 +155,11 @@ fn generate_rhai_docs(out: &Path) -> anyhow::Result<()> {
                 "-p",
                 "flyte-run",
                 "--",
-                "script-reference",
+                command,
             ])
             .arg(out),
     )
-    .context("cannot write the Rhai definitions and reference")
+    .with_context(|| format!("cannot run flyte-run {command}"))
 }
 
 fn generate(root: &Path, out: &Path) -> anyhow::Result<()> {

@@ -10,6 +10,16 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::script::{self, Host, ScriptSource};
 
+/// `flyte-run --version`: the version, the commit it was built from and that commit's date.
+pub(crate) const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("FLYTE_RUN_COMMIT"),
+    " ",
+    env!("FLYTE_RUN_DATE"),
+    ")"
+);
+
 /// Get a shell inside a running Flyte task, and script the operator chores around it.
 ///
 /// flyte-run runs Rhai playbooks: short scripts that launch tasks, wait for them, connect over
@@ -22,7 +32,7 @@ use crate::script::{self, Host, ScriptSource};
 /// the map `args` built from `--set`, `env(name)` and `sleep(seconds)`. `import "name"` finds
 /// name.rhai beside the playbook, then in scripts/ (e.g. `import "retry" as retry;`).
 #[derive(Debug, Parser)]
-#[command(name = "flyte-run", version, verbatim_doc_comment)]
+#[command(name = "flyte-run", version = VERSION, verbatim_doc_comment)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub(crate) struct Cli {
     /// The playbook to run (a `.rhai` file).
@@ -109,6 +119,10 @@ enum Command {
         #[arg(long, value_name = "URL")]
         endpoint: Option<String>,
     },
+    /// Write the man page (`flyte-run.1`) and the command-line reference (`cli.md`) into DIR
+    /// (what `cargo xtask codegen` commits under docs/cli/).
+    #[command(hide = true)]
+    CliReference { dir: PathBuf },
     /// Write the script surface's editor definitions (`.d.rhai`) and reference page into DIR
     /// (what `cargo xtask codegen` commits under docs/rhai/).
     #[command(hide = true)]
@@ -161,6 +175,20 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 clippy::disallowed_methods,
                 reason = "generated documents in the repository, not files a user keeps"
             )]
+            Command::CliReference { dir } => {
+                std::fs::create_dir_all(&dir)?;
+                let mut man = Vec::new();
+                // The package version only: the committed page must not change with each commit.
+                clap_mangen::Man::new(Cli::command().version(env!("CARGO_PKG_VERSION")))
+                    .render(&mut man)?;
+                std::fs::write(dir.join("flyte-run.1"), man)?;
+                std::fs::write(dir.join("cli.md"), cli_reference(&Cli::command()))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "generated documents in the repository, not files a user keeps"
+            )]
             Command::ScriptReference { dir } => {
                 std::fs::create_dir_all(&dir)?;
                 for (name, text) in script::reference::files()? {
@@ -206,4 +234,74 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The command-line reference in Markdown: every visible command with its usage, description
+/// and arguments, from the same definitions as `--help`.
+fn cli_reference(root: &clap::Command) -> String {
+    fn command(out: &mut String, cmd: &clap::Command, path: &str) {
+        use std::fmt::Write as _;
+        let mut cmd = cmd.clone().bin_name(path);
+        let _ = writeln!(out, "## `{path}`\n");
+        if let Some(about) = cmd.get_long_about().or_else(|| cmd.get_about()) {
+            let _ = writeln!(out, "{about}\n");
+        }
+        let usage = cmd.render_usage().to_string();
+        let usage = usage.trim_start_matches("Usage: ");
+        let _ = writeln!(out, "```text\n{usage}\n```\n");
+        let args: Vec<&clap::Arg> = cmd
+            .get_arguments()
+            .filter(|a| !a.is_hide_set() && a.get_id() != "help" && a.get_id() != "version")
+            .collect();
+        if !args.is_empty() {
+            let _ = writeln!(out, "| argument | meaning |\n|---|---|");
+            for arg in args {
+                let name = match (arg.get_short(), arg.get_long()) {
+                    (Some(s), Some(l)) => format!("-{s}, --{l}"),
+                    (None, Some(l)) => format!("--{l}"),
+                    (Some(s), None) => format!("-{s}"),
+                    (None, None) => arg.get_id().as_str().to_uppercase(),
+                };
+                let takes_value = arg.get_action().takes_values();
+                let value = arg
+                    .get_value_names()
+                    .filter(|_| {
+                        takes_value && (arg.get_long().is_some() || arg.get_short().is_some())
+                    })
+                    .and_then(|v| v.first())
+                    .map(|v| format!(" {v}"))
+                    .unwrap_or_default();
+                let help = arg
+                    .get_long_help()
+                    .or_else(|| arg.get_help())
+                    .map(|h| h.to_string().replace('\n', " ").replace('|', "\\|"))
+                    .unwrap_or_default();
+                let defaults: Vec<String> = arg
+                    .get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect();
+                let default = if defaults.is_empty() || !takes_value {
+                    String::new()
+                } else {
+                    let stop = if help.ends_with('.') { "" } else { "." };
+                    format!("{stop} Default: `{}`.", defaults.join(","))
+                };
+                let _ = writeln!(out, "| `{name}{value}` | {help}{default} |");
+            }
+            out.push('\n');
+        }
+        for sub in cmd.get_subcommands_mut() {
+            if sub.is_hide_set() || sub.get_name() == "help" {
+                continue;
+            }
+            let sub_path = format!("{path} {}", sub.get_name());
+            command(out, sub, &sub_path);
+        }
+    }
+    let mut out = String::from(
+        "# flyte-run command line\n\nGenerated from the program's own definitions by `cargo xtask codegen`; `flyte-run --help` and `man ./flyte-run.1` show the same.\n\n",
+    );
+    command(&mut out, root, "flyte-run");
+    out
 }

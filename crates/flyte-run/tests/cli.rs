@@ -41,9 +41,31 @@ fn help_and_version() {
     let home = TempHome::new();
     insta::assert_snapshot!(transcript(&home, &["--help"]));
     let out = flyte_run(&home, &["--version"]);
+    // The version, the commit built from and that commit's date.
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]);
+    let out_date = std::process::Command::new("date")
+        .args([
+            "-u",
+            "-d",
+            &format!("@{}", git(&["log", "-1", "--format=%ct"])),
+            "+%F",
+        ])
+        .output()
+        .unwrap();
+    let date = String::from_utf8_lossy(&out_date.stdout).trim().to_owned();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        format!("flyte-run {}\n", env!("CARGO_PKG_VERSION"))
+        format!(
+            "flyte-run {} ({commit} {date})\n",
+            env!("CARGO_PKG_VERSION")
+        )
     );
 }
 
