@@ -6,6 +6,7 @@
 //! - `tidy`: the layering rules checked against the manifests (run by `ci`).
 //! - `codegen [--check]`: the generated files the repository commits (flyteidl2 descriptors);
 //!   `--check`, run by `ci`, fails when one is stale.
+//! - `release VERSION [--dry-run]`, `dist`: see [`release`].
 //! - `bench [reconciler|tunnel|sandbox|cli]`: performance figures, measured side by side with a reference
 //!   in the same run (never asserted in tests).
 #![allow(clippy::print_stdout)]
@@ -15,6 +16,7 @@
 mod bench;
 mod ci;
 mod codegen;
+mod release;
 mod tidy;
 
 use std::process::ExitCode;
@@ -34,7 +36,12 @@ tasks:
                              decisions per second of the reconciler core; the SSH tunnel
                              against direct OpenSSH (download, upload, connect, start-up);
                              a debug run's launch to its route answering; 1,000
-                             TaskActions on a real API server beside 1,000 sandbox runs";
+                             TaskActions on a real API server beside 1,000 sandbox runs
+  release VERSION [--dry-run] [--check-command CMD] [--binary FILE]
+                             from a clean tree: run the checks (default `cargo xtask ci`),
+                             set VERSION everywhere, add the CHANGELOG.md section, commit,
+                             build, write the archive and SHA256SUMS, tag vVERSION
+  dist [--binary FILE]       the release archive and SHA256SUMS alone, in target/dist";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -44,6 +51,8 @@ fn main() -> ExitCode {
         Some("codegen") => codegen::run(&args[1..]),
         Some("tidy") => tidy::run(),
         Some("tools") => ci::tools(),
+        Some("release") => release::release(&args[1..]),
+        Some("dist") => release::dist(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

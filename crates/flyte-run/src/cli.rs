@@ -178,9 +178,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::CliReference { dir } => {
                 std::fs::create_dir_all(&dir)?;
                 let mut man = Vec::new();
-                // The package version only: the committed page must not change with each commit.
-                clap_mangen::Man::new(Cli::command().version(env!("CARGO_PKG_VERSION")))
-                    .render(&mut man)?;
+                // No version: the committed page must not change with each commit or release.
+                clap_mangen::Man::new(Cli::command().version(None::<&str>)).render(&mut man)?;
                 std::fs::write(dir.join("flyte-run.1"), man)?;
                 std::fs::write(dir.join("cli.md"), cli_reference(&Cli::command()))?;
                 Ok(ExitCode::SUCCESS)
