@@ -68,6 +68,22 @@ fn install_tools(root: &Path, timings: &mut Vec<(String, f64)>) -> anyhow::Resul
     step(timings, "go tools", ensure_go_tools)
 }
 
+/// `cargo package` for every crate that is published (testkit, xtask and the examples are not).
+const PACKAGE: &[&str] = &[
+    "package",
+    "--workspace",
+    "--exclude",
+    "flyte-testkit",
+    "--exclude",
+    "xtask",
+    "--exclude",
+    "flyte-examples",
+    "--no-verify",
+    "--locked",
+    "--allow-dirty",
+    "--quiet",
+];
+
 pub(crate) fn run() -> anyhow::Result<()> {
     let root = workspace_root()?;
     let mut timings = Vec::new();
@@ -81,6 +97,15 @@ pub(crate) fn run() -> anyhow::Result<()> {
         cargo(&root, &["fmt", "--all", "--check"])
     })?;
     step(&mut timings, "clippy", || cargo(&root, CLIPPY))?;
+    // Every library crate packages (without compiling each package again: the tests did).
+    step(&mut timings, "package", || {
+        cargo(&root, PACKAGE)?;
+        println!(
+            "publish order: {}",
+            crate::release::publish_order(&root)?.join(", ")
+        );
+        Ok(())
+    })?;
     if has_nextest() {
         step(&mut timings, "tests (nextest)", || {
             cargo_counting(&root, NEXTEST, &mut counts)

@@ -41,7 +41,8 @@ tasks:
                              from a clean tree: run the checks (default `cargo xtask ci`),
                              set VERSION everywhere, add the CHANGELOG.md section, commit,
                              build, write the archive and SHA256SUMS, tag vVERSION
-  dist [--binary FILE]       the release archive and SHA256SUMS alone, in target/dist";
+  dist [--binary FILE]       the release archive and SHA256SUMS alone, in target/dist
+  publish-order              the library crates in the order cargo publish takes them";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
         Some("tools") => ci::tools(),
         Some("release") => release::release(&args[1..]),
         Some("dist") => release::dist(&args[1..]),
+        Some("publish-order") => release::print_publish_order(),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

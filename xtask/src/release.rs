@@ -414,6 +414,68 @@ pub(crate) fn dist(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The publishable crates in an order `cargo publish` can take them: each after the crates it
+/// depends on (normal and build dependencies; dev-dependencies do not travel).
+pub(crate) fn publish_order(root: &Path) -> anyhow::Result<Vec<String>> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let metadata = output(Command::new(cargo).current_dir(root).args([
+        "metadata",
+        "--format-version",
+        "1",
+        "--no-deps",
+        "--offline",
+    ]))?;
+    let metadata: serde_json::Value = serde_json::from_str(&metadata)?;
+    let packages = metadata["packages"]
+        .as_array()
+        .context("cargo metadata: packages")?;
+    // name -> internal crates it needs first
+    let mut needs: std::collections::BTreeMap<String, Vec<String>> =
+        std::collections::BTreeMap::new();
+    for package in packages {
+        // `publish = false` is an empty registry list.
+        if package["publish"].as_array().is_some_and(Vec::is_empty) {
+            continue;
+        }
+        let name = package["name"].as_str().unwrap_or_default().to_owned();
+        let deps = package["dependencies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["path"].is_string() && d["kind"].as_str() != Some("dev"))
+            .filter_map(|d| d["name"].as_str().map(str::to_owned))
+            .collect();
+        needs.insert(name, deps);
+    }
+    let mut order = Vec::new();
+    while order.len() < needs.len() {
+        let ready: Vec<String> = needs
+            .iter()
+            .filter(|(name, deps)| {
+                !order.contains(*name)
+                    && deps
+                        .iter()
+                        .all(|d| order.contains(d) || !needs.contains_key(d))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        ensure!(
+            !ready.is_empty(),
+            "the crates depend on each other in a cycle"
+        );
+        order.extend(ready);
+    }
+    Ok(order)
+}
+
+/// `cargo xtask publish-order`.
+pub(crate) fn print_publish_order() -> anyhow::Result<()> {
+    for (i, name) in publish_order(&checkout()?)?.iter().enumerate() {
+        println!("{:>2}. {name}", i + 1);
+    }
+    Ok(())
+}
+
 /// `a` is newer than `b` (both `X.Y.Z`, optionally with a pre-release after `-`).
 fn newer(a: &semver::Version, b: &semver::Version) -> bool {
     a > b
@@ -514,6 +576,10 @@ pub(crate) fn release(args: &[String]) -> anyhow::Result<()> {
             .count();
         println!("would set version {version} in Cargo.toml ({bumped} lines) and Cargo.lock");
         println!("would add to CHANGELOG.md:\n\n{section}");
+        println!(
+            "crates to publish, in this order: {}",
+            publish_order(&root)?.join(", ")
+        );
         println!(
             "would commit \"Release {tag}\", build the release binary, write target/dist/flyte-run-{version}-{}.tar.gz and SHA256SUMS, and create the annotated tag {tag}",
             host_target()?
