@@ -97,6 +97,21 @@ pub(crate) fn run() -> anyhow::Result<()> {
         cargo(&root, &["fmt", "--all", "--check"])
     })?;
     step(&mut timings, "clippy", || cargo(&root, CLIPPY))?;
+    // The examples built on their own: each library crate compiles with only the features
+    // its dependents ask for (the whole workspace's build unifies features and can hide that).
+    step(&mut timings, "examples alone", || {
+        cargo(
+            &root,
+            &[
+                "check",
+                "--locked",
+                "--quiet",
+                "-p",
+                "flyte-examples",
+                "--examples",
+            ],
+        )
+    })?;
     // Every library crate packages (without compiling each package again: the tests did).
     step(&mut timings, "package", || {
         cargo(&root, PACKAGE)?;

@@ -21,6 +21,8 @@ pub const ENV_RESUME_GRACE: &str = "FLYTE_RUN_RESUME_GRACE_SECONDS";
 /// The port the cluster routes debug traffic to.
 pub const DEFAULT_PORT: u16 = 6060;
 pub const DEFAULT_MAX_UPTIME: Duration = Duration::from_hours(10);
+/// How long a broken tunnel session waits for its client unless `ENV_RESUME_GRACE` says.
+pub const DEFAULT_RESUME_GRACE: Duration = Duration::from_mins(15);
 
 /// Variables a login session must not inherit: a debug command started from the shell would
 /// otherwise start a second server on the same port.
@@ -81,7 +83,7 @@ impl Settings {
                 })?,
         };
         let resume_grace = match lookup(ENV_RESUME_GRACE) {
-            None => Some(flyte_tunnel::sessions::DEFAULT_GRACE),
+            None => Some(DEFAULT_RESUME_GRACE),
             Some(raw) => {
                 let seconds = raw.trim().parse::<u64>().map_err(|_| {
                     DebugServerError::Settings(format!(

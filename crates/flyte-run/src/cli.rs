@@ -182,6 +182,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 clap_mangen::Man::new(Cli::command().version(None::<&str>)).render(&mut man)?;
                 std::fs::write(dir.join("flyte-run.1"), man)?;
                 std::fs::write(dir.join("cli.md"), cli_reference(&Cli::command()))?;
+                std::fs::write(dir.join("environment.md"), environment_reference())?;
                 Ok(ExitCode::SUCCESS)
             }
             #[allow(
@@ -302,5 +303,84 @@ fn cli_reference(root: &clap::Command) -> String {
         "# flyte-run command line\n\nGenerated from the program's own definitions by `cargo xtask codegen`; `flyte-run --help` and `man ./flyte-run.1` show the same.\n\n",
     );
     command(&mut out, root, "flyte-run");
+    out
+}
+
+/// Every environment variable and Flyte configuration key flyte-run reads, from the lists in
+/// the code (`env_vars::ALL`, `flyte_config::SETTINGS`, the debug server's and the runner's
+/// contract constants).
+fn environment_reference() -> String {
+    use std::fmt::Write as _;
+    let one_line = |doc: &str| {
+        doc.lines()
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace('|', "\\|")
+    };
+    let mut out = String::from(
+        "# Environment variables and configuration keys\n\nGenerated from the lists in the code by `cargo xtask codegen`.\n\n## Read by flyte-run\n\n| variable | meaning |\n|---|---|\n",
+    );
+    for (name, doc) in crate::env_vars::ALL {
+        let _ = writeln!(out, "| `{name}` | {} |", one_line(doc));
+    }
+    out.push_str("\n## Flyte's config.yaml keys (and the variables that set them)\n\nRead from the file Flyte's SDK would use (or `--config FILE`); a variable wins over the file, flags over both.\n\n| key | variables |\n|---|---|\n");
+    for setting in flyte_config::SETTINGS {
+        let env: Vec<String> = setting.env.iter().map(|e| format!("`{e}`")).collect();
+        let secret = if setting.secret {
+            " (secret: never shown)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "| `{}`{secret} | {} |", setting.key, env.join(", "));
+    }
+    out.push_str("\n## The debug run's contract (read by `flyte-run debug-server` in the task)\n\n| variable | meaning |\n|---|---|\n");
+    for (name, doc) in [
+        (
+            flyte_debug_server::settings::ENV_ENABLE,
+            "`1`/`true`/`yes`: start the debug server before the task",
+        ),
+        (
+            flyte_debug_server::settings::ENV_PUBLIC_KEY,
+            "the one OpenSSH public key allowed to log in",
+        ),
+        (
+            flyte_debug_server::settings::ENV_VSCODE,
+            "asks the backend for the readiness probe and the IDE link",
+        ),
+        (
+            flyte_debug_server::settings::ENV_USER,
+            "the login user name shown to clients",
+        ),
+        (
+            flyte_debug_server::settings::ENV_MAX_UPTIME,
+            "the server stops after this many seconds (default 36000)",
+        ),
+        (
+            flyte_debug_server::settings::ENV_RESUME_GRACE,
+            "how long a broken tunnel session waits for its client (default 900; 0: no resumption)",
+        ),
+    ] {
+        let _ = writeln!(out, "| `{name}` | {doc} |");
+    }
+    out.push_str(
+        "\n## The runner (`runner::` in playbooks)\n\n| variable | meaning |\n|---|---|\n",
+    );
+    for (name, doc) in [
+        (
+            flyte_runner_proxy::ENV_SSH_HOST,
+            "the ssh target of the management host",
+        ),
+        (
+            flyte_runner_proxy::ENV_SSH_KEY,
+            "the private key for the management host",
+        ),
+        (
+            flyte_runner_proxy::ENV_VM,
+            "the incus VM on the cluster network",
+        ),
+    ] {
+        let _ = writeln!(out, "| `{name}` | {doc} |");
+    }
     out
 }

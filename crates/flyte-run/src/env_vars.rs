@@ -1,4 +1,5 @@
-//! Every environment variable flyte-run reads, in one place, with what it means; and the only
+//! Every environment variable flyte-run reads, in one place ([`ALL`], from which
+//! `docs/cli/environment.md` is generated), with what it means; and the only
 //! functions that read the process environment ([`get`], [`get_os`]: clippy's
 //! `disallowed-methods` refuses `std::env::var*` anywhere else).
 //!
@@ -22,30 +23,42 @@ pub(crate) fn get_os(name: &str) -> Option<OsString> {
     std::env::var_os(name)
 }
 
-/// The home directory; `~/.flyte` and `~/.ssh` are found under it (falls back to the passwd
-/// entry when unset).
-pub(crate) const HOME: &str = "HOME";
-/// A `tracing` filter for log lines on stderr, e.g. `info` or `flyte_keys=debug`. Default `warn`.
-pub(crate) const FLYTE_RUN_LOG: &str = "FLYTE_RUN_LOG";
-/// The control plane (`https://host`, `dns:///host:port`, `http://127.0.0.1:port`) when
-/// `--endpoint` is not given.
-pub(crate) const FLYTE_ENDPOINT: &str = flyte_api::ENV_ENDPOINT;
-/// `1`/`true`: plain http, as Flyte's `admin.insecure` means (`dns:///host` becomes
-/// `http://host`), to any host, and, unlike Flyte's own setting, with credentials (they then
-/// travel unencrypted). Loopback endpoints never need it.
-pub(crate) const FLYTE_INSECURE: &str = "FLYTE_INSECURE";
-/// The endpoint authority (`host:port`) to which a stored API key made for another endpoint may
-/// be sent anyway (a renamed or proxied deployment). Only that endpoint; unset by default.
-pub(crate) const FLYTE_RUN_ALLOW_KEY_ENDPOINT: &str = flyte_debug_client::ENV_ALLOW_KEY_ENDPOINT;
-/// The browser a `Pkce` login opens its URL with (the program, given the URL as its argument),
-/// as Python's `webbrowser` and many tools read it. Unset: the URL is only printed.
-pub(crate) const BROWSER: &str = "BROWSER";
-/// Set inside a Kubernetes pod: `flyte-run debug-server` then listens on every address (the
-/// pod's own network), else on loopback.
-pub(crate) const KUBERNETES_SERVICE_HOST: &str = "KUBERNETES_SERVICE_HOST";
-/// The kubeconfig file(s) `flyte-run operator` reads (kube's resolution: else
-/// `~/.kube/config`, else the pod's service account).
-pub(crate) const KUBECONFIG: &str = "KUBECONFIG";
-/// The pod's name (set from the downward API in a Deployment): `flyte-run operator
-/// --leader-elect` competes for the Lease under it. Unset: the host name and process id.
-pub(crate) const POD_NAME: &str = "POD_NAME";
+/// Declares each variable as a constant and lists them all, with their documentation, in
+/// [`ALL`] (what the generated reference, docs/cli/environment.md, is written from).
+macro_rules! variables {
+    ($( $(#[doc = $doc:literal])+ $name:ident = $value:expr; )+) => {
+        $( $(#[doc = $doc])+ pub(crate) const $name: &str = $value; )+
+        /// Every variable above: (name, what it does).
+        pub(crate) const ALL: &[(&str, &str)] = &[ $( ($value, concat!($($doc, "\n"),+)) ),+ ];
+    };
+}
+
+variables! {
+    /// The home directory; `~/.flyte` and `~/.ssh` are found under it (falls back to the passwd
+    /// entry when unset).
+    HOME = "HOME";
+    /// A `tracing` filter for log lines on stderr, e.g. `info` or `flyte_keys=debug`. Default `warn`.
+    FLYTE_RUN_LOG = "FLYTE_RUN_LOG";
+    /// The control plane (`https://host`, `dns:///host:port`, `http://127.0.0.1:port`) when
+    /// `--endpoint` is not given.
+    FLYTE_ENDPOINT = flyte_api::ENV_ENDPOINT;
+    /// `1`/`true`: plain http, as Flyte's `admin.insecure` means (`dns:///host` becomes
+    /// `http://host`), to any host, and, unlike Flyte's own setting, with credentials (they then
+    /// travel unencrypted). Loopback endpoints never need it.
+    FLYTE_INSECURE = "FLYTE_INSECURE";
+    /// The endpoint authority (`host:port`) to which a stored API key made for another endpoint may
+    /// be sent anyway (a renamed or proxied deployment). Only that endpoint; unset by default.
+    FLYTE_RUN_ALLOW_KEY_ENDPOINT = flyte_debug_client::ENV_ALLOW_KEY_ENDPOINT;
+    /// The browser a `Pkce` login opens its URL with (the program, given the URL as its argument),
+    /// as Python's `webbrowser` and many tools read it. Unset: the URL is only printed.
+    BROWSER = "BROWSER";
+    /// Set inside a Kubernetes pod: `flyte-run debug-server` then listens on every address (the
+    /// pod's own network), else on loopback.
+    KUBERNETES_SERVICE_HOST = "KUBERNETES_SERVICE_HOST";
+    /// The kubeconfig file(s) `flyte-run operator` reads (kube's resolution: else
+    /// `~/.kube/config`, else the pod's service account).
+    KUBECONFIG = "KUBECONFIG";
+    /// The pod's name (set from the downward API in a Deployment): `flyte-run operator
+    /// --leader-elect` competes for the Lease under it. Unset: the host name and process id.
+    POD_NAME = "POD_NAME";
+}
