@@ -48,6 +48,11 @@ async fn tunnel(args: &TunnelArgs) -> Result<(), TunnelError> {
         flyte_tunnel::client::stdin_chunks(),
         tokio::io::stdout(),
     );
+    // ssh sends its ProxyCommand SIGHUP as it exits, right after writing its last bytes (the
+    // disconnect) and closing our stdin. Dying then would lose those bytes, and a resumable
+    // session would wait out its grace period on the server; so SIGHUP is held (the handler is
+    // never awaited) and the closed stdin ends the tunnel as usual, within its drain time.
+    let _hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     // An interrupt wins over a tunnel that ended in the same instant (its stdin closing as the
     // signal arrived): the user asked to stop, and the exit code says so.
     tokio::select! {

@@ -188,6 +188,15 @@ fn a_256_mib_transfer_each_way_survives_cuts_and_a_freeze_byte_exact() {
         "every cut was followed by a resumption ({} connections)",
         path.proxy.accepted()
     );
+    // Finished sessions are not kept for the grace period.
+    let deadline = Instant::now() + SETTLE;
+    while !path.sessions.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "a finished session outlived its end"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// What an interactive session printed so far, collected on a thread.

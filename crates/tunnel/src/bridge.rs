@@ -284,8 +284,11 @@ pub async fn handle(mut stream: TcpStream, config: &BridgeConfig) -> std::io::Re
         return respond(&mut stream, "400 Bad Request", "missing Sec-WebSocket-Key").await;
     };
     let sessions = config.sessions.as_ref();
-    if let (Some(sessions), Some(ResumeAsk::Resume)) = (sessions, head.resume) {
+    if head.resume == Some(ResumeAsk::Resume) {
         // A session already has its SSH connection: no target to reach.
+        let Some(sessions) = sessions else {
+            return respond(&mut stream, "404 Not Found", "no resumable sessions here").await;
+        };
         let socket = upgrade(stream, &key, true, head.rest).await?;
         Arc::clone(sessions).resume(socket).await;
         return Ok(());

@@ -519,8 +519,8 @@ pub(crate) async fn reconnect(options: &ClientOptions, timeout: Duration) -> Res
     let ask = format!("{}; resume", crate::resume::VERSION);
     match connect_asking(&options, Some(&ask)).await? {
         (socket, true) => Ok(socket),
-        (_, false) => Err(TunnelError::Protocol {
-            detail: "the server no longer offers resumption".to_owned(),
+        (_, false) => Err(TunnelError::SessionLost {
+            detail: "the server there does not resume sessions".to_owned(),
         }),
     }
 }

@@ -136,6 +136,37 @@ impl Link {
         state.out_ended && state.out.is_empty()
     }
 
+    /// Whether our source ended (for the bridge: the SSH server closed its connection).
+    #[must_use]
+    pub fn source_ended(&self) -> bool {
+        self.lock().out_ended
+    }
+
+    /// Wait until our source ended.
+    pub async fn until_source_ended(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.source_ended() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether the peer's whole stream was taken (its FIN reached).
+    #[must_use]
+    pub fn peer_complete(&self) -> bool {
+        let state = self.lock();
+        state.peer_end == Some(state.received)
+    }
+
+    /// Stop delivering: the consumer sees the end of what was delivered so far.
+    pub fn end_delivery(&self) {
+        self.lock().delivery = None;
+    }
+
     /// Wait until our stream ended and the peer has all of it.
     pub async fn until_sent_everything(&self) {
         loop {
@@ -151,7 +182,9 @@ impl Link {
 
     fn is_done(&self, state: &State) -> bool {
         match self.side {
-            Side::Server => state.out_ended && state.out.is_empty(),
+            // The client closes with 1000 once it has everything (FIN included); the server
+            // waits for that rather than guessing that its FIN arrived.
+            Side::Server => false,
             Side::Client => {
                 state.peer_end == Some(state.received) && state.ack_sent == state.received
             }
@@ -206,9 +239,14 @@ pub async fn deliver<W: AsyncWrite + Unpin>(mut queue: mpsc::Receiver<Bytes>, mu
 }
 
 fn close_frame(code: u16, reason: &str) -> Message {
+    // A close reason must fit in a control frame (123 bytes).
+    let mut reason = reason.to_owned();
+    while reason.len() > 120 {
+        reason.pop();
+    }
     Message::Close(Some(CloseFrame {
         code: CloseCode::from(code),
-        reason: reason.to_owned().into(),
+        reason: reason.into(),
     }))
 }
 
@@ -281,6 +319,13 @@ where
             }
             Ok(Frame::Ack { received }) => {
                 let mut state = link.lock();
+                // Only what was sent on this connection can be acknowledged.
+                if received > state.next_send {
+                    return Ended::Refused(
+                        close::BAD_POSITION,
+                        format!("ACK {received} past what was sent ({})", state.next_send),
+                    );
+                }
                 if let Err(e) = state.out.acknowledge(received) {
                     return Ended::Refused(close::BAD_POSITION, e.to_string());
                 }
@@ -323,14 +368,19 @@ async fn take_data(link: &Link, data: Bytes) -> Result<(), Ended> {
     if past_end {
         return Err(Ended::Refused(close::PROTOCOL, "data past FIN".to_owned()));
     }
-    let len = data.len() as u64;
-    // Counted once queued: if this connection is dropped while waiting, the bytes were not
-    // taken and the peer sends them again.
-    if let Some(queue) = queue {
-        let _ = queue.send(data).await;
+    // Counted once queued, piece by piece: if this connection is dropped while waiting, the
+    // bytes not yet queued were not taken and the peer sends them again. Pieces of at most
+    // MAX_DATA keep the queue's memory bounded whatever the peer's frame size.
+    let mut rest = data;
+    while !rest.is_empty() {
+        let piece = rest.split_to(rest.len().min(resume::MAX_DATA));
+        let len = piece.len() as u64;
+        if let Some(queue) = &queue {
+            let _ = queue.send(piece).await;
+        }
+        link.lock().received += len;
     }
     let mut state = link.lock();
-    state.received += len;
     let wake = state.received - state.ack_sent.min(state.received) >= resume::ACK_EVERY
         || complete(&mut state);
     drop(state);
@@ -343,11 +393,11 @@ async fn take_data(link: &Link, data: Bytes) -> Result<(), Ended> {
 /// What the writer sends next, if anything, and whether the session is done.
 fn next_frame(link: &Link, fin_sent: &mut bool) -> (Option<Frame>, bool) {
     let mut state = link.lock();
-    let frame = if state.next_send < state.out.end() {
-        let data = state
-            .out
-            .slice_from(state.next_send, resume::MAX_DATA)
-            .unwrap_or_default();
+    let data = (state.next_send < state.out.end())
+        .then(|| state.out.slice_from(state.next_send, resume::MAX_DATA).ok())
+        .flatten()
+        .filter(|d| !d.is_empty());
+    let frame = if let Some(data) = data {
         state.next_send += data.len() as u64;
         Some(Frame::Data(data))
     } else if state.received != state.ack_sent {
@@ -363,8 +413,7 @@ fn next_frame(link: &Link, fin_sent: &mut bool) -> (Option<Frame>, bool) {
     } else {
         None
     };
-    // The server says FIN before it calls the session done.
-    let done = link.is_done(&state) && (link.side == Side::Client || *fin_sent);
+    let done = link.is_done(&state);
     let quiet = frame.is_none();
     (frame, done && quiet)
 }

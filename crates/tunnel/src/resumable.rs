@@ -109,6 +109,9 @@ async fn resume_once(
         Err(e @ (TunnelError::LocalFile { .. } | TunnelError::BadUrl { .. })) => {
             return Err(Retry::Never(e));
         }
+        Err(TunnelError::SessionLost { detail }) => {
+            return Err(Retry::Never(TunnelError::SessionLost { detail }));
+        }
         Err(e) => return Err(Retry::Later(e.to_string())),
     };
     let nonce = match next_frame(&mut socket).await {
@@ -219,9 +222,16 @@ where
             () = &mut delivering, if !delivered => delivered = true,
         }
     };
-    // Everything received is written out before we return.
     if !delivered {
-        let _ = tokio::time::timeout(CLOSE_DRAIN_TIMEOUT, delivering).await;
+        // Everything received is written out before we return: the delivery ends once what
+        // is queued is written (the link no longer adds to it).
+        let complete = link.peer_complete();
+        link.end_delivery();
+        if complete {
+            delivering.await;
+        } else {
+            let _ = tokio::time::timeout(CLOSE_DRAIN_TIMEOUT, delivering).await;
+        }
     }
     result
 }

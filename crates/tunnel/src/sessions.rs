@@ -30,6 +30,9 @@ use crate::resume::{self, Frame, KeyPair, Secret, SessionId, close};
 pub const DEFAULT_GRACE: Duration = Duration::from_mins(15);
 /// Sessions kept at once, by default (each holds at most the replay limit of memory).
 pub const DEFAULT_MAX_SESSIONS: usize = 256;
+/// How long a session whose SSH connection has ended waits for its client (to hand it the last
+/// bytes) before it is dropped.
+const ENDED_GRACE: Duration = Duration::from_secs(10);
 /// How long a client has to send its OPEN or RESUME after the upgrade.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -271,19 +274,35 @@ impl Sessions {
                     tracing::debug!(?ended, "a resumable connection ended; waiting for a resume");
                 }
             }
-            // No connection: wait for one within the grace period.
-            let deadline = tokio::time::Instant::now() + self.settings.grace;
+            // No connection: wait for one within the grace period; once the SSH server has
+            // closed its side (the SSH session is over, as when ssh exits and its tunnel is
+            // killed before it can say so) only the last bytes are left to deliver, and a short
+            // wait is enough.
+            let mut deadline = tokio::time::Instant::now() + self.settings.grace;
+            let mut ending = false;
             while current.is_none() {
-                if let Ok(Some(next)) = tokio::time::timeout_at(deadline, attachments.recv()).await
-                {
-                    current = Self::resumed(&link, next).await;
-                } else {
-                    tracing::info!(
-                        grace_secs = self.settings.grace.as_secs(),
-                        "no resume within the grace period; closing the SSH connection"
-                    );
-                    break;
+                if !ending && link.source_ended() {
+                    ending = true;
+                    deadline = deadline.min(tokio::time::Instant::now() + ENDED_GRACE);
                 }
+                tokio::select! {
+                    next = attachments.recv() => match next {
+                        Some(next) => current = Self::resumed(&link, next).await,
+                        None => break,
+                    },
+                    () = link.until_source_ended(), if !ending => {}
+                    () = tokio::time::sleep_until(deadline) => {
+                        tracing::info!(
+                            grace_secs = self.settings.grace.as_secs(),
+                            ended = ending,
+                            "no resume within the grace period; closing the SSH connection"
+                        );
+                        break;
+                    }
+                }
+            }
+            if current.is_none() {
+                break;
             }
         }
         // Stopping both halves closes the SSH connection (and so ends its session).

@@ -258,3 +258,21 @@ async fn past_the_session_limit_a_client_gets_a_plain_tunnel() {
     assert_eq!(&back[..], b"raw bytes");
     assert_eq!(sessions.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_of_bytes_never_sent_is_refused() {
+    let (addr, sessions) = bridge(ResumeSettings::default()).await;
+    let mut live = open(addr).await;
+    echo(&mut live.socket, "hello").await;
+    // The server sent 5 bytes; acknowledging 6 would let it skip data it never sent.
+    send(&mut live.socket, Frame::Ack { received: 6 }).await;
+    assert_eq!(next(&mut live.socket).await, Err(close::BAD_POSITION));
+    // The session waits for a resume from where the client really is.
+    let (mut again, answer) = resume(addr, live.session, 5, Some(&live.secret)).await;
+    assert!(
+        matches!(answer, Ok(Frame::Resumed { received: 5 })),
+        "{answer:?}"
+    );
+    echo(&mut again, "back").await;
+    assert_eq!(sessions.len(), 1);
+}
