@@ -8,7 +8,9 @@
 //!   features only, as another tool would build it) has none of [`SERVER_ONLY`];
 //! - the pure cores' own sources name no I/O, clock or environment API of std
 //!   ([`PURE_FORBIDDEN`]). This stands in for building them for `wasm32-unknown-unknown`
-//!   (where those APIs fail or are missing), a target the toolchain here cannot download.
+//!   (where those APIs fail or are missing), a target the toolchain here cannot download;
+//! - every published library crate has an example in `examples/examples/`, and each example
+//!   uses one of the workspace's crates only, as an outside tool importing that crate would.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -96,6 +98,63 @@ fn forbidden_uses(file: &str, text: &str) -> Vec<String> {
                     number + 1
                 ));
             }
+        }
+    }
+    found
+}
+
+/// Workspace packages that are not library crates of their own (the binary, test support,
+/// tooling and the examples themselves).
+const NOT_LIBRARIES: &[&str] = &[
+    BINARY,
+    "flyte-testkit",
+    "flyte-tests",
+    "xtask",
+    "flyte-examples",
+];
+
+/// The workspace crates an example's code names (`flyte_x::...` paths), as package names.
+fn crates_used(text: &str) -> std::collections::BTreeSet<String> {
+    let mut used = std::collections::BTreeSet::new();
+    for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+        let mut rest = line;
+        while let Some(at) = rest.find("flyte_") {
+            let before = rest[..at].chars().next_back();
+            let tail = &rest[at..];
+            let len = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            if tail[len..].starts_with("::")
+                && !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+            {
+                used.insert(tail[..len].replace('_', "-"));
+            }
+            rest = &tail[len..];
+        }
+    }
+    used
+}
+
+/// Examples that use more than one workspace crate, and libraries without an example.
+fn example_violations(examples: &[(String, String)], libraries: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut covered = std::collections::BTreeSet::new();
+    for (name, text) in examples {
+        let used = crates_used(text);
+        if used.len() > 1 {
+            found.push(format!(
+                "examples/examples/{name} uses {}: an example uses one workspace crate, as another tool importing it would",
+                used.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        } else {
+            covered.extend(used);
+        }
+    }
+    for library in libraries {
+        if !covered.contains(*library) {
+            found.push(format!(
+                "{library} has no example: add examples/examples/<name>.rs using it alone"
+            ));
         }
     }
     found
@@ -199,6 +258,23 @@ pub(crate) fn run() -> anyhow::Result<()> {
         let name = file.strip_prefix(&root).unwrap_or(&file).display();
         found.extend(forbidden_uses(&name.to_string(), &text));
     }
+    let mut examples = Vec::new();
+    for file in rust_files(&root.join("examples/examples"))? {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let name = file
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        examples.push((name, text));
+    }
+    let libraries: Vec<&str> = manifests
+        .keys()
+        .map(String::as_str)
+        .filter(|p| !NOT_LIBRARIES.contains(p))
+        .collect();
+    found.extend(example_violations(&examples, &libraries));
     if !found.is_empty() {
         bail!(
             "tidy: {} rule(s) broken:\n  {}",
@@ -207,8 +283,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
         );
     }
     println!(
-        "tidy: {} packages follow the layering rules; the pure cores' sources name no I/O",
-        manifests.len()
+        "tidy: {} packages follow the layering rules; the pure cores' sources name no I/O; {} examples cover the {} library crates, one crate each",
+        manifests.len(),
+        examples.len(),
+        libraries.len()
     );
     Ok(())
 }
@@ -216,6 +294,54 @@ pub(crate) fn run() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn examples_use_one_crate_each_and_cover_every_library() {
+        let example = |name: &str, text: &str| (name.to_owned(), text.to_owned());
+        for (examples, want) in [
+            (vec![example("a.rs", "use flyte_fs::replace;\n")], vec![]),
+            (
+                vec![example(
+                    "a.rs",
+                    "// flyte_keys::x in a comment\nfn main() { flyte_fs::replace(); }\n",
+                )],
+                vec![],
+            ),
+            (
+                // A usage string or a function named flyte_org is not a crate.
+                vec![example(
+                    "a.rs",
+                    "let u = \"usage: flyte_org\"; my_flyte_fs::x(); flyte_fs::y();\n",
+                )],
+                vec![],
+            ),
+            (
+                vec![example(
+                    "a.rs",
+                    "use flyte_fs::replace;\nuse flyte_keys::Key;\n",
+                )],
+                vec![
+                    "examples/examples/a.rs uses flyte-fs, flyte-keys",
+                    "flyte-fs has no example",
+                    "flyte-keys has no example",
+                ],
+            ),
+            (
+                vec![],
+                vec!["flyte-fs has no example", "flyte-keys has no example"],
+            ),
+        ] {
+            let mut with_keys = examples.clone();
+            if !examples.is_empty() && want.is_empty() {
+                with_keys.push(example("b.rs", "use flyte_keys::Key;\n"));
+            }
+            let found = example_violations(&with_keys, &["flyte-fs", "flyte-keys"]);
+            assert_eq!(found.len(), want.len(), "{examples:?}: {found:?}");
+            for (got, want) in found.iter().zip(want) {
+                assert!(got.starts_with(want), "{got}");
+            }
+        }
+    }
 
     #[test]
     fn pure_sources_that_reach_for_io_or_the_clock_are_named() {
