@@ -46,7 +46,7 @@ async fn tunnel(args: &TunnelArgs) -> Result<(), TunnelError> {
     let run = flyte_tunnel::client::run(
         &options,
         flyte_tunnel::client::stdin_chunks(),
-        tokio::io::stdout(),
+        flyte_tunnel::client::stdout_writer(),
     );
     // ssh sends its ProxyCommand SIGHUP as it exits, right after writing its last bytes (the
     // disconnect) and closing our stdin. Dying then would lose those bytes, and a resumable

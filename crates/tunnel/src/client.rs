@@ -453,9 +453,50 @@ where
 /// How many chunks of input may wait for the socket before reading pauses.
 const INPUT_QUEUE: usize = 16;
 
-/// The process's stdin as chunks, read on a thread of its own: one blocking `read` per chunk,
-/// with no round trip through the async runtime's blocking pool (which halves upload speed).
+/// How large the pipes to and from ssh are made (Linux's default is 64 KiB; 1 MiB is the most
+/// an unprivileged process may ask for by default). Fewer, larger reads and writes on each side
+/// mean fewer wake-ups, which is what a loopback transfer spends its CPU on.
+const PIPE_BYTES: i32 = 1024 * 1024;
+
+/// A duplicate of `fd` when it is a pipe (what ssh gives its `ProxyCommand`), enlarged to
+/// [`PIPE_BYTES`] where the system allows.
+fn pipe_of(fd: std::os::fd::BorrowedFd<'_>) -> Option<std::fs::File> {
+    use nix::sys::stat::{SFlag, fstat};
+    let stat = fstat(fd).ok()?;
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFIFO {
+        return None;
+    }
+    // Best effort: a smaller pipe only costs speed.
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
+    fd.try_clone_to_owned().ok().map(std::fs::File::from)
+}
+
+/// The process's stdout for the tunnel's output. A pipe is written by the runtime itself,
+/// non-blocking, so each write costs no hand-off to another thread (tokio's `stdout()` sends
+/// every write through its blocking pool); anything else (a terminal, a file) goes through
+/// tokio's `stdout()`. Must be called within the runtime.
+#[must_use]
+pub fn stdout_writer() -> Box<dyn AsyncWrite + Unpin + Send> {
+    use std::os::fd::AsFd;
+    let stdout = std::io::stdout();
+    match pipe_of(stdout.as_fd()).map(tokio::net::unix::pipe::Sender::from_file) {
+        Some(Ok(pipe)) => Box::new(pipe),
+        _ => Box::new(tokio::io::stdout()),
+    }
+}
+
+/// The process's stdin as chunks. A pipe is read by the runtime itself, non-blocking;
+/// anything else on a thread of its own: one blocking `read` per chunk, with no round trip
+/// through the async runtime's blocking pool (which halves upload speed). Must be called within
+/// the runtime.
+#[must_use]
 pub fn stdin_chunks() -> mpsc::Receiver<Bytes> {
+    use std::os::fd::AsFd;
+    if let Some(Ok(pipe)) =
+        pipe_of(std::io::stdin().as_fd()).map(tokio::net::unix::pipe::Receiver::from_file)
+    {
+        return reader_chunks(pipe);
+    }
     let (tx, rx) = mpsc::channel(INPUT_QUEUE);
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
