@@ -323,3 +323,31 @@ fn the_tunnel_honours_the_ca_skip_verify_and_the_proxy() {
         assert!(!stderr.contains("hunter2"), "{stderr}");
     }
 }
+
+/// The tunnel uses ssh's pipes non-blocking (fewer wake-ups), and leaves them as it found them:
+/// the flag belongs to the open pipe, which whoever shares it uses after the tunnel exits.
+#[test]
+fn stdin_and_stdout_pipes_are_left_blocking_after_the_tunnel_exits() {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    // Refused at once: the pipes were set up before the connection was tried.
+    let url = "ws://127.0.0.1:9/";
+    let (stdin_read, stdin_write) = nix::unistd::pipe().unwrap();
+    let (stdout_read, stdout_write) = nix::unistd::pipe().unwrap();
+    // The child gets duplicates: the same open pipes, whose flags this test then reads.
+    let status = Command::new(BIN)
+        .args(["tunnel", url])
+        .stdin(Stdio::from(stdin_read.try_clone().unwrap()))
+        .stdout(Stdio::from(stdout_write.try_clone().unwrap()))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the connection is refused");
+    for (name, end) in [("stdin", &stdin_read), ("stdout", &stdout_write)] {
+        let flags = OFlag::from_bits_truncate(fcntl(end, FcntlArg::F_GETFL).unwrap());
+        assert!(
+            !flags.contains(OFlag::O_NONBLOCK),
+            "{name} was left non-blocking"
+        );
+    }
+    drop((stdin_write, stdout_read));
+}

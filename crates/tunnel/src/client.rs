@@ -471,6 +471,46 @@ fn pipe_of(fd: std::os::fd::BorrowedFd<'_>) -> Option<std::fs::File> {
     fd.try_clone_to_owned().ok().map(std::fs::File::from)
 }
 
+/// Stdin's and stdout's file status flags as they were when saved, put back when dropped.
+/// [`stdin_chunks`] and [`stdout_writer`] make pipes non-blocking, and that flag belongs to the
+/// open pipe, not to this process: whoever shares the pipe and uses it after the tunnel exits
+/// (a shell script's next command) expects it as it was.
+#[derive(Debug)]
+pub struct StdioFlags {
+    stdin: Option<nix::fcntl::OFlag>,
+    stdout: Option<nix::fcntl::OFlag>,
+}
+
+impl StdioFlags {
+    /// Remember the flags now.
+    #[must_use]
+    pub fn save() -> Self {
+        use std::os::fd::AsFd;
+        let flags = |fd: std::os::fd::BorrowedFd<'_>| {
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
+                .ok()
+                .map(nix::fcntl::OFlag::from_bits_truncate)
+        };
+        Self {
+            stdin: flags(std::io::stdin().as_fd()),
+            stdout: flags(std::io::stdout().as_fd()),
+        }
+    }
+}
+
+impl Drop for StdioFlags {
+    fn drop(&mut self) {
+        use std::os::fd::AsFd;
+        let restore = |fd: std::os::fd::BorrowedFd<'_>, flags: Option<nix::fcntl::OFlag>| {
+            if let Some(flags) = flags {
+                let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags));
+            }
+        };
+        restore(std::io::stdin().as_fd(), self.stdin);
+        restore(std::io::stdout().as_fd(), self.stdout);
+    }
+}
+
 /// The process's stdout for the tunnel's output. A pipe is written by the runtime itself,
 /// non-blocking, so each write costs no hand-off to another thread (tokio's `stdout()` sends
 /// every write through its blocking pool); anything else (a terminal, a file) goes through
