@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::remote::{self, CurlRequest, CurlResponse};
+use crate::session::{self, Answer, Shell};
 use crate::{Result, RunnerConfig, RunnerError};
 
 /// What a command in the runner printed, and its exit code.
@@ -40,6 +41,8 @@ struct SharedConnection {
     /// What `ssh -O exit` needs to find the master.
     host: String,
     options: Vec<String>,
+    /// The shell on the management host that runs calls without input ([`crate::session`]).
+    shell: tokio::sync::Mutex<Option<Shell>>,
 }
 
 impl SharedConnection {
@@ -113,6 +116,7 @@ impl Runner {
             dir,
             host: config.ssh_host.clone(),
             options: config.ssh_options.clone(),
+            shell: tokio::sync::Mutex::default(),
         };
         Ok(Self {
             config,
@@ -178,6 +182,19 @@ impl Runner {
         stdin: bool,
         shared: Option<&SharedConnection>,
     ) -> Result<tokio::process::Child> {
+        self.ssh_command(remote, stdin, shared)?
+            .spawn()
+            .map_err(RunnerError::SshMissing)
+    }
+
+    // The runner chain starts with the system ssh (ARCHITECTURE.md, runner-proxy).
+    #[allow(clippy::disallowed_methods)]
+    fn ssh_command(
+        &self,
+        remote: String,
+        stdin: bool,
+        shared: Option<&SharedConnection>,
+    ) -> Result<tokio::process::Command> {
         self.check()?;
         let mut command = tokio::process::Command::new("ssh");
         if let Some(shared) = shared {
@@ -207,9 +224,8 @@ impl Runner {
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(RunnerError::SshMissing)
+            .kill_on_drop(true);
+        Ok(command)
     }
 
     /// Failures of the chain itself, told apart from the command's own exit: incus without its
@@ -244,6 +260,12 @@ impl Runner {
     ) -> Result<Output> {
         tracing::debug!(host = %self.config.ssh_host, vm = %self.config.vm, %script, "runner");
         let remote = remote::in_vm_for(&self.config.vm, script, timeout.as_secs())?;
+        if input.is_none()
+            && let Some(shared) = self.shared.as_deref()
+            && let Some(result) = self.run_in_shell(shared, &remote, timeout).await
+        {
+            return result;
+        }
         let mut child = self.ssh(remote, input.is_some())?;
         // Stdin has its own task so a command that never reads it, or echoes it, cannot block us.
         let feeder = match (input, child.stdin.take()) {
@@ -264,9 +286,66 @@ impl Runner {
                 context: "waiting for ssh",
                 source,
             })?;
-        let code = output.status.code().unwrap_or(-1);
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        self.answer(
+            output.status.code().unwrap_or(-1),
+            &output.stdout,
+            &output.stderr,
+            timeout,
+        )
+    }
+
+    /// Run `remote` in the shared connection's shell (started on first use). `None`: the shell
+    /// is busy with another call or could not start the command, which then runs on an exec
+    /// channel of its own.
+    async fn run_in_shell(
+        &self,
+        shared: &SharedConnection,
+        remote: &str,
+        timeout: Duration,
+    ) -> Option<Result<Output>> {
+        let mut slot = shared.shell.try_lock().ok()?;
+        if !slot.as_mut().is_some_and(Shell::is_alive) {
+            let mut command = self
+                .ssh_command(session::REMOTE_SHELL.to_owned(), true, Some(shared))
+                .ok()?;
+            // The command's own stderr goes to a file; what the shell itself says is not read.
+            command.stderr(Stdio::null());
+            *slot = Shell::start(command.spawn().ok()?, session::new_marker()).await;
+        }
+        let shell = slot.as_mut()?;
+        // The VM stops the command at `timeout`; this is the backstop for a hung connection.
+        let backstop = timeout + Duration::from_secs(15);
+        let Ok(answer) = tokio::time::timeout(backstop, shell.call(remote)).await else {
+            *slot = None;
+            return Some(Err(RunnerError::Timeout(timeout.as_secs())));
+        };
+        match answer {
+            Answer::Done {
+                code,
+                stdout,
+                stderr,
+            } => Some(self.answer(code, &stdout, &stderr, timeout)),
+            Answer::NotStarted => {
+                *slot = None;
+                None
+            }
+            Answer::Lost => {
+                *slot = None;
+                Some(Err(RunnerError::Connect {
+                    host: self.config.ssh_host.clone(),
+                    detail:
+                        "the connection ended while the command ran in the runner (it may have run)"
+                            .to_owned(),
+                }))
+            }
+        }
+    }
+
+    /// A command's exit code and output as the caller sees them: failures of the chain and
+    /// the VM's timeout told apart from the command's own answer.
+    fn answer(&self, code: i32, stdout: &[u8], stderr: &[u8], timeout: Duration) -> Result<Output> {
+        let stdout = String::from_utf8_lossy(stdout).into_owned();
+        let stderr = String::from_utf8_lossy(stderr).into_owned();
         self.classify(code, &stderr)?;
         if code == remote::TIMED_OUT {
             return Err(RunnerError::Timeout(timeout.as_secs()));

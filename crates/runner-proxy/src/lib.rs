@@ -19,6 +19,7 @@
 mod config;
 mod exec;
 pub mod remote;
+mod session;
 
 pub use config::{
     DEFAULT_SSH_HOST, DEFAULT_SSH_KEY, DEFAULT_VM, ENV_SSH_HOST, ENV_SSH_KEY, ENV_VM, RunnerConfig,

@@ -348,6 +348,16 @@ fn a_dropped_port_forward_stops() {
 }
 
 /// The sshd's "Accepted publickey" lines: one per SSH connection authenticated.
+/// Sessions the management host's sshd started (exec channels and shells).
+fn sessions(lab: &Lab) -> usize {
+    lab.0
+        .sshd()
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("Starting session:"))
+        .count()
+}
+
 fn logins(lab: &Lab) -> usize {
     lab.0
         .sshd()
@@ -386,6 +396,11 @@ fn thirty_calls_share_one_connection_which_ends_with_the_runner() {
         }
     });
     assert_eq!(logins(&lab) - logins_before, 1, "one login for 30 calls");
+    assert_eq!(
+        sessions(&lab),
+        1,
+        "one session (the shell on the management host) for 30 calls"
+    );
     assert_eq!(lab.kubectl_calls().len(), 30);
     let dir = runner.control_dir().unwrap().to_owned();
     // Private, and the socket is named by ssh's hash of the destination: nothing secret.
@@ -423,6 +438,15 @@ fn thirty_calls_share_one_connection_which_ends_with_the_runner() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(gone(), "the master is gone");
+    // The shell's private directory on the management host goes with it (the remote shell
+    // removes it on its way out: a bounded wait).
+    let mgmt_tmp = lab.path("mgmt-tmp");
+    let empty = || std::fs::read_dir(&mgmt_tmp).unwrap().next().is_none();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(empty(), "the management host keeps nothing of the calls");
 }
 
 #[test]
@@ -440,4 +464,118 @@ fn a_killed_master_does_not_hang_the_next_call() {
     // The stale socket is passed over: the call connects on its own and succeeds.
     let out = block_on(runner.kubectl(&["get", "pods"], None, WAIT)).unwrap();
     assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+/// A shared runner runs its calls through one shell on the management host: what each command
+/// prints, and its exit code, arrive exactly as on an exec channel of its own.
+#[test]
+fn calls_through_the_shared_shell_answer_exactly_as_on_their_own_channel() {
+    let lab = Lab::new();
+    let fresh = lab.runner();
+    let shared = Runner::shared(lab.config()).unwrap();
+    let commands = [
+        "true",
+        "exit 3",
+        "printf 'no newline at the end'",
+        "printf 'a\\nb\\n'; echo oops >&2; exit 7",
+        // Lines shaped like the shell's own framing, and a line of spaces.
+        "echo 'flyte-run-call-1-2 end 0 0 0'; echo 'flyte-run-call-1-2 start'; echo '   '",
+        // 1 MiB on stdout, 64 KiB on stderr.
+        "head -c 1048576 /dev/zero | tr '\\0' x; head -c 65536 /dev/zero | tr '\\0' y >&2",
+        // No input: a command reading stdin ends at once.
+        "cat; echo read-nothing",
+        "sleep 0.2; echo after-a-while",
+    ];
+    block_on(async {
+        for command in commands {
+            let want = fresh.run(command, None, WAIT).await.unwrap();
+            let got = shared.run(command, None, WAIT).await.unwrap();
+            assert_eq!(got, want, "{command}");
+        }
+        // Two calls at once: one goes through the shell, the other on a channel of its own.
+        let (a, b) = tokio::join!(
+            shared.run("sleep 0.3; echo a", None, WAIT),
+            shared.run("echo b", None, WAIT)
+        );
+        assert_eq!(a.unwrap().stdout, "a\n");
+        assert_eq!(b.unwrap().stdout, "b\n");
+    });
+}
+
+/// A command stopped at its timeout in the VM is reported as a timeout, and the shell answers
+/// the next call.
+#[test]
+fn a_timeout_in_the_shared_shell_leaves_it_usable() {
+    let lab = Lab::new();
+    let shared = Runner::shared(lab.config()).unwrap();
+    block_on(async {
+        let err = shared
+            .run("sleep 30", None, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RunnerError::Timeout(1)), "{err}");
+        let out = shared.run("echo still-here", None, WAIT).await.unwrap();
+        assert_eq!(out.stdout, "still-here\n");
+    });
+}
+
+/// The shell dying while a command runs is an error that says the command may have run; the
+/// command is not run a second time, and the next call gets a new shell.
+#[test]
+fn a_shell_lost_mid_call_is_an_error_and_the_call_is_not_repeated() {
+    let lab = Lab::new();
+    let shared = Runner::shared(lab.config()).unwrap();
+    // The command kills the management host's shell that runs it (its nearest `sh -s`
+    // ancestor), then records that it ran.
+    let script = format!(
+        "p=$$; while [ \"$p\" -gt 1 ]; do \
+           if [ \"$(tr '\\0' ' ' < /proc/$p/cmdline)\" = 'sh -s ' ]; then kill -9 $p; break; fi; \
+           p=$(cut -d' ' -f4 < /proc/$p/stat); done; echo ran >> {}",
+        lab.path("ran").display()
+    );
+    block_on(async {
+        let err = shared.run(&script, None, WAIT).await.unwrap_err();
+        assert!(matches!(err, RunnerError::Connect { .. }), "{err}");
+        assert!(err.to_string().contains("may have run"), "{err}");
+        let out = shared.run("echo next", None, WAIT).await.unwrap();
+        assert_eq!(out.stdout, "next\n");
+    });
+    assert_eq!(
+        std::fs::read_to_string(lab.path("ran")).unwrap(),
+        "ran\n",
+        "the command ran once"
+    );
+}
+
+/// Failures of the chain are named the same way when calls share a connection and a shell.
+#[test]
+fn a_shared_runner_names_failures_as_a_fresh_one_does() {
+    let lab = Lab::new();
+    let shared = Runner::shared(lab.config()).unwrap();
+    std::fs::write(lab.path("agent-down"), "").unwrap();
+    let err = block_on(shared.run("true", None, WAIT)).unwrap_err();
+    assert!(matches!(err, RunnerError::AgentNotReady { .. }), "{err}");
+    std::fs::remove_file(lab.path("agent-down")).unwrap();
+
+    // A refused key: the shell cannot start, the call falls back to its own channel, and
+    // ssh's own failure is what the caller sees.
+    let mut config = lab.config();
+    let other_key = lab.path("other_key");
+    flyte_testkit::ssh_keygen(&other_key, "other");
+    config.ssh_key = other_key;
+    let client_config = std::fs::read_to_string(lab.0.sshd().client_config()).unwrap();
+    let without_key = client_config
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("IdentityFile"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(lab.path("no_key_config"), without_key).unwrap();
+    config.ssh_options = vec![
+        "-F".to_owned(),
+        lab.path("no_key_config").display().to_string(),
+    ];
+    let refused = Runner::shared(config).unwrap();
+    let err = block_on(refused.run("true", None, WAIT)).unwrap_err();
+    assert!(matches!(err, RunnerError::Connect { .. }), "{err}");
+    assert!(err.to_string().contains("Permission denied"), "{err}");
 }

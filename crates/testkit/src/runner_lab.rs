@@ -38,7 +38,14 @@ impl RunnerLab {
         let lab = home.path();
         let mgmt_bin = lab.join("mgmt-bin");
         let vm_bin = lab.join("vm-bin");
-        for dir in [&mgmt_bin, &vm_bin, &lab.join("vm-home"), &lab.join("www")] {
+        let mgmt_tmp = lab.join("mgmt-tmp");
+        for dir in [
+            &mgmt_bin,
+            &vm_bin,
+            &mgmt_tmp,
+            &lab.join("vm-home"),
+            &lab.join("www"),
+        ] {
             std::fs::create_dir_all(dir).expect("create the lab's directories");
         }
         write_executable(&mgmt_bin.join("incus"), INCUS);
@@ -51,7 +58,13 @@ impl RunnerLab {
         std::fs::write(lab.join("www/hello.txt"), "hello from the pod\n")
             .expect("write the pod's page");
         let sshd = Sshd::builder()
-            .config(&format!("SetEnv PATH={}:/usr/bin:/bin", mgmt_bin.display()))
+            // The management host's temporary files go to the lab's `mgmt-tmp`, where tests
+            // can see them.
+            .config(&format!(
+                "SetEnv PATH={}:/usr/bin:/bin TMPDIR={}",
+                mgmt_bin.display(),
+                mgmt_tmp.display()
+            ))
             .start();
         Self { home, sshd }
     }
