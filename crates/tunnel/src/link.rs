@@ -28,6 +28,9 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// No frame for this long: the connection is dead (the peer sends at least every
 /// [`KEEPALIVE_INTERVAL`]).
 pub const DEAD_AFTER: Duration = Duration::from_secs(5);
+/// A connection heard from within this is alive: a resume is refused while it is (two
+/// keepalive intervals, so one late keepalive does not make a live connection look gone).
+pub const LIVE_WINDOW: Duration = Duration::from_secs(2);
 
 /// Which end of the tunnel a link is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +59,8 @@ struct State {
     /// The delivery queue; dropped once the peer's stream is complete (the consumer then
     /// sees its end).
     delivery: Option<mpsc::Sender<Bytes>>,
+    /// When the current connection last brought a frame (or was attached); `None` without one.
+    last_heard: Option<tokio::time::Instant>,
 }
 
 /// One resumable stream pair.
@@ -191,6 +196,14 @@ impl Link {
         }
     }
 
+    /// Whether the current connection brought a frame (or was attached) within `window`.
+    #[must_use]
+    pub fn heard_within(&self, window: Duration) -> bool {
+        self.lock()
+            .last_heard
+            .is_some_and(|at| at.elapsed() < window)
+    }
+
     /// Bytes held for the peer.
     #[must_use]
     pub fn buffered(&self) -> usize {
@@ -262,6 +275,7 @@ where
         // A new connection starts by telling the peer where we are.
         let mut state = link.lock();
         state.ack_sent = state.received.wrapping_sub(1);
+        state.last_heard = Some(tokio::time::Instant::now());
     }
     let ended = {
         let reader = read_frames(link, stream);
@@ -272,6 +286,7 @@ where
             ended = &mut writer => ended,
         }
     };
+    link.lock().last_heard = None;
     if let Ended::Refused(code, reason) = &ended {
         tracing::debug!(code, %reason, "refusing the peer's frames");
         let _ = tokio::time::timeout(
@@ -298,6 +313,7 @@ where
             Ok(Some(Err(e))) => return Ended::Dead(e.to_string()),
             Ok(Some(Ok(message))) => message,
         };
+        link.lock().last_heard = Some(tokio::time::Instant::now());
         let bytes = match message {
             Message::Binary(bytes) => bytes,
             Message::Close(frame) => {

@@ -52,6 +52,10 @@ pub mod close {
     pub const SUPERSEDED: u16 = 4409;
     /// A position before what was acknowledged or past what was sent.
     pub const BAD_POSITION: u16 = 4416;
+    /// The session's connection is alive (heard from within [`crate::link::LIVE_WINDOW`]): a
+    /// resume is taken only once it has gone silent, so a second client cannot take a live
+    /// session over. The client that lost its connection tries again.
+    pub const IN_USE: u16 = 4423;
     /// Too many sessions kept at once.
     pub const TOO_MANY_SESSIONS: u16 = 4429;
     /// The SSH server could not be reached for a new session.
@@ -70,6 +74,7 @@ pub mod close {
             }
             SUPERSEDED => "another connection resumed this session",
             BAD_POSITION => "a position outside what was sent and acknowledged",
+            IN_USE => "the session's connection is alive",
             TOO_MANY_SESSIONS => "the server keeps too many sessions",
             TARGET_UNREACHABLE => "the SSH server is not reachable",
             DONE => "the session ended",

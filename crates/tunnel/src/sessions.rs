@@ -251,13 +251,18 @@ impl Sessions {
                 tokio::select! {
                     ended = &mut attached => break Some(ended),
                     Some(next) = attachments.recv() => {
-                        // An impossible position is refused without touching the live
-                        // connection; a possible one takes the session over.
-                        if link.can_resume_from(next.received) {
+                        // An impossible position, or a connection still heard from, is
+                        // refused without touching the live connection; a possible position
+                        // on a silent one takes the session over (the client's link broke
+                        // before we noticed).
+                        if !link.can_resume_from(next.received) {
+                            tokio::spawn(refuse(next.socket, close::BAD_POSITION));
+                        } else if link.heard_within(link::LIVE_WINDOW) {
+                            tokio::spawn(refuse(next.socket, close::IN_USE));
+                        } else {
                             current = Self::resumed(&link, next).await;
                             break None;
                         }
-                        tokio::spawn(refuse(next.socket, close::BAD_POSITION));
                     }
                 }
             };

@@ -207,20 +207,40 @@ async fn bad_resumes_are_refused_with_their_code_and_the_live_session_is_untouch
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resume_that_proves_the_secret_takes_the_session_over_from_where_it_was() {
+async fn a_resume_that_proves_the_secret_takes_the_session_over_once_its_connection_is_silent() {
     let (addr, sessions) = bridge(ResumeSettings::default()).await;
     let mut live = open(addr).await;
     echo(&mut live.socket, "12345").await;
-    // Claim only 2 of the 5 echoed bytes: the server sends the other 3 again.
-    let (mut second, answer) = resume(addr, live.session, 2, Some(&live.secret)).await;
+    // A second client, even one with the secret, cannot take a connection that is heard from.
+    let (_refused, answer) = resume(addr, live.session, 5, Some(&live.secret)).await;
+    assert_eq!(answer, Err(close::IN_USE));
+    echo(&mut live.socket, "678").await;
+    // Once the old connection has been silent for LIVE_WINDOW (as when the client's network
+    // broke), the client's resume takes it over; it tries again meanwhile, as the tunnel does.
+    // Claim only 2 of the 8 echoed bytes: the server sends the other 6 again.
+    let (mut second, answer) = tokio::time::timeout(LIMIT, async {
+        loop {
+            let (socket, answer) = resume(addr, live.session, 2, Some(&live.secret)).await;
+            if answer != Err(close::IN_USE) {
+                return (socket, answer);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap();
     let Ok(Frame::Resumed { received }) = answer else {
         panic!("not resumed: {answer:?}");
     };
-    assert_eq!(received, 5, "the server took all 5 bytes the client sent");
-    let Ok(Frame::Data(replayed)) = next(&mut second).await else {
-        panic!("no replay");
-    };
-    assert_eq!(&replayed[..], b"345");
+    assert_eq!(received, 8, "the server took all 8 bytes the client sent");
+    let mut replayed = Vec::new();
+    while replayed.len() < 6 {
+        let Ok(Frame::Data(bytes)) = next(&mut second).await else {
+            panic!("no replay after {replayed:?}");
+        };
+        replayed.extend_from_slice(&bytes);
+    }
+    assert_eq!(&replayed[..], b"345678");
     echo(&mut second, "on the new connection").await;
     // The old connection is dropped.
     assert_eq!(next(&mut live.socket).await, Err(0));
