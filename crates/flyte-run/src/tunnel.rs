@@ -82,9 +82,6 @@ pub(crate) async fn interrupted() {
 /// Run the tunnel and turn its outcome into the documented exit code. Errors are one line on
 /// stderr; stdout carries only tunnel bytes.
 pub(crate) fn run(args: &TunnelArgs) -> ExitCode {
-    // Dropped last: stdin and stdout are left as they were found (blocking) after the runtime
-    // that used them non-blocking is gone.
-    let _stdio_flags = flyte_tunnel::client::StdioFlags::save();
     // One thread is plenty for two byte pumps, and starts faster than a pool.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -42,7 +42,15 @@ struct SharedConnection {
     host: String,
     options: Vec<String>,
     /// The shell on the management host that runs calls without input ([`crate::session`]).
-    shell: tokio::sync::Mutex<Option<Shell>>,
+    shell: tokio::sync::Mutex<ShellSlot>,
+}
+
+/// The shared connection's shell, when one is running and idle.
+#[derive(Debug, Default)]
+struct ShellSlot {
+    shell: Option<Shell>,
+    /// A new shell never answered: calls use exec channels from then on.
+    disabled: bool,
 }
 
 impl SharedConnection {
@@ -304,19 +312,29 @@ impl Runner {
         timeout: Duration,
     ) -> Option<Result<Output>> {
         let mut slot = shared.shell.try_lock().ok()?;
-        if !slot.as_mut().is_some_and(Shell::is_alive) {
-            let mut command = self
-                .ssh_command(session::REMOTE_SHELL.to_owned(), true, Some(shared))
-                .ok()?;
-            // The command's own stderr goes to a file; what the shell itself says is not read.
-            command.stderr(Stdio::null());
-            *slot = Shell::start(command.spawn().ok()?, session::new_marker()).await;
+        if slot.disabled {
+            return None;
         }
-        let shell = slot.as_mut()?;
+        // Out of the slot while the call runs: a call abandoned by its caller drops (and so
+        // kills) the shell with it, and the next call never reads an answer that was not its.
+        let alive = slot.shell.as_mut().is_some_and(Shell::is_alive);
+        let (mut shell, fresh) = match slot.shell.take().filter(|_| alive) {
+            Some(shell) => (shell, false),
+            None => {
+                let mut command = self
+                    .ssh_command(session::REMOTE_SHELL.to_owned(), true, Some(shared))
+                    .ok()?;
+                // The command's own stderr goes to a file; what the shell says is not read.
+                command.stderr(Stdio::null());
+                (
+                    Shell::start(command.spawn().ok()?, session::new_marker()).await?,
+                    true,
+                )
+            }
+        };
         // The VM stops the command at `timeout`; this is the backstop for a hung connection.
         let backstop = timeout + Duration::from_secs(15);
         let Ok(answer) = tokio::time::timeout(backstop, shell.call(remote)).await else {
-            *slot = None;
             return Some(Err(RunnerError::Timeout(timeout.as_secs())));
         };
         match answer {
@@ -324,20 +342,29 @@ impl Runner {
                 code,
                 stdout,
                 stderr,
-            } => Some(self.answer(code, &stdout, &stderr, timeout)),
+            } => {
+                slot.shell = Some(shell);
+                Some(self.answer(code, &stdout, &stderr, timeout))
+            }
             Answer::NotStarted => {
-                *slot = None;
+                // A shell that never answered (the host refuses the key, say) is not tried
+                // again for this runner: each call would cost a second failed login.
+                slot.disabled = fresh;
                 None
             }
-            Answer::Lost => {
-                *slot = None;
-                Some(Err(RunnerError::Connect {
-                    host: self.config.ssh_host.clone(),
-                    detail:
-                        "the connection ended while the command ran in the runner (it may have run)"
-                            .to_owned(),
-                }))
-            }
+            Answer::Lost => Some(Err(RunnerError::Connect {
+                host: self.config.ssh_host.clone(),
+                detail:
+                    "the connection ended while the command ran in the runner (it may have run)"
+                        .to_owned(),
+            })),
+            Answer::TooLarge => Some(Err(RunnerError::Io {
+                context: "reading a command's output from the runner",
+                source: std::io::Error::other(format!(
+                    "more than {} MiB of output",
+                    session::MAX_OUTPUT / (1024 * 1024)
+                )),
+            })),
         }
     }
 

@@ -10,9 +10,10 @@
 //! unambiguous whatever it contains. The command is exactly the one an exec channel would run
 //! (`incus exec ... bash -lc ...`), so the VM sees no difference.
 //!
-//! The shell is an optimisation only: a call it cannot start (the shell or its connection is
-//! gone) runs on an exec channel as before; a call that started and lost its shell is an
-//! error, never run twice.
+//! The shell is an optimisation only. Before each command the shell must answer a ping: one
+//! that does not (the shell or its connection is gone) has run nothing, and the call runs on an
+//! exec channel as before. Once the command is sent, a lost shell is an error that says the
+//! command may have run; it is never sent twice.
 
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
@@ -20,12 +21,28 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 /// What the management host runs for the shell: POSIX sh reading commands from stdin.
 pub(crate) const REMOTE_SHELL: &str = "exec sh -s";
 
-/// The first lines the shell reads: the marker, a private directory for the calls' output
-/// (removed when the shell ends), and the shell's end on a hang-up.
+/// The most output (stdout and stderr together) one call may return through the shell.
+pub(crate) const MAX_OUTPUT: usize = 256 * 1024 * 1024;
+
+/// The first lines the shell reads: the marker, a private directory for the calls' output (in
+/// the user's runtime directory, a memory file system, where there is one), removed when the
+/// shell ends however it ends: end of input, a hang-up, a TERM, or a broken pipe when it
+/// reports to a client that has gone.
 pub(crate) fn setup(marker: &str) -> String {
     format!(
-        "m={marker}\nd=$(mktemp -d) || exit 1\nchmod 700 \"$d\"\ntrap 'rm -rf \"$d\"' EXIT\ntrap 'exit 129' HUP\ntrap 'exit 143' TERM\n"
+        "m={marker}\n\
+         d=$(mktemp -d -p \"${{XDG_RUNTIME_DIR:-/nonexistent}}\" 2>/dev/null || mktemp -d) || exit 1\n\
+         chmod 700 \"$d\"\n\
+         trap 'rm -rf \"$d\"' EXIT\n\
+         trap 'rm -rf \"$d\"; exit 129' HUP\n\
+         trap 'rm -rf \"$d\"; exit 141' PIPE\n\
+         trap 'rm -rf \"$d\"; exit 143' TERM\n"
     )
+}
+
+/// The line that asks the shell to say it is there.
+pub(crate) fn ping() -> &'static str {
+    "printf '%s ready\\n' \"$m\"\n"
 }
 
 /// The lines that run `command` (a command line for the management host's shell) and report.
@@ -48,6 +65,8 @@ pub(crate) struct End {
 /// A line the shell prints around a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Framing {
+    /// The shell answers a ping.
+    Ready,
     /// The command starts.
     Start,
     /// The command ended.
@@ -59,6 +78,7 @@ pub(crate) fn parse_line(marker: &str, line: &str) -> Option<Framing> {
     let rest = line.trim_end_matches(['\n', '\r']).strip_prefix(marker)?;
     let mut words = rest.split_whitespace();
     match words.next()? {
+        "ready" if words.next().is_none() => Some(Framing::Ready),
         "start" if words.next().is_none() => Some(Framing::Start),
         "end" => {
             let code = words.next()?.parse().ok()?;
@@ -83,10 +103,12 @@ pub(crate) enum Answer {
         stdout: Vec<u8>,
         stderr: Vec<u8>,
     },
-    /// The shell was gone before the command started: it did not run.
+    /// The shell did not answer the ping: the command was not sent.
     NotStarted,
-    /// The shell ended while the command ran (or said something unreadable).
+    /// The shell ended after the command was sent (or said something unreadable).
     Lost,
+    /// The command ran, but its output is larger than [`MAX_OUTPUT`].
+    TooLarge,
 }
 
 /// The running shell (its ssh process is killed when this drops).
@@ -129,34 +151,44 @@ impl Shell {
         (n > 0).then(|| String::from_utf8_lossy(&line).into_owned())
     }
 
-    /// Run `command` and read its answer. The caller bounds the time it may take.
+    /// The next framing line, passing over anything else (start-up noise such as a login
+    /// banner); `None` at the end of the shell's output.
+    async fn next_framing(&mut self) -> Option<Framing> {
+        loop {
+            let line = self.next_line().await?;
+            if let Some(framing) = parse_line(&self.marker, &line) {
+                return Some(framing);
+            }
+        }
+    }
+
+    /// Run `command` and read its answer. The caller bounds the time it may take; a call
+    /// abandoned midway leaves the shell unusable, so the caller drops it then.
     pub(crate) async fn call(&mut self, command: &str) -> Answer {
+        // Nothing is sent before the shell shows it is there: until then a failure ran nothing.
+        if self.stdin.write_all(ping().as_bytes()).await.is_err()
+            || tokio::time::timeout(PING_TIMEOUT, self.next_framing()).await
+                != Ok(Some(Framing::Ready))
+        {
+            return Answer::NotStarted;
+        }
         if self
             .stdin
             .write_all(program(command).as_bytes())
             .await
             .is_err()
         {
-            return Answer::NotStarted;
+            return Answer::Lost;
         }
-        // Anything before the start line is the shell's own noise (a login banner, say).
-        loop {
-            match self.next_line().await {
-                None => return Answer::NotStarted,
-                Some(line) => match parse_line(&self.marker, &line) {
-                    Some(Framing::Start) => break,
-                    Some(Framing::End(_)) => return Answer::Lost,
-                    None => {}
-                },
-            }
+        if self.next_framing().await != Some(Framing::Start) {
+            return Answer::Lost;
         }
-        let Some(Some(Framing::End(end))) = self
-            .next_line()
-            .await
-            .map(|line| parse_line(&self.marker, &line))
-        else {
+        let Some(Framing::End(end)) = self.next_framing().await else {
             return Answer::Lost;
         };
+        if end.stdout.saturating_add(end.stderr) > MAX_OUTPUT {
+            return Answer::TooLarge;
+        }
         let mut stdout = vec![0; end.stdout];
         let mut stderr = vec![0; end.stderr];
         if self.stdout.read_exact(&mut stdout).await.is_err()
@@ -171,6 +203,9 @@ impl Shell {
         }
     }
 }
+
+/// How long the shell may take to answer its ping before it is taken for gone.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A marker no start-up output contains: this process and the time, in hex.
 pub(crate) fn new_marker() -> String {
@@ -189,6 +224,7 @@ mod tests {
         let m = "flyte-run-call-1-2";
         for (line, want) in [
             ("flyte-run-call-1-2 start\n", Some(Framing::Start)),
+            ("flyte-run-call-1-2 ready\n", Some(Framing::Ready)),
             (
                 "flyte-run-call-1-2 end 0 12 0\n",
                 Some(Framing::End(End {

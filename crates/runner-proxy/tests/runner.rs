@@ -579,3 +579,22 @@ fn a_shared_runner_names_failures_as_a_fresh_one_does() {
     assert!(matches!(err, RunnerError::Connect { .. }), "{err}");
     assert!(err.to_string().contains("Permission denied"), "{err}");
 }
+
+/// A call its caller abandons (its answer never read) takes the shell with it: the next call
+/// gets its own answer, not the abandoned one's.
+#[test]
+fn an_abandoned_call_does_not_hand_its_answer_to_the_next() {
+    let lab = Lab::new();
+    let shared = Runner::shared(lab.config()).unwrap();
+    block_on(async {
+        shared.run("true", None, WAIT).await.unwrap();
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(300),
+            shared.run("sleep 2; echo abandoned", None, WAIT),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the caller gave up first");
+        let out = shared.run("echo next", None, WAIT).await.unwrap();
+        assert_eq!(out.stdout, "next\n");
+    });
+}

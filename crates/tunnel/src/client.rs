@@ -453,62 +453,37 @@ where
 /// How many chunks of input may wait for the socket before reading pauses.
 const INPUT_QUEUE: usize = 16;
 
-/// How large the pipes to and from ssh are made (Linux's default is 64 KiB; 1 MiB is the most
-/// an unprivileged process may ask for by default). Fewer, larger reads and writes on each side
-/// mean fewer wake-ups, which is what a loopback transfer spends its CPU on.
-const PIPE_BYTES: i32 = 1024 * 1024;
+/// How large the pipes to and from ssh are made (Linux's default is 64 KiB). Fewer, larger
+/// reads and writes on each side mean fewer wake-ups, which is what a loopback transfer spends
+/// its CPU on. Kept well below the per-user budget of pipe memory (64 MiB by default), so many
+/// tunnels at once do not shrink the user's other pipes.
+const PIPE_BYTES: i32 = 256 * 1024;
 
-/// A duplicate of `fd` when it is a pipe (what ssh gives its `ProxyCommand`), enlarged to
-/// [`PIPE_BYTES`] where the system allows.
-fn pipe_of(fd: std::os::fd::BorrowedFd<'_>) -> Option<std::fs::File> {
+/// A pipe of our own onto `fd` when it is a pipe (what ssh gives its `ProxyCommand`),
+/// enlarged to [`PIPE_BYTES`] where the system allows. Opened afresh through `/proc` so that
+/// the non-blocking mode we use stays ours: on a duplicate it would reach whoever shares the
+/// pipe, even after we exit or are killed.
+fn pipe_of(fd: std::os::fd::BorrowedFd<'_>, write: bool) -> Option<std::fs::File> {
     use nix::sys::stat::{SFlag, fstat};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
     let stat = fstat(fd).ok()?;
     if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFIFO {
         return None;
     }
     // Best effort: a smaller pipe only costs speed.
     let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
-    fd.try_clone_to_owned().ok().map(std::fs::File::from)
-}
-
-/// Stdin's and stdout's file status flags as they were when saved, put back when dropped.
-/// [`stdin_chunks`] and [`stdout_writer`] make pipes non-blocking, and that flag belongs to the
-/// open pipe, not to this process: whoever shares the pipe and uses it after the tunnel exits
-/// (a shell script's next command) expects it as it was.
-#[derive(Debug)]
-pub struct StdioFlags {
-    stdin: Option<nix::fcntl::OFlag>,
-    stdout: Option<nix::fcntl::OFlag>,
-}
-
-impl StdioFlags {
-    /// Remember the flags now.
-    #[must_use]
-    pub fn save() -> Self {
-        use std::os::fd::AsFd;
-        let flags = |fd: std::os::fd::BorrowedFd<'_>| {
-            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
-                .ok()
-                .map(nix::fcntl::OFlag::from_bits_truncate)
-        };
-        Self {
-            stdin: flags(std::io::stdin().as_fd()),
-            stdout: flags(std::io::stdout().as_fd()),
-        }
-    }
-}
-
-impl Drop for StdioFlags {
-    fn drop(&mut self) {
-        use std::os::fd::AsFd;
-        let restore = |fd: std::os::fd::BorrowedFd<'_>, flags: Option<nix::fcntl::OFlag>| {
-            if let Some(flags) = flags {
-                let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags));
-            }
-        };
-        restore(std::io::stdin().as_fd(), self.stdin);
-        restore(std::io::stdout().as_fd(), self.stdout);
-    }
+    // Non-blocking from the open on: a FIFO opened blocking waits for its other end.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "opens our own stdin or stdout, not a file users own"
+    )]
+    std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .ok()
 }
 
 /// The process's stdout for the tunnel's output. A pipe is written by the runtime itself,
@@ -519,7 +494,7 @@ impl Drop for StdioFlags {
 pub fn stdout_writer() -> Box<dyn AsyncWrite + Unpin + Send> {
     use std::os::fd::AsFd;
     let stdout = std::io::stdout();
-    match pipe_of(stdout.as_fd()).map(tokio::net::unix::pipe::Sender::from_file) {
+    match pipe_of(stdout.as_fd(), true).map(tokio::net::unix::pipe::Sender::from_file) {
         Some(Ok(pipe)) => Box::new(pipe),
         _ => Box::new(tokio::io::stdout()),
     }
@@ -533,7 +508,7 @@ pub fn stdout_writer() -> Box<dyn AsyncWrite + Unpin + Send> {
 pub fn stdin_chunks() -> mpsc::Receiver<Bytes> {
     use std::os::fd::AsFd;
     if let Some(Ok(pipe)) =
-        pipe_of(std::io::stdin().as_fd()).map(tokio::net::unix::pipe::Receiver::from_file)
+        pipe_of(std::io::stdin().as_fd(), false).map(tokio::net::unix::pipe::Receiver::from_file)
     {
         return reader_chunks(pipe);
     }
