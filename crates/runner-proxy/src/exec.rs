@@ -318,19 +318,18 @@ impl Runner {
         // Out of the slot while the call runs: a call abandoned by its caller drops (and so
         // kills) the shell with it, and the next call never reads an answer that was not its.
         let alive = slot.shell.as_mut().is_some_and(Shell::is_alive);
-        let (mut shell, fresh) = match slot.shell.take().filter(|_| alive) {
-            Some(shell) => (shell, false),
-            None => {
-                let mut command = self
-                    .ssh_command(session::REMOTE_SHELL.to_owned(), true, Some(shared))
-                    .ok()?;
-                // The command's own stderr goes to a file; what the shell says is not read.
-                command.stderr(Stdio::null());
-                (
-                    Shell::start(command.spawn().ok()?, session::new_marker()).await?,
-                    true,
-                )
-            }
+        let (mut shell, fresh) = if let Some(shell) = slot.shell.take().filter(|_| alive) {
+            (shell, false)
+        } else {
+            let mut command = self
+                .ssh_command(session::REMOTE_SHELL.to_owned(), true, Some(shared))
+                .ok()?;
+            // The command's own stderr goes to a file; what the shell says is not read.
+            command.stderr(Stdio::null());
+            (
+                Shell::start(command.spawn().ok()?, session::new_marker()).await?,
+                true,
+            )
         };
         // The VM stops the command at `timeout`; this is the backstop for a hung connection.
         let backstop = timeout + Duration::from_secs(15);
