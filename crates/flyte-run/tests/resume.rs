@@ -128,18 +128,23 @@ fn cut_repeatedly(proxy: &CutProxy, every: u64, times: usize) {
 }
 
 /// Freeze the proxy until the tunnel has given up on the frozen connection and tried a new one
-/// (which the frozen proxy also holds silent), then thaw it.
-fn freeze_until_a_reconnection(proxy: &CutProxy) {
+/// (which the frozen proxy also holds silent), and for at least `at_least` in all; then thaw it.
+/// `meanwhile` runs once the network is frozen.
+fn freeze_until_a_reconnection(proxy: &CutProxy, at_least: Duration, meanwhile: impl FnOnce()) {
+    let frozen_at = Instant::now();
     let before = proxy.accepted();
     proxy.freeze();
+    meanwhile();
     proxy.wait_until("a reconnection during the freeze", SETTLE, |accepted, _| {
         accepted > before
     });
+    // The scenario itself: the network stays silent this long.
+    std::thread::sleep(at_least.saturating_sub(frozen_at.elapsed()));
     proxy.thaw();
 }
 
 #[test]
-fn a_256_mib_transfer_each_way_survives_cuts_and_a_freeze_byte_exact() {
+fn a_256_mib_transfer_each_way_survives_cuts_and_a_freeze_of_over_a_minute_byte_exact() {
     let path = Path3::start(ResumeSettings::default());
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source.bin");
@@ -162,8 +167,8 @@ fn a_256_mib_transfer_each_way_survives_cuts_and_a_freeze_byte_exact() {
     assert!(status.success(), "scp: {stderr}");
     assert_eq!(sha256(&uploaded), want, "the upload is byte-exact");
 
-    // Down, with ssh cat, through a cut and a freeze long enough for the bridge's replay
-    // buffer to fill (it then stops reading: backpressure, not loss).
+    // Down, with ssh cat, through a cut and a freeze of over a minute: the bridge's replay
+    // buffer fills (it then stops reading: backpressure, not loss).
     let downloaded = dir.path().join("downloaded.bin");
     let ssh = path
         .command("ssh")
@@ -178,7 +183,7 @@ fn a_256_mib_transfer_each_way_survives_cuts_and_a_freeze_byte_exact() {
     let mark = path.proxy.forwarded() + 32 * MIB;
     path.proxy
         .wait_until("32 MiB more", SETTLE, |_, bytes| bytes >= mark);
-    freeze_until_a_reconnection(&path.proxy);
+    freeze_until_a_reconnection(&path.proxy, Duration::from_secs(61), || {});
     cut_repeatedly(&path.proxy, 48 * MIB, 1);
     let (status, stderr) = finish(ssh, "ssh cat", SETTLE);
     assert!(status.success(), "ssh: {stderr}");
@@ -258,17 +263,9 @@ fn an_interactive_session_survives_a_cut_and_a_freeze_of_over_a_minute() {
     keyboard.write_all(b"echo second-$((20+2))\n").unwrap();
     screen.wait_for("second-22");
 
-    let frozen_at = Instant::now();
-    let before = path.proxy.accepted();
-    path.proxy.freeze();
-    keyboard.write_all(b"echo third-$((20+3))\n").unwrap();
-    path.proxy
-        .wait_until("a reconnection during the freeze", SETTLE, |accepted, _| {
-            accepted > before
-        });
-    // The scenario itself: the network stays silent for over a minute.
-    std::thread::sleep(Duration::from_secs(61).saturating_sub(frozen_at.elapsed()));
-    path.proxy.thaw();
+    freeze_until_a_reconnection(&path.proxy, Duration::from_secs(61), || {
+        keyboard.write_all(b"echo third-$((20+3))\n").unwrap();
+    });
     screen.wait_for("third-23");
     keyboard.write_all(b"exit\n").unwrap();
     let (status, stderr) = finish(ssh, "ssh -tt", SETTLE);
