@@ -102,7 +102,9 @@ impl Runner {
 
     /// Calls (and clones' calls) share one SSH connection while this value or a clone lives:
     /// after the first call, each one skips the TCP, key exchange and authentication round
-    /// trips. Port-forwards keep a connection of their own (their lifetime is their session's).
+    /// trips. Calls without input also share one shell on the management host (see the
+    /// `session` module), which saves sshd's per-channel cost (about 100 ms with OpenSSH 9.2).
+    /// Port-forwards keep a connection of their own (their lifetime is their session's).
     pub fn shared(config: RunnerConfig) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("flyte-run-ssh-")
