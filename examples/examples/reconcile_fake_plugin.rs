@@ -10,7 +10,7 @@ use flyte_reconciler_core::{
     PluginResult, PluginTransition, TaskAction, TaskActionSpec, Timestamp, WriteResult, drive,
 };
 
-fn phase(name: &str) -> Result<PluginPhase, String> {
+fn phase(name: &str) -> Result<PluginPhase, Box<dyn std::error::Error>> {
     Ok(match name {
         "Queued" => PluginPhase::Queued,
         "Initializing" => PluginPhase::Initializing,
@@ -21,7 +21,8 @@ fn phase(name: &str) -> Result<PluginPhase, String> {
         other => {
             return Err(format!(
                 "unknown plugin phase {other:?}; use Queued, Initializing, Running, Success, RetryableFailure or PermanentFailure"
-            ));
+            )
+            .into());
         }
     })
 }

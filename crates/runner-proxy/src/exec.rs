@@ -184,8 +184,6 @@ impl Runner {
         self.ssh_via(remote, stdin, self.shared.as_deref())
     }
 
-    // The runner chain starts with the system ssh (ARCHITECTURE.md, runner-proxy).
-    #[allow(clippy::disallowed_methods)]
     fn ssh_via(
         &self,
         remote: String,

@@ -31,6 +31,27 @@ impl Lab {
         Runner::new(self.config())
     }
 
+    /// A config whose key the management host refuses. (The harness's client config names
+    /// its own key; a copy without it leaves only ours.)
+    fn refused_key_config(&self) -> RunnerConfig {
+        let mut config = self.config();
+        let other_key = self.path("other_key");
+        flyte_testkit::ssh_keygen(&other_key, "other");
+        config.ssh_key = other_key;
+        let client_config = std::fs::read_to_string(self.0.sshd().client_config()).unwrap();
+        let without_key = client_config
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("IdentityFile"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(self.path("no_key_config"), without_key).unwrap();
+        config.ssh_options = vec![
+            "-F".to_owned(),
+            self.path("no_key_config").display().to_string(),
+        ];
+        config
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.0.path().join(name)
     }
@@ -256,23 +277,7 @@ fn failures_name_the_cause() {
     assert!(out.stderr.contains("Instance not found"), "{}", out.stderr);
 
     // The management host refuses the key: ssh's failure (255), not the command's.
-    // (The harness's client config names its own key; a copy without it leaves only ours.)
-    let mut config = lab.config();
-    let other_key = lab.path("other_key");
-    flyte_testkit::ssh_keygen(&other_key, "other");
-    config.ssh_key = other_key;
-    let client_config = std::fs::read_to_string(lab.0.sshd().client_config()).unwrap();
-    let without_key = client_config
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("IdentityFile"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(lab.path("no_key_config"), without_key).unwrap();
-    config.ssh_options = vec![
-        "-F".to_owned(),
-        lab.path("no_key_config").display().to_string(),
-    ];
-    let err = block_on(Runner::new(config).run("true", None, WAIT)).unwrap_err();
+    let err = block_on(Runner::new(lab.refused_key_config()).run("true", None, WAIT)).unwrap_err();
     assert!(matches!(err, RunnerError::Connect { .. }), "{err}");
     assert!(err.to_string().contains("Permission denied"), "{err}");
 
@@ -559,22 +564,7 @@ fn a_shared_runner_names_failures_as_a_fresh_one_does() {
 
     // A refused key: the shell cannot start, the call falls back to its own channel, and
     // ssh's own failure is what the caller sees.
-    let mut config = lab.config();
-    let other_key = lab.path("other_key");
-    flyte_testkit::ssh_keygen(&other_key, "other");
-    config.ssh_key = other_key;
-    let client_config = std::fs::read_to_string(lab.0.sshd().client_config()).unwrap();
-    let without_key = client_config
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("IdentityFile"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(lab.path("no_key_config"), without_key).unwrap();
-    config.ssh_options = vec![
-        "-F".to_owned(),
-        lab.path("no_key_config").display().to_string(),
-    ];
-    let refused = Runner::shared(config).unwrap();
+    let refused = Runner::shared(lab.refused_key_config()).unwrap();
     let err = block_on(refused.run("true", None, WAIT)).unwrap_err();
     assert!(matches!(err, RunnerError::Connect { .. }), "{err}");
     assert!(err.to_string().contains("Permission denied"), "{err}");
